@@ -13,7 +13,7 @@ class Document:
     Attributes:
         id: unique string id within the corpus.
         title: may be empty.
-        text: the body; never empty after reading (readers raise on missing text).
+        text: the body; may be empty only when the title is not (readers raise on missing text).
         metadata: every other field of the record, JSON-serializable.
         origin: where the record came from, ``"path:line"`` (or just the path), for error messages.
     """

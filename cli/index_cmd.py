@@ -1,0 +1,235 @@
+"""``retriever index ...``: build, add, delete, compact, info, verify, from-vectors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import BuildProgress, console, count_records, out, print_json, user_errors
+from indexing.errors import RetrieverError
+
+app = typer.Typer(help="Build and update indexes.", no_args_is_help=True)
+
+CORPUS_HELP = "Corpus files or folders: JSONL, TSV, CSV, Parquet (gzip ok), a BEIR folder, a folder of .txt/.md."
+
+
+def _fields(id_field: Optional[str], title_field: Optional[str], text_field: Optional[str]):
+    from indexing.readers import FieldNames
+
+    return FieldNames(id=id_field, title=title_field, text=text_field)
+
+
+@app.command()
+@user_errors
+def build(
+    corpus: list[Path] = typer.Argument(..., help=CORPUS_HELP),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Index directory to create."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model alias (minilm, multilingual-e5-small), folder or hub id."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder preset (text, crosslingual); picks its default model."),
+    index: str = typer.Option("auto", "--index", help="FAISS factory string (Flat, IVF4096,Flat, HNSW32, IVF4096,PQ48) or auto."),
+    metric: str = typer.Option("ip", "--metric", help="ip (cosine on normalized vectors) or l2."),
+    chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", help="Passage window in tokens; 0 = no chunking (model truncates). Default: half the model's max length."),
+    chunk_overlap: Optional[int] = typer.Option(None, "--chunk-overlap", help="Tokens shared by consecutive windows (default: a quarter of the window)."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Encoder batch size."),
+    docs_per_shard: int = typer.Option(4096, "--shard-docs", help="Documents per resumable shard."),
+    nprobe: int = typer.Option(16, "--nprobe", help="Default IVF lists visited per query."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index or unfinished build."),
+    id_field: Optional[str] = typer.Option(None, "--id-field"),
+    title_field: Optional[str] = typer.Option(None, "--title-field"),
+    text_field: Optional[str] = typer.Option(None, "--text-field"),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Encode a corpus and build an index (streaming, resumable, committed atomically)."""
+    from indexing.builder import BuildConfig, build_index
+    from indexing.readers import read_corpus
+    from retriever.encoder import load_encoder
+
+    if metric not in ("ip", "l2"):
+        raise RetrieverError(f"--metric {metric!r}: use ip or l2")
+    fields = _fields(id_field, title_field, text_field)
+    read_corpus(corpus, fields=fields)  # checks paths and formats now, before a model is loaded
+    enc = load_encoder(model, preset=encoder, device=device)
+    window = enc.max_seq_length // 2 if chunk_tokens is None else chunk_tokens
+    overlap = (window // 4 if window else 0) if chunk_overlap is None else chunk_overlap
+    if window < 0 or overlap < 0 or (window and overlap >= window):
+        raise RetrieverError(f"--chunk-overlap {overlap} must be >= 0 and smaller than --chunk-tokens {window}")
+    config = BuildConfig(
+        corpus=tuple(str(p) for p in corpus),
+        factory=index,
+        metric=metric,
+        chunk_tokens=window,
+        chunk_overlap=overlap,
+        batch_size=batch_size,
+        docs_per_shard=docs_per_shard,
+        nprobe=nprobe,
+        encoder=enc.describe(),
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with BuildProgress(count_records(corpus), enabled=not as_json) as progress:
+        manifest = build_index(
+            out_dir, lambda: read_corpus(corpus, fields=fields), enc, config, resume=resume, overwrite=overwrite, progress=progress
+        )
+    if as_json:
+        print_json(json.loads(manifest.to_json()))
+        return
+    console.print(
+        f"built [bold]{out_dir}[/]: {manifest.counts['documents']:,} documents, {manifest.counts['passages']:,} passages, "
+        f"index {manifest.factory}" + (" (chosen by auto)" if index == "auto" else "") + f", model {manifest.encoder['model']}",
+        highlight=False,
+    )
+
+
+@app.command("from-vectors")
+@user_errors
+def from_vectors(
+    vectors: Path = typer.Argument(..., help=".npy file of (n, dim) float32 vectors."),
+    ids_file: Path = typer.Option(..., "--ids", help="Text file with one id per line, aligned with the vectors."),
+    out_dir: Path = typer.Option(..., "--out", "-o"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model that made the vectors (enables text queries)."),
+    index: str = typer.Option("auto", "--index"),
+    metric: str = typer.Option("ip", "--metric"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    resume: bool = typer.Option(False, "--resume"),
+) -> None:
+    """Build an index from vectors you already have (search them by vector, or by text with --model)."""
+    import numpy as np
+
+    from indexing.builder import BuildConfig, build_from_vectors
+
+    if not vectors.is_file():
+        raise RetrieverError(f"{vectors}: no such file")
+    try:
+        array = np.load(vectors, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:
+        raise RetrieverError(f"{vectors}: not a .npy array ({exc})") from None
+    if not ids_file.is_file():
+        raise RetrieverError(f"{ids_file}: no such file")
+    ids = [line.rstrip("\n") for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    record = None
+    if model:
+        from retriever.encoder import load_encoder
+
+        record = load_encoder(model, device="cpu").describe()
+        if record["dim"] != array.shape[1]:
+            raise RetrieverError(f"model {model} gives {record['dim']}-d vectors, {vectors} holds {array.shape[1]}-d")
+    config = BuildConfig(corpus=(str(vectors),), factory=index, metric=metric, docs_per_shard=65536)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    manifest = build_from_vectors(out_dir, array, ids, config, encoder_record=record, overwrite=overwrite, resume=resume)
+    console.print(f"built [bold]{out_dir}[/]: {manifest.counts['passages']:,} vectors, index {manifest.factory}", highlight=False)
+
+
+@app.command()
+@user_errors
+def add(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    corpus: list[Path] = typer.Argument(..., help=CORPUS_HELP),
+    upsert: bool = typer.Option(False, "--upsert", help="Replace documents whose id exists (when changed)."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    device: str = typer.Option("auto", "--device"),
+    id_field: Optional[str] = typer.Option(None, "--id-field"),
+    title_field: Optional[str] = typer.Option(None, "--title-field"),
+    text_field: Optional[str] = typer.Option(None, "--text-field"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Add documents to an index (a failed add leaves the index as it was)."""
+    from indexing.manifest import read_manifest
+    from indexing.readers import read_corpus
+    from indexing.updates import add_documents
+    from retriever.encoder import encoder_from_manifest
+
+    manifest = read_manifest(index_dir)
+    docs = read_corpus(corpus, fields=_fields(id_field, title_field, text_field))
+    enc = encoder_from_manifest(manifest.encoder, device=device)
+    report = add_documents(index_dir, docs, enc, upsert=upsert, batch_size=batch_size)
+    _report(report, as_json, f"added {report.added:,}, replaced {report.replaced:,}, unchanged {report.unchanged:,}")
+
+
+@app.command()
+@user_errors
+def delete(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated document ids."),
+    ids_file: Optional[Path] = typer.Option(None, "--ids-file", help="File with one id per line."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Delete documents by id."""
+    from indexing.updates import delete_documents
+
+    wanted: list[str] = [i for i in (ids or "").split(",") if i]
+    if ids_file is not None:
+        if not ids_file.is_file():
+            raise RetrieverError(f"{ids_file}: no such file")
+        wanted += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not wanted:
+        raise RetrieverError("give the ids to delete with --ids or --ids-file")
+    report = delete_documents(index_dir, wanted)
+    message = f"deleted {report.deleted:,} documents"
+    if report.missing:
+        message += f"; {len(report.missing)} id(s) not in the index: {', '.join(report.missing[:5])}"
+    _report(report, as_json, message)
+
+
+@app.command()
+@user_errors
+def compact(index_dir: Path = typer.Argument(..., help="Index directory."), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Drop deleted vectors that an index type (HNSW) keeps until compaction."""
+    from indexing.updates import compact as compact_index
+
+    report = compact_index(index_dir)
+    _report(report, as_json, f"compacted: {report.deleted:,} deleted vectors dropped")
+
+
+def _report(report, as_json: bool, message: str) -> None:
+    from dataclasses import asdict
+
+    if as_json:
+        print_json(asdict(report))
+    else:
+        console.print(f"{message} (index version {report.version})", highlight=False)
+
+
+@app.command()
+@user_errors
+def info(index_dir: Path = typer.Argument(..., help="Index directory."), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show what an index holds (reads the manifest only)."""
+    from indexing.manifest import read_manifest
+
+    manifest = read_manifest(index_dir)
+    if as_json:
+        print_json(json.loads(manifest.to_json()))
+        return
+    from rich.table import Table
+
+    enc = manifest.encoder
+    table = Table(show_header=False, box=None)
+    rows = [
+        ("index", str(index_dir)),
+        ("version", str(manifest.version)),
+        ("documents", f"{manifest.counts['documents']:,}"),
+        ("passages", f"{manifest.counts['passages']:,}"),
+        ("deleted, pending compaction", f"{manifest.counts.get('tombstones', 0):,}"),
+        ("factory", manifest.factory + (f" (auto)" if manifest.factory_requested == "auto" else "")),
+        ("metric", manifest.metric),
+        ("model", f"{enc.get('model')} ({enc.get('preset')}, {manifest.dim}-d, {enc.get('pooling')} pooling, normalized={enc.get('normalized')})"),
+        ("chunking", f"{manifest.chunking['chunk_tokens']} tokens, overlap {manifest.chunking['overlap']}"),
+        ("updated", manifest.updated),
+    ]
+    for key, value in rows:
+        table.add_row(f"[bold]{key}[/]", value)
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def verify(index_dir: Path = typer.Argument(..., help="Index directory.")) -> None:
+    """Check every file of an index against the manifest's checksums."""
+    from indexing.manifest import read_manifest, verify_files
+
+    manifest = read_manifest(index_dir)
+    verify_files(index_dir, manifest, checksums=True)
+    console.print(f"{index_dir}: {len(manifest.checksums)} files match their checksums", highlight=False)

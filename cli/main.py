@@ -1,0 +1,38 @@
+"""The ``retriever`` command. Sub-commands live in one module each; torch loads only where needed."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from cli import index_cmd, search_cmd
+
+app = typer.Typer(
+    name="retriever",
+    help="Dense retrieval: build, update, search and evaluate vector indexes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(index_cmd.app, name="index")
+app.command("search")(search_cmd.search)
+
+
+@app.callback()
+def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress details to stderr.")) -> None:
+    """Dense retrieval: build, update, search and evaluate vector indexes."""
+    import os
+
+    from rich.logging import RichHandler
+
+    # The CLI draws its own progress bars; silence the hub/transformers ones (the app may configure this).
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(show_path=False, console=__import__("cli.common", fromlist=["console"]).console)],
+    )
+    for noisy in ("sentence_transformers", "transformers", "faiss"):
+        logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)

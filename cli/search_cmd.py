@@ -1,0 +1,87 @@
+"""``retriever search``: one query as a table or JSON, or a queries file to a TREC run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import console, out, parse_filters, print_json, user_errors
+from indexing.errors import RetrieverError
+
+
+@user_errors
+def search(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    query: Optional[str] = typer.Argument(None, help="Query text (or use --queries)."),
+    k: int = typer.Option(10, "-k", "--k", help="Number of documents per query."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="Queries file: JSONL (_id/id, text) or TSV (id, text)."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Write a TREC run file (with --queries)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON line per query: {query, hits}."),
+    filters: list[str] = typer.Option([], "--filter", help="Metadata filter FIELD=VALUE (repeatable), applied before top-k."),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF lists to visit."),
+    ef_search: Optional[int] = typer.Option(None, "--ef-search", help="HNSW search beam width."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+) -> None:
+    """Search an index."""
+    if k < 1:
+        raise RetrieverError(f"-k must be >= 1 (got {k})")
+    if (query is None) == (queries is None):
+        raise RetrieverError("give either a query or --queries FILE")
+    if output is not None and queries is None:
+        raise RetrieverError("--output needs --queries")
+    from retriever.searcher import Searcher
+
+    searcher = Searcher.load(index_dir, device=device)
+    options = {"filters": parse_filters(filters) or None, "nprobe": nprobe, "ef_search": ef_search}
+    if query is not None:
+        ids, texts = ["q"], [query]
+    else:
+        ids, texts = _read_queries(queries)
+    results = searcher.search(texts, k, **options)
+    if output is not None:
+        _write_run(output, ids, results)
+        console.print(f"wrote {len(ids):,} queries x top-{k} to {output}", highlight=False)
+    if as_json:
+        for qid, text, hits in zip(ids, texts, results):
+            record = {"query": text, "hits": [h.to_dict() for h in hits]}
+            if queries is not None:
+                record["query_id"] = qid
+            print_json(record)
+    elif output is None:
+        for text, hits in zip(texts, results):
+            _table(text, hits)
+
+
+def _read_queries(path: Path) -> tuple[list[str], list[str]]:
+    from indexing.readers import read_corpus
+
+    docs = list(read_corpus([path]))
+    return [d.id for d in docs], [d.full_text() for d in docs]
+
+
+def _write_run(path: Path, ids: list[str], results) -> None:
+    import os
+
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        for qid, hits in zip(ids, results):
+            for rank, hit in enumerate(hits, 1):
+                fh.write(f"{qid} Q0 {hit.id} {rank} {hit.score:.6f} retriever\n")
+    os.replace(tmp, path)
+
+
+def _table(query: str, hits) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"[bold]{query}[/]", title_justify="left", show_lines=False)
+    table.add_column("rank", justify="right", min_width=4, no_wrap=True)
+    table.add_column("id", no_wrap=True, min_width=6)
+    table.add_column("score", justify="right", min_width=6, no_wrap=True)
+    table.add_column("title", max_width=24, overflow="ellipsis", no_wrap=True)
+    table.add_column("passage", min_width=30, ratio=1, overflow="fold")
+    for rank, hit in enumerate(hits, 1):
+        snippet = " ".join(hit.passage.split())
+        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", hit.title, snippet[:240] + ("…" if len(snippet) > 240 else ""))
+    out.print(table)

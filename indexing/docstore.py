@@ -1,0 +1,268 @@
+"""SQLite doc store: string ids, text, metadata and the passages that own the FAISS int64 ids.
+
+A passage's FAISS id is its ``pid`` here. Passage text is not stored twice: it is the slice
+``documents.text[start:end]``. Every public method is one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexing.documents import Document, Passage
+from indexing.errors import CorpusError, IndexDirError
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS documents (
+    doc_id TEXT PRIMARY KEY,
+    title TEXT NOT NULL,
+    text TEXT NOT NULL,
+    metadata TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS passages (
+    pid INTEGER PRIMARY KEY,
+    doc_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    start INTEGER NOT NULL,
+    end INTEGER NOT NULL,
+    shard INTEGER
+);
+CREATE INDEX IF NOT EXISTS passages_doc ON passages(doc_id);
+CREATE TABLE IF NOT EXISTS tombstones (pid INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+@dataclass(frozen=True)
+class PassageRecord:
+    """What a hit shows: the document and the passage that matched."""
+
+    doc_id: str
+    title: str
+    text: str
+    passage: str
+    metadata: dict[str, Any]
+
+
+class DocStore:
+    """A SQLite file of documents and passages. Open read-only for search, read-write for builds/updates."""
+
+    def __init__(self, path: Path, *, readonly: bool = True):
+        self.path = path
+        if readonly:
+            if not path.is_file():
+                raise IndexDirError(f"{path}: doc store is missing")
+            uri = f"file:{path}?mode=ro&immutable=1"
+            self.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        else:
+            self.conn = sqlite3.connect(str(path), check_same_thread=False)
+            self.conn.executescript(_SCHEMA)
+            self.conn.execute("PRAGMA synchronous=FULL")
+            self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # --- meta -------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
+
+    def set_meta(self, items: dict[str, str]) -> None:
+        """Set several meta keys in one transaction."""
+        with self.conn:
+            for key, value in items.items():
+                self._set_meta(key, value)
+
+    # --- writes -----------------------------------------------------------------------------
+    def add(
+        self,
+        docs: Sequence[Document],
+        passages: Sequence[Sequence[Passage]],
+        *,
+        shard: int | None = None,
+        meta: dict[str, str] | None = None,
+    ) -> np.ndarray:
+        """Insert documents and their passages in one transaction; returns the new pids ``(n_passages,)`` int64.
+
+        ``meta`` keys are written in the same transaction (the builder records its progress there).
+
+        Raises:
+            CorpusError: a document id already exists (names the record's origin).
+        """
+        next_pid = int(self.get_meta("next_pid", "0"))
+        pids = np.arange(next_pid, next_pid + sum(len(p) for p in passages), dtype=np.int64)
+        rows = []
+        cursor = next_pid
+        for doc, doc_passages in zip(docs, passages):
+            for passage in doc_passages:
+                rows.append((cursor, doc.id, passage.index, passage.start, passage.end, shard))
+                cursor += 1
+        try:
+            with self.conn:
+                self.conn.executemany(
+                    "INSERT INTO documents(doc_id, title, text, metadata) VALUES(?, ?, ?, ?)",
+                    [(d.id, d.title, d.text, json.dumps(d.metadata, ensure_ascii=False)) for d in docs],
+                )
+                self.conn.executemany(
+                    "INSERT INTO passages(pid, doc_id, idx, start, end, shard) VALUES(?, ?, ?, ?, ?, ?)", rows
+                )
+                self._set_meta("next_pid", str(cursor))
+                for key, value in (meta or {}).items():
+                    self._set_meta(key, value)
+        except sqlite3.IntegrityError:
+            self._raise_duplicate(docs)
+        return pids
+
+    def _raise_duplicate(self, docs: Sequence[Document]) -> None:
+        seen: set[str] = set()
+        for doc in docs:
+            exists = self.conn.execute("SELECT 1 FROM documents WHERE doc_id=?", (doc.id,)).fetchone()
+            if exists or doc.id in seen:
+                path, _, line = doc.origin.rpartition(":")
+                if path and line.isdigit():
+                    raise CorpusError(path, f"duplicate id {doc.id!r}", line=int(line), field="id")
+                raise CorpusError(doc.origin or "corpus", f"duplicate id {doc.id!r}", field="id")
+            seen.add(doc.id)
+        raise CorpusError("corpus", "duplicate id")
+
+    def rollback_shards(self, first_shard: int) -> None:
+        """Forget documents written by shards >= ``first_shard`` (an interrupted build resumes from there)."""
+        with self.conn:
+            self.conn.execute(
+                "DELETE FROM documents WHERE doc_id IN (SELECT doc_id FROM passages WHERE shard >= ?)", (first_shard,)
+            )
+            self.conn.execute("DELETE FROM passages WHERE shard >= ?", (first_shard,))
+
+    def delete(self, doc_ids: Sequence[str], *, tombstone: bool) -> np.ndarray:
+        """Delete documents; returns the pids of their passages. ``tombstone`` keeps the pids for search-time filtering."""
+        with self.conn:
+            pids = self._pids_of(doc_ids)
+            self.conn.executemany("DELETE FROM documents WHERE doc_id=?", [(d,) for d in doc_ids])
+            self.conn.executemany("DELETE FROM passages WHERE doc_id=?", [(d,) for d in doc_ids])
+            if tombstone:
+                self.conn.executemany("INSERT OR IGNORE INTO tombstones(pid) VALUES(?)", [(int(p),) for p in pids])
+        return pids
+
+    def clear_tombstones(self) -> None:
+        with self.conn:
+            self.conn.execute("DELETE FROM tombstones")
+
+    # --- reads ------------------------------------------------------------------------------
+    def _pids_of(self, doc_ids: Sequence[str]) -> np.ndarray:
+        out: list[int] = []
+        for start in range(0, len(doc_ids), 500):
+            chunk = list(doc_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            out += [r[0] for r in self.conn.execute(f"SELECT pid FROM passages WHERE doc_id IN ({marks})", chunk)]
+        return np.array(sorted(out), dtype=np.int64)
+
+    def pids_of(self, doc_ids: Sequence[str]) -> np.ndarray:
+        """Passage ids ``(n,)`` int64 of the given documents (unknown ids contribute nothing)."""
+        return self._pids_of(doc_ids)
+
+    def existing(self, doc_ids: Sequence[str]) -> set[str]:
+        """The subset of ``doc_ids`` present in the store."""
+        found: set[str] = set()
+        for start in range(0, len(doc_ids), 500):
+            chunk = list(doc_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            found.update(r[0] for r in self.conn.execute(f"SELECT doc_id FROM documents WHERE doc_id IN ({marks})", chunk))
+        return found
+
+    def documents(self, doc_ids: Sequence[str]) -> dict[str, Document]:
+        """Stored documents by id (unknown ids are absent from the result)."""
+        out: dict[str, Document] = {}
+        for start in range(0, len(doc_ids), 500):
+            chunk = list(doc_ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT doc_id, title, text, metadata FROM documents WHERE doc_id IN ({marks})"
+            for doc_id, title, text, metadata in self.conn.execute(query, chunk):
+                out[doc_id] = Document(doc_id, title, text, json.loads(metadata))
+        return out
+
+    def doc_ids(self, pids: np.ndarray) -> list[str | None]:
+        """Document id of each pid (None for unknown or deleted pids), aligned with ``pids``."""
+        wanted = [int(p) for p in pids if p >= 0]
+        found: dict[int, str] = {}
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            found.update(self.conn.execute(f"SELECT pid, doc_id FROM passages WHERE pid IN ({marks})", chunk))
+        return [found.get(int(p)) for p in pids]
+
+    def records(self, pids: Sequence[int]) -> dict[int, PassageRecord]:
+        """Hit records for ``pids`` in one query: document fields plus the passage text."""
+        out: dict[int, PassageRecord] = {}
+        wanted = [int(p) for p in pids]
+        for start in range(0, len(wanted), 900):
+            chunk = wanted[start : start + 900]
+            marks = ",".join("?" * len(chunk))
+            query = (
+                "SELECT p.pid, p.doc_id, d.title, d.text, d.metadata, p.start, p.end FROM passages p "
+                f"JOIN documents d ON d.doc_id = p.doc_id WHERE p.pid IN ({marks})"
+            )
+            for pid, doc_id, title, text, metadata, begin, end in self.conn.execute(query, chunk):
+                out[pid] = PassageRecord(doc_id, title, text, text[begin:end], json.loads(metadata))
+        return out
+
+    def tombstones(self) -> np.ndarray:
+        """Pids deleted from the store but still in an index that cannot remove vectors, ``(n,)`` int64."""
+        return np.array([r[0] for r in self.conn.execute("SELECT pid FROM tombstones")], dtype=np.int64)
+
+    def filter_pids(self, filters: dict[str, str]) -> np.ndarray:
+        """Pids ``(n,)`` int64 of passages whose document metadata matches every ``field=value`` (string compare)."""
+        clauses, args = [], []
+        for field, value in filters.items():
+            clauses.append("CAST(json_extract(d.metadata, ?) AS TEXT) = ?")
+            args += [f'$."{field}"', value]
+        query = (
+            "SELECT p.pid FROM passages p JOIN documents d ON d.doc_id = p.doc_id WHERE " + " AND ".join(clauses)
+        )
+        return np.array([r[0] for r in self.conn.execute(query, args)], dtype=np.int64)
+
+    def count_documents(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM documents").fetchone()[0])
+
+    def count_passages(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0])
+
+    def max_passages_per_document(self) -> int:
+        row = self.conn.execute("SELECT MAX(c) FROM (SELECT COUNT(*) AS c FROM passages GROUP BY doc_id)").fetchone()
+        return int(row[0] or 0)
+
+    def iter_documents(self, batch_size: int = 10_000) -> Iterator[Document]:
+        """Every stored document, in doc-id order, streamed in batches (memory flat)."""
+        last = ""
+        while True:
+            rows = self.conn.execute(
+                "SELECT doc_id, title, text, metadata FROM documents WHERE doc_id > ? ORDER BY doc_id LIMIT ?",
+                (last, batch_size),
+            ).fetchall()
+            if not rows:
+                return
+            for doc_id, title, text, metadata in rows:
+                yield Document(doc_id, title, text, json.loads(metadata))
+            last = rows[-1][0]
+
+    def iter_pid_batches(self, batch_size: int = 50_000) -> Iterator[np.ndarray]:
+        """All live pids in ascending order, as int64 arrays of up to ``batch_size``."""
+        last = -1
+        while True:
+            rows = self.conn.execute(
+                "SELECT pid FROM passages WHERE pid > ? ORDER BY pid LIMIT ?", (last, batch_size)
+            ).fetchall()
+            if not rows:
+                return
+            batch = np.array([r[0] for r in rows], dtype=np.int64)
+            yield batch
+            last = int(batch[-1])

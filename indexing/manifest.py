@@ -1,0 +1,132 @@
+"""``manifest.json``: what an index directory holds. Written last, atomically: it is the commit point.
+
+A directory without a manifest is not an index (a build in progress or a killed one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from indexing.errors import IndexDirError
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything needed to load and query an index, and to reproduce its build.
+
+    Attributes:
+        version: increases by one with every committed change (build, add, delete, compact).
+        encoder: the encoder description (model, preset, dim, normalized, pooling, prefixes, ...).
+        metric: ``"ip"`` or ``"l2"``.
+        factory: the FAISS factory string actually used; ``factory_requested`` what the user asked for.
+        files: role -> file name in the directory (``"index"``, ``"docstore"``).
+        checksums: file name -> ``"sha256:<hex>"``; sizes: file name -> bytes.
+        counts: documents, passages, tombstones (deleted vectors still in the index).
+        chunking: ``{"chunk_tokens": N, "overlap": M, "max_passages_per_document": P}``.
+        build: the build parameters (corpus paths, batch size, device, ...), for reproducibility.
+    """
+
+    version: int
+    encoder: dict[str, Any]
+    dim: int
+    metric: str
+    factory: str
+    factory_requested: str
+    files: dict[str, str]
+    checksums: dict[str, str]
+    sizes: dict[str, int]
+    counts: dict[str, int]
+    chunking: dict[str, int]
+    build: dict[str, Any] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    updated: str = ""
+    format_version: int = FORMAT_VERSION
+
+    def next(self, **changes: Any) -> "Manifest":
+        """A copy with ``version + 1``, a fresh ``updated`` time and ``changes`` applied."""
+        return replace(self, version=self.version + 1, updated=now(), **changes)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, ensure_ascii=False, sort_keys=True)
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def sha256_file(path: Path) -> str:
+    """``"sha256:<hex>"`` of a file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(4 << 20), b""):
+            digest.update(block)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def write_json_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temp file, fsync and rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def write_manifest(directory: Path, manifest: Manifest) -> None:
+    """Commit ``manifest`` (atomic replace of ``manifest.json``)."""
+    write_json_atomic(directory / MANIFEST, manifest.to_json() + "\n")
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Read and check ``directory/manifest.json``.
+
+    Raises:
+        IndexDirError: no index there, an unfinished build, an unreadable manifest or a newer format.
+    """
+    path = directory / MANIFEST
+    if not directory.exists():
+        raise IndexDirError(f"{directory}: no such index directory")
+    if not path.is_file():
+        hint = " (an unfinished build is there; rerun the build with --resume)" if (directory / ".build").exists() else ""
+        raise IndexDirError(f"{directory}: not an index, {MANIFEST} is missing{hint}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        manifest = Manifest(**data)
+    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise IndexDirError(f"{path}: unreadable manifest ({exc})") from None
+    if manifest.format_version > FORMAT_VERSION:
+        raise IndexDirError(f"{path}: format version {manifest.format_version} is newer than this retriever supports")
+    return manifest
+
+
+def verify_files(directory: Path, manifest: Manifest, *, checksums: bool) -> None:
+    """Check that every file of the manifest exists with its size (and checksum when asked).
+
+    Raises:
+        IndexDirError: a file is missing, truncated or corrupted.
+    """
+    for name, expected in manifest.checksums.items():
+        path = directory / name
+        if not path.is_file():
+            raise IndexDirError(f"{path}: file listed in the manifest is missing")
+        size = path.stat().st_size
+        if size != manifest.sizes.get(name, size):
+            raise IndexDirError(f"{path}: size {size} differs from the manifest's {manifest.sizes[name]} (corrupted)")
+        if checksums and sha256_file(path) != expected:
+            raise IndexDirError(f"{path}: checksum mismatch (corrupted); rebuild the index or restore the file")

@@ -1,0 +1,148 @@
+"""The Encoder protocol and its sentence-transformers implementation."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from indexing.errors import ModelError
+from retriever.models.resolve import ModelSpec, resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns texts into vectors. Implementations return ``(n, dim)`` float32 arrays."""
+
+    name: str
+    dim: int
+    normalized: bool
+
+    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray: ...
+
+    def encode_documents(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray: ...
+
+    def describe(self) -> dict[str, Any]: ...
+
+
+class SentenceTransformerEncoder:
+    """A sentence-transformers model with the prefixes and normalization its preset asks for.
+
+    Args:
+        spec: the resolved model (see :func:`retriever.models.resolve.resolve_model`).
+        device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (resolve ``auto`` with :func:`retriever.devices.resolve_device`).
+        normalize: L2-normalize every vector (inner product is then cosine).
+        precision: ``"fp32"``, or ``"fp16"``/``"bf16"`` to run the model in half precision (GPU only).
+
+    Raises:
+        ModelError: the model cannot be loaded.
+    """
+
+    def __init__(self, spec: ModelSpec, *, device: str = "cpu", normalize: bool = True, precision: str = "fp32"):
+        from sentence_transformers import SentenceTransformer
+
+        try:
+            self.model = SentenceTransformer(spec.path, device=device, trust_remote_code=spec.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"cannot load model {spec.name!r} from {spec.path}: {str(exc).splitlines()[0]}") from None
+        if precision != "fp32":
+            import torch
+
+            if not device.startswith("cuda"):
+                raise ModelError(f"precision {precision} needs a CUDA device (got {device})")
+            self.model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+        self.spec = spec
+        self.name = spec.name
+        self.device = device
+        self.precision = precision
+        self.normalized = normalize
+        dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
+        self.dim = int(dim or self.model.get_sentence_embedding_dimension())
+        self.pooling = _pooling_mode(self.model)
+
+    @property
+    def tokenizer(self):
+        """The model's Hugging Face tokenizer (used for chunking)."""
+        return self.model.tokenizer
+
+    @property
+    def max_seq_length(self) -> int:
+        return int(self.model.max_seq_length)
+
+    def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=batch_size,
+            normalize_embeddings=self.normalized,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
+
+    def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Encode queries (with the query prefix) into ``(n, dim)`` float32."""
+        prefix = self.spec.query_prefix
+        return self._encode([prefix + t for t in texts] if prefix else texts, batch_size)
+
+    def encode_documents(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
+        """Encode documents/passages (with the document prefix) into ``(n, dim)`` float32."""
+        prefix = self.spec.document_prefix
+        return self._encode([prefix + t for t in texts] if prefix else texts, batch_size)
+
+    def describe(self) -> dict[str, Any]:
+        """What the index manifest records about this encoder."""
+        return {
+            "model": self.spec.name,
+            "path": self.spec.recorded_path,
+            "preset": self.spec.preset,
+            "dim": self.dim,
+            "normalized": self.normalized,
+            "pooling": self.pooling,
+            "query_prefix": self.spec.query_prefix,
+            "document_prefix": self.spec.document_prefix,
+            "max_seq_length": self.max_seq_length,
+        }
+
+
+def _pooling_mode(model) -> str:
+    for module in model:
+        mode = getattr(module, "pooling_mode", None)
+        if isinstance(mode, str):
+            return mode
+        getter = getattr(module, "get_pooling_mode_str", None)
+        if getter is not None:
+            return str(getter())
+    return "unknown"
+
+
+def load_encoder(
+    model: str | None = None,
+    *,
+    preset: str | None = None,
+    device: str = "auto",
+    precision: str = "auto",
+    trust_remote_code: bool = False,
+) -> SentenceTransformerEncoder:
+    """Resolve ``model``/``preset`` (see :func:`resolve_model`) and load it on ``device``.
+
+    ``precision="auto"`` is fp16 on CUDA and fp32 on the CPU.
+    """
+    from retriever.devices import resolve_device
+
+    spec = resolve_model(model, preset=preset, trust_remote_code=trust_remote_code)
+    torch_device = resolve_device(device)
+    if precision == "auto":
+        precision = "fp16" if torch_device.startswith("cuda") else "fp32"
+    return SentenceTransformerEncoder(spec, device=torch_device, precision=precision)
+
+
+def encoder_from_manifest(encoder: dict[str, Any], *, device: str = "auto") -> SentenceTransformerEncoder:
+    """Load the encoder an index was built with, from the manifest's ``encoder`` record."""
+    loaded = load_encoder(encoder.get("path") or encoder["model"], preset=encoder.get("preset"), device=device)
+    if loaded.dim != encoder["dim"]:
+        raise ModelError(f"model {loaded.name!r} gives {loaded.dim}-d vectors, the index holds {encoder['dim']}-d")
+    return loaded

@@ -1,0 +1,1 @@
+"""Model resolution (local folder, packaged offline alias, hub id) and offline model converters."""

@@ -1,0 +1,225 @@
+"""The Searcher: encoder + FAISS index + doc store, answering queries with document-level hits.
+
+```python
+from retriever import Searcher
+hits = Searcher.load("my-index").search(["what is dense retrieval?"], k=10)[0]
+```
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexing.errors import ModelError, RetrieverError
+from indexing.faiss_index import Metric
+from indexing.gpu import resolve_index_device, to_device
+from indexing.index_dir import OpenIndex, open_index
+from retriever.hits import Hits
+
+log = logging.getLogger(__name__)
+
+MAX_OVERFETCH = 16
+"""At most this many passages per wanted document are fetched before grouping passages into documents."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One document in a result list; the shape of ``retriever search --json`` and the HTTP service.
+
+    Attributes:
+        id: document id. score: similarity (higher is better; negated distance for L2 indexes).
+        title, text: the document. passage: the best-matching passage (== text when not chunked).
+        metadata: the document's other fields.
+    """
+
+    id: str
+    score: float
+    title: str
+    text: str
+    passage: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _validate_k(k: int) -> None:
+    if k < 1:
+        raise RetrieverError(f"k must be >= 1 (got {k})")
+
+
+class Searcher:
+    """Search one index directory. Load with :meth:`load`; the encoder is loaded on the first text query."""
+
+    def __init__(self, opened: OpenIndex, *, device: str = "auto", encoder: Any | None = None):
+        self.opened = opened
+        self.manifest = opened.manifest
+        self.device = device
+        self._encoder = encoder
+        self._tombstones = opened.docstore.tombstones()
+        self._passages_per_doc = max(1, int(self.manifest.chunking.get("max_passages_per_document", 1)))
+        extras = self.manifest.extras
+        self.default_nprobe: int | None = extras.get("nprobe")
+        self.default_ef_search: int | None = extras.get("ef_search")
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        *,
+        device: str = "auto",
+        encoder: Any | None = None,
+        mmap: bool | None = None,
+        verify: bool | None = None,
+    ) -> "Searcher":
+        """Open the committed index at ``path``.
+
+        Args:
+            device: ``auto|cpu|cuda[:N]`` for both the FAISS index and the query encoder.
+            encoder: an already loaded encoder to use for text queries (default: the manifest's).
+            mmap, verify: see :func:`indexing.index_dir.open_index`.
+
+        Raises:
+            IndexDirError: missing/corrupted index. DeviceError: a GPU was asked for and is missing.
+        """
+        opened = open_index(Path(path), mmap=mmap, verify=verify)
+        index_device = resolve_index_device(device)
+        if index_device != "cpu":
+            opened.vectors.index = to_device(opened.vectors.index, index_device)
+        searcher = cls(opened, device=device, encoder=encoder)
+        if encoder is not None:
+            searcher._check_encoder(encoder)
+        return searcher
+
+    @property
+    def path(self) -> Path:
+        return self.opened.path
+
+    @property
+    def encoder(self):
+        """The query encoder (loaded on first use; imports torch)."""
+        if self._encoder is None:
+            from retriever.encoder import encoder_from_manifest
+
+            if not self.manifest.encoder.get("model") and not self.manifest.encoder.get("path"):
+                raise ModelError(f"{self.path} was built from vectors without a model; search it by vector")
+            self._encoder = encoder_from_manifest(self.manifest.encoder, device=self.device)
+        return self._encoder
+
+    def _check_encoder(self, encoder: Any) -> None:
+        if encoder.dim != self.manifest.dim:
+            raise ModelError(f"the model gives {encoder.dim}-d vectors, the index at {self.path} holds {self.manifest.dim}-d")
+
+    def close(self) -> None:
+        self.opened.close()
+
+    # --- public search ----------------------------------------------------------------------
+    def search(
+        self,
+        queries: Sequence[str],
+        k: int = 10,
+        *,
+        filters: Mapping[str, str] | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+        batch_size: int = 64,
+    ) -> list[list[Hit]]:
+        """Top-``k`` documents for each text query, best first (one list per query)."""
+        _validate_k(k)
+        vectors = self.encoder.encode_queries(list(queries), batch_size=batch_size)
+        return self.search_vectors(vectors, k, filters=filters, nprobe=nprobe, ef_search=ef_search)
+
+    def search_vectors(
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        *,
+        filters: Mapping[str, str] | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[list[Hit]]:
+        """Top-``k`` documents for query vectors ``(q, dim)`` float32, with text and metadata."""
+        ranked = self._rank(vectors, k, filters, nprobe, ef_search)
+        records = self.opened.docstore.records([pid for row in ranked for _, _, pid in row])
+        return [
+            [Hit(doc_id, score, r.title, r.text, r.passage, r.metadata) for doc_id, score, pid in row if (r := records.get(pid))]
+            for row in ranked
+        ]
+
+    def retrieve(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[Hits]:
+        """Ids and scores only (no doc-store reads beyond id mapping): what evaluation needs."""
+        _validate_k(k)
+        vectors = self.encoder.encode_queries(list(queries), batch_size=options.pop("batch_size", 64))
+        return self.retrieve_vectors(vectors, k, **options)
+
+    def retrieve_vectors(
+        self,
+        vectors: np.ndarray,
+        k: int = 10,
+        *,
+        filters: Mapping[str, str] | None = None,
+        nprobe: int | None = None,
+        ef_search: int | None = None,
+    ) -> list[Hits]:
+        """Document ids and scores for query vectors ``(q, dim)``."""
+        ranked = self._rank(vectors, k, filters, nprobe, ef_search)
+        return [Hits([d for d, _, _ in row], np.array([s for _, s, _ in row], dtype=np.float32)) for row in ranked]
+
+    # --- internals ------------------------------------------------------------------------------
+    def _rank(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        filters: Mapping[str, str] | None,
+        nprobe: int | None,
+        ef_search: int | None,
+    ) -> list[list[tuple[str, float, int]]]:
+        _validate_k(k)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim:
+            raise RetrieverError(f"query vectors have shape {vectors.shape}, the index expects (n, {self.manifest.dim})")
+        allow = self.opened.docstore.filter_pids(dict(filters)) if filters else None
+        if allow is not None and not len(allow):
+            return [[] for _ in range(len(vectors))]
+        fetch = min(k * min(self._passages_per_doc, MAX_OVERFETCH), max(self.opened.vectors.ntotal, 1))
+        scores, pids = self.opened.vectors.search(
+            vectors,
+            fetch,
+            nprobe=nprobe or self.default_nprobe,
+            ef_search=ef_search or self.default_ef_search,
+            allow=allow,
+            deny=self._tombstones if len(self._tombstones) else None,
+        )
+        if self.manifest.metric == Metric.L2.value:
+            scores = -scores
+        if self._passages_per_doc == 1:
+            return self._rank_unchunked(scores, pids, k)
+        doc_ids = self.opened.docstore.doc_ids(pids.ravel())
+        out = []
+        for row in range(len(vectors)):
+            best: dict[str, tuple[float, int]] = {}
+            for col in range(pids.shape[1]):
+                pid = int(pids[row, col])
+                doc = doc_ids[row * pids.shape[1] + col]
+                if pid < 0 or doc is None or doc in best:
+                    continue
+                best[doc] = (float(scores[row, col]), pid)
+                if len(best) == k:
+                    break
+            out.append([(doc, score, pid) for doc, (score, pid) in best.items()])
+        return out
+
+    def _rank_unchunked(self, scores: np.ndarray, pids: np.ndarray, k: int) -> list[list[tuple[str, float, int]]]:
+        """One passage per document: a pid maps to exactly one document, no grouping needed."""
+        valid = pids[pids >= 0]
+        doc_of = dict(zip(valid.tolist(), self.opened.docstore.doc_ids(valid)))
+        return [
+            [(doc_of[p], float(s), p) for s, p in zip(srow.tolist(), prow.tolist()) if p >= 0 and doc_of.get(p)][:k]
+            for srow, prow in zip(scores, pids)
+        ]
