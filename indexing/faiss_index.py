@@ -142,14 +142,14 @@ class VectorIndex:
         if deny is not None and len(deny):
             not_denied = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.ascontiguousarray(deny, dtype=np.int64)))
             selector = not_denied if selector is None else faiss.IDSelectorAnd(selector, not_denied)
-        params = self._search_params(selector, nprobe, ef_search)
+        params = self._search_params(selector, nprobe, ef_search, k)
         if params is None:
             return self.index.search(queries, k)
         # keep the selector objects alive while FAISS uses them
         params._keep = selector  # type: ignore[attr-defined]
         return self.index.search(queries, k, params=params)
 
-    def _search_params(self, selector, nprobe: int | None, ef_search: int | None):
+    def _search_params(self, selector, nprobe: int | None, ef_search: int | None, k: int):
         inner = faiss.downcast_index(self.index.index) if isinstance(self.index, faiss.IndexIDMap) else self.index
         if faiss.try_extract_index_ivf(self.index) is not None:
             if selector is None and nprobe is None:
@@ -157,10 +157,9 @@ class VectorIndex:
             params = faiss.SearchParametersIVF()
             params.nprobe = nprobe or faiss.extract_index_ivf(self.index).nprobe
         elif isinstance(inner, faiss.IndexHNSW):
-            if selector is None and ef_search is None:
-                return None
             params = faiss.SearchParametersHNSW()
-            params.efSearch = ef_search or inner.hnsw.efSearch
+            # the beam must be at least k wide, or HNSW returns fewer than k results
+            params.efSearch = max(ef_search or inner.hnsw.efSearch, k)
         else:
             if selector is None:
                 return None

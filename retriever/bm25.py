@@ -200,7 +200,7 @@ def _run_indexer(collection: Path, index: Path, threads: int) -> None:
         command.append(f"--add-modules={_VECTOR_MODULE}")
     command += ["-cp", str(_anserini_jar()), "io.anserini.index.IndexCollection",
                 "-collection", "JsonCollection", "-input", str(collection), "-index", str(index),
-                "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads), "-storeRaw"]
+                "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads)]
     env = {**os.environ, "JAVA_HOME": str(home)}
     logger.debug("running %s", " ".join(command))
     done = subprocess.run(command, env=env, capture_output=True, text=True, errors="replace")

@@ -1,0 +1,100 @@
+"""The FAISS wrapper: approximate indexes against exact search, removal, filters, persistence."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from indexing.errors import RetrieverError
+from indexing.factory import choose_factory, training_sample_size
+from indexing.faiss_index import Metric, VectorIndex
+
+
+def _data(n: int = 4000, d: int = 32, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(40, d))
+    x = centers[rng.integers(0, 40, n)] + 0.3 * rng.normal(size=(n, d))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    return x.astype(np.float32)
+
+
+def _recall(approx: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([len(set(a) & set(e)) / len(e) for a, e in zip(approx, exact)]))
+
+
+@pytest.mark.parametrize("factory,nprobe,floor", [("IVF32,Flat", 8, 0.9), ("HNSW16", None, 0.9), ("IVF32,PQ8", 8, 0.4)])
+def test_approximate_indexes_against_exact(factory, nprobe, floor):
+    x = _data()
+    ids = np.arange(len(x), dtype=np.int64) * 10 + 7
+    exact = VectorIndex.create(x.shape[1], "Flat", Metric.IP)
+    exact.add(ids, x)
+    approx = VectorIndex.create(x.shape[1], factory, Metric.IP)
+    approx.train(x)
+    approx.add(ids, x)
+    queries = x[:100] + 0.05
+    _, truth = exact.search(queries, 10)
+    _, found = approx.search(queries, 10, nprobe=nprobe, ef_search=64)
+    assert set(found.ravel()) <= set(ids) | {-1}
+    assert _recall(found, truth) >= floor
+
+
+def test_flat_is_exact_against_numpy():
+    x = _data(500)
+    index = VectorIndex.create(x.shape[1], "Flat", Metric.IP)
+    index.add(np.arange(500), x)
+    scores, found = index.search(x[:5], 3)
+    brute = np.argsort(-(x[:5] @ x.T), axis=1)[:, :3]
+    np.testing.assert_array_equal(found, brute)
+    np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW16"])
+def test_allow_filter_is_applied_before_top_k(factory):
+    x = _data(2000)
+    index = VectorIndex.create(x.shape[1], factory, Metric.IP)
+    index.train(x)
+    index.add(np.arange(2000), x)
+    allowed = np.arange(0, 2000, 4)  # a quarter of the vectors
+    _, found = index.search(x[:20], 10, allow=allowed, nprobe=16, ef_search=128)
+    hits = found[found >= 0]
+    assert len(hits) >= 150 and np.all(hits % 4 == 0)  # top-k filled from allowed ids only
+
+
+def test_deny_and_remove():
+    x = _data(300)
+    index = VectorIndex.create(x.shape[1], "HNSW8", Metric.IP)
+    index.add(np.arange(300), x)
+    assert not index.supports_remove
+    _, found = index.search(x[:3], 1, deny=np.array([0, 1, 2]))
+    assert not set(found.ravel()) & {0, 1, 2}
+    with pytest.raises(RetrieverError):
+        index.remove(np.array([0]))
+    flat = VectorIndex.create(x.shape[1], "Flat", Metric.IP)
+    flat.add(np.arange(300), x)
+    assert flat.remove(np.array([0, 1])) == 2 and flat.ntotal == 298
+
+
+def test_save_load_mmap_roundtrip(tmp_path):
+    x = _data(1000)
+    index = VectorIndex.create(x.shape[1], "IVF8,Flat", Metric.L2)
+    index.train(x)
+    index.add(np.arange(1000), x)
+    index.save(tmp_path / "i.faiss")
+    loaded = VectorIndex.load(tmp_path / "i.faiss", "IVF8,Flat", Metric.L2, mmap=True)
+    a = index.search(x[:4], 5, nprobe=8)
+    b = loaded.search(x[:4], 5, nprobe=8)
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_bad_factory_is_a_clear_error():
+    with pytest.raises(RetrieverError, match="invalid FAISS factory string"):
+        VectorIndex.create(8, "NotAnIndex", Metric.IP)
+
+
+def test_auto_factory_choice():
+    assert choose_factory(10_000, 384, memory_bytes=8 << 30) == "Flat"
+    assert choose_factory(1_000_000, 384, memory_bytes=16 << 30).startswith("IVF4096,Flat")
+    assert choose_factory(1_000_000, 384, memory_bytes=1 << 30) == "IVF4096,PQ48"
+    assert choose_factory(50_000_000, 384, memory_bytes=1 << 40).endswith(",PQ48")
+    assert training_sample_size("Flat") == 0 and training_sample_size("IVF1024,PQ48") == 65536
