@@ -22,7 +22,8 @@ def search(
     filters: list[str] = typer.Option([], "--filter", help="Metadata filter FIELD=VALUE (repeatable), applied before top-k."),
     nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF lists to visit."),
     ef_search: Optional[int] = typer.Option(None, "--ef-search", help="HNSW search beam width."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    device: str = typer.Option("auto", "--device", help="Query encoder device: auto, cpu or cuda[:N]."),
+    index_device: Optional[str] = typer.Option(None, "--index-device", help="FAISS index device (default: GPU if faiss-gpu is installed and --device is not cpu)."),
 ) -> None:
     """Search an index."""
     if k < 1:
@@ -33,7 +34,7 @@ def search(
         raise RetrieverError("--output needs --queries")
     from retriever.searcher import Searcher
 
-    searcher = Searcher.load(index_dir, device=device)
+    searcher = Searcher.load(index_dir, device=device, index_device=index_device)
     options = {"filters": parse_filters(filters) or None, "nprobe": nprobe, "ef_search": ef_search}
     if query is not None:
         ids, texts = ["q"], [query]

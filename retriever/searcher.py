@@ -74,6 +74,7 @@ class Searcher:
         path: str | Path,
         *,
         device: str = "auto",
+        index_device: str | None = None,
         encoder: Any | None = None,
         mmap: bool | None = None,
         verify: bool | None = None,
@@ -81,17 +82,23 @@ class Searcher:
         """Open the committed index at ``path``.
 
         Args:
-            device: ``auto|cpu|cuda[:N]`` for both the FAISS index and the query encoder.
+            device: ``auto|cpu|cuda[:N]`` for the query encoder (a CUDA device that is missing is an error).
+            index_device: ``auto|cpu|cuda[:N]`` for the FAISS index; None = ``cpu`` when ``device`` is ``cpu``,
+                else the GPU when FAISS has GPU support (faiss-gpu) and the CPU otherwise.
             encoder: an already loaded encoder to use for text queries (default: the manifest's).
             mmap, verify: see :func:`indexing.index_dir.open_index`.
 
         Raises:
             IndexDirError: missing/corrupted index. DeviceError: a GPU was asked for and is missing.
         """
+        if device not in ("auto", "cpu"):
+            from retriever.devices import resolve_device
+
+            resolve_device(device)  # fail now, not at the first query
         opened = open_index(Path(path), mmap=mmap, verify=verify)
-        index_device = resolve_index_device(device)
-        if index_device != "cpu":
-            opened.vectors.index = to_device(opened.vectors.index, index_device)
+        placement = resolve_index_device(index_device or ("cpu" if device == "cpu" else "auto"))
+        if placement != "cpu":
+            opened.vectors.index = to_device(opened.vectors.index, placement)
         searcher = cls(opened, device=device, encoder=encoder)
         if encoder is not None:
             searcher._check_encoder(encoder)
