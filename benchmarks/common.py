@@ -1,0 +1,126 @@
+"""Helpers shared by the benchmark scripts: data discovery, the real-embedding cache, result files."""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results"
+CACHE = Path(os.environ.get("RETRIEVER_BENCH_CACHE", REPO / "benchmarks" / "cache"))
+DATA = Path(os.environ.get("RETRIEVER_DATA", REPO.parent / "shared" / "data"))
+
+
+def require_data(name: str = "") -> Path:
+    path = DATA / name
+    if not path.exists():
+        raise SystemExit(f"{path} not found: set RETRIEVER_DATA to the folder holding the evaluation collections")
+    return path
+
+
+def median_time(fn: Callable[[], Any], repeats: int = 5) -> tuple[float, Any]:
+    """Median wall time in seconds of ``repeats`` calls, and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def write_results(name: str, data: dict[str, Any], markdown: str | None = None) -> Path:
+    """Write ``results/<name>.json`` (and ``.md``) atomically."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    data = {"machine": machine(), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **data}
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    if markdown is not None:
+        (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n", encoding="utf-8")
+    return path
+
+
+def machine() -> dict[str, Any]:
+    import platform
+
+    import psutil
+
+    info = {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1), "python": platform.python_version()}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    except ImportError:
+        pass
+    return info
+
+
+def distinct_texts(limit: int | None = None) -> list[str]:
+    """Every distinct document and query text in the shared evaluation data, sorted (deterministic)."""
+    texts: set[str] = set()
+    for corpus in sorted(DATA.rglob("corpus.jsonl")):
+        for name in ("corpus.jsonl", "queries.jsonl"):
+            path = corpus.parent / name
+            if not path.is_file():
+                continue
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    record = json.loads(line)
+                    text = f"{record.get('title', '')} {record.get('text', '')}".strip()
+                    if text:
+                        texts.add(text)
+    urls = DATA / "phishing-urls" / "urls.tsv"
+    if urls.is_file():
+        with open(urls, encoding="utf-8") as fh:
+            next(fh)
+            texts.update(line.split("\t", 1)[0] for line in fh if line.strip())
+    ordered = sorted(texts)
+    return ordered[:limit] if limit else ordered
+
+
+def real_embeddings(model: str = "minilm", *, batch_size: int = 128) -> np.ndarray:
+    """``(n, 384)`` float32 embeddings of :func:`distinct_texts`, computed once and cached as .npy (no pickle).
+
+    The first call encodes ~214k texts (long on a CPU: run it once, e.g. ``python -m benchmarks.common``).
+    Partial progress is saved every 8,192 texts, so an interrupted run continues where it stopped.
+    """
+    CACHE.mkdir(parents=True, exist_ok=True)
+    final = CACHE / f"embeddings-{model}.npy"
+    if final.is_file():
+        return np.load(final, mmap_mode="r", allow_pickle=False)
+    from retriever.encoder import load_encoder
+
+    texts = distinct_texts()
+    encoder = load_encoder(model, device="auto")
+    parts_dir = CACHE / f"embeddings-{model}.parts"
+    parts_dir.mkdir(exist_ok=True)
+    step = 8192
+    for number, start in enumerate(range(0, len(texts), step)):
+        part = parts_dir / f"{number:05d}.npy"
+        if part.is_file():
+            continue
+        vectors = encoder.encode_documents(texts[start : start + step], batch_size=batch_size)
+        tmp = part.with_suffix(".tmp.npy")
+        np.save(tmp, vectors, allow_pickle=False)
+        os.replace(tmp, part)
+        print(f"embedded {min(start + step, len(texts)):,}/{len(texts):,}", flush=True)
+    array = np.vstack([np.load(p, allow_pickle=False) for p in sorted(parts_dir.glob("*.npy")) if ".tmp" not in p.name])
+    tmp = CACHE / f"embeddings-{model}.tmp.npy"
+    np.save(tmp, array, allow_pickle=False)
+    os.replace(tmp, final)
+    return np.load(final, mmap_mode="r", allow_pickle=False)
+
+
+if __name__ == "__main__":
+    texts = distinct_texts()
+    print(f"{len(texts):,} distinct texts")
+    print(real_embeddings().shape)
