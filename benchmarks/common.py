@@ -87,6 +87,11 @@ def distinct_texts(limit: int | None = None) -> list[str]:
     return ordered[:limit] if limit else ordered
 
 
+EMBED_MAX_TOKENS = 128
+"""Texts are truncated to 128 tokens for the speed benchmarks' embedding cache (a CPU-time budget; the
+vectors are still real model outputs). Quality benchmarks never use this cache."""
+
+
 def real_embeddings(model: str = "minilm", *, batch_size: int = 128) -> np.ndarray:
     """``(n, 384)`` float32 embeddings of :func:`distinct_texts`, computed once and cached as .npy (no pickle).
 
@@ -101,6 +106,7 @@ def real_embeddings(model: str = "minilm", *, batch_size: int = 128) -> np.ndarr
 
     texts = distinct_texts()
     encoder = load_encoder(model, device="auto")
+    encoder.model.max_seq_length = EMBED_MAX_TOKENS
     parts_dir = CACHE / f"embeddings-{model}.parts"
     parts_dir.mkdir(exist_ok=True)
     step = 8192

@@ -109,7 +109,6 @@ def from_vectors(
         raise RetrieverError(f"{vectors}: not a .npy array ({exc})") from None
     if not ids_file.is_file():
         raise RetrieverError(f"{ids_file}: no such file")
-    ids = [line.rstrip("\n") for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     record = None
     if model:
         from retriever.encoder import load_encoder
@@ -119,7 +118,9 @@ def from_vectors(
             raise RetrieverError(f"model {model} gives {record['dim']}-d vectors, {vectors} holds {array.shape[1]}-d")
     config = BuildConfig(corpus=(str(vectors),), factory=index, metric=metric, docs_per_shard=65536)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = build_from_vectors(out_dir, array, ids, config, encoder_record=record, overwrite=overwrite, resume=resume)
+    with open(ids_file, encoding="utf-8") as fh:  # ids are streamed, memory stays flat
+        ids = (line.rstrip("\n") for line in fh if line.strip())
+        manifest = build_from_vectors(out_dir, array, ids, config, encoder_record=record, overwrite=overwrite, resume=resume)
     console.print(f"built [bold]{out_dir}[/]: {manifest.counts['passages']:,} vectors, index {manifest.factory}", highlight=False)
 
 

@@ -280,7 +280,7 @@ def peak_rss_bytes() -> int:
 def build_from_vectors(
     out: Path,
     vectors: np.ndarray,
-    ids: Sequence[str],
+    ids: Iterable[str],
     config: BuildConfig,
     *,
     encoder_record: dict[str, Any] | None = None,
@@ -293,17 +293,17 @@ def build_from_vectors(
 
     Args:
         vectors: ``(n, dim)`` float32, typically ``np.load(path, mmap_mode="r")`` (read shard by shard).
-        ids: ``n`` unique string ids, aligned with ``vectors``.
+        ids: ``n`` unique string ids aligned with ``vectors``, consumed lazily (a file's lines, a generator).
         encoder_record: what the manifest records as the encoder (e.g. the model that made the vectors, so
             text queries can be encoded); default: an anonymous encoder (search by vector only).
         documents: optional ``id -> Document`` lookup for titles, text and metadata (default: id only).
 
     Raises:
-        RetrieverError: shapes disagree; IndexDirError/CorpusError as :func:`build_index`.
+        RetrieverError: fewer or more ids than vectors; IndexDirError/CorpusError as :func:`build_index`.
     """
-    if vectors.ndim != 2 or len(ids) != vectors.shape[0]:
-        raise RetrieverError(f"vectors have shape {vectors.shape} but {len(ids)} ids were given")
-    dim = int(vectors.shape[1])
+    if vectors.ndim != 2:
+        raise RetrieverError(f"vectors must be a 2-d array (n, dim), got shape {vectors.shape}")
+    dim, count = int(vectors.shape[1]), int(vectors.shape[0])
     record = encoder_record or {"model": None, "path": None, "preset": None, "dim": dim, "normalized": False}
     work = out / BUILD_DIR
     previous = _previous_version(out, overwrite)
@@ -318,8 +318,11 @@ def build_from_vectors(
         shards = int(store.get_meta("shards_done", "0"))
         store.rollback_shards(shards)
         step = config.docs_per_shard
-        for start in range(shards * step, len(ids), step):
-            chunk_ids = [str(i) for i in ids[start : start + step]]
+        id_stream = itertools.islice(iter(ids), shards * step, None)
+        for start in range(shards * step, count, step):
+            chunk_ids = [str(i).strip() for i in itertools.islice(id_stream, min(step, count - start))]
+            if len(chunk_ids) < min(step, count - start):
+                raise RetrieverError(f"{count} vectors but only {start + len(chunk_ids)} ids")
             docs = [documents(i) if documents else Document(i, "", "", origin=f"ids:{start + n + 1}") for n, i in enumerate(chunk_ids)]
             _reject_duplicates(store, docs)
             windows = [[Passage(d.id, 0, 0, len(d.text), d.text)] for d in docs]
@@ -331,6 +334,8 @@ def build_from_vectors(
             shards += 1
             if progress:
                 progress(start + len(docs), start + len(docs))
+        if next(id_stream, None) is not None:
+            raise RetrieverError(f"more ids than the {count} vectors")
         total = store.count_passages()
     finally:
         store.close()

@@ -37,6 +37,16 @@ class UpdateReport:
     version: int = 0
 
 
+def content_version(manifest: Manifest) -> int:
+    """The manifest version at which documents were last added or replaced (deletions do not move it).
+
+    A build starts it at its own version (a manifest without ``extras["content_version"]`` counts as
+    changed at its version). Indexes derived from the documents (BM25) stay valid while it is unchanged,
+    as long as they drop documents the doc store no longer holds.
+    """
+    return int(manifest.extras.get("content_version", manifest.version))
+
+
 class _Transaction:
     """Next-version files of an index; ``commit`` makes them current, ``abort`` removes them."""
 
@@ -57,7 +67,9 @@ class _Transaction:
             self.vectors.remove(pids)
         return len(pids)
 
-    def commit(self, **counts_changes: int) -> Manifest:
+    def commit(self, *, content_changed: bool = False) -> Manifest:
+        """Make this version current. ``content_changed``: documents were added or replaced (not only
+        deleted), which moves ``extras["content_version"]`` to this version (see :func:`content_version`)."""
         names = {"index": index_file(self.version), "docstore": docstore_file(self.version)}
         self.vectors.save(self.path / names["index"])
         counts = {
@@ -68,7 +80,11 @@ class _Transaction:
         chunking = {**self.manifest.chunking, "max_passages_per_document": self.store.max_passages_per_document()}
         self.store.close()
         checksums, sizes = file_facts(self.path, list(names.values()))
-        manifest = self.manifest.next(files=names, checksums=checksums, sizes=sizes, counts=counts, chunking=chunking)
+        extras = {**self.manifest.extras,
+                  "content_version": self.version if content_changed else content_version(self.manifest)}
+        manifest = self.manifest.next(
+            files=names, checksums=checksums, sizes=sizes, counts=counts, chunking=chunking, extras=extras
+        )
         commit(self.path, manifest)
         return manifest
 
@@ -122,7 +138,7 @@ def add_documents(
             pids = txn.store.add(fresh, windows)
             txn.vectors.add(pids, vectors)
             added += len(fresh) - len(changed)
-        manifest = txn.commit()
+        manifest = txn.commit(content_changed=added + replaced > 0)
     except BaseException:
         txn.abort()
         raise

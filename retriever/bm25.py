@@ -220,6 +220,16 @@ def _run_indexer(collection: Path, index: Path, threads: int) -> None:
         raise RetrieverError(f"Lucene indexing failed (exit {done.returncode}): {tail}")
 
 
+def read_bm25_json(directory: Path) -> dict | None:
+    """The ``bm25.json`` of a BM25 index folder without opening Lucene (no JVM), or None when absent/unreadable."""
+    path = Path(directory) / _MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
 class LuceneBM25:
     """A BM25 (k1=0.9, b=0.4) Lucene index of ``(doc_id, title + " " + text)`` documents."""
 
@@ -230,8 +240,18 @@ class LuceneBM25:
         self._manifest = manifest
 
     @classmethod
-    def build(cls, documents: Iterable[tuple[str, str]], directory: Path, *, threads: int = 2) -> "LuceneBM25":
+    def build(
+        cls,
+        documents: Iterable[tuple[str, str]],
+        directory: Path,
+        *,
+        threads: int = 2,
+        extra: Mapping[str, object] | None = None,
+    ) -> "LuceneBM25":
         """Index ``(doc_id, contents)`` pairs (contents = title + " " + text, BEIR's flat setting).
+
+        ``extra`` (JSON-serializable) is recorded under ``"extra"`` in ``bm25.json`` and read back as
+        :attr:`extra`, e.g. which version of a dense index the documents came from.
 
         The documents are streamed to JsonCollection files in a temporary sibling folder, indexed by a
         Java subprocess into a temporary sibling of ``directory`` that replaces ``directory`` (if any) only
@@ -252,7 +272,7 @@ class LuceneBM25:
                 staging.mkdir()
                 _run_indexer(Path(docs), staging / _LUCENE, max(1, threads))
             manifest = {"format_version": FORMAT_VERSION, "documents": count, "k1": K1, "b": B,
-                        "pyserini": _pyserini_version()}
+                        "pyserini": _pyserini_version(), "extra": dict(extra or {})}
             (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
             old = None
             if directory.exists():
@@ -297,6 +317,12 @@ class LuceneBM25:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise IndexDirError(f"{lucene}: cannot open the Lucene index ({first})") from exc
         return cls(directory, searcher, manifest)
+
+    @property
+    def extra(self) -> dict:
+        """What the builder recorded with ``extra=`` (empty when nothing was)."""
+        value = self._manifest.get("extra")
+        return dict(value) if isinstance(value, dict) else {}
 
     @property
     def num_documents(self) -> int:

@@ -1,0 +1,147 @@
+"""Issue 2, acceptance 3: what the engine costs on top of raw FAISS and raw sentence-transformers.
+
+Side by side in one process, alternating, medians of 5 runs:
+  * search QPS of ``Searcher.search_vectors`` (id mapping + doc-store lookup included, full hits with text)
+    vs ``faiss.Index.search`` on the same index file: 100k real embeddings of the shared data texts,
+    Flat and IVF, k=10, batches of 100 pre-encoded queries;
+  * corpus encoding docs/s of ``build_index`` (read, encode, shards, doc store, FAISS, commit)
+    vs ``SentenceTransformer.encode`` on the same texts and batch size.
+
+    python -m benchmarks.overhead        # needs the embedding cache: python -m benchmarks.common
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+from benchmarks.common import distinct_texts, real_embeddings, require_data, write_results
+from indexing.builder import BuildConfig, build_from_vectors, build_index
+from indexing.documents import Document
+from indexing.manifest import read_manifest
+from indexing.readers import read_corpus
+from retriever.searcher import Searcher
+
+
+def search_overhead(work: Path, n: int, queries: int, repeats: int) -> dict:
+    vectors = np.asarray(real_embeddings()[: n + queries], dtype=np.float32)
+    texts = distinct_texts()[:n]
+    base, query_vectors = vectors[:n], vectors[n : n + queries]
+    ids = [f"t{i}" for i in range(n)]
+    lookup = {f"t{i}": i for i in range(n)}
+    results = {}
+    for factory, nprobe in (("Flat", None), ("IVF1024,Flat", 16)):
+        out = work / factory.replace(",", "_")
+        build_from_vectors(
+            out, base, ids, BuildConfig(corpus=("embeddings",), factory=factory, nprobe=nprobe or 16, docs_per_shard=16384),
+            documents=lambda i: Document(i, "", texts[lookup[i]]), overwrite=True,
+        )
+        manifest = read_manifest(out)
+        raw = faiss.read_index(str(out / manifest.files["index"]))
+        if nprobe:
+            faiss.extract_index_ivf(raw).nprobe = nprobe
+        ours = Searcher.load(out, device="cpu", mmap=False)
+        batches = [query_vectors[i : i + 100] for i in range(0, queries, 100)]
+
+        def run_raw() -> None:
+            for batch in batches:
+                raw.search(batch, 10)
+
+        def run_ours() -> None:
+            for batch in batches:
+                ours.search_vectors(batch, 10)
+
+        run_raw(), run_ours()  # warm up caches
+        raw_times, our_times = [], []
+        for _ in range(repeats):
+            for fn, bucket in ((run_raw, raw_times), (run_ours, our_times)):
+                start = time.perf_counter()
+                fn()
+                bucket.append(time.perf_counter() - start)
+        raw_qps, our_qps = queries / statistics.median(raw_times), queries / statistics.median(our_times)
+        same = [h.id for h in ours.search_vectors(batches[0][:1], 10)[0]] == [f"t{i}" for i in raw.search(batches[0][:1], 10)[1][0]]
+        results[factory] = {"raw_faiss_qps": round(raw_qps, 1), "searcher_qps": round(our_qps, 1), "ratio": round(our_qps / raw_qps, 3), "same_top10": same, "nprobe": nprobe}
+        logging.info("%s: %s", factory, results[factory])
+    return results
+
+
+def encoding_overhead(work: Path, docs: int, repeats: int, batch_size: int) -> dict:
+    from retriever.encoder import load_encoder
+
+    corpus_src = require_data("scifact") / "corpus.jsonl"
+    corpus = work / "encode-corpus.jsonl"
+    with open(corpus_src, encoding="utf-8") as fh, open(corpus, "w", encoding="utf-8") as out:
+        for _, line in zip(range(docs), fh):
+            out.write(line)
+    texts = [d.full_text() for d in read_corpus([corpus])]
+    encoder = load_encoder("minilm", device="cpu")
+    model = encoder.model
+
+    def run_raw() -> None:
+        model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+
+    def run_ours() -> None:
+        config = BuildConfig(corpus=(str(corpus),), factory="Flat", chunk_tokens=0, batch_size=batch_size)
+        build_index(work / "encode-index", lambda: read_corpus([corpus]), encoder, config, overwrite=True)
+
+    raw_times, our_times = [], []
+    for _ in range(repeats):
+        for fn, bucket in ((run_raw, raw_times), (run_ours, our_times)):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    raw_rate, our_rate = docs / statistics.median(raw_times), docs / statistics.median(our_times)
+    return {"docs": docs, "batch_size": batch_size, "raw_docs_per_s": round(raw_rate, 2), "build_docs_per_s": round(our_rate, 2), "ratio": round(our_rate / raw_rate, 3)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vectors", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=1000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--encode-docs", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--skip-encoding", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    work = Path(tempfile.mkdtemp(prefix="overhead-"))
+    results = {"search": search_overhead(work, args.vectors, args.queries, args.repeats)}
+    if not args.skip_encoding:
+        results["encoding"] = encoding_overhead(work, args.encode_docs, args.repeats, args.batch_size)
+    lines = [
+        f"# Engine overhead (medians of {args.repeats} alternating runs, one process)",
+        "",
+        f"Search: {args.vectors:,} real minilm embeddings, {args.queries} pre-encoded queries in batches of 100, k=10;",
+        "ours = `Searcher.search_vectors` with id mapping and doc-store lookup (full hits with text).",
+        "",
+        "| index | raw FAISS QPS | Searcher QPS | ratio |",
+        "|---|---|---|---|",
+    ]
+    for name, row in results["search"].items():
+        lines.append(f"| {name}" + (f" (nprobe {row['nprobe']})" if row["nprobe"] else "") + f" | {row['raw_faiss_qps']:,.0f} | {row['searcher_qps']:,.0f} | {row['ratio']:.3f} |")
+    if "encoding" in results:
+        e = results["encoding"]
+        lines += [
+            "",
+            f"Encoding: {e['docs']} SciFact documents, batch size {e['batch_size']}, minilm on CPU.",
+            "",
+            "| path | docs/s |",
+            "|---|---|",
+            f"| raw SentenceTransformer.encode | {e['raw_docs_per_s']:.1f} |",
+            f"| retriever build (read, encode, shards, doc store, FAISS, commit) | {e['build_docs_per_s']:.1f} |",
+            f"| ratio | {e['ratio']:.3f} |",
+        ]
+    write_results("overhead", results, "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
