@@ -43,6 +43,7 @@ def build(
     title_field: Optional[str] = typer.Option(None, "--title-field"),
     text_field: Optional[str] = typer.Option(None, "--text-field"),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    bm25: bool = typer.Option(False, "--bm25", help="Also build the BM25 index (INDEX/bm25) for --mode bm25/hybrid; needs Java."),
 ) -> None:
     """Encode a corpus and build an index (streaming, resumable, committed atomically)."""
     from indexing.builder import BuildConfig, build_index
@@ -74,6 +75,10 @@ def build(
         manifest = build_index(
             out_dir, lambda: read_corpus(corpus, fields=fields), enc, config, resume=resume, overwrite=overwrite, progress=progress
         )
+    if bm25:
+        from retriever.sparse import bm25_of
+
+        bm25_of(out_dir, announce=None if as_json else lambda m: console.print(m, highlight=False)).close()
     if as_json:
         print_json(json.loads(manifest.to_json()))
         return
@@ -82,6 +87,24 @@ def build(
         f"index {manifest.factory}" + (" (chosen by auto)" if index == "auto" else "") + f", model {manifest.encoder['model']}",
         highlight=False,
     )
+
+
+@app.command("bm25")
+@user_errors
+def bm25_index(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    threads: int = typer.Option(2, "--threads", help="Lucene indexing threads."),
+) -> None:
+    """(Re)build the BM25 index of an index's documents (INDEX/bm25), for search/eval --mode bm25|hybrid."""
+    import time
+
+    from retriever.sparse import bm25_of, bm25_path
+
+    started = time.perf_counter()
+    built = bm25_of(index_dir, rebuild=True, threads=threads)
+    built.close()
+    console.print(f"built BM25 index of {built.num_documents:,} documents in {bm25_path(index_dir)} "
+                  f"({time.perf_counter() - started:.1f}s)", highlight=False)
 
 
 @app.command("from-vectors")

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cli import index_cmd, search_cmd
+from cli import eval_cmd, index_cmd, search_cmd
 
 app = typer.Typer(
     name="retriever",
@@ -17,6 +17,7 @@ app = typer.Typer(
 )
 app.add_typer(index_cmd.app, name="index")
 app.command("search")(search_cmd.search)
+app.command("eval")(eval_cmd.evaluate)
 
 
 @app.callback()

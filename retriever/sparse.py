@@ -59,9 +59,14 @@ def _contents(docstore: DocStore) -> Iterator[tuple[str, str]]:
         yield doc.id, f"{doc.title} {doc.text}" if doc.title else doc.text
 
 
+def _writable(path: Path) -> bool:
+    """Whether this process may create and rename entries in ``path``."""
+    return os.access(path, os.W_OK | os.X_OK)
+
+
 def _check_writable(index_path: Path, why: str) -> None:
     """Raise RetrieverError (saying how to build BM25 as the index's owner) when ``index_path`` is read-only."""
-    if not os.access(index_path, os.W_OK | os.X_OK):
+    if not _writable(index_path):
         raise RetrieverError(
             f"{index_path}: the BM25 index is {why} and the index directory is not writable; "
             f"have its owner run `retriever index bm25 {index_path}` (or build with `retriever index build --bm25`)"
@@ -136,18 +141,26 @@ def ensure_bm25(
     return LuceneBM25.load(bm25_path(index_path))
 
 
-def rebuild_bm25_of(index_path: Path, *, threads: int = 2) -> LuceneBM25:
-    """(Re)build the BM25 index of the committed dense index at ``index_path`` (``retriever index bm25``).
-
-    Reads the manifest and doc store only (the FAISS index is not loaded).
+def bm25_of(
+    index_path: Path,
+    *,
+    rebuild: bool = False,
+    announce: Callable[[str], None] | None = None,
+    threads: int = 2,
+) -> LuceneBM25:
+    """The BM25 index of the committed dense index at ``index_path``: :func:`ensure_bm25`, or with
+    ``rebuild`` always :func:`build_bm25` (``retriever index bm25``). Reads the manifest and doc store only
+    (the FAISS index is not loaded).
 
     Raises:
-        IndexDirError: no index at ``index_path``. RetrieverError: as :func:`build_bm25`.
+        IndexDirError: no index at ``index_path``. RetrieverError: as :func:`ensure_bm25`.
     """
     index_path = Path(index_path)
     manifest = read_manifest(index_path)
     docstore = DocStore(index_path / manifest.files["docstore"], readonly=True)
     try:
-        return build_bm25(index_path, docstore, manifest, threads=threads)
+        if rebuild:
+            return build_bm25(index_path, docstore, manifest, threads=threads)
+        return ensure_bm25(index_path, docstore, manifest, announce=announce, threads=threads)
     finally:
         docstore.close()

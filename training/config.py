@@ -1,0 +1,224 @@
+"""Frozen training configuration, validated once and saved next to the trained model (``train_config.json``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from indexing.errors import RetrieverError
+
+Objective = Literal["contriever", "finetune"]
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+SCRATCH = "scratch"
+"""The ``--base`` value that trains a tokenizer and a BERT from nothing."""
+
+CONFIG_FILE = "train_config.json"
+
+
+@dataclass(frozen=True)
+class CropConfig:
+    """Contriever's independent cropping and token augmentations (unsupervised objective only).
+
+    Attributes:
+        ratio_min, ratio_max: each crop keeps a uniformly drawn fraction in ``[ratio_min, ratio_max]`` of a chunk.
+        chunk_tokens: documents are cut into consecutive chunks of this many tokens; crops come from one chunk.
+        delete, replace, mask: per-token probabilities of deletion, replacement by a random token, and
+            replacement by the mask token (applied independently, in that order).
+    """
+
+    ratio_min: float = 0.1
+    ratio_max: float = 0.5
+    chunk_tokens: int = 256
+    delete: float = 0.1
+    replace: float = 0.0
+    mask: float = 0.0
+
+    def validate(self) -> None:
+        if not 0.0 < self.ratio_min <= self.ratio_max <= 1.0:
+            raise RetrieverError(f"crop ratios must satisfy 0 < crop-min <= crop-max <= 1 (got {self.ratio_min}, {self.ratio_max})")
+        if self.chunk_tokens < 2:
+            raise RetrieverError(f"--chunk-tokens must be >= 2 (got {self.chunk_tokens})")
+        for name in ("delete", "replace", "mask"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise RetrieverError(f"--{name} probability must be in [0, 1) (got {value})")
+
+
+@dataclass(frozen=True)
+class ScratchConfig:
+    """Size of a BERT trained from nothing (``--base scratch``), with a WordPiece tokenizer trained on the corpus."""
+
+    layers: int = 6
+    hidden: int = 384
+    heads: int = 12
+    vocab_size: int = 16384
+
+    def validate(self) -> None:
+        if min(self.layers, self.hidden, self.heads) < 1:
+            raise RetrieverError("--layers, --hidden and --heads must be >= 1")
+        if self.hidden % self.heads:
+            raise RetrieverError(f"--hidden {self.hidden} must be a multiple of --heads {self.heads}")
+        if self.vocab_size < 64:
+            raise RetrieverError(f"--vocab-size must be >= 64 (got {self.vocab_size})")
+
+
+@dataclass(frozen=True)
+class NegativesConfig:
+    """Hard negatives mined from an index (supervised objective only).
+
+    Attributes:
+        index: an index directory built by ``retriever index build``; None = no mining.
+        rank_min, rank_max: negatives are sampled among the hits ranked ``rank_min..rank_max`` (1-based,
+            inclusive), known positives skipped.
+        per_query: hard negatives per training pair (0 = in-batch negatives only).
+    """
+
+    index: str | None = None
+    rank_min: int = 10
+    rank_max: int = 50
+    per_query: int = 1
+
+    def validate(self) -> None:
+        if not 1 <= self.rank_min <= self.rank_max:
+            raise RetrieverError(f"negative ranks must satisfy 1 <= min <= max (got {self.rank_min}:{self.rank_max})")
+        if self.per_query < 0:
+            raise RetrieverError(f"--negatives-per-query must be >= 0 (got {self.per_query})")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Periodic evaluation on a BEIR folder with exact in-memory search; the best step becomes the output model.
+
+    Attributes:
+        dataset: a BEIR folder (corpus.jsonl, queries.jsonl, qrels/<split>.tsv); None = no evaluation.
+        split: the qrels split to select on. Use ``train`` (or a dev split): selecting on test leaks.
+        every: evaluate every this many optimizer steps (and at step 0 and at the end); 0 = start and end only.
+        metric: the ir_measures metric that picks the best step.
+        batch_size: encoding batch size.
+    """
+
+    dataset: str | None = None
+    split: str = "train"
+    every: int = 0
+    metric: str = "nDCG@10"
+    batch_size: int = 64
+
+    def validate(self) -> None:
+        if self.every < 0:
+            raise RetrieverError(f"--eval-every must be >= 0 (got {self.every})")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a training run (saved as ``train_config.json`` and checked on ``--resume``).
+
+    Attributes:
+        objective: ``contriever`` (two crops of one chunk) or ``finetune`` (query/positive[/negatives] pairs).
+        data: corpus paths (contriever) or the pairs file/BEIR folder (finetune), as given.
+        base: a model (alias, folder, hub id) or ``scratch``.
+        steps: optimizer steps.
+        batch_size: pairs per forward pass over all processes together (each of N processes takes batch/N).
+        accumulate: forward passes per optimizer step (gradient accumulation).
+        lr, weight_decay, warmup: AdamW with linear warmup over ``warmup`` steps, then linear decay to 0.
+        temperature: InfoNCE temperature on cosine similarities.
+        queue_size: MoCo queue length (keys of past batches used as negatives); 0 = plain in-batch negatives,
+            where keys come from the trained encoder with gradients.
+        momentum: MoCo key encoder momentum (used when ``queue_size > 0``).
+        max_tokens: truncation length of every input, special tokens included.
+        max_grad_norm: gradient clipping (0 = off).
+        seed: seeds data order, crops, negatives sampling and torch.
+        precision: ``auto`` (bf16 on GPUs that have it, else fp16; fp32 on CPU), ``fp32``, ``bf16``, ``fp16``.
+        freeze_embeddings: keep the input token embeddings fixed.
+        split: for a BEIR folder as finetune data, the qrels split of the training pairs.
+        save_every: checkpoint every this many steps (0 = only at the end and on interruption).
+        keep_checkpoints: how many recent checkpoints stay on disk.
+    """
+
+    objective: Objective
+    data: tuple[str, ...]
+    base: str = "minilm"
+    steps: int = 1000
+    batch_size: int = 32
+    accumulate: int = 1
+    lr: float = 2e-5
+    weight_decay: float = 0.01
+    warmup: int = 100
+    temperature: float = 0.05
+    queue_size: int = 0
+    momentum: float = 0.999
+    max_tokens: int = 128
+    max_grad_norm: float = 1.0
+    seed: int = 0
+    precision: Precision = "auto"
+    freeze_embeddings: bool = False
+    split: str = "train"
+    save_every: int = 0
+    keep_checkpoints: int = 1
+    crop: CropConfig = field(default_factory=CropConfig)
+    scratch: ScratchConfig | None = None
+    negatives: NegativesConfig = field(default_factory=NegativesConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def validate(self) -> "TrainConfig":
+        """Check every value; raises RetrieverError naming the flag. Returns self."""
+        checks = [
+            (self.objective in ("contriever", "finetune"), f"unknown objective {self.objective!r}"),
+            (bool(self.data), "no training data given"),
+            (self.steps >= 1, f"--steps must be >= 1 (got {self.steps})"),
+            (self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})"),
+            (self.accumulate >= 1, f"--accumulate must be >= 1 (got {self.accumulate})"),
+            (self.lr > 0, f"--lr must be > 0 (got {self.lr})"),
+            (self.weight_decay >= 0, f"--weight-decay must be >= 0 (got {self.weight_decay})"),
+            (0 <= self.warmup <= self.steps, f"--warmup must be in [0, --steps] (got {self.warmup})"),
+            (self.temperature > 0, f"--temperature must be > 0 (got {self.temperature})"),
+            (self.queue_size >= 0, f"--queue-size must be >= 0 (got {self.queue_size})"),
+            (0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1) (got {self.momentum})"),
+            (self.max_tokens >= 4, f"--max-tokens must be >= 4 (got {self.max_tokens})"),
+            (self.max_grad_norm >= 0, f"--max-grad-norm must be >= 0 (got {self.max_grad_norm})"),
+            (self.precision in PRECISIONS, f"--precision {self.precision!r}: use one of {', '.join(PRECISIONS)}"),
+            (self.save_every >= 0, f"--save-every must be >= 0 (got {self.save_every})"),
+            (self.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1 (got {self.keep_checkpoints})"),
+            ((self.base == SCRATCH) == (self.scratch is not None), "scratch sizes are given only with --base scratch"),
+            (not (self.base == SCRATCH and self.objective == "finetune"), "finetune needs a trained --base, not scratch"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise RetrieverError(message)
+        self.crop.validate()
+        self.negatives.validate()
+        self.eval.validate()
+        if self.scratch is not None:
+            self.scratch.validate()
+        return self
+
+    # --- JSON ------------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record["data"] = list(self.data)
+        return record
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, record: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in record.items() if k in known}
+        values["data"] = tuple(values.get("data", ()))
+        values["crop"] = CropConfig(**record.get("crop", {}))
+        values["negatives"] = NegativesConfig(**record.get("negatives", {}))
+        values["eval"] = EvalConfig(**record.get("eval", {}))
+        values["scratch"] = ScratchConfig(**record["scratch"]) if record.get("scratch") else None
+        return cls(**values)
+
+    def resume_key(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the checkpoint (how often to save may change)."""
+        return replace(self, save_every=0, keep_checkpoints=1).to_dict()
+
+    def save(self, folder: Path) -> Path:
+        path = Path(folder) / CONFIG_FILE
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path

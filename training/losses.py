@@ -1,0 +1,34 @@
+"""Contrastive losses as pure functions of embeddings (no models, no distributed code)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def info_nce(
+    queries: Tensor,
+    keys: Tensor,
+    *,
+    temperature: float = 0.05,
+    extra_negatives: Tensor | None = None,
+) -> Tensor:
+    """InfoNCE with in-batch negatives: query ``i``'s positive is ``keys[i]``; every other key, and every
+    row of ``extra_negatives`` (hard negatives, a MoCo queue), is a negative.
+
+    Args:
+        queries: ``(n, d)`` embeddings (normalize them first for cosine similarity).
+        keys: ``(n, d)`` embeddings, row ``i`` the positive of query ``i``.
+        temperature: logits are similarities divided by this.
+        extra_negatives: ``(m, d)`` more negatives shared by every query, or None.
+
+    Returns:
+        The mean cross-entropy over the ``n`` queries, a 0-d tensor.
+    """
+    if queries.shape != keys.shape:
+        raise ValueError(f"queries {tuple(queries.shape)} and keys {tuple(keys.shape)} must have the same shape")
+    candidates = keys if extra_negatives is None else torch.cat([keys, extra_negatives.to(keys.dtype)])  # (n + m, d)
+    logits = queries @ candidates.T / temperature  # (n, n + m)
+    labels = torch.arange(queries.shape[0], device=queries.device)  # (n,)
+    return F.cross_entropy(logits, labels)
