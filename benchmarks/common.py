@@ -92,19 +92,23 @@ EMBED_MAX_TOKENS = 128
 vectors are still real model outputs). Quality benchmarks never use this cache."""
 
 
-def real_embeddings(model: str = "minilm", *, batch_size: int = 128) -> np.ndarray:
-    """``(n, 384)`` float32 embeddings of :func:`distinct_texts`, computed once and cached as .npy (no pickle).
+EMBED_TEXTS = 15 * 8192
+"""How many of the (sorted) distinct texts the speed benchmarks embed: 122,880 (issue: 100k-250k real embeddings)."""
 
-    The first call encodes ~214k texts (long on a CPU: run it once, e.g. ``python -m benchmarks.common``).
+
+def real_embeddings(model: str = "minilm", *, batch_size: int = 128, count: int = EMBED_TEXTS) -> np.ndarray:
+    """``(count, 384)`` float32 embeddings of the first ``count`` :func:`distinct_texts`, cached as .npy (no pickle).
+
+    The first call encodes them (long on a CPU: run it once, e.g. ``python -m benchmarks.common``).
     Partial progress is saved every 8,192 texts, so an interrupted run continues where it stopped.
     """
     CACHE.mkdir(parents=True, exist_ok=True)
-    final = CACHE / f"embeddings-{model}.npy"
+    final = CACHE / f"embeddings-{model}-{count}.npy"
     if final.is_file():
         return np.load(final, mmap_mode="r", allow_pickle=False)
     from retriever.encoder import load_encoder
 
-    texts = distinct_texts()
+    texts = distinct_texts()[:count]
     encoder = load_encoder(model, device="auto")
     encoder.model.max_seq_length = EMBED_MAX_TOKENS
     parts_dir = CACHE / f"embeddings-{model}.parts"
@@ -119,8 +123,9 @@ def real_embeddings(model: str = "minilm", *, batch_size: int = 128) -> np.ndarr
         np.save(tmp, vectors, allow_pickle=False)
         os.replace(tmp, part)
         print(f"embedded {min(start + step, len(texts)):,}/{len(texts):,}", flush=True)
-    array = np.vstack([np.load(p, allow_pickle=False) for p in sorted(parts_dir.glob("*.npy")) if ".tmp" not in p.name])
-    tmp = CACHE / f"embeddings-{model}.tmp.npy"
+    parts = [parts_dir / f"{n:05d}.npy" for n in range((len(texts) + step - 1) // step)]
+    array = np.vstack([np.load(p, allow_pickle=False) for p in parts])[: len(texts)]
+    tmp = CACHE / f"embeddings-{model}-{count}.tmp.npy"
     np.save(tmp, array, allow_pickle=False)
     os.replace(tmp, final)
     return np.load(final, mmap_mode="r", allow_pickle=False)

@@ -153,9 +153,9 @@ class Searcher:
     ) -> list[list[Hit]]:
         """Top-``k`` documents for query vectors ``(q, dim)`` float32, with text and metadata."""
         ranked = self._rank(vectors, k, filters, nprobe, ef_search)
-        records = self.opened.docstore.records([pid for row in ranked for _, _, pid in row])
+        records = self.opened.docstore.records([pid for row in ranked for pid, _ in row])
         return [
-            [Hit(doc_id, score, r.title, r.text, r.passage, r.metadata) for doc_id, score, pid in row if (r := records.get(pid))]
+            [Hit(r.doc_id, score, r.title, r.text, r.passage, r.metadata) for pid, score in row if (r := records.get(pid))]
             for row in ranked
         ]
 
@@ -176,7 +176,13 @@ class Searcher:
     ) -> list[Hits]:
         """Document ids and scores for query vectors ``(q, dim)``."""
         ranked = self._rank(vectors, k, filters, nprobe, ef_search)
-        return [Hits([d for d, _, _ in row], np.array([s for _, s, _ in row], dtype=np.float32)) for row in ranked]
+        doc_ids = self.opened.docstore.doc_ids(np.array([pid for row in ranked for pid, _ in row], dtype=np.int64))
+        out, at = [], 0
+        for row in ranked:
+            pairs = [(d, s) for d, (_, s) in zip(doc_ids[at : at + len(row)], row) if d is not None]
+            at += len(row)
+            out.append(Hits([d for d, _ in pairs], np.array([s for _, s in pairs], dtype=np.float32)))
+        return out
 
     # --- internals ------------------------------------------------------------------------------
     def _rank(
@@ -186,7 +192,8 @@ class Searcher:
         filters: Mapping[str, str] | None,
         nprobe: int | None,
         ef_search: int | None,
-    ) -> list[list[tuple[str, float, int]]]:
+    ) -> list[list[tuple[int, float]]]:
+        """Per query, up to k ``(pid, score)`` pairs, one per document (its best passage), best first."""
         _validate_k(k)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim:
@@ -205,8 +212,10 @@ class Searcher:
         )
         if self.manifest.metric == Metric.L2.value:
             scores = -scores
-        if self._passages_per_doc == 1:
-            return self._rank_unchunked(scores, pids, k)
+        if self._passages_per_doc == 1:  # a pid is a document: no grouping, no id lookup here
+            return [
+                [(p, s) for s, p in zip(srow.tolist(), prow.tolist()) if p >= 0][:k] for srow, prow in zip(scores, pids)
+            ]
         doc_ids = self.opened.docstore.doc_ids(pids.ravel())
         out = []
         for row in range(len(vectors)):
@@ -219,14 +228,5 @@ class Searcher:
                 best[doc] = (float(scores[row, col]), pid)
                 if len(best) == k:
                     break
-            out.append([(doc, score, pid) for doc, (score, pid) in best.items()])
+            out.append([(pid, score) for score, pid in best.values()])
         return out
-
-    def _rank_unchunked(self, scores: np.ndarray, pids: np.ndarray, k: int) -> list[list[tuple[str, float, int]]]:
-        """One passage per document: a pid maps to exactly one document, no grouping needed."""
-        valid = pids[pids >= 0]
-        doc_of = dict(zip(valid.tolist(), self.opened.docstore.doc_ids(valid)))
-        return [
-            [(doc_of[p], float(s), p) for s, p in zip(srow.tolist(), prow.tolist()) if p >= 0 and doc_of.get(p)][:k]
-            for srow, prow in zip(scores, pids)
-        ]
