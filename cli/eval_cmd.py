@@ -19,7 +19,7 @@ def evaluate(
     metrics: str = typer.Option("nDCG@10,R@100,MRR@10", "--metrics", help="Comma-separated ir-measures names (nDCG@10, R@100, MRR@10, AP, P@5...)."),
     mode: Literal["dense", "bm25", "hybrid"] = typer.Option("dense", "--mode", help="dense, bm25 (INDEX/bm25, built on first use; needs Java) or hybrid."),
     fusion: Optional[Literal["rrf", "score"]] = typer.Option(None, "--fusion", help="Hybrid fusion (default: score; with --tune-alpha: score)."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Dense weight in score fusion, 0..1 (default 0.3)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Dense weight in score fusion, 0..1 (default 0.45, chosen on SciFact train)."),
     tune_alpha: bool = typer.Option(False, "--tune-alpha", help="Choose alpha on --tune-split by nDCG@10 (grid 0.0..1.0, step 0.05)."),
     tune_split: Optional[str] = typer.Option(None, "--tune-split", help="Split to tune alpha on (default: dev if present, else train); never the reported split."),
     depth: int = typer.Option(100, "-k", "--depth", help="Results per query that are scored (and written with --run)."),
@@ -38,8 +38,7 @@ def evaluate(
         raise RetrieverError("--metrics: give at least one metric, e.g. nDCG@10,R@100")
     if tune_split is not None and not tune_alpha:
         raise RetrieverError("--tune-split needs --tune-alpha")
-    searcher = HybridSearcher.load(index_dir, device=device, index_device="cpu" if device == "cpu" else None,
-                                   announce=lambda message: console.print(message, highlight=False))
+    searcher = HybridSearcher.load(index_dir, device=device, announce=lambda message: console.print(message, highlight=False))
     try:
         report = evaluate_index(searcher, dataset, split=split, metrics=names, mode=mode, fusion=fusion, alpha=alpha,
                                 depth=depth, tune=tune_alpha, tune_split=tune_split)
@@ -85,8 +84,9 @@ def _table(report) -> None:
     setting = report.mode
     if report.fusion is not None:
         setting += f", {report.fusion} fusion" + (f", alpha {report.alpha:.2f}" if report.alpha is not None else "")
-    table = Table(title=f"{Path(report.dataset).name} {report.split} ({report.queries:,} queries; {setting})",
-                  title_justify="left")
+    out.print(f"[bold]{Path(report.dataset).name}[/] {report.split}: {report.queries:,} judged queries, {setting}, "
+              f"top {report.depth}", highlight=False)
+    table = Table()
     table.add_column("metric", no_wrap=True)
     table.add_column("value", justify="right", no_wrap=True)
     for name, value in report.metrics.items():

@@ -26,7 +26,7 @@ def search(
     index_device: Optional[str] = typer.Option(None, "--index-device", help="FAISS index device (default: GPU if faiss-gpu is installed and --device is not cpu)."),
     mode: Literal["dense", "bm25", "hybrid"] = typer.Option("dense", "--mode", help="dense (vectors), bm25 (INDEX/bm25, built on first use; needs Java) or hybrid (both, fused)."),
     fusion: Optional[Literal["rrf", "score"]] = typer.Option(None, "--fusion", help="Hybrid fusion: rrf or score (min-max normalised scores, weighted by --alpha). Default: score."),
-    alpha: Optional[float] = typer.Option(None, "--alpha", help="Weight of the dense scores in score fusion, 0..1 (default 0.3, chosen on SciFact train)."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Weight of the dense scores in score fusion, 0..1 (default 0.45, chosen on SciFact train)."),
 ) -> None:
     """Search an index (dense, BM25 or hybrid)."""
     if k < 1:
@@ -38,24 +38,23 @@ def search(
     if mode != "hybrid" and (fusion is not None or alpha is not None):
         raise RetrieverError("--fusion and --alpha apply to --mode hybrid")
     options = {"filters": parse_filters(filters) or None, "nprobe": nprobe, "ef_search": ef_search}
-    if mode == "dense":
+    if mode != "dense":
+        from retriever.hybrid import DEFAULT_FUSION, HybridSearcher, check_options
+
+        fusion = fusion or DEFAULT_FUSION
+        check_options(mode, fusion, alpha)
+        searcher = HybridSearcher.load(index_dir, device=device, index_device=index_device,
+                                       announce=lambda message: console.print(message, highlight=False))
+        options.update(mode=mode, fusion=fusion, alpha=alpha)
+    else:
         from retriever.searcher import Searcher
 
         searcher = Searcher.load(index_dir, device=device, index_device=index_device)
-        search_fn = searcher.search
-    else:
-        from retriever.hybrid import DEFAULT_FUSION, HybridSearcher, check_options
-
-        check_options(mode, fusion or DEFAULT_FUSION, alpha)
-        hybrid = HybridSearcher.load(index_dir, device=device, index_device=index_device,
-                                     announce=lambda message: console.print(message, highlight=False))
-        extra = {"mode": mode, "fusion": fusion or DEFAULT_FUSION, "alpha": alpha}
-        search_fn = lambda texts, k, **kw: hybrid.search(texts, k, **extra, **kw)  # noqa: E731
     if query is not None:
         ids, texts = ["q"], [query]
     else:
         ids, texts = _read_queries(queries)
-    results = search_fn(texts, k, **options)
+    results = searcher.search(texts, k, **options)
     if output is not None:
         _write_run(output, ids, results)
         console.print(f"wrote {len(ids):,} queries x top-{k} to {output}", highlight=False)

@@ -8,14 +8,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from retriever.hybrid import HybridSearcher
     from retriever.searcher import Hit, Searcher
 
-__all__ = ["Searcher", "Hit"]
+__all__ = ["Searcher", "Hit", "HybridSearcher"]
+_HOMES = {"Searcher": "retriever.searcher", "Hit": "retriever.searcher", "HybridSearcher": "retriever.hybrid"}
 
 
 def __getattr__(name: str) -> Any:
-    if name in __all__:
-        from retriever import searcher
+    if name in _HOMES:
+        import importlib
 
-        return getattr(searcher, name)
+        return getattr(importlib.import_module(_HOMES[name]), name)
     raise AttributeError(name)

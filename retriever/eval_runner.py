@@ -227,7 +227,8 @@ def evaluate_index(
         tuning = tune_alpha(searcher, load_split(dataset, tune_split), depth)
         alpha = tuning.alpha
     docstore = searcher.searcher.opened.docstore
-    coverage = coverage_report(evaluated.qrels, set(evaluated.all_query_ids), docstore.existing)
+    coverage = coverage_report(evaluated.qrels, set(evaluated.all_query_ids),
+                               lambda ids: docstore.existing(sorted(ids)))
     run = retrieve_split(searcher, evaluated.queries, depth, mode=mode, fusion=fusion or DEFAULT_FUSION,
                          alpha=alpha, progress=progress)
     result = evaluate(run, evaluated.qrels, list(metrics))

@@ -154,3 +154,26 @@ def test_user_errors(beir, tmp_path):
     error(run("eval", tmp_path / "nowhere", data), "no such index")
     error(run("eval", index, tmp_path / "nodata"), "no such dataset folder")
     error(run("search", index, "magma", "--alpha", "0.3"), "--mode hybrid")
+
+
+def test_search_modes_and_bm25_index_commands(beir, tmp_path, tiny_model):
+    data, index = beir
+    bm25 = json.loads(run("search", index, "magma lava", "--mode", "bm25", "-k", "3", "--json").stdout)
+    assert [h["id"] for h in bm25["hits"]] == ["d1"]
+    result = run("search", index, "magma lava", "--mode", "hybrid", "--fusion", "rrf", "-k", "3", "--json", "--device", "cpu")
+    hybrid = json.loads(result.stdout)["hits"]
+    assert len(hybrid) == 3 and hybrid[0]["id"] == "d1" and set(hybrid[0]) == set(bm25["hits"][0])
+    rebuilt = run("index", "bm25", index)
+    assert rebuilt.exit_code == 0 and "built BM25 index of 5 documents" in stderr(rebuilt)
+    out = tmp_path / "with-bm25"
+    built = run("index", "build", data, "--out", out, "--model", tiny_model, "--index", "Flat", "--chunk-tokens", "0",
+                "--device", "cpu", "--bm25")
+    assert built.exit_code == 0, built.output
+    assert "building the BM25 index (first use)" in stderr(built) and (out / "bm25" / "bm25.json").is_file()
+    import inspect
+
+    from cli import eval_cmd, search_cmd
+    from retriever.hybrid import DEFAULT_ALPHA
+
+    for command in (search_cmd.search, eval_cmd.evaluate):  # the --alpha help states the library default
+        assert f"default {DEFAULT_ALPHA}" in inspect.signature(command).parameters["alpha"].default.help
