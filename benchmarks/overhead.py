@@ -31,6 +31,17 @@ from indexing.readers import read_corpus
 from retriever.searcher import Searcher
 
 
+def alternate(first, second, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``first()`` and ``second()``, run alternately ``repeats`` times each."""
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, bucket in zip((first, second), times):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def search_overhead(work: Path, n: int, queries: int, repeats: int) -> dict:
     vectors = np.asarray(real_embeddings()[: n + queries], dtype=np.float32)
     texts = distinct_texts()[:n]
@@ -60,13 +71,8 @@ def search_overhead(work: Path, n: int, queries: int, repeats: int) -> dict:
                 ours.search_vectors(batch, 10)
 
         run_raw(), run_ours()  # warm up caches
-        raw_times, our_times = [], []
-        for _ in range(repeats):
-            for fn, bucket in ((run_raw, raw_times), (run_ours, our_times)):
-                start = time.perf_counter()
-                fn()
-                bucket.append(time.perf_counter() - start)
-        raw_qps, our_qps = queries / statistics.median(raw_times), queries / statistics.median(our_times)
+        raw_seconds, our_seconds = alternate(run_raw, run_ours, repeats)
+        raw_qps, our_qps = queries / raw_seconds, queries / our_seconds
         same = [h.id for h in ours.search_vectors(batches[0][:1], 10)[0]] == [f"t{i}" for i in raw.search(batches[0][:1], 10)[1][0]]
         results[factory] = {"raw_faiss_qps": round(raw_qps, 1), "searcher_qps": round(our_qps, 1), "ratio": round(our_qps / raw_qps, 3), "same_top10": same, "nprobe": nprobe}
         logging.info("%s: %s", factory, results[factory])
@@ -92,13 +98,8 @@ def encoding_overhead(work: Path, docs: int, repeats: int, batch_size: int) -> d
         config = BuildConfig(corpus=(str(corpus),), factory="Flat", chunk_tokens=0, batch_size=batch_size)
         build_index(work / "encode-index", lambda: read_corpus([corpus]), encoder, config, overwrite=True)
 
-    raw_times, our_times = [], []
-    for _ in range(repeats):
-        for fn, bucket in ((run_raw, raw_times), (run_ours, our_times)):
-            start = time.perf_counter()
-            fn()
-            bucket.append(time.perf_counter() - start)
-    raw_rate, our_rate = docs / statistics.median(raw_times), docs / statistics.median(our_times)
+    raw_seconds, our_seconds = alternate(run_raw, run_ours, repeats)
+    raw_rate, our_rate = docs / raw_seconds, docs / our_seconds
     return {"docs": docs, "batch_size": batch_size, "raw_docs_per_s": round(raw_rate, 2), "build_docs_per_s": round(our_rate, 2), "ratio": round(our_rate / raw_rate, 3)}
 
 

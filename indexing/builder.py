@@ -114,14 +114,7 @@ def build_index(
             ``resume``/``overwrite``), or the unfinished build used other settings.
         CorpusError: bad corpus input (nothing is committed).
     """
-    work = out / BUILD_DIR
-    previous = _previous_version(out, overwrite)
-    if work.exists() and not resume:
-        if not overwrite:
-            raise IndexDirError(f"{out}: an unfinished build is there; pass --resume to continue or --overwrite to restart")
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    _check_or_save_config(work, config)
+    work, previous = _open_workspace(out, config, resume=resume, overwrite=overwrite)
 
     store = DocStore(work / "docstore.sqlite", readonly=False)
     try:
@@ -132,6 +125,19 @@ def build_index(
     if docs_done == 0:
         raise CorpusError(", ".join(config.corpus) or "corpus", "empty corpus")
     return _finalize(out, work, shards, total_passages, docs_done, encoder.describe(), encoder.dim, config, previous)
+
+
+def _open_workspace(out: Path, config: BuildConfig, *, resume: bool, overwrite: bool) -> tuple[Path, int]:
+    """Prepare ``out/.build`` for a new or resumed build; returns it and the committed version it will replace."""
+    work = out / BUILD_DIR
+    previous = _previous_version(out, overwrite)
+    if work.exists() and not resume:
+        if not overwrite:
+            raise IndexDirError(f"{out}: an unfinished build is there; pass --resume to continue or --overwrite to restart")
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    _check_or_save_config(work, config)
+    return work, previous
 
 
 def _previous_version(out: Path, overwrite: bool) -> int:
@@ -305,14 +311,7 @@ def build_from_vectors(
         raise RetrieverError(f"vectors must be a 2-d array (n, dim), got shape {vectors.shape}")
     dim, count = int(vectors.shape[1]), int(vectors.shape[0])
     record = encoder_record or {"model": None, "path": None, "preset": None, "dim": dim, "normalized": False}
-    work = out / BUILD_DIR
-    previous = _previous_version(out, overwrite)
-    if work.exists() and not resume:
-        if not overwrite:
-            raise IndexDirError(f"{out}: an unfinished build is there; pass --resume to continue or --overwrite to restart")
-        shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
-    _check_or_save_config(work, config)
+    work, previous = _open_workspace(out, config, resume=resume, overwrite=overwrite)
     store = DocStore(work / "docstore.sqlite", readonly=False)
     try:
         shards = int(store.get_meta("shards_done", "0"))
