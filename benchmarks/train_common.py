@@ -1,0 +1,109 @@
+"""Shared by the training benchmarks: test-split evaluation with the engine, result tables, recipe flags.
+
+Test queries are touched only here, after training and model selection are over (selection uses train queries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import common
+
+METRICS = ["nDCG@10", "R@100", "MRR@10"]
+
+
+def add_recipe_flags(parser: argparse.ArgumentParser, *, lr: float, steps: int, queue_size: int, eval_every: int) -> None:
+    """Flags every training benchmark takes (the recipe is recorded in the results file)."""
+    parser.add_argument("--collection", default="scifact", help="Folder name under the shared data (RETRIEVER_DATA).")
+    parser.add_argument("--base", default="minilm")
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--accumulate", type=int, default=1)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--warmup", type=int, default=None, help="Default: 10%% of the steps.")
+    parser.add_argument("--temperature", type=float, default=0.05)
+    parser.add_argument("--queue-size", type=int, default=queue_size)
+    parser.add_argument("--momentum", type=float, default=0.999)
+    parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-every", type=int, default=eval_every, help="Select the best step on train queries every N steps (0: start and end only).")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--work", type=Path, default=None, help="Folder for models and indexes (default: a temp folder).")
+    parser.add_argument("--tag", default="", help="Suffix of the results name, to keep several runs apart.")
+    parser.add_argument("--results", type=Path, default=None, help="Results folder (default: benchmarks/results).")
+
+
+def results_name(kind: str, collection: str, tag: str) -> str:
+    return f"train_{kind}{'-' + tag if tag else ''}_{collection}"
+
+
+def evaluate_on_test(model: str, collection: Path, work: Path, *, device: str, index: Path | None = None) -> dict[str, Any]:
+    """Build a Flat, unchunked index of the collection with ``model`` (or reuse ``index``), retrieve the 100
+    best documents for every judged test query with the Searcher, and score them.
+
+    Returns ``{"aggregate": {...}, "per_query": {...}, "index": path, "build_seconds": s}``.
+    """
+    from indexing.builder import BuildConfig, build_index
+    from indexing.readers import read_corpus
+    from retriever.encoder import load_encoder
+    from retriever.evaluation import evaluate, load_qrels, load_queries
+    from retriever.searcher import Searcher
+
+    qrels = load_qrels(collection / "qrels" / "test.tsv")
+    queries = {q: t for q, t in load_queries(collection / "queries.jsonl").items() if q in qrels}
+    encoder = load_encoder(model, device=device)
+    seconds = 0.0
+    if index is None:
+        index = work / f"index-{Path(model).name}"
+        corpus = collection / "corpus.jsonl"
+        started = time.perf_counter()
+        build_index(index, lambda: read_corpus([corpus]), encoder,
+                    BuildConfig(corpus=(str(corpus),), factory="Flat", chunk_tokens=0, encoder=encoder.describe()), overwrite=True)
+        seconds = time.perf_counter() - started
+    searcher = Searcher.load(index, device="cpu" if device == "cpu" else "auto", encoder=encoder)
+    ids = list(queries)
+    run = dict(zip(ids, searcher.retrieve([queries[q] for q in ids], 100)))
+    result = evaluate(run, qrels, METRICS)
+    name = {key: result.labels.get(key, key) for key in result.aggregate}  # "RR@10" -> "MRR@10" as asked
+    per_query = {q: {name.get(k, k): v for k, v in values.items()} for q, values in result.per_query.items()}
+    return {"aggregate": {name[k]: v for k, v in result.aggregate.items()}, "per_query": per_query, "index": str(index), "build_seconds": round(seconds, 1),
+            "queries": len(ids)}
+
+
+def compare(base: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+    """Deltas trained - base, with a paired t-test p-value per metric over the test queries."""
+    from retriever.evaluation import paired_pvalue
+
+    out: dict[str, Any] = {}
+    for metric, value in trained["aggregate"].items():
+        a = {q: v[metric] for q, v in trained["per_query"].items() if metric in v}
+        b = {q: v[metric] for q, v in base["per_query"].items() if metric in v}
+        out[metric] = {"base": base["aggregate"][metric], "trained": value, "delta": value - base["aggregate"][metric],
+                       "p_value": paired_pvalue(a, b) if len(a) > 1 else None}
+    return out
+
+
+def markdown(title: str, recipe: dict[str, Any], comparison: dict[str, Any], history: list[dict[str, Any]], notes: list[str],
+             *, selection: str = "train-split") -> str:
+    lines = [f"# {title}", "", "| metric (test split) | base | trained | delta | paired t-test p |", "|---|---|---|---|---|"]
+    for metric, row in comparison.items():
+        p = "-" if row["p_value"] is None else f"{row['p_value']:.3g}"
+        lines.append(f"| {metric} | {row['base']:.4f} | {row['trained']:.4f} | {row['delta']:+.4f} | {p} |")
+    if history:
+        lines += ["", f"Model selection on {selection} queries (the output model is the best step):", "",
+                  "| step | " + " | ".join(history[0]["metrics"]) + " |", "|---|" + "---|" * len(history[0]["metrics"])]
+        for h in history:
+            lines.append(f"| {h['step']} | " + " | ".join(f"{v:.4f}" for v in h["metrics"].values()) + " |")
+    lines += ["", "Recipe:", "", "```", *(f"{k}: {v}" for k, v in recipe.items()), "```"]
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)
+
+
+def write(name: str, data: dict[str, Any], text: str, results_dir: Path | None) -> Path:
+    if results_dir is not None:
+        common.RESULTS = results_dir  # write_results reads the module global at call time
+    return common.write_results(name, data, text)

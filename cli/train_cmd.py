@@ -1,0 +1,254 @@
+"""``retriever train ...``: contriever (unsupervised, from a corpus) and finetune (supervised, from pairs).
+
+Both run under ``torchrun --nproc_per_node N`` unchanged (DDP; only rank 0 writes and draws progress).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from cli.common import console, print_json, user_errors
+from indexing.errors import RetrieverError
+
+app = typer.Typer(help="Train retrieval models (output: a sentence-transformers folder).", no_args_is_help=True)
+
+DEFAULT_LR = 2e-5
+SCRATCH_LR = 1e-4
+
+# Options shared by both commands (typer accepts the same OptionInfo in several signatures).
+OUT = typer.Option(..., "--out", "-o", help="Output model folder (sentence-transformers; checkpoints in OUT/checkpoints).")
+STEPS = typer.Option(1000, "--steps", help="Optimizer steps.")
+BATCH = typer.Option(32, "--batch-size", help="Pairs per forward pass, over all processes together.")
+ACCUMULATE = typer.Option(1, "--accumulate", help="Forward passes per optimizer step (gradient accumulation).")
+LR = typer.Option(None, "--lr", help=f"Peak AdamW learning rate (default: {DEFAULT_LR:g}; {SCRATCH_LR:g} with --base scratch).")
+WEIGHT_DECAY = typer.Option(0.01, "--weight-decay", help="AdamW weight decay (not on biases and norms).")
+WARMUP = typer.Option(None, "--warmup", help="Linear warmup steps, then linear decay to 0 (default: 10% of --steps).")
+TEMPERATURE = typer.Option(0.05, "--temperature", help="InfoNCE temperature (on cosine similarity).")
+MOMENTUM = typer.Option(0.999, "--momentum", help="MoCo key encoder momentum (with --queue-size > 0).")
+MAX_TOKENS = typer.Option(128, "--max-tokens", help="Truncation length of every input, special tokens included.")
+MAX_GRAD_NORM = typer.Option(1.0, "--max-grad-norm", help="Gradient clipping norm (0 = off).")
+SEED = typer.Option(0, "--seed", help="Seeds data order, crops, negatives and initialization.")
+PRECISION = typer.Option("auto", "--precision", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16 (GPU only).")
+DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda[:N] (a GPU asked for and missing is an error).")
+FREEZE = typer.Option(False, "--freeze-embeddings", help="Keep the input token embeddings fixed.")
+EVAL = typer.Option(None, "--eval", help="BEIR folder to evaluate on with exact search; the best step becomes the output model.")
+EVAL_SPLIT = typer.Option("train", "--eval-split", help="Qrels split used to select (train or dev; never select on test).")
+EVAL_EVERY = typer.Option(0, "--eval-every", help="Evaluate every N steps (also at step 0 and at the end).")
+EVAL_METRIC = typer.Option("nDCG@10", "--eval-metric", help="Metric that picks the best step (any ir_measures name).")
+EVAL_BATCH = typer.Option(64, "--eval-batch-size", help="Encoding batch size of the evaluation.")
+SAVE_EVERY = typer.Option(0, "--save-every", help="Checkpoint every N steps (0 = only at the end / on Ctrl-C).")
+KEEP = typer.Option(1, "--keep-checkpoints", help="Checkpoints kept on disk.")
+RESUME = typer.Option(False, "--resume", help="Continue the run in OUT from its latest checkpoint.")
+OVERWRITE = typer.Option(False, "--overwrite", help="Discard the checkpoints of an earlier run in OUT.")
+STOP_AFTER = typer.Option(None, "--stop-after", help="Stop after N steps of this invocation (checkpointed; continue with --resume).")
+AS_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+
+
+@app.command()
+@user_errors
+def contriever(
+    corpus: list[Path] = typer.Argument(..., help="Corpus files or folders (JSONL, TSV, CSV, Parquet, BEIR, .txt/.md)."),
+    out: Path = OUT,
+    base: str = typer.Option("minilm", "--base", help="Model to start from (alias, folder, hub id) or 'scratch'."),
+    steps: int = STEPS,
+    batch_size: int = BATCH,
+    accumulate: int = ACCUMULATE,
+    lr: Optional[float] = LR,
+    weight_decay: float = WEIGHT_DECAY,
+    warmup: Optional[int] = WARMUP,
+    temperature: float = TEMPERATURE,
+    queue_size: int = typer.Option(4096, "--queue-size", help="MoCo queue of past keys as negatives (0 = in-batch negatives only)."),
+    momentum: float = MOMENTUM,
+    max_tokens: int = MAX_TOKENS,
+    chunk_tokens: int = typer.Option(256, "--chunk-tokens", help="Documents are cut into chunks of this many tokens; both crops come from one chunk."),
+    crop_min: float = typer.Option(0.1, "--crop-min", help="Smallest crop, as a fraction of the chunk."),
+    crop_max: float = typer.Option(0.5, "--crop-max", help="Largest crop, as a fraction of the chunk."),
+    delete: float = typer.Option(0.1, "--delete", help="Per-token deletion probability."),
+    replace: float = typer.Option(0.0, "--replace", help="Per-token random replacement probability."),
+    mask: float = typer.Option(0.0, "--mask", help="Per-token masking probability."),
+    layers: Optional[int] = typer.Option(None, "--layers", help="Scratch model: layers (default: 6)."),
+    hidden: Optional[int] = typer.Option(None, "--hidden", help="Scratch model: hidden size (default: 384)."),
+    heads: Optional[int] = typer.Option(None, "--heads", help="Scratch model: attention heads (default: 12)."),
+    vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="Scratch model: WordPiece vocabulary (default: 16384)."),
+    max_grad_norm: float = MAX_GRAD_NORM,
+    seed: int = SEED,
+    precision: str = PRECISION,
+    device: str = DEVICE,
+    freeze_embeddings: bool = FREEZE,
+    eval_dataset: Optional[Path] = EVAL,
+    eval_split: str = EVAL_SPLIT,
+    eval_every: int = EVAL_EVERY,
+    eval_metric: str = EVAL_METRIC,
+    eval_batch_size: int = EVAL_BATCH,
+    save_every: int = SAVE_EVERY,
+    keep_checkpoints: int = KEEP,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    stop_after: Optional[int] = STOP_AFTER,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Unsupervised contrastive training (Contriever): two independent random crops of a chunk are a positive pair."""
+    from training.config import SCRATCH, CropConfig, ScratchConfig
+
+    sizes = {"layers": layers, "hidden": hidden, "heads": heads, "vocab_size": vocab_size}
+    given = {k: v for k, v in sizes.items() if v is not None}
+    if given and base != SCRATCH:
+        raise RetrieverError(f"--{', --'.join(k.replace('_', '-') for k in given)} only apply with --base scratch")
+    scratch = ScratchConfig(**given) if base == SCRATCH else None
+    crop = CropConfig(ratio_min=crop_min, ratio_max=crop_max, chunk_tokens=chunk_tokens, delete=delete, replace=replace, mask=mask)
+    config = _config(
+        "contriever", tuple(str(p) for p in corpus), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
+        lr=lr if lr is not None else (SCRATCH_LR if base == SCRATCH else DEFAULT_LR), weight_decay=weight_decay,
+        warmup=warmup, temperature=temperature, queue_size=queue_size, momentum=momentum, max_tokens=max_tokens,
+        max_grad_norm=max_grad_norm, seed=seed, precision=precision, freeze_embeddings=freeze_embeddings,
+        save_every=save_every, keep_checkpoints=keep_checkpoints, crop=crop, scratch=scratch,
+        eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
+    )
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+
+
+@app.command()
+@user_errors
+def finetune(
+    pairs: Path = typer.Argument(..., help="JSONL of query, positive (and negative/negatives) records, or a BEIR folder with qrels/<split>.tsv."),
+    out: Path = OUT,
+    base: str = typer.Option("minilm", "--base", help="Model to start from (alias, folder or hub id)."),
+    split: str = typer.Option("train", "--split", help="For a BEIR folder: the qrels split of the training pairs."),
+    negatives_from: Optional[Path] = typer.Option(None, "--negatives-from", help="Index (from `retriever index build`) to mine hard negatives from."),
+    negative_ranks: str = typer.Option("10-50", "--negative-ranks", help="Hit ranks LO-HI (1-based, inclusive) that negatives are sampled from."),
+    negatives_per_query: Optional[int] = typer.Option(None, "--negatives-per-query", help="Hard negatives per pair (default: 1 with --negatives-from, else 0)."),
+    steps: int = STEPS,
+    batch_size: int = BATCH,
+    accumulate: int = ACCUMULATE,
+    lr: Optional[float] = LR,
+    weight_decay: float = WEIGHT_DECAY,
+    warmup: Optional[int] = WARMUP,
+    temperature: float = TEMPERATURE,
+    queue_size: int = typer.Option(0, "--queue-size", help="MoCo queue of past keys as negatives (0 = in-batch negatives only)."),
+    momentum: float = MOMENTUM,
+    max_tokens: int = MAX_TOKENS,
+    max_grad_norm: float = MAX_GRAD_NORM,
+    seed: int = SEED,
+    precision: str = PRECISION,
+    device: str = DEVICE,
+    freeze_embeddings: bool = FREEZE,
+    eval_dataset: Optional[Path] = EVAL,
+    eval_split: str = EVAL_SPLIT,
+    eval_every: int = EVAL_EVERY,
+    eval_metric: str = EVAL_METRIC,
+    eval_batch_size: int = EVAL_BATCH,
+    save_every: int = SAVE_EVERY,
+    keep_checkpoints: int = KEEP,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    stop_after: Optional[int] = STOP_AFTER,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Supervised contrastive fine-tuning on query/positive pairs, with in-batch and mined hard negatives."""
+    from training.config import NegativesConfig
+
+    low, high = _ranks(negative_ranks)
+    per_query = negatives_per_query if negatives_per_query is not None else (1 if negatives_from else 0)
+    negatives = NegativesConfig(index=str(negatives_from) if negatives_from else None, rank_min=low, rank_max=high, per_query=per_query)
+    config = _config(
+        "finetune", (str(pairs),), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
+        lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
+        queue_size=queue_size, momentum=momentum, max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed,
+        precision=precision, freeze_embeddings=freeze_embeddings, split=split, save_every=save_every,
+        keep_checkpoints=keep_checkpoints, negatives=negatives,
+        eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
+    )
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+
+
+# --- helpers --------------------------------------------------------------------------------------------
+def _ranks(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    try:
+        return int(low), int(high if sep else low)
+    except ValueError:
+        raise RetrieverError(f"--negative-ranks {text!r}: expected LO-HI, e.g. 10-50") from None
+
+
+def _eval(dataset: Optional[Path], split: str, every: int, metric: str, batch_size: int):
+    from training.config import EvalConfig
+
+    if dataset is None and every:
+        raise RetrieverError("--eval-every needs --eval DATASET")
+    return EvalConfig(dataset=str(dataset) if dataset else None, split=split, every=every, metric=metric, batch_size=batch_size)
+
+
+def _config(objective: str, data: tuple[str, ...], *, warmup: Optional[int], steps: int, **values: Any):
+    from training.config import TrainConfig
+
+    if warmup is None:
+        warmup = max(0, round(0.1 * steps))
+    return TrainConfig(objective=objective, data=data, steps=steps, warmup=warmup, **values).validate()  # type: ignore[arg-type]
+
+
+def _run(config, out: Path, *, device: str, resume: bool, overwrite: bool, stop_after: Optional[int], as_json: bool) -> None:
+    from transformers.utils import logging as hf_logging
+
+    from training.run import run_training
+
+    hf_logging.disable_progress_bar()  # the CLI draws its own bar
+    if stop_after is not None and stop_after < 1:
+        raise RetrieverError(f"--stop-after must be >= 1 (got {stop_after})")
+    main = int(os.environ.get("RANK", "0")) == 0
+    with TrainProgress(config.steps, enabled=main and not as_json) as progress:
+        result = run_training(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, callback=progress)
+    if not main:
+        return
+    if as_json:
+        record = asdict(result)
+        record["out"] = str(result.out)
+        print_json(record)
+        return
+    loss = f"{result.last_loss:.4f}" if result.last_loss is not None else "-"
+    if not result.finished:
+        console.print(f"stopped at step {result.steps_done}/{config.steps} (loss {loss}); continue with --resume", highlight=False)
+        return
+    line = f"trained [bold]{out}[/]: {result.steps_done} steps, last loss {loss}"
+    if result.best_step is not None and result.best_metrics:
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in result.best_metrics.items())
+        line += f"; output = step {result.best_step} ({shown} on {config.eval.split})"
+    console.print(line, highlight=False)
+
+
+class TrainProgress:
+    """A rich progress bar (loss, lr, examples/s, tokens/s) fed by the trainer's events; evaluations print a line."""
+
+    def __init__(self, total: int, *, enabled: bool = True):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self.progress = Progress(
+            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("steps"),
+            TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+            console=console, disable=not enabled,
+        )
+        self.enabled = enabled
+        self.task = self.progress.add_task("train", total=total, stats="")
+
+    def __enter__(self) -> "TrainProgress":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def __call__(self, event) -> None:
+        if event.kind == "start":  # drawn only once loading is over, so errors before it stay one line
+            self.progress.start()
+        if event.kind in ("start", "step"):
+            stats = ""
+            if event.kind == "step":
+                stats = (f"loss {event.loss:.4f}  lr {event.lr:.2e}  {event.examples_per_s:,.1f} ex/s  "
+                         f"{event.tokens_per_s:,.0f} tok/s")
+            self.progress.update(self.task, completed=event.step, stats=stats)
+        elif event.kind == "eval" and self.enabled:
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in (event.metrics or {}).items())
+            self.progress.console.print(f"step {event.step}: {shown}" + ("  [green](best)[/]" if event.improved else ""), highlight=False)

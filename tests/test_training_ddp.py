@@ -1,0 +1,37 @@
+"""DDP: ``torchrun --nproc_per_node 2`` (gloo, CPU) trains the same weights as one process on the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from tests.test_training_helpers import max_weight_difference, tiny_model_no_dropout  # noqa: F401 (fixture)
+
+TORCHRUN = Path(sys.executable).with_name("torchrun")
+
+
+@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed beside this python")
+def test_two_processes_equal_one(tmp_path, small_corpus, tiny_model_no_dropout):
+    recipe = ["train", "contriever", str(small_corpus), "--base", str(tiny_model_no_dropout), "--steps", "3", "--batch-size", "4",
+              "--accumulate", "2", "--queue-size", "8", "--lr", "1e-4", "--warmup", "1", "--max-tokens", "32", "--device", "cpu"]
+    single = CliRunner().invoke(app, [*recipe, "--out", str(tmp_path / "one")], catch_exceptions=False)
+    assert single.exit_code == 0, single.output
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    command = [str(TORCHRUN), "--nproc_per_node", "2", "--standalone", "-m", "cli", *recipe,
+               "--out", str(tmp_path / "two"), "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])  # rank 0 alone prints
+    assert result["finished"] and result["steps_done"] == 3
+    assert len([line for line in done.stdout.splitlines() if line.startswith("{")]) == 1
+    assert max_weight_difference(tmp_path / "one", tmp_path / "two") <= 1e-5
+    assert max_weight_difference(tmp_path / "two", tiny_model_no_dropout) > 1e-5
+    state = json.loads((tmp_path / "two" / "checkpoints" / "step-0000003" / "state.json").read_text())
+    assert state["world_size"] == 2 and len(state["rng"]) == 2

@@ -1,0 +1,120 @@
+"""Training runs on a tiny model: exact resume, MoCo vs in-batch, hard-negative mining, the exported folder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.test_training_helpers import max_weight_difference, tiny_model_no_dropout, write_beir  # noqa: F401 (fixture)
+from training.config import NegativesConfig, TrainConfig
+from training.run import run_training
+
+
+def _contriever(corpus: Path, base: Path, **changes) -> TrainConfig:
+    values = dict(objective="contriever", data=(str(corpus),), base=str(base), steps=6, batch_size=4, warmup=2,
+                  lr=1e-3, queue_size=8, max_tokens=32)
+    values.update(changes)
+    return TrainConfig(**values).validate()
+
+
+def test_resumed_run_equals_uninterrupted_run(tmp_path, small_corpus, tiny_model):
+    """6 steps in one go == 3 steps, stop, resume, 3 steps: weights, queue and RNG (dropout is on) all restored."""
+    config = _contriever(small_corpus, tiny_model, accumulate=2)
+    full = run_training(config, tmp_path / "full", device="cpu")
+    assert full.finished and full.steps_done == 6
+    part = run_training(config, tmp_path / "part", device="cpu", stop_after=3)
+    assert not part.finished and part.steps_done == 3
+    assert not (tmp_path / "part" / "model.safetensors").exists()  # nothing exported before the end
+    rest = run_training(config, tmp_path / "part", device="cpu", resume=True)
+    assert rest.finished and rest.steps_done == 6 and rest.last_loss == pytest.approx(full.last_loss, abs=1e-6)
+    assert max_weight_difference(tmp_path / "full", tmp_path / "part") <= 1e-6
+    assert max_weight_difference(tmp_path / "full", tiny_model) > 1e-4  # and training did move the weights
+    state = json.loads(next((tmp_path / "part" / "checkpoints").glob("step-*/state.json")).read_text())
+    assert state["step"] == 6 and state["position"] == 6 * 2 * 4 and state["queue"]["filled"] == 8
+
+
+def test_resume_with_other_settings_is_refused(tmp_path, small_corpus, tiny_model):
+    from indexing.errors import RetrieverError
+
+    config = _contriever(small_corpus, tiny_model, steps=2)
+    run_training(config, tmp_path / "out", device="cpu", stop_after=1)
+    with pytest.raises(RetrieverError, match="lr"):
+        run_training(replace(config, lr=5e-4), tmp_path / "out", device="cpu", resume=True)
+    with pytest.raises(RetrieverError, match="--resume"):
+        run_training(config, tmp_path / "out", device="cpu")
+
+
+def test_moco_first_step_equals_in_batch(tmp_path, small_corpus, tiny_model_no_dropout):
+    """With nothing queued yet and the key encoder a copy of the encoder, MoCo's first loss is in-batch InfoNCE."""
+    losses = {}
+    for queue in (0, 16):
+        events = []
+        config = _contriever(small_corpus, tiny_model_no_dropout, steps=1, warmup=0, queue_size=queue)
+        run_training(config, tmp_path / f"q{queue}", device="cpu", callback=events.append)
+        losses[queue] = next(e.loss for e in events if e.kind == "step")
+    assert losses[16] == pytest.approx(losses[0], abs=1e-6)
+
+
+def test_output_folder_loads_in_sentence_transformers(tmp_path, small_corpus, tiny_model):
+    from sentence_transformers import SentenceTransformer
+
+    out = tmp_path / "model"
+    run_training(_contriever(small_corpus, tiny_model, steps=2, queue_size=0), out, device="cpu")
+    model = SentenceTransformer(str(out), device="cpu")
+    vectors = model.encode(["dense retrieval", "vector index"], convert_to_numpy=True)
+    assert vectors.shape == (2, 32)
+    assert abs(float((vectors**2).sum(axis=1)[0]) - 1.0) < 1e-5
+    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Normalize"]
+    card = json.loads((out / "retriever.json").read_text())
+    assert card["preset"] == "text" and card["base"] == str(tiny_model)
+    assert TrainConfig.from_dict(json.loads((out / "train_config.json").read_text())).steps == 2
+
+
+def test_eval_keeps_the_best_step(tmp_path, small_corpus, tiny_model):
+    beir = write_beir(tmp_path / "beir", small_corpus)
+    config = _contriever(small_corpus, tiny_model, steps=2, lr=5e-3, queue_size=0)
+    config = replace(config, eval=replace(config.eval, dataset=str(beir), every=1))
+    result = run_training(config, tmp_path / "out", device="cpu")
+    history = json.loads((tmp_path / "out" / "training.json").read_text())["history"]
+    assert [h["step"] for h in history] == [0, 1, 2]
+    values = [h["metrics"]["nDCG@10"] for h in history]
+    assert result.best_step == values.index(max(values))
+    best = tmp_path / "out" / "checkpoints" / "best"
+    assert max_weight_difference(tmp_path / "out", best) == 0.0
+    if result.best_step == 0:
+        assert max_weight_difference(tmp_path / "out", tiny_model) == 0.0
+
+
+def test_mined_negatives_skip_known_positives(tmp_path, small_corpus, tiny_model):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from training.pairs import mine_negatives, read_pairs
+
+    beir = write_beir(tmp_path / "beir", small_corpus)
+    index = tmp_path / "idx"
+    built = CliRunner().invoke(app, ["index", "build", str(beir), "--out", str(index), "--model", str(tiny_model),
+                                     "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"])
+    assert built.exit_code == 0, built.output
+    pairs = read_pairs(beir, split="train")
+    assert len(pairs) == 24 and pairs[0].known_positive_ids == {"d0", "d1"}
+    mined_pairs, record = mine_negatives(pairs, NegativesConfig(index=str(index), rank_min=1, rank_max=20), device="cpu")
+    from retriever.searcher import Searcher
+
+    hits = Searcher.load(index, device="cpu").retrieve([p.query for p in pairs[::2]], k=20)
+    for pair, mined, query_hits in zip(pairs[::2], record, hits):
+        assert mined["query"] == pair.query
+        assert not set(mined["negative_ids"]) & pair.known_positive_ids
+        assert mined["negative_ids"] == [d for d in query_hits.ids if d not in pair.known_positive_ids]
+    assert all(len(p.negatives) == len(r["negative_ids"]) for p, r in zip(mined_pairs[::2], record))
+    # the whole supervised path, two steps with one mined negative per pair
+    config = TrainConfig(objective="finetune", data=(str(beir),), base=str(tiny_model), steps=2, batch_size=4, warmup=0,
+                         lr=1e-3, max_tokens=32, negatives=NegativesConfig(index=str(index), rank_min=3, rank_max=10)).validate()
+    result = run_training(config, tmp_path / "ft", device="cpu")
+    assert result.finished and result.last_loss > 0
+    for line in (tmp_path / "ft" / "mined_negatives.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        assert entry["negative_ids"] and len(entry["negative_ids"]) <= 8

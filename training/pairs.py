@@ -1,0 +1,166 @@
+"""Supervised training pairs: reading them (JSONL or a BEIR train split) and mining hard negatives from an index."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from indexing.errors import CorpusError, RetrieverError
+from training.config import NegativesConfig
+from training.data import Pair
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LabeledPair:
+    """A pair as read: texts, optional ids (BEIR), and negatives given in the file.
+
+    Attributes:
+        known_positive_ids: every document id judged relevant to the query (skipped when mining).
+    """
+
+    query: str
+    positive: str
+    query_id: str | None = None
+    positive_id: str | None = None
+    negatives: tuple[str, ...] = ()
+    known_positive_ids: frozenset[str] = field(default_factory=frozenset)
+
+
+def read_pairs(path: Path, *, split: str = "train") -> list[LabeledPair]:
+    """Pairs from a JSONL file (``query``, ``positive``, optional ``negative``/``negatives`` string or list,
+    optional ``query_id``/``positive_id``) or from a BEIR folder (``queries.jsonl`` + ``qrels/<split>.tsv`` +
+    ``corpus.jsonl``: one pair per judged relevant document).
+
+    Raises:
+        CorpusError: missing files, bad JSON or fields (naming file and line), or no pair at all.
+    """
+    path = Path(path)
+    pairs = _read_beir_pairs(path, split) if path.is_dir() else _read_jsonl_pairs(path)
+    if not pairs:
+        raise CorpusError(path, "no training pairs")
+    return pairs
+
+
+def _read_jsonl_pairs(path: Path) -> list[LabeledPair]:
+    if not path.is_file():
+        raise CorpusError(path, "no such file or directory")
+    pairs = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CorpusError(path, f"invalid JSON ({exc.msg})", line=number) from None
+            if not isinstance(record, dict):
+                raise CorpusError(path, "expected a JSON object", line=number)
+            texts = {}
+            for name in ("query", "positive"):
+                value = record.get(name)
+                if not isinstance(value, str) or not value.strip():
+                    raise CorpusError(path, "missing or not a non-empty string", line=number, field=name)
+                texts[name] = value
+            negatives = record.get("negatives", record.get("negative", []))
+            negatives = [negatives] if isinstance(negatives, str) else negatives
+            if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+                raise CorpusError(path, "must be a string or a list of strings", line=number, field="negatives")
+            positive_id = record.get("positive_id")
+            pairs.append(LabeledPair(
+                texts["query"], texts["positive"],
+                query_id=_optional_id(record.get("query_id")), positive_id=_optional_id(positive_id),
+                negatives=tuple(negatives),
+                known_positive_ids=frozenset([str(positive_id)]) if positive_id is not None else frozenset(),
+            ))
+    return pairs
+
+
+def _optional_id(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _read_beir_pairs(folder: Path, split: str) -> list[LabeledPair]:
+    from indexing.readers import read_corpus
+    from retriever.evaluation import load_qrels, load_queries
+
+    qrels_path = folder / "qrels" / f"{split}.tsv"
+    if not qrels_path.is_file():
+        raise CorpusError(qrels_path, f"no such file (a BEIR folder needs qrels/{split}.tsv to train on)")
+    queries = load_queries(folder / "queries.jsonl")
+    qrels = {q: {d for d, rel in docs.items() if rel > 0} for q, docs in load_qrels(qrels_path).items()}
+    wanted = {d for docs in qrels.values() for d in docs}
+    texts = {doc.id: doc.full_text() for doc in read_corpus([folder]) if doc.id in wanted}
+    pairs, missing = [], 0
+    for query_id, relevant in qrels.items():
+        if query_id not in queries:
+            missing += 1
+            continue
+        for doc_id in sorted(relevant):
+            if doc_id not in texts:
+                missing += 1
+                continue
+            pairs.append(LabeledPair(queries[query_id], texts[doc_id], query_id=query_id, positive_id=doc_id,
+                                     known_positive_ids=frozenset(relevant)))
+    if missing:
+        log.warning("%d judgments refer to queries or documents that are not in %s; skipped", missing, folder)
+    return pairs
+
+
+def mine_negatives(
+    pairs: Sequence[LabeledPair], negatives: NegativesConfig, *, device: str = "cpu"
+) -> tuple[list[Pair], list[dict]]:
+    """Give every pair a pool of hard negatives: the hits ranked ``rank_min..rank_max`` by the index's own
+    encoder for its query, without any known positive (by id, or by text when the pair has no ids).
+
+    Without an index the pool is the pair's given negatives. Returns the pairs and a JSON-able record of the
+    mined ids per query.
+    """
+    if negatives.index is None:
+        return [Pair(p.query, p.positive, p.negatives) for p in pairs], []
+    from retriever.searcher import Searcher
+
+    searcher = Searcher.load(negatives.index, device=device)
+    queries = list(dict.fromkeys(p.query for p in pairs))
+    hits = searcher.retrieve(queries, k=negatives.rank_max)
+    ranked = {query: h.ids[negatives.rank_min - 1 :] for query, h in zip(queries, hits)}
+    candidate_ids = sorted({doc_id for ids in ranked.values() for doc_id in ids})
+    documents = searcher.opened.docstore.documents(candidate_ids)
+    doc_text = {doc_id: doc.full_text() for doc_id, doc in documents.items()}
+    skip_ids: dict[str, set[str]] = {}
+    skip_texts: dict[str, set[str]] = {}
+    for pair in pairs:
+        skip_ids.setdefault(pair.query, set()).update(pair.known_positive_ids)
+        skip_texts.setdefault(pair.query, set()).add(_norm(pair.positive))
+    mined: dict[str, list[str]] = {}
+    skipped = 0
+    for query, ids in ranked.items():
+        keep = []
+        for doc_id in ids:
+            if doc_id not in doc_text:
+                continue
+            if doc_id in skip_ids[query] or _norm(doc_text[doc_id]) in skip_texts[query]:
+                skipped += 1
+                continue
+            keep.append(doc_id)
+        mined[query] = keep
+    log.info("mined negatives for %d queries from %s (%d known positives skipped)", len(mined), negatives.index, skipped)
+    out = [Pair(p.query, p.positive, tuple(p.negatives) + tuple(doc_text[d] for d in mined[p.query])) for p in pairs]
+    record = [{"query": q, "negative_ids": ids} for q, ids in mined.items()]
+    return out, record
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.split()).lower()
+
+
+def check_index(index: str | None) -> None:
+    """Fail early on an ``--negatives-from`` that is not an index directory."""
+    from indexing.manifest import MANIFEST
+
+    if index is not None and not (Path(index) / MANIFEST).is_file():
+        raise RetrieverError(f"--negatives-from {index}: not an index directory (no manifest); build one with `retriever index build`")

@@ -1,0 +1,168 @@
+"""One call that runs a configured training: devices, processes, base model, data, evaluation set, loop.
+
+```python
+from training.config import TrainConfig
+from training.run import run_training
+result = run_training(TrainConfig(objective="contriever", data=("corpus.jsonl",), steps=1000), Path("my-model"))
+```
+Launched under ``torchrun`` (``WORLD_SIZE`` > 1), the same call trains with DDP; only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from indexing.errors import DeviceError, RetrieverError
+from training.config import SCRATCH, TrainConfig
+from training.distributed import DistInfo
+from training.export import BaseModel
+from training.pairs import LabeledPair
+from training.trainer import Callback, TrainResult
+
+log = logging.getLogger(__name__)
+
+SCRATCH_BASE = "scratch-base"
+MINED_FILE = "mined_negatives.jsonl"
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` -> bf16 on GPUs that support it, else fp16; fp32 on CPU. Half precision on CPU is an error."""
+    import torch
+
+    if precision == "auto":
+        if not device.startswith("cuda"):
+            return "fp32"
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if precision in ("bf16", "fp16") and not device.startswith("cuda"):
+        raise DeviceError(f"--precision {precision} needs a CUDA device (got {device})")
+    return precision
+
+
+def check_inputs(config: TrainConfig) -> None:
+    """Fail fast, before any model loads, on missing data, index or evaluation folder."""
+    from indexing.readers import detect_format
+    from training.pairs import check_index
+
+    if config.objective == "contriever":
+        for path in config.data:
+            detect_format(Path(path))
+    else:
+        path = Path(config.data[0])
+        if not path.exists():
+            raise RetrieverError(f"{path}: no such file or directory")
+        check_index(config.negatives.index)
+    if config.eval.dataset is not None and not (Path(config.eval.dataset) / "queries.jsonl").is_file():
+        raise RetrieverError(f"--eval {config.eval.dataset}: not a BEIR folder (no queries.jsonl)")
+
+
+def run_training(
+    config: TrainConfig,
+    out: Path,
+    *,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+    stop_after: int | None = None,
+    callback: Callback | None = None,
+) -> TrainResult:
+    """Train as ``config`` says and write the model to ``out`` (a sentence-transformers folder).
+
+    Args:
+        device: ``auto|cpu|cuda[:N]``; a GPU asked for and missing is an error.
+        resume: continue from ``out/checkpoints`` (settings must match; no checkpoint = start from step 0).
+        overwrite: discard the checkpoints of an earlier run in ``out``.
+        stop_after: stop (with a checkpoint, without exporting) after this many steps of this call.
+        callback: receives :class:`training.trainer.TrainEvent` s (rank 0 only).
+
+    Raises:
+        RetrieverError: bad settings or inputs, a GPU that is missing, an existing run without resume/overwrite.
+    """
+    from retriever.devices import resolve_device
+    from training.distributed import barrier, init_distributed, process_device, shutdown
+
+    config.validate()
+    check_inputs(config)
+    out = Path(out)
+    dist = init_distributed(resolve_device(device))
+    try:
+        local_device = process_device(resolve_device(device), dist)
+        precision = resolve_precision(config.precision, local_device)
+        root = out / "checkpoints"
+        earlier = root.exists() and not resume
+        if earlier and not overwrite:  # every process decides alike, before anyone writes
+            raise RetrieverError(f"{out} holds a training run; pass --resume to continue it or --overwrite to start over")
+        barrier(dist)
+        if dist.is_main:
+            if earlier:
+                shutil.rmtree(root)
+            root.mkdir(parents=True, exist_ok=True)
+            config.save(out)
+        barrier(dist)
+        labeled = None
+        if config.objective == "finetune":
+            from training.pairs import read_pairs
+
+            labeled = read_pairs(Path(config.data[0]), split=config.split)
+        base = _prepare_base(config, root, dist)
+        from training.export import load_encoder_for_training
+
+        encoder = load_encoder_for_training(base.path, max_tokens=config.max_tokens, device="cpu")
+        data = _build_data(config, encoder.tokenizer, base, out, dist, local_device, labeled)
+        devset = None
+        if config.eval.dataset is not None:
+            from training.dev_eval import DevSet
+
+            devset = DevSet(config.eval, query_prefix=base.query_prefix, document_prefix=base.document_prefix)
+        from training.trainer import Trainer
+
+        log.info("training on %s (%s, %d process%s): %s", local_device, precision, dist.world_size,
+                 "es" if dist.enabled else "", json.dumps(data.describe()))
+        trainer = Trainer(config, data, encoder, base, out, device=local_device, precision=precision, dist=dist,
+                          devset=devset, extra_files={"train_config.json": config.to_json()})
+        if dist.is_main or callback is None:
+            return trainer.run(resume=resume, stop_after=stop_after, callback=callback)
+        return trainer.run(resume=resume, stop_after=stop_after)
+    finally:
+        shutdown(dist)
+
+
+def _prepare_base(config: TrainConfig, root: Path, dist: DistInfo) -> BaseModel:
+    """The base model; for ``scratch``, rank 0 trains the tokenizer and initializes the model once (kept for resume)."""
+    from training.distributed import barrier
+    from training.export import resolve_base
+
+    if config.base != SCRATCH:
+        return resolve_base(config.base)
+    folder = root / SCRATCH_BASE
+    if dist.is_main and not (folder / "config.json").is_file():
+        from indexing.readers import read_corpus
+        from training.scratch import build_scratch_model
+
+        assert config.scratch is not None
+        texts = (doc.full_text() for doc in read_corpus([Path(p) for p in config.data]))
+        build_scratch_model(texts, config.scratch, folder, max_tokens=config.max_tokens, seed=config.seed)
+    barrier(dist)
+    return BaseModel(SCRATCH, str(folder))
+
+
+def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist: DistInfo, device: str,
+                labeled: list[LabeledPair] | None):
+    from training.data import CropData, PairData, chunk_corpus, token_space
+
+    if config.objective == "contriever":
+        from indexing.readers import read_corpus
+
+        chunks = chunk_corpus(read_corpus([Path(p) for p in config.data]), tokenizer, config.crop.chunk_tokens)
+        return CropData(chunks, token_space(tokenizer), config.crop, seed=config.seed)
+    from training.pairs import mine_negatives
+
+    assert labeled is not None
+    pairs, mined = mine_negatives(labeled, config.negatives, device=device)
+    if mined and dist.is_main:
+        with open(out / MINED_FILE, "w", encoding="utf-8") as handle:
+            handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in mined)
+    return PairData(pairs, tokenizer, per_query=config.negatives.per_query, max_tokens=config.max_tokens,
+                    seed=config.seed, query_prefix=base.query_prefix, document_prefix=base.document_prefix)

@@ -1,0 +1,338 @@
+"""The training loop shared by both objectives: contrastive InfoNCE over (query, key[, negatives]) examples.
+
+One optimizer step = ``accumulate`` forward passes of ``batch_size`` examples (over all processes). Keys come
+from the trained encoder (in-batch negatives, gradients on both sides) or, with a queue, from a momentum key
+encoder (MoCo). Checkpoints hold everything needed to continue exactly (see :mod:`training.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from indexing.errors import RetrieverError
+from training import checkpoint as ckpt
+from training.config import TrainConfig
+from training.data import SpecialTokens, TrainingData, collate
+from training.dev_eval import DevSet
+from training.distributed import DistInfo, barrier, gather, gather_objects
+from training.export import BaseModel, publish, save_model_folder
+from training.losses import info_nce
+from training.moco import KeyQueue, make_key_encoder, momentum_update
+
+log = logging.getLogger(__name__)
+
+HISTORY_FILE = "training.json"
+
+
+@dataclass(frozen=True)
+class TrainEvent:
+    """What the loop reports to its callback (the CLI draws a progress bar from these)."""
+
+    kind: Literal["start", "step", "eval", "checkpoint", "done"]
+    step: int
+    total: int
+    loss: float | None = None
+    lr: float | None = None
+    examples_per_s: float | None = None
+    tokens_per_s: float | None = None
+    metrics: dict[str, float] | None = None
+    improved: bool = False
+    path: str | None = None
+
+
+@dataclass
+class TrainResult:
+    """How a run ended. ``best_*`` are set when an evaluation set was given."""
+
+    out: Path
+    steps_done: int
+    finished: bool
+    last_loss: float | None
+    best_step: int | None = None
+    best_metrics: dict[str, float] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+Callback = Callable[[TrainEvent], None]
+
+
+def warmup_linear(step: int, *, warmup: int, total: int) -> float:
+    """LR factor of 0-based step ``step``: ``(step+1)/warmup`` while warming up, then linear decay towards 0."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+class _Dual(nn.Module):
+    """Both sides through one module call, so DDP sees one forward per backward."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, queries: dict[str, Tensor], keys: dict[str, Tensor] | None) -> tuple[Tensor, Tensor | None]:
+        q = self.encoder(dict(queries))["sentence_embedding"]  # (n, d)
+        k = self.encoder(dict(keys))["sentence_embedding"] if keys is not None else None  # (n * (1 + h), d)
+        return q, k
+
+
+class Trainer:
+    """Runs one configured training of ``encoder`` (a SentenceTransformer) on ``data``, writing to ``out``."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: TrainingData,
+        encoder: nn.Module,
+        base: BaseModel,
+        out: Path,
+        *,
+        device: str,
+        precision: str,
+        dist: DistInfo = DistInfo(),
+        devset: DevSet | None = None,
+        extra_files: dict[str, str] | None = None,
+    ):
+        if config.batch_size % dist.world_size:
+            raise RetrieverError(f"--batch-size {config.batch_size} must be a multiple of the {dist.world_size} processes")
+        self.config, self.data, self.base, self.out, self.dist, self.devset = config, data, base, out, dist, devset
+        self.device, self.precision = device, precision
+        self.extra_files = extra_files or {}
+        self.root = out / ckpt.CHECKPOINTS
+        self.local_batch = config.batch_size // dist.world_size
+        self.special = SpecialTokens.of(encoder.tokenizer)
+        self.encoder = encoder.to(device)
+        if config.freeze_embeddings:
+            encoder[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
+        self.key_encoder = make_key_encoder(encoder).train() if config.queue_size else None  # dropout on keys, as Contriever
+        self.queue = KeyQueue(config.queue_size, encoder.get_embedding_dimension(), device=device) if config.queue_size else None
+        dual: nn.Module = _Dual(encoder)
+        if dist.enabled:
+            ids = [torch.device(device).index] if device.startswith("cuda") else None
+            dual = nn.parallel.DistributedDataParallel(dual, device_ids=ids, find_unused_parameters=True)
+        self.dual = dual
+        trainable = [p for p in encoder.parameters() if p.requires_grad]
+        groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
+                  {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
+        self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
+        schedule = functools.partial(warmup_linear, warmup=config.warmup, total=config.steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.best: tuple[float, int] | None = None
+
+    # --- public -------------------------------------------------------------------------------------
+    def run(self, *, resume: bool = False, stop_after: int | None = None, callback: Callback | None = None) -> TrainResult:
+        """Train until ``config.steps`` (or ``stop_after`` more steps), checkpointing and evaluating as configured.
+
+        An interrupted run (KeyboardInterrupt, single process) leaves a checkpoint of its last finished step.
+        """
+        emit = callback or (lambda event: None)
+        cfg = self.config
+        if resume and ckpt.latest_checkpoint(self.root) is not None:
+            self._restore()
+        else:
+            random.seed(cfg.seed)
+            np.random.seed(cfg.seed)
+            torch.manual_seed(cfg.seed + self.dist.rank)
+        emit(TrainEvent("start", self.step, cfg.steps))
+        if self.devset is not None and self.step == 0 and not self.history:
+            self._evaluate(emit)
+        last_loss: float | None = None
+        target = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
+        self.encoder.train()
+        try:
+            while self.step < target:
+                started = time.perf_counter()
+                lr = self.scheduler.get_last_lr()[0]
+                last_loss, tokens = self._train_step()
+                self.step += 1
+                seconds = time.perf_counter() - started
+                examples = cfg.batch_size * cfg.accumulate
+                emit(TrainEvent("step", self.step, cfg.steps, loss=last_loss, lr=lr,
+                                examples_per_s=examples / seconds, tokens_per_s=tokens / seconds))
+                if self.devset is not None and cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
+                    self._evaluate(emit)
+                if cfg.save_every and self.step % cfg.save_every == 0 and self.step < target:
+                    emit(TrainEvent("checkpoint", self.step, cfg.steps, path=str(self._save())))
+        except KeyboardInterrupt:
+            if not self.dist.enabled and self.step > 0:
+                log.warning("interrupted: saving a checkpoint of step %d", self.step)
+                self._save()
+            raise
+        finished = self.step >= cfg.steps
+        if finished and self.devset is not None and (not self.history or self.history[-1]["step"] != self.step):
+            self._evaluate(emit)
+        emit(TrainEvent("checkpoint", self.step, cfg.steps, path=str(self._save())))
+        if finished:
+            self._export()
+        emit(TrainEvent("done", self.step, cfg.steps, loss=last_loss))
+        best_step, best_metrics = None, None
+        if self.best is not None:
+            best_step = self.best[1]
+            best_metrics = next(h["metrics"] for h in self.history if h["step"] == best_step)
+        return TrainResult(self.out, self.step, finished, last_loss, best_step, best_metrics, list(self.history))
+
+    # --- one optimizer step -----------------------------------------------------------------------
+    def _train_step(self) -> tuple[float, int]:
+        """Forward/backward ``accumulate`` batches and step the optimizer. Returns (mean loss, tokens seen globally)."""
+        cfg = self.config
+        if self.key_encoder is not None:
+            momentum_update(self.key_encoder, self.encoder, cfg.momentum)
+        self.optimizer.zero_grad(set_to_none=True)
+        total, tokens = 0.0, 0
+        for micro in range(cfg.accumulate):
+            position = (self.step * cfg.accumulate + micro) * cfg.batch_size + self.dist.rank * self.local_batch
+            examples = self.data.examples(position, self.local_batch)
+            queries = self._to_device(collate([e.query for e in examples], self.special, cfg.max_tokens))
+            keys = self._to_device(collate([e.key for e in examples] + [n for e in examples for n in e.negatives],
+                                           self.special, cfg.max_tokens))
+            tokens += int(queries["attention_mask"].sum() + keys["attention_mask"].sum()) * self.dist.world_size
+            last = micro == cfg.accumulate - 1
+            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.dual.no_sync()
+            with sync:
+                with self._autocast():
+                    q, k = self.dual(queries, None if self.key_encoder is not None else keys)
+                    if self.key_encoder is not None:
+                        with torch.no_grad():
+                            k = self.key_encoder(dict(keys))["sentence_embedding"]  # (n * (1 + h), d)
+                loss, positives = self._loss(q.float(), k.float())
+                self.scaler.scale(loss / cfg.accumulate).backward()
+            if self.queue is not None:
+                self.queue.enqueue(positives)
+            total += loss.item() / cfg.accumulate
+        self.scaler.unscale_(self.optimizer)
+        if cfg.max_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return total, tokens
+
+    def _loss(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        """Global InfoNCE of local ``q`` (n, d) against keys ``k`` (n * (1 + h), d) = positives then negatives.
+
+        Returns the loss and the gathered positives ``(world * n, d)`` (detached) for the queue.
+        """
+        n = q.shape[0]
+        all_q = gather(q, self.dist)  # (world * n, d)
+        all_pos = gather(k[:n], self.dist)  # (world * n, d)
+        extras = []
+        if k.shape[0] > n:
+            extras.append(gather(k[n:], self.dist))  # (world * n * h, d)
+        if self.queue is not None and self.queue.filled:
+            extras.append(self.queue.negatives())  # (filled, d)
+        extra = torch.cat(extras) if extras else None
+        loss = info_nce(all_q, all_pos, temperature=self.config.temperature, extra_negatives=extra)
+        return loss, all_pos.detach()
+
+    def _autocast(self):
+        if self.precision in ("bf16", "fp16"):
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+        return contextlib.nullcontext()
+
+    def _to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        return {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+
+    # --- evaluation, checkpoints, export --------------------------------------------------------------
+    def _evaluate(self, emit: Callback) -> None:
+        """Score the current model on the dev set (rank 0) and keep it as ``checkpoints/best`` when it improves."""
+        assert self.devset is not None
+        if self.dist.is_main:
+            started = time.perf_counter()
+            metrics = self.devset.score(self.encoder)
+            value = metrics[self.devset.measure]
+            improved = self.best is None or value > self.best[0]
+            if improved:
+                self.best = (value, self.step)
+                save_model_folder(self.encoder, self.root / "best", base=self.base, extra_files=self.extra_files)
+            self.history.append({"step": self.step, "metrics": metrics, "seconds": round(time.perf_counter() - started, 1)})
+            log.info("step %d: %s on %s = %.4f%s", self.step, self.devset.measure, self.devset.name, value, " (best)" if improved else "")
+            emit(TrainEvent("eval", self.step, self.config.steps, metrics=metrics, improved=improved))
+        barrier(self.dist)
+
+    def _save(self) -> Path:
+        """Write a checkpoint (rank 0); every process takes part in gathering the RNG states."""
+        rng_tensors, rng_meta = ckpt.capture_rng()
+        everyone = gather_objects((rng_tensors, rng_meta), self.dist)
+        path = self.root / f"step-{self.step:07d}"
+        if self.dist.is_main:
+            optim_tensors, optim_meta = ckpt.flatten_optimizer(self.optimizer.state_dict())
+            state: dict[str, Tensor] = {}
+            for rank, (tensors, _) in enumerate(everyone):
+                state.update({f"rng.{rank}.{k}": v for k, v in tensors.items()})
+            queue_meta = None
+            if self.queue is not None:
+                queue_tensors, queue_meta = self.queue.state()
+                state.update(queue_tensors)
+            meta = {
+                "step": self.step,
+                "position": self.step * self.config.accumulate * self.config.batch_size,
+                "world_size": self.dist.world_size,
+                "config": self.config.to_dict(),
+                "optimizer": optim_meta,
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "rng": [m for _, m in everyone],
+                "queue": queue_meta,
+                "history": self.history,
+                "best": list(self.best) if self.best else None,
+            }
+            models = {"model": self.encoder} | ({"key_model": self.key_encoder} if self.key_encoder is not None else {})
+            path = ckpt.save_checkpoint(self.root, self.step, ckpt.Checkpoint(models, {"optimizer": optim_tensors, "state": state}, meta),
+                                        keep=self.config.keep_checkpoints)
+        barrier(self.dist)
+        return path
+
+    def _restore(self) -> None:
+        folder = ckpt.latest_checkpoint(self.root)
+        assert folder is not None
+        meta = ckpt.read_meta(folder)
+        saved = TrainConfig.from_dict(meta["config"]).resume_key()
+        wanted = self.config.resume_key()
+        if saved != wanted:
+            differ = sorted(k for k in wanted if saved.get(k) != wanted.get(k))
+            raise RetrieverError(f"--resume: the checkpoint in {folder} was made with other settings ({', '.join(differ)})")
+        models = {"model": self.encoder} | ({"key_model": self.key_encoder} if self.key_encoder is not None else {})
+        loaded = ckpt.load_checkpoint(folder, models, device=self.device)
+        self.optimizer.load_state_dict(ckpt.unflatten_optimizer(loaded.tensors["optimizer"], meta["optimizer"]))
+        self.scheduler.load_state_dict(meta["scheduler"])
+        if meta["scaler"]:
+            self.scaler.load_state_dict(meta["scaler"])
+        state = loaded.tensors["state"]
+        if self.queue is not None:
+            self.queue.load({"queue.keys": state["queue.keys"]}, meta["queue"])
+        rank = self.dist.rank if self.dist.rank < len(meta["rng"]) else 0
+        if meta["world_size"] != self.dist.world_size:
+            log.warning("checkpoint made with %d processes, resumed with %d: dropout randomness differs", meta["world_size"], self.dist.world_size)
+        prefix = f"rng.{rank}."
+        ckpt.restore_rng({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, meta["rng"][rank])
+        self.step = int(meta["step"])
+        self.history = list(meta["history"])
+        self.best = (float(meta["best"][0]), int(meta["best"][1])) if meta["best"] else None
+        log.info("resumed from %s at step %d", folder, self.step)
+
+    def _export(self) -> None:
+        """Publish the output model into ``out``: the best evaluated step, else the final weights (rank 0)."""
+        if self.dist.is_main:
+            source = self.root / "best" if self.best is not None else save_model_folder(
+                self.encoder, self.root / "final", base=self.base, extra_files=self.extra_files)
+            publish(source, self.out)
+            summary = {"steps": self.step, "best": {"step": self.best[1], "value": self.best[0]} if self.best else None,
+                       "metric": self.devset.measure if self.devset else None, "history": self.history}
+            (self.out / HISTORY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        barrier(self.dist)
