@@ -25,6 +25,37 @@ def require_data(name: str = "") -> Path:
     return path
 
 
+class PeakRss:
+    """Samples this process's RSS every 20 ms in a thread; ``peak`` is the largest seen, in bytes.
+
+    Used instead of ``ru_maxrss``, which Linux carries over ``exec`` from the parent process.
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        import psutil
+
+        self.peak = 0
+        self._process = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._process.memory_info().rss)
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+
 def median_time(fn: Callable[[], Any], repeats: int = 5) -> tuple[float, Any]:
     """Median wall time in seconds of ``repeats`` calls, and the last result."""
     times, result = [], None

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import resource
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import CACHE, RESULTS, real_embeddings, write_results
+from benchmarks.common import CACHE, RESULTS, PeakRss, real_embeddings, write_results
 from benchmarks.memory import LazyIds
 
 BASE = 120_000
@@ -54,10 +53,11 @@ def build_child(vectors: Path, factory: str, out: Path) -> None:
 
     array = np.load(vectors, mmap_mode="r", allow_pickle=False)
     start = time.perf_counter()
-    manifest = build_from_vectors(out, array, LazyIds(len(array)), BuildConfig(corpus=(str(vectors),), factory=factory, docs_per_shard=65536), overwrite=True)
+    with PeakRss() as rss:
+        manifest = build_from_vectors(out, array, LazyIds(len(array)), BuildConfig(corpus=(str(vectors),), factory=factory, docs_per_shard=65536), overwrite=True)
     print(json.dumps({
         "factory": manifest.factory, "vectors": len(array), "build_seconds": round(time.perf_counter() - start, 1),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), "index_mib": round(manifest.sizes[manifest.files["index"]] / 2**20, 1),
+        "peak_rss_mib": round(rss.peak / 2**20), "index_mib": round(manifest.sizes[manifest.files["index"]] / 2**20, 1),
     }))
 
 
