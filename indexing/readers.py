@@ -162,7 +162,8 @@ def _to_document(record: dict, fields: FieldNames, path: Path, line: int | None,
         if not isinstance(value, str):
             raise CorpusError(path, f"must be a string, got {_kind(value)}", line=line, field=key)
     if not text.strip() and not title.strip():
-        raise CorpusError(path, "missing text (text and title are both empty)", line=line, field=text_key)
+        # Real collections hold empty documents (Cranfield 471 and 995, one of them judged): keep them, say so.
+        logger.warning("%s: document %r has an empty text and title; indexed as empty", origin, doc_id)
     used = {id_key, text_key, title_key}
     metadata = {k: v for k, v in record.items() if k not in used}
     return Document(id=doc_id, title=title, text=text, metadata=metadata, origin=origin)

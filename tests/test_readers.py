@@ -267,8 +267,6 @@ def test_missing_id(tmp_path):
     [
         ({"_id": "1", "title": "t"}, "text", "missing (looked for"),
         ({"_id": "1", "title": "t", "text": None}, "text", "missing (null)"),
-        ({"_id": "1", "title": " ", "text": " \n"}, "text", "missing text"),
-        ({"_id": "1", "text": ""}, "text", "missing text"),
         ({"_id": "1", "text": ["a"]}, "text", "must be a string, got list"),
         ({"_id": "1", "title": 3, "text": "x"}, "title", "must be a string, got int"),
         ({"_id": ["1"], "text": "x"}, "_id", "must be a string or an integer, got list"),
@@ -281,6 +279,12 @@ def test_bad_record_fields(tmp_path, record, field, message):
     err = corpus_error(path)
     assert_where(err, path, 2, field)
     assert message in str(err)
+
+
+def test_empty_document_is_kept_with_a_warning(tmp_path, caplog):
+    path = write(tmp_path / "c.jsonl", jsonl({"_id": "0", "text": "fine"}, {"_id": "1", "title": " ", "text": ""}))
+    assert [d.id for d in read(path)] == ["0", "1"]
+    assert "c.jsonl:2" in caplog.text and "empty" in caplog.text
 
 
 def test_empty_text_with_title_is_allowed(tmp_path):
