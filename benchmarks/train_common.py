@@ -31,6 +31,7 @@ def add_recipe_flags(parser: argparse.ArgumentParser, *, lr: float, steps: int, 
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=eval_every, help="Select the best step on train queries every N steps (0: start and end only).")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--base-index", type=Path, default=None, help="An existing Flat, unchunked index of the collection built with --base (skips re-encoding it).")
     parser.add_argument("--work", type=Path, default=None, help="Folder for models and indexes (default: a temp folder).")
     parser.add_argument("--tag", default="", help="Suffix of the results name, to keep several runs apart.")
     parser.add_argument("--results", type=Path, default=None, help="Results folder (default: benchmarks/results).")

@@ -53,7 +53,7 @@ def main() -> None:
     ).validate()
 
     started = time.perf_counter()
-    base = evaluate_on_test(args.base, collection, work, device=device)
+    base = evaluate_on_test(args.base, collection, work, device=device, index=args.base_index)
     base_seconds = time.perf_counter() - started
     started = time.perf_counter()
     result = run_training(config, work / "model", device=device, overwrite=True)

@@ -75,7 +75,7 @@ def main() -> None:
         notes.append("No dev queries held out: the best step is chosen on the training queries themselves.")
 
     started = time.perf_counter()
-    base = evaluate_on_test(args.base, collection, work, device=device)
+    base = evaluate_on_test(args.base, collection, work, device=device, index=args.base_index)
     base_seconds = time.perf_counter() - started
     low, high = (int(x) for x in args.negative_ranks.split("-"))
     config = TrainConfig(
