@@ -94,9 +94,12 @@ def _table(query: str, hits) -> None:
     table.add_column("rank", justify="right", min_width=4, no_wrap=True)
     table.add_column("id", no_wrap=True, min_width=6)
     table.add_column("score", justify="right", min_width=6, no_wrap=True)
-    table.add_column("title", max_width=24, overflow="ellipsis", no_wrap=True)
+    titled = any(hit.title for hit in hits)
+    if titled:
+        table.add_column("title", max_width=24, overflow="ellipsis", no_wrap=True)
     table.add_column("passage", min_width=30, ratio=1, overflow="fold")
     for rank, hit in enumerate(hits, 1):
         snippet = " ".join(hit.passage.split())
-        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", hit.title, snippet[:240] + ("…" if len(snippet) > 240 else ""))
+        snippet = snippet[:240] + ("…" if len(snippet) > 240 else "")
+        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", *([hit.title] if titled else []), snippet)
     out.print(table)
