@@ -51,7 +51,9 @@ class LazyIds:
 def child(vectors: Path, n: int, factory: str, out: Path) -> None:
     from indexing.builder import BuildConfig, build_from_vectors
 
-    array = np.load(vectors, mmap_mode="r", allow_pickle=False)[:n]
+    from indexing.npy_file import NpyFile
+
+    array = NpyFile(vectors, rows=n)  # what `retriever index from-vectors` reads: blocks, no memory map
     start = time.perf_counter()
     with PeakRss() as rss:
         manifest = build_from_vectors(out, array, LazyIds(n), BuildConfig(corpus=(str(vectors),), factory=factory, docs_per_shard=65536), overwrite=True)

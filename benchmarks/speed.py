@@ -51,7 +51,9 @@ def perturbed(path: Path, real: np.ndarray, n: int, *, seed: int = 0) -> None:
 def build_child(vectors: Path, factory: str, out: Path) -> None:
     from indexing.builder import BuildConfig, build_from_vectors
 
-    array = np.load(vectors, mmap_mode="r", allow_pickle=False)
+    from indexing.npy_file import NpyFile
+
+    array = NpyFile(vectors)
     start = time.perf_counter()
     with PeakRss() as rss:
         manifest = build_from_vectors(out, array, LazyIds(len(array)), BuildConfig(corpus=(str(vectors),), factory=factory, docs_per_shard=65536), overwrite=True)

@@ -120,16 +120,12 @@ def from_vectors(
     resume: bool = typer.Option(False, "--resume"),
 ) -> None:
     """Build an index from vectors you already have (search them by vector, or by text with --model)."""
-    import numpy as np
-
     from indexing.builder import BuildConfig, build_from_vectors
+    from indexing.npy_file import NpyFile
 
     if not vectors.is_file():
         raise RetrieverError(f"{vectors}: no such file")
-    try:
-        array = np.load(vectors, mmap_mode="r", allow_pickle=False)
-    except ValueError as exc:
-        raise RetrieverError(f"{vectors}: not a .npy array ({exc})") from None
+    array = NpyFile(vectors)  # read in blocks: memory stays flat in the number of vectors
     if not ids_file.is_file():
         raise RetrieverError(f"{ids_file}: no such file")
     record = None

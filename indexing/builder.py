@@ -298,7 +298,8 @@ def build_from_vectors(
     """Build an index from vectors the user already has, through the same shards and finalize as a corpus build.
 
     Args:
-        vectors: ``(n, dim)`` float32, typically ``np.load(path, mmap_mode="r")`` (read shard by shard).
+        vectors: ``(n, dim)`` float32: an array, or an :class:`indexing.npy_file.NpyFile` for a large .npy
+            (read block by block with file reads, so memory stays flat).
         ids: ``n`` unique string ids aligned with ``vectors``, consumed lazily (a file's lines, a generator).
         encoder_record: what the manifest records as the encoder (e.g. the model that made the vectors, so
             text queries can be encoded); default: an anonymous encoder (search by vector only).
