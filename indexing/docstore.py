@@ -9,9 +9,8 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -39,8 +38,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
-@dataclass(frozen=True)
-class PassageRecord:
+class PassageRecord(NamedTuple):
     """What a hit shows: the document and the passage that matched."""
 
     doc_id: str
@@ -50,16 +48,26 @@ class PassageRecord:
     metadata: dict[str, Any]
 
 
+def _metadata(text: str) -> dict[str, Any]:
+    return {} if text == "{}" else json.loads(text)
+
+
 class DocStore:
-    """A SQLite file of documents and passages. Open read-only for search, read-write for builds/updates."""
+    """A SQLite file of documents and passages. Open read-only for search, read-write for builds/updates.
+
+    A read-only store can be :meth:`preload`-ed: the passage -> document table and the documents are
+    then held in memory and hit lookups no longer touch SQLite (for stores small enough to fit).
+    """
 
     def __init__(self, path: Path, *, readonly: bool = True):
         self.path = path
+        self._rows: dict[int, tuple[str, str, str, str, int, int]] | None = None
         if readonly:
             if not path.is_file():
                 raise IndexDirError(f"{path}: doc store is missing")
             uri = f"file:{path}?mode=ro&immutable=1"
             self.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages for repeated hit lookups
         else:
             self.conn = sqlite3.connect(str(path), check_same_thread=False)
             self.conn.executescript(_SCHEMA)
@@ -68,6 +76,14 @@ class DocStore:
 
     def close(self) -> None:
         self.conn.close()
+
+    def preload(self) -> None:
+        """Hold every passage's document fields in memory (read-only stores; ~ the file's size in RAM)."""
+        query = (
+            "SELECT p.pid, p.doc_id, d.title, d.text, d.metadata, p.start, p.end "
+            "FROM passages p JOIN documents d ON d.doc_id = p.doc_id"
+        )
+        self._rows = {row[0]: row[1:] for row in self.conn.execute(query)}
 
     # --- meta -------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -192,6 +208,9 @@ class DocStore:
 
     def doc_ids(self, pids: np.ndarray) -> list[str | None]:
         """Document id of each pid (None for unknown or deleted pids), aligned with ``pids``."""
+        if self._rows is not None:
+            rows = self._rows
+            return [row[0] if (row := rows.get(p)) is not None else None for p in np.asarray(pids).tolist()]
         wanted = [int(p) for p in pids if p >= 0]
         found: dict[int, str] = {}
         for start in range(0, len(wanted), 900):
@@ -203,6 +222,13 @@ class DocStore:
     def records(self, pids: Sequence[int]) -> dict[int, PassageRecord]:
         """Hit records for ``pids`` in one query: document fields plus the passage text."""
         out: dict[int, PassageRecord] = {}
+        if self._rows is not None:
+            for pid in pids:
+                row = self._rows.get(pid)
+                if row is not None:
+                    doc_id, title, text, metadata, begin, end = row
+                    out[pid] = PassageRecord(doc_id, title, text, text[begin:end], _metadata(metadata))
+            return out
         wanted = [int(p) for p in pids]
         for start in range(0, len(wanted), 900):
             chunk = wanted[start : start + 900]
@@ -212,7 +238,7 @@ class DocStore:
                 f"JOIN documents d ON d.doc_id = p.doc_id WHERE p.pid IN ({marks})"
             )
             for pid, doc_id, title, text, metadata, begin, end in self.conn.execute(query, chunk):
-                out[pid] = PassageRecord(doc_id, title, text, text[begin:end], json.loads(metadata))
+                out[pid] = PassageRecord(doc_id, title, text, text[begin:end], _metadata(metadata))
         return out
 
     def tombstones(self) -> np.ndarray:

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -24,12 +23,14 @@ from retriever.hits import Hits
 
 log = logging.getLogger(__name__)
 
+PRELOAD_LIMIT = 256 << 20
+"""Doc stores up to this size (bytes) are held in memory by default, so hits need no SQLite reads."""
+
 MAX_OVERFETCH = 16
 """At most this many passages per wanted document are fetched before grouping passages into documents."""
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
     """One document in a result list; the shape of ``retriever search --json`` and the HTTP service.
 
     Attributes:
@@ -43,10 +44,10 @@ class Hit:
     title: str
     text: str
     passage: str
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self._asdict()
 
 
 def _validate_k(k: int) -> None:
@@ -78,6 +79,7 @@ class Searcher:
         encoder: Any | None = None,
         mmap: bool | None = None,
         verify: bool | None = None,
+        preload: bool | None = None,
     ) -> "Searcher":
         """Open the committed index at ``path``.
 
@@ -87,6 +89,7 @@ class Searcher:
                 else the GPU when FAISS has GPU support (faiss-gpu) and the CPU otherwise.
             encoder: an already loaded encoder to use for text queries (default: the manifest's).
             mmap, verify: see :func:`indexing.index_dir.open_index`.
+            preload: hold the doc store in memory (None: when its file is at most ``PRELOAD_LIMIT`` bytes).
 
         Raises:
             IndexDirError: missing/corrupted index. DeviceError: a GPU was asked for and is missing.
@@ -96,6 +99,8 @@ class Searcher:
 
             resolve_device(device)  # fail now, not at the first query
         opened = open_index(Path(path), mmap=mmap, verify=verify)
+        if preload or (preload is None and opened.docstore.path.stat().st_size <= PRELOAD_LIMIT):
+            opened.docstore.preload()
         placement = resolve_index_device(index_device or ("cpu" if device == "cpu" else "auto"))
         if placement != "cpu":
             opened.vectors.index = to_device(opened.vectors.index, placement)

@@ -181,3 +181,13 @@ def test_build_from_vectors_and_search_by_vector(tmp_path):
     assert hits[0].scores[0] == pytest.approx(0.0, abs=1e-4)  # negated L2 distance to itself
     with pytest.raises(RetrieverError, match="k must be >= 1"):
         searcher.retrieve_vectors(vectors[:1], 0)
+
+
+def test_preloaded_doc_store_gives_the_same_hits(tmp_path, small_corpus, encoder):
+    _build(tmp_path / "idx", small_corpus, encoder, factory="Flat", chunk_tokens=16, chunk_overlap=4)
+    query = encoder.encode_queries(["dense retrieval window"])
+    cold = Searcher.load(tmp_path / "idx", device="cpu", preload=False).search_vectors(query, 15, filters={"lang": "en"})
+    warm = Searcher.load(tmp_path / "idx", device="cpu", preload=True)
+    assert warm.opened.docstore._rows is not None
+    assert warm.search_vectors(query, 15, filters={"lang": "en"}) == cold
+    assert [h.to_dict() for h in cold[0]][0].keys() == {"id", "score", "title", "text", "passage", "metadata"}
