@@ -88,7 +88,7 @@ def main() -> None:
     lines = [
         f"# Peak RSS of a streaming {args.factory} build from vector shards (384-d synthetic vectors)",
         "",
-        "Each size builds in a fresh process; RSS (file-backed pages of the memory-mapped input included) is sampled every 20 ms.",
+        "Each size builds in a fresh process; RSS (file-backed pages included) is sampled every 20 ms.",
         "",
         "| vectors | peak RSS | build time | index file | doc store |",
         "|---|---|---|---|---|",
