@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -48,6 +48,9 @@ class PassageRecord(NamedTuple):
     metadata: dict[str, Any]
 
 
+T = TypeVar("T")
+
+
 def _metadata(text: str) -> dict[str, Any]:
     return {} if text == "{}" else json.loads(text)
 
@@ -61,7 +64,7 @@ class DocStore:
 
     def __init__(self, path: Path, *, readonly: bool = True):
         self.path = path
-        self._rows: dict[int, tuple[str, str, str, str, int, int]] | None = None
+        self._rows: list[tuple[str, str, str, str, int, int] | None] | None = None
         if readonly:
             if not path.is_file():
                 raise IndexDirError(f"{path}: doc store is missing")
@@ -83,7 +86,10 @@ class DocStore:
             "SELECT p.pid, p.doc_id, d.title, d.text, d.metadata, p.start, p.end "
             "FROM passages p JOIN documents d ON d.doc_id = p.doc_id"
         )
-        self._rows = {row[0]: row[1:] for row in self.conn.execute(query)}
+        rows: list[tuple[str, str, str, str, int, int] | None] = [None] * int(self.get_meta("next_pid", "0"))
+        for row in self.conn.execute(query):
+            rows[row[0]] = row[1:]
+        self._rows = rows
 
     # --- meta -------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -209,8 +215,8 @@ class DocStore:
     def doc_ids(self, pids: np.ndarray) -> list[str | None]:
         """Document id of each pid (None for unknown or deleted pids), aligned with ``pids``."""
         if self._rows is not None:
-            rows = self._rows
-            return [row[0] if (row := rows.get(p)) is not None else None for p in np.asarray(pids).tolist()]
+            rows, n = self._rows, len(self._rows)
+            return [row[0] if 0 <= p < n and (row := rows[p]) is not None else None for p in np.asarray(pids).tolist()]
         wanted = [int(p) for p in pids if p >= 0]
         found: dict[int, str] = {}
         for start in range(0, len(wanted), 900):
@@ -219,12 +225,33 @@ class DocStore:
             found.update(self.conn.execute(f"SELECT pid, doc_id FROM passages WHERE pid IN ({marks})", chunk))
         return [found.get(int(p)) for p in pids]
 
+    def make_hits(self, ranked: Sequence[tuple[int, float]], make: Callable[..., T]) -> list[T]:
+        """``make(doc_id, score, title, text, passage, metadata)`` for each known ``(pid, score)``, in order.
+
+        The hot path of every search: no SQLite read when the store is preloaded, one query otherwise.
+        """
+        rows = self._rows
+        out: list[T] = []
+        if rows is None:
+            found = self.records([pid for pid, _ in ranked])
+            for pid, score in ranked:
+                if (r := found.get(pid)) is not None:
+                    out.append(make(r.doc_id, score, r.title, r.text, r.passage, r.metadata))
+            return out
+        n = len(rows)
+        for pid, score in ranked:
+            row = rows[pid] if 0 <= pid < n else None
+            if row is not None:
+                doc_id, title, text, metadata, begin, end = row
+                out.append(make(doc_id, score, title, text, text[begin:end], {} if metadata == "{}" else json.loads(metadata)))
+        return out
+
     def records(self, pids: Sequence[int]) -> dict[int, PassageRecord]:
         """Hit records for ``pids`` in one query: document fields plus the passage text."""
         out: dict[int, PassageRecord] = {}
         if self._rows is not None:
             for pid in pids:
-                row = self._rows.get(pid)
+                row = self._rows[pid] if 0 <= pid < len(self._rows) else None
                 if row is not None:
                     doc_id, title, text, metadata, begin, end = row
                     out[pid] = PassageRecord(doc_id, title, text, text[begin:end], _metadata(metadata))

@@ -158,11 +158,7 @@ class Searcher:
     ) -> list[list[Hit]]:
         """Top-``k`` documents for query vectors ``(q, dim)`` float32, with text and metadata."""
         ranked = self._rank(vectors, k, filters, nprobe, ef_search)
-        records = self.opened.docstore.records([pid for row in ranked for pid, _ in row])
-        return [
-            [Hit(r.doc_id, score, r.title, r.text, r.passage, r.metadata) for pid, score in row if (r := records.get(pid))]
-            for row in ranked
-        ]
+        return [self.opened.docstore.make_hits(row, Hit) for row in ranked]
 
     def retrieve(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[Hits]:
         """Ids and scores only (no doc-store reads beyond id mapping): what evaluation needs."""
