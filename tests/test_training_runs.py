@@ -55,7 +55,7 @@ def test_moco_first_step_equals_in_batch(tmp_path, small_corpus, tiny_model_no_d
         config = _contriever(small_corpus, tiny_model_no_dropout, steps=1, warmup=0, queue_size=queue)
         run_training(config, tmp_path / f"q{queue}", device="cpu", callback=events.append)
         losses[queue] = next(e.loss for e in events if e.kind == "step")
-    assert losses[16] == pytest.approx(losses[0], abs=1e-6)
+    assert losses[16] == pytest.approx(losses[0], rel=1e-5)  # float32: two code paths (grad vs no_grad keys)
 
 
 def test_output_folder_loads_in_sentence_transformers(tmp_path, small_corpus, tiny_model):
