@@ -56,16 +56,6 @@ class PeakRss:
         self.peak = max(self.peak, self._process.memory_info().rss)
 
 
-def median_time(fn: Callable[[], Any], repeats: int = 5) -> tuple[float, Any]:
-    """Median wall time in seconds of ``repeats`` calls, and the last result."""
-    times, result = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 def write_results(name: str, data: dict[str, Any], markdown: str | None = None) -> Path:
     """Write ``results/<name>.json`` (and ``.md``) atomically."""
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ from indexing.chunking import chunk_documents
 from indexing.docstore import DocStore
 from indexing.documents import Document, Passage
 from indexing.errors import CorpusError, IndexDirError, RetrieverError
-from indexing.factory import choose_factory, training_sample_size
+from indexing.factory import choose_factory, ivf_lists, training_sample_size
 from indexing.faiss_index import Metric, VectorIndex
 from indexing.index_dir import commit, docstore_file, file_facts, index_file
 from indexing.manifest import MANIFEST, Manifest, now, read_manifest, write_json_atomic
@@ -238,8 +238,8 @@ def _finalize(
     index = VectorIndex.create(dim, factory, metric)
     if not index.is_trained:
         size = training_sample_size(factory)
-        if total < 39 * max(1, _nlist(factory)):
-            raise RetrieverError(f"{factory} needs at least {39 * _nlist(factory)} vectors to train; the corpus has {total}")
+        if total < 39 * max(1, ivf_lists(factory)):
+            raise RetrieverError(f"{factory} needs at least {39 * ivf_lists(factory)} vectors to train; the corpus has {total}")
         index.train(sample_vectors(work / "shards", shards, size))
     for ids, vectors in iter_shards(work / "shards", shards):
         index.add(np.asarray(ids), np.asarray(vectors))
@@ -342,13 +342,6 @@ def build_from_vectors(
     if total == 0:
         raise CorpusError("vectors", "empty corpus")
     return _finalize(out, work, shards, total, total, record, dim, config, previous)
-
-
-def _nlist(factory: str) -> int:
-    import re
-
-    match = re.search(r"IVF(\d+)", factory)
-    return int(match.group(1)) if match else 0
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

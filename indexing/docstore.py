@@ -188,10 +188,6 @@ class DocStore:
             out += [r[0] for r in self.conn.execute(f"SELECT pid FROM passages WHERE doc_id IN ({marks})", chunk)]
         return np.array(sorted(out), dtype=np.int64)
 
-    def pids_of(self, doc_ids: Sequence[str]) -> np.ndarray:
-        """Passage ids ``(n,)`` int64 of the given documents (unknown ids contribute nothing)."""
-        return self._pids_of(doc_ids)
-
     def existing(self, doc_ids: Sequence[str]) -> set[str]:
         """The subset of ``doc_ids`` present in the store."""
         found: set[str] = set()

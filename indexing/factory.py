@@ -5,8 +5,6 @@ from __future__ import annotations
 import math
 import re
 
-import faiss
-
 EXACT_LIMIT = 250_000
 """Up to this many vectors exact search (Flat) is fast enough on a CPU and is chosen by ``auto``."""
 
@@ -32,14 +30,14 @@ def choose_factory(num_vectors: int, dim: int, *, memory_bytes: int) -> str:
 
 def training_sample_size(factory: str) -> int:
     """How many vectors to train ``factory`` on: 0 for untrained types, else ~64 per IVF list (>= PQ's 256 x 39)."""
-    match = re.search(r"IVF(\d+)", factory)
+    nlist = ivf_lists(factory)
     needs_pq = re.search(r"PQ\d+", factory) is not None
-    if match is None and not needs_pq:
+    if not nlist and not needs_pq:
         return 0
-    nlist = int(match.group(1)) if match else 0
     return max(64 * nlist, 10_000 if needs_pq else 0, 1)
 
 
-def needs_training(factory: str, dim: int, metric: int) -> bool:
-    """True when an empty index of this factory must be trained before vectors are added."""
-    return not faiss.index_factory(dim, factory, metric).is_trained
+def ivf_lists(factory: str) -> int:
+    """Number of IVF lists in a factory string (0 when it has no IVF stage)."""
+    match = re.search(r"IVF(\d+)", factory)
+    return int(match.group(1)) if match else 0
