@@ -47,6 +47,9 @@ RESUME = typer.Option(False, "--resume", help="Continue the run in OUT from its 
 OVERWRITE = typer.Option(False, "--overwrite", help="Discard the checkpoints of an earlier run in OUT.")
 STOP_AFTER = typer.Option(None, "--stop-after", help="Stop after N steps of this invocation (checkpointed; continue with --resume).")
 AS_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
+NEGATIVES_FROM = typer.Option(None, "--negatives-from", help="Index (from `retriever index build`) to mine hard negatives from.")
+NEGATIVE_RANKS = typer.Option("10-50", "--negative-ranks", help="Hit ranks LO-HI (1-based, inclusive) that negatives are sampled from.")
+NEGATIVES_PER_QUERY = typer.Option(None, "--negatives-per-query", help="Hard negatives per pair (default: 1 with --negatives-from, else 0).")
 
 
 @app.command()
@@ -71,6 +74,13 @@ def contriever(
     delete: float = typer.Option(0.1, "--delete", help="Per-token deletion probability."),
     replace: float = typer.Option(0.0, "--replace", help="Per-token random replacement probability."),
     mask: float = typer.Option(0.0, "--mask", help="Per-token masking probability."),
+    anchor: str = typer.Option("crop", "--anchor", help="Pairs from 'crop' (two independent crops of a chunk, Contriever) or 'sentence' (a sentence vs the rest of its document, inverse cloze)."),
+    sentences_per_doc: int = typer.Option(4, "--sentences-per-doc", help="--anchor sentence: pairs drawn per document."),
+    min_sentence_words: int = typer.Option(6, "--min-sentence-words", help="--anchor sentence: shortest sentence used as a query."),
+    keep_sentence: float = typer.Option(0.1, "--keep-sentence", help="--anchor sentence: probability the sentence stays in its positive."),
+    negatives_from: Optional[Path] = NEGATIVES_FROM,
+    negative_ranks: str = NEGATIVE_RANKS,
+    negatives_per_query: Optional[int] = NEGATIVES_PER_QUERY,
     layers: Optional[int] = typer.Option(None, "--layers", help="Scratch model: layers (default: 6)."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help="Scratch model: hidden size (default: 384)."),
     heads: Optional[int] = typer.Option(None, "--heads", help="Scratch model: attention heads (default: 12)."),
@@ -92,8 +102,12 @@ def contriever(
     stop_after: Optional[int] = STOP_AFTER,
     as_json: bool = AS_JSON,
 ) -> None:
-    """Unsupervised contrastive training (Contriever): two independent random crops of a chunk are a positive pair."""
-    from training.config import SCRATCH, CropConfig, ScratchConfig
+    """Unsupervised contrastive training (Contriever): two independent random crops of a chunk are a positive pair.
+
+    With --anchor sentence, a sentence and the rest of its document are the pair (inverse cloze task), and
+    --negatives-from INDEX adds hard negatives mined from an index of the corpus (the source document skipped).
+    """
+    from training.config import SCRATCH, CropConfig, ScratchConfig, SentenceConfig
 
     sizes = {"layers": layers, "hidden": hidden, "heads": heads, "vocab_size": vocab_size}
     given = {k: v for k, v in sizes.items() if v is not None}
@@ -106,7 +120,9 @@ def contriever(
         lr=lr if lr is not None else (SCRATCH_LR if base == SCRATCH else DEFAULT_LR), weight_decay=weight_decay,
         warmup=warmup, temperature=temperature, queue_size=queue_size, momentum=momentum, max_tokens=max_tokens,
         max_grad_norm=max_grad_norm, seed=seed, precision=precision, freeze_embeddings=freeze_embeddings,
-        save_every=save_every, keep_checkpoints=keep_checkpoints, crop=crop, scratch=scratch,
+        save_every=save_every, keep_checkpoints=keep_checkpoints, crop=crop, scratch=scratch, anchor=anchor,
+        sentence=SentenceConfig(per_document=sentences_per_doc, min_words=min_sentence_words, keep_sentence=keep_sentence),
+        negatives=_negatives(negatives_from, negative_ranks, negatives_per_query),
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
@@ -119,9 +135,9 @@ def finetune(
     out: Path = OUT,
     base: str = typer.Option("minilm", "--base", help="Model to start from (alias, folder or hub id)."),
     split: str = typer.Option("train", "--split", help="For a BEIR folder: the qrels split of the training pairs."),
-    negatives_from: Optional[Path] = typer.Option(None, "--negatives-from", help="Index (from `retriever index build`) to mine hard negatives from."),
-    negative_ranks: str = typer.Option("10-50", "--negative-ranks", help="Hit ranks LO-HI (1-based, inclusive) that negatives are sampled from."),
-    negatives_per_query: Optional[int] = typer.Option(None, "--negatives-per-query", help="Hard negatives per pair (default: 1 with --negatives-from, else 0)."),
+    negatives_from: Optional[Path] = NEGATIVES_FROM,
+    negative_ranks: str = NEGATIVE_RANKS,
+    negatives_per_query: Optional[int] = NEGATIVES_PER_QUERY,
     steps: int = STEPS,
     batch_size: int = BATCH,
     accumulate: int = ACCUMULATE,
@@ -150,11 +166,7 @@ def finetune(
     as_json: bool = AS_JSON,
 ) -> None:
     """Supervised contrastive fine-tuning on query/positive pairs, with in-batch and mined hard negatives."""
-    from training.config import NegativesConfig
-
-    low, high = _ranks(negative_ranks)
-    per_query = negatives_per_query if negatives_per_query is not None else (1 if negatives_from else 0)
-    negatives = NegativesConfig(index=str(negatives_from) if negatives_from else None, rank_min=low, rank_max=high, per_query=per_query)
+    negatives = _negatives(negatives_from, negative_ranks, negatives_per_query)
     config = _config(
         "finetune", (str(pairs),), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
@@ -173,6 +185,14 @@ def _ranks(text: str) -> tuple[int, int]:
         return int(low), int(high if sep else low)
     except ValueError:
         raise RetrieverError(f"--negative-ranks {text!r}: expected LO-HI, e.g. 10-50") from None
+
+
+def _negatives(index: Optional[Path], ranks: str, per_query: Optional[int]):
+    from training.config import NegativesConfig
+
+    low, high = _ranks(ranks)
+    count = per_query if per_query is not None else (1 if index else 0)
+    return NegativesConfig(index=str(index) if index else None, rank_min=low, rank_max=high, per_query=count)
 
 
 def _eval(dataset: Optional[Path], split: str, every: int, metric: str, batch_size: int):

@@ -221,25 +221,25 @@ class DocStore:
             found.update(self.conn.execute(f"SELECT pid, doc_id FROM passages WHERE pid IN ({marks})", chunk))
         return [found.get(int(p)) for p in pids]
 
-    def make_hits(self, ranked: Sequence[tuple[int, float]], make: Callable[..., T]) -> list[T]:
-        """``make(doc_id, score, title, text, passage, metadata)`` for each known ``(pid, score)``, in order.
+    def make_hits(self, pids: Sequence[int], scores: Sequence[float], hit_type: type[T]) -> list[T]:
+        """One ``hit_type`` (a NamedTuple with fields doc id, score, title, text, passage, metadata) per known pid,
+        in order; unknown or deleted pids and FAISS's -1 are skipped. ``scores`` is aligned with ``pids``.
 
         The hot path of every search: no SQLite read when the store is preloaded, one query otherwise.
         """
         rows = self._rows
-        out: list[T] = []
         if rows is None:
-            found = self.records([pid for pid, _ in ranked])
-            for pid, score in ranked:
-                if (r := found.get(pid)) is not None:
-                    out.append(make(r.doc_id, score, r.title, r.text, r.passage, r.metadata))
-            return out
+            found = self.records([p for p in pids if p >= 0])
+            return [hit_type._make((r.doc_id, s, r.title, r.text, r.passage, r.metadata))  # type: ignore[attr-defined]
+                    for p, s in zip(pids, scores) if (r := found.get(p)) is not None]
+        new = tuple.__new__  # skips the NamedTuple's Python-level __new__: about half the cost of this loop
         n = len(rows)
-        for pid, score in ranked:
-            row = rows[pid] if 0 <= pid < n else None
-            if row is not None:
+        out: list[T] = []
+        for pid, score in zip(pids, scores):
+            if 0 <= pid < n and (row := rows[pid]) is not None:
                 doc_id, title, text, metadata, begin, end = row
-                out.append(make(doc_id, score, title, text, text[begin:end], {} if metadata == "{}" else json.loads(metadata)))
+                out.append(new(hit_type, (doc_id, score, title, text, text[begin:end],
+                                          {} if metadata == "{}" else json.loads(metadata))))
         return out
 
     def records(self, pids: Sequence[int]) -> dict[int, PassageRecord]:

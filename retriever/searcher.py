@@ -158,7 +158,8 @@ class Searcher:
     ) -> list[list[Hit]]:
         """Top-``k`` documents for query vectors ``(q, dim)`` float32, with text and metadata."""
         ranked = self._rank(vectors, k, filters, nprobe, ef_search)
-        return [self.opened.docstore.make_hits(row, Hit) for row in ranked]
+        make_hits = self.opened.docstore.make_hits
+        return [make_hits(pids, scores, Hit) for pids, scores in ranked]
 
     def retrieve(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[Hits]:
         """Ids and scores only (no doc-store reads beyond id mapping): what evaluation needs."""
@@ -177,11 +178,11 @@ class Searcher:
     ) -> list[Hits]:
         """Document ids and scores for query vectors ``(q, dim)``."""
         ranked = self._rank(vectors, k, filters, nprobe, ef_search)
-        doc_ids = self.opened.docstore.doc_ids(np.array([pid for row in ranked for pid, _ in row], dtype=np.int64))
+        doc_ids = self.opened.docstore.doc_ids(np.array([pid for pids, _ in ranked for pid in pids], dtype=np.int64))
         out, at = [], 0
-        for row in ranked:
-            pairs = [(d, s) for d, (_, s) in zip(doc_ids[at : at + len(row)], row) if d is not None]
-            at += len(row)
+        for pids, scores in ranked:
+            pairs = [(d, s) for d, s in zip(doc_ids[at : at + len(pids)], scores) if d is not None]
+            at += len(pids)
             out.append(Hits([d for d, _ in pairs], np.array([s for _, s in pairs], dtype=np.float32)))
         return out
 
@@ -193,15 +194,18 @@ class Searcher:
         filters: Mapping[str, str] | None,
         nprobe: int | None,
         ef_search: int | None,
-    ) -> list[list[tuple[int, float]]]:
-        """Per query, up to k ``(pid, score)`` pairs, one per document (its best passage), best first."""
+    ) -> list[tuple[list[int], list[float]]]:
+        """Per query, ``(pids, scores)`` of up to k passages, one per document (its best passage), best first.
+
+        Unchunked indexes may leave FAISS's -1 (no result) at the end of a row; consumers skip it.
+        """
         _validate_k(k)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim:
             raise RetrieverError(f"query vectors have shape {vectors.shape}, the index expects (n, {self.manifest.dim})")
         allow = self.opened.docstore.filter_pids(dict(filters)) if filters else None
         if allow is not None and not len(allow):
-            return [[] for _ in range(len(vectors))]
+            return [([], []) for _ in range(len(vectors))]
         fetch = min(k * min(self._passages_per_doc, MAX_OVERFETCH), max(self.opened.vectors.ntotal, 1))
         scores, pids = self.opened.vectors.search(
             vectors,
@@ -213,10 +217,8 @@ class Searcher:
         )
         if self.manifest.metric == Metric.L2.value:
             scores = -scores
-        if self._passages_per_doc == 1:  # a pid is a document: no grouping, no id lookup here
-            return [
-                [(p, s) for s, p in zip(srow.tolist(), prow.tolist()) if p >= 0][:k] for srow, prow in zip(scores, pids)
-            ]
+        if self._passages_per_doc == 1:  # a pid is a document: no grouping, no id lookup here (fetch == k)
+            return list(zip(pids.tolist(), scores.tolist()))
         doc_ids = self.opened.docstore.doc_ids(pids.ravel())
         out = []
         for row in range(len(vectors)):
@@ -229,5 +231,5 @@ class Searcher:
                 best[doc] = (float(scores[row, col]), pid)
                 if len(best) == k:
                     break
-            out.append([(pid, score) for score, pid in best.values()])
+            out.append(([pid for _, pid in best.values()], [score for score, _ in best.values()]))
         return out

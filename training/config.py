@@ -10,6 +10,8 @@ from typing import Any, Literal
 from indexing.errors import RetrieverError
 
 Objective = Literal["contriever", "finetune"]
+Anchor = Literal["crop", "sentence"]
+ANCHORS: tuple[str, ...] = ("crop", "sentence")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 SCRATCH = "scratch"
@@ -48,6 +50,29 @@ class CropConfig:
 
 
 @dataclass(frozen=True)
+class SentenceConfig:
+    """Inverse-cloze anchors (``--anchor sentence``): a sentence of a document against the rest of it.
+
+    Attributes:
+        per_document: pairs drawn per document (distinct sentences).
+        min_words: shortest sentence used as a query.
+        keep_sentence: probability that the sentence stays in its positive (ICT keeps it 10% of the time).
+    """
+
+    per_document: int = 4
+    min_words: int = 6
+    keep_sentence: float = 0.1
+
+    def validate(self) -> None:
+        if self.per_document < 1:
+            raise RetrieverError(f"--sentences-per-doc must be >= 1 (got {self.per_document})")
+        if self.min_words < 1:
+            raise RetrieverError(f"--min-sentence-words must be >= 1 (got {self.min_words})")
+        if not 0.0 <= self.keep_sentence <= 1.0:
+            raise RetrieverError(f"--keep-sentence must be in [0, 1] (got {self.keep_sentence})")
+
+
+@dataclass(frozen=True)
 class ScratchConfig:
     """Size of a BERT trained from nothing (``--base scratch``), with a WordPiece tokenizer trained on the corpus."""
 
@@ -67,7 +92,7 @@ class ScratchConfig:
 
 @dataclass(frozen=True)
 class NegativesConfig:
-    """Hard negatives mined from an index (supervised objective only).
+    """Hard negatives mined from an index (supervised pairs and sentence anchors).
 
     Attributes:
         index: an index directory built by ``retriever index build``; None = no mining.
@@ -135,6 +160,8 @@ class TrainConfig:
         split: for a BEIR folder as finetune data, the qrels split of the training pairs.
         save_every: checkpoint every this many steps (0 = only at the end and on interruption).
         keep_checkpoints: how many recent checkpoints stay on disk.
+        anchor: contriever pairs from ``crop`` (two independent crops of a chunk) or ``sentence`` (inverse cloze:
+            a sentence against the rest of its document, with hard negatives when ``negatives.index`` is set).
     """
 
     objective: Objective
@@ -157,7 +184,9 @@ class TrainConfig:
     split: str = "train"
     save_every: int = 0
     keep_checkpoints: int = 1
+    anchor: Anchor = "crop"
     crop: CropConfig = field(default_factory=CropConfig)
+    sentence: SentenceConfig = field(default_factory=SentenceConfig)
     scratch: ScratchConfig | None = None
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -178,6 +207,10 @@ class TrainConfig:
             (0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1) (got {self.momentum})"),
             (self.max_tokens >= 4, f"--max-tokens must be >= 4 (got {self.max_tokens})"),
             (self.max_grad_norm >= 0, f"--max-grad-norm must be >= 0 (got {self.max_grad_norm})"),
+            (self.anchor in ANCHORS, f"--anchor {self.anchor!r}: use one of {', '.join(ANCHORS)}"),
+            (self.anchor == "crop" or self.objective == "contriever", "--anchor applies to the contriever objective only"),
+            (self.negatives.index is None or self.objective == "finetune" or self.anchor == "sentence",
+             "--negatives-from needs pairs: finetune, or contriever with --anchor sentence"),
             (self.precision in PRECISIONS, f"--precision {self.precision!r}: use one of {', '.join(PRECISIONS)}"),
             (self.save_every >= 0, f"--save-every must be >= 0 (got {self.save_every})"),
             (self.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1 (got {self.keep_checkpoints})"),
@@ -188,6 +221,7 @@ class TrainConfig:
             if not ok:
                 raise RetrieverError(message)
         self.crop.validate()
+        self.sentence.validate()
         self.negatives.validate()
         self.eval.validate()
         if self.scratch is not None:
@@ -209,6 +243,7 @@ class TrainConfig:
         values = {k: v for k, v in record.items() if k in known}
         values["data"] = tuple(values.get("data", ()))
         values["crop"] = CropConfig(**record.get("crop", {}))
+        values["sentence"] = SentenceConfig(**record.get("sentence", {}))
         values["negatives"] = NegativesConfig(**record.get("negatives", {}))
         values["eval"] = EvalConfig(**record.get("eval", {}))
         values["scratch"] = ScratchConfig(**record["scratch"]) if record.get("scratch") else None

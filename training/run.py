@@ -49,6 +49,7 @@ def check_inputs(config: TrainConfig) -> None:
     if config.objective == "contriever":
         for path in config.data:
             detect_format(Path(path))
+        check_index(config.negatives.index)
     else:
         path = Path(config.data[0])
         if not path.exists():
@@ -155,8 +156,16 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
     if config.objective == "contriever":
         from indexing.readers import read_corpus
 
-        chunks = chunk_corpus(read_corpus([Path(p) for p in config.data]), tokenizer, config.crop.chunk_tokens)
-        return CropData(chunks, token_space(tokenizer), config.crop, seed=config.seed)
+        docs = read_corpus([Path(p) for p in config.data])
+        if config.anchor == "sentence":
+            from training.ict import sentence_pairs
+
+            labeled = sentence_pairs(docs, config.sentence, seed=config.seed)
+            if not labeled:
+                raise RetrieverError("--anchor sentence: no document has two sentences to make a pair from")
+        else:
+            chunks = chunk_corpus(docs, tokenizer, config.crop.chunk_tokens)
+            return CropData(chunks, token_space(tokenizer), config.crop, seed=config.seed)
     from training.pairs import mine_negatives
 
     assert labeled is not None

@@ -1,0 +1,94 @@
+"""Inverse-cloze (``--anchor sentence``) pairs: splitting, pair construction, and a run with mined negatives."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from cli.main import app
+from indexing.documents import Document
+from training.config import SentenceConfig, TrainConfig
+from training.ict import sentence_pairs, split_sentences
+
+runner = CliRunner()
+
+
+def test_split_sentences_keeps_decimals_and_abbreviations_together():
+    text = "Rates rose by 3.5 percent. The effect (p < 0.05) was large! Was it causal? We think so."
+    assert split_sentences(text) == ["Rates rose by 3.5 percent.", "The effect (p < 0.05) was large!",
+                                     "Was it causal?", "We think so."]
+    assert split_sentences("  ") == []
+
+
+def _doc(i: int, sentences: list[str]) -> Document:
+    return Document(f"d{i}", f"title {i}", " ".join(sentences))
+
+
+SENTENCE = st.lists(st.sampled_from("alpha beta gamma delta epsilon zeta eta theta".split()), min_size=1, max_size=12).map(
+    lambda words: " ".join(words).capitalize() + ".")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(SENTENCE, min_size=0, max_size=6), min_size=1, max_size=6), st.integers(0, 2**16))
+def test_pairs_come_from_their_document(docs_sentences, seed):
+    config = SentenceConfig(per_document=2, min_words=3, keep_sentence=0.0)
+    docs = [_doc(i, s) for i, s in enumerate(docs_sentences)]
+    pairs = sentence_pairs(docs, config, seed=seed)
+    per_doc: dict[str, int] = {}
+    for pair in pairs:
+        doc = docs[int(pair.positive_id[1:])]
+        per_doc[doc.id] = per_doc.get(doc.id, 0) + 1
+        assert pair.known_positive_ids == frozenset([doc.id])
+        assert len(pair.query.split()) >= 3 and pair.query in split_sentences(doc.text)
+        assert pair.positive.startswith(doc.title)
+        # the anchor sentence left its document once (identical sentences elsewhere may remain)
+        rest = split_sentences(pair.positive[len(doc.title):])
+        assert rest.count(pair.query) == split_sentences(doc.text).count(pair.query) - 1
+    assert all(count <= 2 for count in per_doc.values())
+    assert sentence_pairs(docs, config, seed=seed) == pairs  # deterministic
+
+
+def test_keep_sentence_one_keeps_the_whole_document():
+    doc = _doc(0, ["One two three four.", "Five six seven eight.", "Nine ten eleven twelve."])
+    pairs = sentence_pairs([doc], SentenceConfig(per_document=3, min_words=1, keep_sentence=1.0), seed=0)
+    assert len(pairs) == 3 and all(p.positive == doc.full_text() for p in pairs)
+    assert sentence_pairs([_doc(1, ["Only one sentence here."])], SentenceConfig(min_words=1), seed=0) == []
+
+
+def _sentence_corpus(path):
+    topics = ["vectors", "queries", "indexes", "tokens", "models", "passages"]
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(24):
+            topic = topics[i % len(topics)]
+            text = (f"Dense {topic} help retrieval number {i}. Sparse {topic} differ from dense ones. "
+                    f"We measured {topic} on {i} collections today. Results about {topic} were mixed.")
+            fh.write(json.dumps({"_id": f"d{i}", "title": f"{topic} {i}", "text": text}) + "\n")
+    return path
+
+
+def test_sentence_anchor_trains_with_mined_negatives(tmp_path, tiny_model):
+    corpus = _sentence_corpus(tmp_path / "corpus.jsonl")
+    index = tmp_path / "idx"
+    built = runner.invoke(app, ["index", "build", str(corpus), "--out", str(index), "--model", str(tiny_model),
+                                "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"], catch_exceptions=False)
+    assert built.exit_code == 0, built.output
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(tiny_model),
+                                 "--anchor", "sentence", "--negatives-from", str(index), "--negative-ranks", "2-10",
+                                 "--queue-size", "0", "--steps", "2", "--batch-size", "4", "--max-tokens", "32",
+                                 "--device", "cpu", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["finished"]
+    config = TrainConfig.from_dict(json.loads((out / "train_config.json").read_text()))
+    assert config.anchor == "sentence" and config.negatives.per_query == 1
+    mined = [json.loads(line) for line in (out / "mined_negatives.jsonl").read_text().splitlines()]
+    assert mined and all(len(m["negative_ids"]) > 0 for m in mined)
+
+
+def test_negatives_need_pairs(tmp_path, small_corpus):
+    result = runner.invoke(app, ["train", "contriever", str(small_corpus), "--out", str(tmp_path / "o"),
+                                 "--negatives-from", str(tmp_path), "--device", "cpu"])
+    assert result.exit_code == 2 and "--anchor sentence" in result.output

@@ -1,0 +1,56 @@
+"""Inverse cloze task pairs (Lee et al., 2019; an ablation of Contriever): a sentence of a document is the
+query, the rest of the document is its positive.
+
+Unsupervised: only corpus text is read. The pairs then go through the same hard-negative mining and
+:class:`training.data.PairData` as supervised pairs (the source document is the known positive), so a
+model adapted to a corpus sees hard, in-domain negatives rather than near-trivial in-batch ones.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import numpy as np
+
+from indexing.documents import Document
+from training.config import SentenceConfig
+from training.pairs import LabeledPair
+
+# Hand-written: a regex splitter at ". ", "! ", "? " followed by an upper-case letter, digit or bracket.
+# Sentence splitters with models (nltk punkt, spaCy) need data downloads; this is enough to pick anchors.
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of ``text`` (whitespace-trimmed, empty ones dropped), in order."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def sentence_pairs(docs: Iterable[Document], config: SentenceConfig, *, seed: int) -> list[LabeledPair]:
+    """Up to ``config.per_document`` pairs per document: (sentence, document without that sentence).
+
+    A sentence qualifies with at least ``config.min_words`` words; a document needs at least two sentences
+    (one to ask, one to answer). With probability ``config.keep_sentence`` the sentence stays in the
+    positive (as in ICT, so the model still learns lexical matching). The title always stays. Deterministic
+    in ``seed`` and the document order.
+
+    Returns pairs whose ``positive_id`` and ``known_positive_ids`` are the source document's id.
+    """
+    rng = np.random.default_rng(seed)
+    pairs: list[LabeledPair] = []
+    for doc in docs:
+        sentences = split_sentences(doc.text)
+        if len(sentences) < 2:
+            continue
+        eligible = [i for i, s in enumerate(sentences) if len(s.split()) >= config.min_words]
+        if not eligible:
+            continue
+        count = min(config.per_document, len(eligible))
+        for index in sorted(rng.choice(eligible, size=count, replace=False).tolist()):
+            keep = rng.random() < config.keep_sentence
+            rest = sentences if keep else sentences[:index] + sentences[index + 1 :]
+            positive = Document(doc.id, doc.title, " ".join(rest)).full_text()
+            pairs.append(LabeledPair(sentences[index], positive, query_id=f"{doc.id}#s{index}", positive_id=doc.id,
+                                     known_positive_ids=frozenset([doc.id])))
+    return pairs
