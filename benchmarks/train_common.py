@@ -74,6 +74,32 @@ def evaluate_on_test(model: str, collection: Path, work: Path, *, device: str, i
             "queries": len(ids)}
 
 
+def hybrid_on_test(index: str | Path, collection: Path) -> dict[str, Any]:
+    """Hybrid (dense index + BM25, the engine's default fusion and alpha) on the test queries of ``collection``.
+
+    BM25 is built beside the index on first use. Returns ``{"aggregate", "per_query", "fusion", "alpha"}``.
+    """
+    from retriever.eval_runner import evaluate_index
+    from retriever.hybrid import HybridSearcher
+
+    searcher = HybridSearcher.load(Path(index), device="cpu")
+    try:
+        report = evaluate_index(searcher, collection, split="test", metrics=METRICS, mode="hybrid", depth=100)
+    finally:
+        searcher.close()
+    return {"aggregate": report.metrics, "per_query": report.per_query, "fusion": report.fusion, "alpha": report.alpha}
+
+
+def hybrid_markdown(comparison: dict[str, Any], fusion: str, alpha: float | None) -> str:
+    """The hybrid table: dense+BM25 with the base model's index vs with the trained model's index."""
+    lines = ["", f"Hybrid with BM25 ({fusion} fusion, alpha {alpha}, the engine's default; nothing tuned on test):", "",
+             "| metric (test split) | hybrid, base | hybrid, trained | delta | paired t-test p |", "|---|---|---|---|---|"]
+    for metric, row in comparison.items():
+        p = "-" if row["p_value"] is None else f"{row['p_value']:.3g}"
+        lines.append(f"| {metric} | {row['base']:.4f} | {row['trained']:.4f} | {row['delta']:+.4f} | {p} |")
+    return "\n".join(lines)
+
+
 def compare(base: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
     """Deltas trained - base, with a paired t-test p-value per metric over the test queries."""
     from retriever.evaluation import paired_pvalue

@@ -7,6 +7,7 @@ index gives the base model's test scores.
 
     python -m benchmarks.train_finetune --collection scifact --steps 300 --eval-every 50
     python -m benchmarks.train_finetune --collection adi --train-split test --allow-test-training --steps 2 --tag smoke
+    python -m benchmarks.train_finetune --hybrid-from benchmarks/results/train_finetune_scifact.json  # add hybrid to a run
 
 Writes ``benchmarks/results/train_finetune[-TAG]_<collection>.{json,md}``.
 """
@@ -22,7 +23,8 @@ import time
 from pathlib import Path
 
 from benchmarks.common import require_data
-from benchmarks.train_common import add_recipe_flags, compare, evaluate_on_test, markdown, results_name, write
+from benchmarks.train_common import (add_recipe_flags, compare, evaluate_on_test, hybrid_markdown, hybrid_on_test, markdown,
+                                     results_name, write)
 
 
 def split_train(collection: Path, work: Path, *, train_split: str, dev_fraction: float, seed: int) -> tuple[Path, int, int]:
@@ -55,8 +57,14 @@ def main() -> None:
     parser.add_argument("--dev-fraction", type=float, default=0.2, help="Train queries held out to select the best step (0: select on the training queries).")
     parser.add_argument("--negative-ranks", default="10-50")
     parser.add_argument("--negatives-per-query", type=int, default=1)
+    parser.add_argument("--no-hybrid", action="store_true", help="Skip the hybrid (dense + BM25) test figures.")
+    parser.add_argument("--hybrid-from", type=Path, default=None,
+                        help="Results JSON of an earlier run: add its hybrid figures (base and trained index) without retraining.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.hybrid_from is not None:
+        add_hybrid_to(args.hybrid_from)
+        return
 
     from retriever.devices import resolve_device
     from training.config import EvalConfig, NegativesConfig, TrainConfig
@@ -102,11 +110,45 @@ def main() -> None:
                     "trained_index": trained["build_seconds"]},
         "model": str(work / "model"), "notes": notes,
     }
-    title = (f"Fine-tuning {args.base} on {args.collection} {args.train_split} pairs with mined negatives "
-             f"({args.steps} steps, {trained['queries']} test queries)")
-    text = markdown(title, recipe, comparison, result.history, notes + [f"Training took {train_seconds / 60:.1f} min on {device}."],
-                    selection=f"{n_dev} held-out train" if n_dev else "the training")
+    if not args.no_hybrid:
+        data["hybrid"] = hybrid_figures(base["index"], trained["index"], collection)
+    text = report(data, n_dev)
     path = write(results_name("finetune", args.collection, args.tag), data, text, args.results)
+    print(text)
+    print(f"wrote {path}")
+
+
+def hybrid_figures(base_index: str, trained_index: str, collection: Path) -> dict:
+    """Hybrid test figures with the base and the trained model's index, compared per query."""
+    base, trained = hybrid_on_test(base_index, collection), hybrid_on_test(trained_index, collection)
+    return {"fusion": trained["fusion"], "alpha": trained["alpha"], "test": compare(base, trained)}
+
+
+def report(data: dict, n_dev: int) -> str:
+    recipe = data["recipe"]
+    title = (f"Fine-tuning {recipe['base']} on {data['collection']} {recipe['train_split']} pairs with mined negatives "
+             f"({recipe['steps']} steps, {data['test_queries']} test queries)")
+    notes = data["notes"] + [f"Training took {data['seconds']['training'] / 60:.1f} min on {data['device']}."]
+    text = markdown(title, recipe, data["test"], data["train_history"], notes,
+                    selection=f"{n_dev} held-out train" if n_dev else "the training")
+    if "hybrid" in data:
+        text += "\n" + hybrid_markdown(data["hybrid"]["test"], data["hybrid"]["fusion"], data["hybrid"]["alpha"])
+    return text
+
+
+def add_hybrid_to(results: Path) -> None:
+    """Hybrid figures for a finished run, from the indexes it left: its base index and ``<work>/index-model``."""
+    import json
+
+    data = json.loads(results.read_text(encoding="utf-8"))
+    data.pop("machine", None), data.pop("written", None)
+    trained_index = Path(data["model"]).parent / f"index-{Path(data['model']).name}"
+    if not (trained_index / "manifest.json").is_file():
+        raise SystemExit(f"{trained_index}: the run's trained index is gone; rerun the benchmark")
+    collection = require_data(data["collection"])
+    data["hybrid"] = hybrid_figures(data["recipe"]["negatives"]["index"], str(trained_index), collection)
+    text = report(data, data["recipe"]["dev_queries"])
+    path = write(results.stem, data, text, results.parent)
     print(text)
     print(f"wrote {path}")
 
