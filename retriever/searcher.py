@@ -158,8 +158,7 @@ class Searcher:
     ) -> list[list[Hit]]:
         """Top-``k`` documents for query vectors ``(q, dim)`` float32, with text and metadata."""
         ranked = self._rank(vectors, k, filters, nprobe, ef_search)
-        make_hits = self.opened.docstore.make_hits
-        return [make_hits(pids, scores, Hit) for pids, scores in ranked]
+        return self.opened.docstore.make_hit_lists(ranked, Hit)
 
     def retrieve(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[Hits]:
         """Ids and scores only (no doc-store reads beyond id mapping): what evaluation needs."""

@@ -188,6 +188,6 @@ def test_preloaded_doc_store_gives_the_same_hits(tmp_path, small_corpus, encoder
     query = encoder.encode_queries(["dense retrieval window"])
     cold = Searcher.load(tmp_path / "idx", device="cpu", preload=False).search_vectors(query, 15, filters={"lang": "en"})
     warm = Searcher.load(tmp_path / "idx", device="cpu", preload=True)
-    assert warm.opened.docstore._rows is not None
+    assert warm.opened.docstore.preloaded
     assert warm.search_vectors(query, 15, filters={"lang": "en"}) == cold
     assert [h.to_dict() for h in cold[0]][0].keys() == {"id", "score", "title", "text", "passage", "metadata"}
