@@ -9,9 +9,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
-from functools import partial
-from itertools import chain, islice
-from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -58,22 +55,14 @@ def _metadata(text: str) -> dict[str, Any]:
     return {} if text == "{}" else json.loads(text)
 
 
-def _gather(pids: Sequence[int]) -> Callable[[list], tuple]:
-    """``column -> tuple(column[p] for p in pids)``, in C (itemgetter returns a bare item for one pid)."""
-    if len(pids) == 1:
-        only = pids[0]
-        return lambda column: (column[only],)
-    return itemgetter(*pids)
+class _Row(NamedTuple):
+    """A preloaded passage: its hit fields (metadata None when the document has none)."""
 
-
-class _Columns(NamedTuple):
-    """A preloaded store, one list per hit field indexed by pid (None where a pid is unknown or deleted)."""
-
-    doc_ids: list[str | None]
-    titles: list[str | None]
-    texts: list[str | None]
-    passages: list[str | None]
-    metadata: list[dict[str, Any] | None]
+    doc_id: str
+    title: str
+    text: str
+    passage: str
+    metadata: dict[str, Any] | None
 
 
 class DocStore:
@@ -85,7 +74,7 @@ class DocStore:
 
     def __init__(self, path: Path, *, readonly: bool = True):
         self.path = path
-        self._columns: _Columns | None = None
+        self._rows: list[_Row | None] | None = None
         if readonly:
             if not path.is_file():
                 raise IndexDirError(f"{path}: doc store is missing")
@@ -102,28 +91,25 @@ class DocStore:
         self.conn.close()
 
     def preload(self) -> None:
-        """Hold every passage's hit fields in memory (read-only stores).
+        """Hold every passage's hit fields in memory, one row per pid (read-only stores).
 
         RAM: about the file's size, plus the passage texts of chunked documents (overlapping windows).
+        One tuple per passage, built in pid order, keeps a hit's fields close together in memory: after
+        FAISS has scanned its lists the caches are cold, and a hit then costs a few misses, not one per field.
         """
         query = (
             "SELECT p.pid, p.doc_id, d.title, d.text, d.metadata, p.start, p.end "
-            "FROM passages p JOIN documents d ON d.doc_id = p.doc_id"
+            "FROM passages p JOIN documents d ON d.doc_id = p.doc_id ORDER BY p.pid"
         )
-        n = int(self.get_meta("next_pid", "0"))
-        columns = _Columns([None] * n, [None] * n, [None] * n, [None] * n, [None] * n)
-        parsed: dict[str, dict[str, Any]] = {}
+        rows: list[_Row | None] = [None] * int(self.get_meta("next_pid", "0"))
         for pid, doc_id, title, text, metadata, begin, end in self.conn.execute(query):
-            columns.doc_ids[pid], columns.titles[pid], columns.texts[pid] = doc_id, title, text
-            columns.passages[pid] = text[begin:end]  # the text itself (no copy) when not chunked
-            if doc_id not in parsed:
-                parsed[doc_id] = _metadata(metadata)
-            columns.metadata[pid] = parsed[doc_id]  # copied per hit (see make_hits)
-        self._columns = columns
+            # text[begin:end] is the text itself (no copy) when the document is not chunked
+            rows[pid] = _Row(doc_id, title, text, text[begin:end], _metadata(metadata) or None)
+        self._rows = rows
 
     @property
     def preloaded(self) -> bool:
-        return self._columns is not None
+        return self._rows is not None
 
     # --- meta -------------------------------------------------------------------------------
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -244,9 +230,9 @@ class DocStore:
 
     def doc_ids(self, pids: np.ndarray) -> list[str | None]:
         """Document id of each pid (None for unknown or deleted pids), aligned with ``pids``."""
-        if self._columns is not None:
-            ids, n = self._columns.doc_ids, len(self._columns.doc_ids)
-            return [ids[p] if 0 <= p < n else None for p in np.asarray(pids).tolist()]
+        if self._rows is not None:
+            rows, n = self._rows, len(self._rows)
+            return [row[0] if 0 <= p < n and (row := rows[p]) is not None else None for p in np.asarray(pids).tolist()]
         wanted = [int(p) for p in pids if p >= 0]
         found: dict[int, str] = {}
         for start in range(0, len(wanted), 900):
@@ -262,47 +248,27 @@ class DocStore:
 
         The hot path of every search: no SQLite read when the store is preloaded, one query otherwise.
         """
-        columns = self._columns
-        if columns is None:
+        rows = self._rows
+        if rows is None:
             found = self.records([p for p in pids if p >= 0])
             return [hit_type._make((r.doc_id, s, r.title, r.text, r.passage, r.metadata))  # type: ignore[attr-defined]
                     for p, s in zip(pids, scores) if (r := found.get(p)) is not None]
-        if not pids:
-            return []
-        n = len(columns.doc_ids)
-        gather = _gather(pids)
-        if min(pids) < 0 or max(pids) >= n or None in (ids := gather(columns.doc_ids)):  # rare: -1, deleted
-            kept = [(p, s) for p, s in zip(pids, scores) if 0 <= p < n and columns.doc_ids[p] is not None]
-            if not kept:
-                return []
-            pids, scores = [p for p, _ in kept], [s for _, s in kept]
-            gather = _gather(pids)
-            ids = gather(columns.doc_ids)
-        # Hand-written hot loop, kept in C: itemgetter gathers each column, zip builds the field tuples and
-        # tuple.__new__ makes the NamedTuples without their Python-level __new__ (~3x cheaper than a Python loop).
-        fields = (ids, scores, gather(columns.titles), gather(columns.texts), gather(columns.passages),
-                  map(dict, gather(columns.metadata)))
-        return list(map(partial(tuple.__new__, hit_type), zip(*fields)))
+        n = len(rows)
+        new = tuple.__new__  # skips the NamedTuple's Python-level __new__: about half the cost per hit
+        return [new(hit_type, (r[0], score, r[1], r[2], r[3], {} if r[4] is None else dict(r[4])))
+                for pid, score in zip(pids, scores) if 0 <= pid < n and (r := rows[pid]) is not None]
 
     def make_hit_lists(self, ranked: Sequence[tuple[Sequence[int], Sequence[float]]], hit_type: type[T]) -> list[list[T]]:
-        """:meth:`make_hits` for each ``(pids, scores)`` row of a batch of queries, as one gather when possible."""
-        columns = self._columns
-        if columns is None or len(ranked) < 2:
-            return [self.make_hits(pids, scores, hit_type) for pids, scores in ranked]
-        pids = list(chain.from_iterable(row[0] for row in ranked))
-        if not pids or min(pids) < 0 or max(pids) >= len(columns.doc_ids) or None in _gather(pids)(columns.doc_ids):
-            return [self.make_hits(pids, scores, hit_type) for pids, scores in ranked]  # rare: -1, deleted
-        hits = iter(self.make_hits(pids, list(chain.from_iterable(row[1] for row in ranked)), hit_type))
-        return [list(islice(hits, len(row[0]))) for row in ranked]
+        """:meth:`make_hits` for each ``(pids, scores)`` row of a batch of queries."""
+        return [self.make_hits(pids, scores, hit_type) for pids, scores in ranked]
 
     def records(self, pids: Sequence[int]) -> dict[int, PassageRecord]:
         """Hit records for ``pids`` in one query: document fields plus the passage text."""
         out: dict[int, PassageRecord] = {}
-        if self._columns is not None:
-            c = self._columns
+        if self._rows is not None:
             for pid in pids:
-                if 0 <= pid < len(c.doc_ids) and (doc_id := c.doc_ids[pid]) is not None:
-                    out[pid] = PassageRecord(doc_id, c.titles[pid], c.texts[pid], c.passages[pid], dict(c.metadata[pid]))
+                if 0 <= pid < len(self._rows) and (r := self._rows[pid]) is not None:
+                    out[pid] = PassageRecord(r.doc_id, r.title, r.text, r.passage, dict(r.metadata or {}))
             return out
         wanted = [int(p) for p in pids]
         for start in range(0, len(wanted), 900):
