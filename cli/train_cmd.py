@@ -166,7 +166,7 @@ def finetune(
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
 
 
-URL_SIZES = {"layers": 4, "hidden": 256, "heads": 4, "vocab_size": 8192}
+URL_SIZES = {"layers": 4, "hidden": 128, "heads": 4, "vocab_size": 8192}  # ~1.7 CPU-s per step of 64 URLs
 
 
 @app.command()
