@@ -5,14 +5,15 @@ with a fixed seed and split by registered domain (``tldextract``, bundled suffix
 addresses), so no site is on both sides: about 20% of each class goes to TEST; a domain-disjoint 10% of
 TRAIN is the validation slice that picks k (and the regularization of the baseline). TEST is used once.
 
-1. ``retriever train url TRAIN --out MODEL`` (scratch tokenizer + 4-layer BERT, MLM + SimCSE), timed.
+1. ``retriever train url TRAIN --out MODEL`` (scratch tokenizer + 4-layer BERT, MLM + SimCSE), timed (wall and CPU).
 2. ``retriever index build TRAIN --encoder url --model MODEL`` and the same for ``minilm`` (plain text), timed.
 3. k picked on the validation slice (kNN over TRAIN minus VAL, in memory), then every TEST URL classified
    through the index with :func:`retriever.url_classify.classify` (distance-weighted vote).
 4. TF-IDF of character 1-5-grams + logistic regression fitted on TRAIN (C picked on VAL).
 
-    python -m benchmarks.url                        # everything (training ~25 min on 2 shared cores)
-    python -m benchmarks.url --model MODEL          # reuse a trained model (its recorded training time)
+    python -m benchmarks.url                                  # everything
+    python -m benchmarks.url --methods tfidf,url              # a subset; earlier results of the same split are merged
+    python -m benchmarks.url --model MODEL --methods url      # reuse a trained model (its recorded training time)
 
 Writes ``benchmarks/results/url.{json,md}``; work files go to ``benchmarks/cache/url``.
 """
@@ -56,7 +57,8 @@ def site_of(url: str) -> str:
     from retriever.url_tokens import _extractor
 
     parts = _extractor()(url)
-    return (parts.top_domain_under_public_suffix or parts.fqdn or parts.domain or url).lower()
+    registered = getattr(parts, "top_domain_under_public_suffix", None) or parts.registered_domain
+    return (registered or parts.fqdn or parts.domain or url).lower()
 
 
 def group_split(rows: list[tuple[str, str]], groups: list[str], share: float, seed: int) -> tuple[list[int], list[int]]:
@@ -251,6 +253,9 @@ def main() -> None:
     def store(name: str, result: dict[str, Any]) -> None:
         (work / f"result-{name}.json").write_text(json.dumps({"setting": setting, "result": result}, indent=2) + "\n")
 
+    if "tfidf" in methods:  # the cheap baseline first
+        store("tfidf", tfidf_lr(split))
+        log.info("tfidf: %s", json.loads((work / "result-tfidf.json").read_text())["result"])
     model = args.model or work / "model"
     if "url" in methods and args.model is None:
         timing = cli("train", "url", str(work / "train.tsv"), "--out", str(model), "--steps", str(args.steps),
@@ -261,10 +266,7 @@ def main() -> None:
         "url": ["index", "build", str(work / "train.tsv"), "--encoder", "url", "--model", str(model)],
         "minilm": ["index", "build", str(work / "train_text.jsonl"), "--model", "minilm", "--chunk-tokens", "0"],
     }
-    for name in methods:
-        if name == "tfidf":
-            store(name, tfidf_lr(split))
-            continue
+    for name in (m for m in methods if m != "tfidf"):
         index = work / f"index-{name}"
         timing = cli(*builds[name], "--out", str(index), "--index", "Flat", "--device", "cpu", "--overwrite", "--batch-size", "128")
         k, f1_by_k = pick_k(index, split)

@@ -51,7 +51,8 @@ def read_urls(paths: Sequence[Path | str], *, url_field: str | None = None, id_f
     for path in paths:
         if not path.is_file():
             raise CorpusError(path, "no such file" if not path.exists() else "expected a file of URLs, got a folder")
-        _kind_of(path)
+        if _kind_of(path) in ("tsv", "csv"):
+            next(_table_records(path, _kind_of(path), url_field or URL_KEY), None)  # the header is checked now
     return _read_all(paths, url_field or URL_KEY, id_field)
 
 
@@ -59,7 +60,10 @@ def _read_all(paths: list[Path], url_field: str, id_field: str | None) -> Iterat
     count = 0
     for path in paths:
         kind = _kind_of(path)
-        records = _lines_records(path) if kind == "lines" else _json_records(path) if kind == "jsonl" else _table_records(path, kind, url_field)
+        if kind == "lines":
+            records = _lines_records(path)
+        else:
+            records = _json_records(path) if kind == "jsonl" else _table_records(path, kind, url_field)
         for line, record in records:
             count += 1
             yield _document(record, path, line, url_field, id_field, plain=kind == "lines")
