@@ -57,7 +57,8 @@ def site_of(url: str) -> str:
     from retriever.url_tokens import _extractor
 
     parts = _extractor()(url)
-    registered = getattr(parts, "top_domain_under_public_suffix", None) or parts.registered_domain
+    new_name = hasattr(parts, "top_domain_under_public_suffix")  # tldextract >= 5.3; registered_domain before
+    registered = parts.top_domain_under_public_suffix if new_name else parts.registered_domain
     return (registered or parts.fqdn or parts.domain or url).lower()
 
 
@@ -292,8 +293,8 @@ def main() -> None:
         "dataset": "phishing-urls (50,233 URLs: ISCX-URL-2016 benign + PhishTank 2020-05-09)",
         "split": {**setting, "by": "registered domain", "sizes": sizes},
         "results": results, "acceptance": acceptance,
-        "url_model": {"path": str(model), "train_config": json.loads((model / "train_config.json").read_text())
-                      if (model / "train_config.json").is_file() else None, "training": trained},
+        "url_model": {"path": str(model), "train_config": json.loads((model / "train_config.json").read_text()),
+                      "training": trained} if names["url"] in results else None,
         "machine": machine(),
     }
     write_results("url" + (f"-{args.tag}" if args.tag else ""), data, markdown(data))
@@ -322,9 +323,11 @@ def markdown(data: dict[str, Any]) -> str:
         knob = f"k={r['k']}" if "k" in r else f"C={r['C']:g}"
         build = f"{r['index_build']['wall_seconds']} ({r['index_build']['cpu_seconds']})" if "index_build" in r else "-"
         lines.append(f"| {name} | {r['accuracy']:.4f} | {r['f1']:.4f} | {r['precision']:.4f} | {r['recall']:.4f} | {knob} | {build} |")
-    model = data["url_model"]
+    model = data["url_model"] or {}
     cfg = model.get("train_config")
-    if cfg:
+    if not cfg:
+        lines += ["", "URL model and minilm: not measured in this run (see `--methods`)."]
+    else:
         size = cfg.get("scratch") or {}
         timing = model.get("training") or {}
         took = (f"{timing['wall_seconds'] / 60:.1f} min wall, {timing['cpu_seconds'] / 60:.1f} min CPU"
