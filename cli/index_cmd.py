@@ -22,13 +22,26 @@ def _fields(id_field: Optional[str], title_field: Optional[str], text_field: Opt
     return FieldNames(id=id_field, title=title_field, text=text_field)
 
 
+def _reader(preset: str, corpus: list[Path], id_field: Optional[str], title_field: Optional[str], text_field: Optional[str]):
+    """A function streaming the documents: URL lists for presets that index URLs, corpus files otherwise."""
+    from indexing.readers import read_corpus
+    from retriever.presets import get_preset
+
+    if get_preset(preset).documents == "urls":
+        from indexing.url_readers import read_urls
+
+        return lambda: read_urls(corpus, url_field=text_field, id_field=id_field)
+    fields = _fields(id_field, title_field, text_field)
+    return lambda: read_corpus(corpus, fields=fields)
+
+
 @app.command()
 @user_errors
 def build(
     corpus: list[Path] = typer.Argument(..., help=CORPUS_HELP),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Index directory to create."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model alias (minilm, multilingual-e5-small), folder or hub id."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder preset (text, crosslingual); picks its default model."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder preset (text, crosslingual, url); picks its default model. url reads URL lists."),
     index: str = typer.Option("auto", "--index", help="FAISS factory string (Flat, IVF4096,Flat, HNSW32, IVF4096,PQ48) or auto."),
     metric: str = typer.Option("ip", "--metric", help="ip (cosine on normalized vectors) or l2."),
     chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", help="Passage window in tokens; 0 = no chunking (model truncates). Default: half the model's max length."),
@@ -47,15 +60,17 @@ def build(
 ) -> None:
     """Encode a corpus and build an index (streaming, resumable, committed atomically)."""
     from indexing.builder import BuildConfig, build_index
-    from indexing.readers import read_corpus
     from retriever.encoder import load_encoder
+    from retriever.models.resolve import resolve_model
 
     if metric not in ("ip", "l2"):
         raise RetrieverError(f"--metric {metric!r}: use ip or l2")
-    fields = _fields(id_field, title_field, text_field)
-    read_corpus(corpus, fields=fields)  # checks paths and formats now, before a model is loaded
+    preset = resolve_model(model, preset=encoder).preset
+    read = _reader(preset, corpus, id_field, title_field, text_field)
+    read()  # checks paths and formats now, before a model is loaded
     enc = load_encoder(model, preset=encoder, device=device)
-    window = enc.max_seq_length // 2 if chunk_tokens is None else chunk_tokens
+    default_window = 0 if enc.preprocess is not None else enc.max_seq_length // 2  # preprocessed text is not chunked
+    window = default_window if chunk_tokens is None else chunk_tokens
     overlap = (window // 4 if window else 0) if chunk_overlap is None else chunk_overlap
     if window < 0 or overlap < 0 or (window and overlap >= window):
         raise RetrieverError(f"--chunk-overlap {overlap} must be >= 0 and smaller than --chunk-tokens {window}")
@@ -73,7 +88,7 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     with BuildProgress(count_records(corpus), enabled=not as_json) as progress:
         manifest = build_index(
-            out_dir, lambda: read_corpus(corpus, fields=fields), enc, config, resume=resume, overwrite=overwrite, progress=progress
+            out_dir, read, enc, config, resume=resume, overwrite=overwrite, progress=progress
         )
     if bm25:
         from retriever.sparse import bm25_of
@@ -158,12 +173,11 @@ def add(
 ) -> None:
     """Add documents to an index (a failed add leaves the index as it was)."""
     from indexing.manifest import read_manifest
-    from indexing.readers import read_corpus
     from indexing.updates import add_documents
     from retriever.encoder import encoder_from_manifest
 
     manifest = read_manifest(index_dir)
-    docs = read_corpus(corpus, fields=_fields(id_field, title_field, text_field))
+    docs = _reader(manifest.encoder.get("preset") or "text", corpus, id_field, title_field, text_field)()
     enc = encoder_from_manifest(manifest.encoder, device=device)
     report = add_documents(index_dir, docs, enc, upsert=upsert, batch_size=batch_size)
     _report(report, as_json, f"added {report.added:,}, replaced {report.replaced:,}, unchanged {report.unchanged:,}")

@@ -6,7 +6,7 @@ import logging
 
 import typer
 
-from cli import eval_cmd, index_cmd, search_cmd
+from cli import eval_cmd, index_cmd, search_cmd, url_cmd
 
 app = typer.Typer(
     name="retriever",
@@ -19,6 +19,7 @@ app.add_typer(index_cmd.app, name="index")
 app.command("search")(search_cmd.search)
 app.command("eval")(eval_cmd.evaluate)
 app.add_typer(__import__("cli.train_cmd", fromlist=["app"]).app, name="train")
+app.add_typer(url_cmd.app, name="url")
 
 
 @app.callback()

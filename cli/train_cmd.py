@@ -1,4 +1,4 @@
-"""``retriever train ...``: contriever (unsupervised, from a corpus) and finetune (supervised, from pairs).
+"""``retriever train ...``: contriever (unsupervised, from a corpus), finetune (supervised, from pairs), url.
 
 Both run under ``torchrun --nproc_per_node N`` unchanged (DDP; only rank 0 writes and draws progress).
 """
@@ -174,6 +174,59 @@ def finetune(
         precision=precision, freeze_embeddings=freeze_embeddings, split=split, save_every=save_every,
         keep_checkpoints=keep_checkpoints, negatives=negatives,
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
+    )
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+
+
+URL_SIZES = {"layers": 4, "hidden": 128, "heads": 4, "vocab_size": 8192}  # ~1.7 CPU-s per step of 64 URLs
+
+
+@app.command()
+@user_errors
+def url(
+    urls: list[Path] = typer.Argument(..., help="URL files: one URL per line, or TSV/CSV/JSONL records with a 'url' field."),
+    out: Path = OUT,
+    base: str = typer.Option("scratch", "--base", help="'scratch' (a URL WordPiece tokenizer and a small BERT) or a model to continue from."),
+    steps: int = typer.Option(1000, "--steps", help="Optimizer steps."),
+    batch_size: int = typer.Option(64, "--batch-size", help="URLs per forward pass, over all processes together."),
+    accumulate: int = ACCUMULATE,
+    lr: Optional[float] = typer.Option(None, "--lr", help=f"Peak AdamW learning rate (default: {SCRATCH_LR * 5:g} from scratch, {DEFAULT_LR:g} otherwise)."),
+    weight_decay: float = WEIGHT_DECAY,
+    warmup: Optional[int] = WARMUP,
+    temperature: float = TEMPERATURE,
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Truncation length of every URL, special tokens included."),
+    mlm_probability: float = typer.Option(0.15, "--mlm-probability", help="Share of tokens masked and predicted (MLM)."),
+    mlm_weight: float = typer.Option(1.0, "--mlm-weight", help="Weight of the MLM loss beside the contrastive one (0 = SimCSE only)."),
+    adversarial: float = typer.Option(0.0, "--adversarial", help="Norm of the adversarial perturbation of input embeddings (FGM, doubles the cost; 0 = off)."),
+    layers: Optional[int] = typer.Option(None, "--layers", help=f"Scratch model: layers (default: {URL_SIZES['layers']})."),
+    hidden: Optional[int] = typer.Option(None, "--hidden", help=f"Scratch model: hidden size (default: {URL_SIZES['hidden']})."),
+    heads: Optional[int] = typer.Option(None, "--heads", help=f"Scratch model: attention heads (default: {URL_SIZES['heads']})."),
+    vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help=f"Scratch model: URL WordPiece vocabulary (default: {URL_SIZES['vocab_size']})."),
+    max_grad_norm: float = MAX_GRAD_NORM,
+    seed: int = SEED,
+    precision: str = PRECISION,
+    device: str = DEVICE,
+    save_every: int = SAVE_EVERY,
+    keep_checkpoints: int = KEEP,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    stop_after: Optional[int] = STOP_AFTER,
+    as_json: bool = AS_JSON,
+) -> None:
+    """URL encoder (URLBERT-style): masked-language modelling + SimCSE (two dropout views), optionally adversarial."""
+    from training.config import SCRATCH, MlmConfig, ScratchConfig
+
+    sizes = {"layers": layers, "hidden": hidden, "heads": heads, "vocab_size": vocab_size}
+    given = {k: v for k, v in sizes.items() if v is not None}
+    if given and base != SCRATCH:
+        raise RetrieverError(f"--{', --'.join(k.replace('_', '-') for k in given)} only apply with --base scratch")
+    scratch = ScratchConfig(**(URL_SIZES | given)) if base == SCRATCH else None
+    config = _config(
+        "url", tuple(str(p) for p in urls), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
+        lr=lr if lr is not None else (SCRATCH_LR * 5 if base == SCRATCH else DEFAULT_LR), weight_decay=weight_decay,
+        warmup=warmup, temperature=temperature, queue_size=0, max_tokens=max_tokens, max_grad_norm=max_grad_norm,
+        seed=seed, precision=precision, save_every=save_every, keep_checkpoints=keep_checkpoints, scratch=scratch,
+        adversarial=adversarial, mlm=MlmConfig(mlm_probability, mlm_weight) if mlm_weight > 0 else None,
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
 

@@ -63,6 +63,9 @@ class SentenceTransformerEncoder:
         dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
         self.dim = int(dim or self.model.get_sentence_embedding_dimension())
         self.pooling = _pooling_mode(self.model)
+        from retriever.presets import get_preset
+
+        self.preprocess = get_preset(spec.preset).preprocess
 
     @property
     def tokenizer(self):
@@ -74,6 +77,8 @@ class SentenceTransformerEncoder:
         return int(self.model.max_seq_length)
 
     def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+        if self.preprocess is not None:
+            texts = [self.preprocess(t) for t in texts]
         vectors = self.model.encode(
             list(texts),
             batch_size=batch_size,

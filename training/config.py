@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from indexing.errors import RetrieverError
 
-Objective = Literal["contriever", "finetune"]
+Objective = Literal["contriever", "finetune", "url"]
 Anchor = Literal["crop", "sentence"]
 ANCHORS: tuple[str, ...] = ("crop", "sentence")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -91,6 +91,25 @@ class ScratchConfig:
 
 
 @dataclass(frozen=True)
+class MlmConfig:
+    """Masked-language modelling as an auxiliary loss (``url`` objective): BERT masking of the query view.
+
+    Attributes:
+        probability: per-token chance of being predicted (80% masked, 10% random, 10% kept).
+        weight: the loss is contrastive + ``weight`` * MLM.
+    """
+
+    probability: float = 0.15
+    weight: float = 1.0
+
+    def validate(self) -> None:
+        if not 0.0 < self.probability < 1.0:
+            raise RetrieverError(f"--mlm-probability must be in (0, 1) (got {self.probability})")
+        if self.weight < 0:
+            raise RetrieverError(f"--mlm-weight must be >= 0 (got {self.weight})")
+
+
+@dataclass(frozen=True)
 class NegativesConfig:
     """Hard negatives mined from an index (supervised pairs and sentence anchors).
 
@@ -141,7 +160,8 @@ class TrainConfig:
     """Everything that determines a training run (saved as ``train_config.json`` and checked on ``--resume``).
 
     Attributes:
-        objective: ``contriever`` (two crops of one chunk) or ``finetune`` (query/positive[/negatives] pairs).
+        objective: ``contriever`` (two crops of one chunk), ``finetune`` (query/positive[/negatives] pairs) or
+            ``url`` (SimCSE: two dropout views of one URL, the first masked for ``mlm``).
         data: corpus paths (contriever) or the pairs file/BEIR folder (finetune), as given.
         base: a model (alias, folder, hub id) or ``scratch``.
         steps: optimizer steps.
@@ -162,6 +182,8 @@ class TrainConfig:
         keep_checkpoints: how many recent checkpoints stay on disk.
         anchor: contriever pairs from ``crop`` (two independent crops of a chunk) or ``sentence`` (inverse cloze:
             a sentence against the rest of its document, with hard negatives when ``negatives.index`` is set).
+        adversarial: norm of the adversarial perturbation of each example's input embeddings (FGM); 0 = off.
+        mlm: the masked-language-modelling auxiliary loss (``url`` objective only); None = off.
     """
 
     objective: Objective
@@ -190,11 +212,13 @@ class TrainConfig:
     scratch: ScratchConfig | None = None
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    adversarial: float = 0.0
+    mlm: MlmConfig | None = None
 
     def validate(self) -> "TrainConfig":
         """Check every value; raises RetrieverError naming the flag. Returns self."""
         checks = [
-            (self.objective in ("contriever", "finetune"), f"unknown objective {self.objective!r}"),
+            (self.objective in ("contriever", "finetune", "url"), f"unknown objective {self.objective!r}"),
             (bool(self.data), "no training data given"),
             (self.steps >= 1, f"--steps must be >= 1 (got {self.steps})"),
             (self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})"),
@@ -216,6 +240,8 @@ class TrainConfig:
             (self.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1 (got {self.keep_checkpoints})"),
             ((self.base == SCRATCH) == (self.scratch is not None), "scratch sizes are given only with --base scratch"),
             (not (self.base == SCRATCH and self.objective == "finetune"), "finetune needs a trained --base, not scratch"),
+            (self.adversarial >= 0, f"--adversarial must be >= 0 (got {self.adversarial})"),
+            (self.mlm is None or self.objective == "url", "masked-language modelling is part of the url objective only"),
         ]
         for ok, message in checks:
             if not ok:
@@ -226,6 +252,8 @@ class TrainConfig:
         self.eval.validate()
         if self.scratch is not None:
             self.scratch.validate()
+        if self.mlm is not None:
+            self.mlm.validate()
         return self
 
     # --- JSON ------------------------------------------------------------------------------------
@@ -247,6 +275,7 @@ class TrainConfig:
         values["negatives"] = NegativesConfig(**record.get("negatives", {}))
         values["eval"] = EvalConfig(**record.get("eval", {}))
         values["scratch"] = ScratchConfig(**record["scratch"]) if record.get("scratch") else None
+        values["mlm"] = MlmConfig(**record["mlm"]) if record.get("mlm") else None
         return cls(**values)
 
     def resume_key(self) -> dict[str, Any]:

@@ -32,11 +32,14 @@ class Example:
 
     Attributes:
         query: the anchor. key: its positive. negatives: hard negatives (the same count in every example).
+        query_labels: per query token, the target of an auxiliary token-level loss (masked-language
+            modelling) or -100 where there is none; None when the data has no such targets.
     """
 
     query: list[int]
     key: list[int]
     negatives: tuple[list[int], ...] = ()
+    query_labels: list[int] | None = None
 
 
 class TrainingData(Protocol):
@@ -275,3 +278,16 @@ def collate(sequences: Sequence[Sequence[int]], special: SpecialTokens, max_toke
         input_ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
         attention[i, : len(row)] = 1
     return {"input_ids": input_ids, "attention_mask": attention}
+
+
+def collate_labels(labels: Sequence[Sequence[int]], special: SpecialTokens, max_tokens: int, width: int) -> Any:
+    """Token labels laid out as :func:`collate` lays out their ids: ``(n, width)`` long, -100 on special
+    tokens, truncated positions and padding."""
+    import torch
+
+    room = max(1, max_tokens - len(special.prefix) - len(special.suffix))
+    out = torch.full((len(labels), width), -100, dtype=torch.long)  # (n, t)
+    for i, row in enumerate(labels):
+        kept = list(row[:room])
+        out[i, len(special.prefix) : len(special.prefix) + len(kept)] = torch.tensor(kept, dtype=torch.long)
+    return out

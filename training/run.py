@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from indexing.errors import DeviceError, RetrieverError
@@ -50,6 +51,10 @@ def check_inputs(config: TrainConfig) -> None:
         for path in config.data:
             detect_format(Path(path))
         check_index(config.negatives.index)
+    elif config.objective == "url":
+        from indexing.url_readers import read_urls
+
+        read_urls(config.data)
     else:
         path = Path(config.data[0])
         if not path.exists():
@@ -121,8 +126,15 @@ def run_training(
 
         log.info("training on %s (%s, %d process%s): %s", local_device, precision, dist.world_size,
                  "es" if dist.enabled else "", json.dumps(data.describe()))
+        auxiliary = None
+        if config.mlm is not None:
+            from training.mlm import MaskedLanguageModelling
+
+            transformer = encoder[0].auto_model
+            auxiliary = MaskedLanguageModelling(transformer.get_input_embeddings(), transformer.config.hidden_size,
+                                                weight=config.mlm.weight)
         trainer = Trainer(config, data, encoder, base, out, device=local_device, precision=precision, dist=dist,
-                          devset=devset, extra_files={"train_config.json": config.to_json()})
+                          devset=devset, extra_files={"train_config.json": config.to_json()}, auxiliary=auxiliary)
         if dist.is_main or callback is None:
             return trainer.run(resume=resume, stop_after=stop_after, callback=callback)
         return trainer.run(resume=resume, stop_after=stop_after)
@@ -135,24 +147,44 @@ def _prepare_base(config: TrainConfig, root: Path, dist: DistInfo) -> BaseModel:
     from training.distributed import barrier
     from training.export import resolve_base
 
+    preset = "url" if config.objective == "url" else None
     if config.base != SCRATCH:
-        return resolve_base(config.base)
+        base = resolve_base(config.base)
+        return replace(base, preset=preset) if preset else base
     folder = root / SCRATCH_BASE
     if dist.is_main and not (folder / "config.json").is_file():
-        from indexing.readers import read_corpus
-        from training.scratch import build_scratch_model
+        from training.scratch import build_scratch_model, train_tokenizer
 
         assert config.scratch is not None
-        texts = (doc.full_text() for doc in read_corpus([Path(p) for p in config.data]))
-        build_scratch_model(texts, config.scratch, folder, max_tokens=config.max_tokens, seed=config.seed)
+        if config.objective == "url":
+            from retriever.url_tokens import train_url_tokenizer
+
+            texts, train = (doc.text for doc in _read_urls(config)), train_url_tokenizer
+        else:
+            from indexing.readers import read_corpus
+
+            texts, train = (doc.full_text() for doc in read_corpus([Path(p) for p in config.data])), train_tokenizer
+        build_scratch_model(texts, config.scratch, folder, max_tokens=config.max_tokens, seed=config.seed, train=train)
     barrier(dist)
-    return BaseModel(SCRATCH, str(folder))
+    return BaseModel(SCRATCH, str(folder), preset=preset or "text")
+
+
+def _read_urls(config: TrainConfig):
+    from indexing.url_readers import read_urls
+
+    return read_urls(config.data)
 
 
 def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist: DistInfo, device: str,
                 labeled: list[LabeledPair] | None):
     from training.data import CropData, PairData, chunk_corpus, token_space
 
+    if config.objective == "url":
+        from training.url_data import UrlData, tokenize_urls
+
+        room = config.max_tokens - 2  # [CLS] ... [SEP]
+        urls = tokenize_urls((doc.text for doc in _read_urls(config)), tokenizer, max_length=room)
+        return UrlData(urls, token_space(tokenizer), mask=config.mlm.probability if config.mlm else 0.0, seed=config.seed)
     if config.objective == "contriever":
         from indexing.readers import read_corpus
 

@@ -38,12 +38,14 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *, max_tokens: int):
     )
 
 
-def build_scratch_model(texts: Iterable[str], size: ScratchConfig, folder: Path, *, max_tokens: int, seed: int) -> Path:
-    """Train the tokenizer, initialize a BERT of ``size`` (seeded), and save both as a Hugging Face folder."""
+def build_scratch_model(texts: Iterable[str], size: ScratchConfig, folder: Path, *, max_tokens: int, seed: int,
+                        train=train_tokenizer) -> Path:
+    """Train the tokenizer (``train(texts, vocab_size, max_tokens=...)``, the text tokenizer by default), initialize
+    a BERT of ``size`` (seeded), and save both as a Hugging Face folder."""
     import torch
     from transformers import BertConfig, BertModel
 
-    tokenizer = train_tokenizer(texts, size.vocab_size, max_tokens=max_tokens)
+    tokenizer = train(texts, size.vocab_size, max_tokens=max_tokens)
     config = BertConfig(
         vocab_size=len(tokenizer),
         hidden_size=size.hidden,

@@ -1,8 +1,13 @@
-"""The training loop shared by both objectives: contrastive InfoNCE over (query, key[, negatives]) examples.
+"""The training loop shared by every objective: contrastive InfoNCE over (query, key[, negatives]) examples.
 
 One optimizer step = ``accumulate`` forward passes of ``batch_size`` examples (over all processes). Keys come
 from the trained encoder (in-batch negatives, gradients on both sides) or, with a queue, from a momentum key
 encoder (MoCo). Checkpoints hold everything needed to continue exactly (see :mod:`training.checkpoint`).
+
+Two general extensions: an *auxiliary loss* (a module called on the query side's token embeddings and the
+examples' ``query_labels``, e.g. masked-language modelling, added with its ``weight``), and *adversarial
+training* (``config.adversarial > 0``: after the clean pass, the input embeddings are pushed by
+``adversarial`` along their normalized loss gradient, per example, and a second pass adds its gradients; FGM).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from torch import Tensor, nn
 from indexing.errors import RetrieverError
 from training import checkpoint as ckpt
 from training.config import TrainConfig
-from training.data import SpecialTokens, TrainingData, collate
+from training.data import SpecialTokens, TrainingData, collate, collate_labels
 from training.dev_eval import DevSet
 from training.distributed import DistInfo, barrier, gather, gather_objects
 from training.export import BaseModel, publish, save_model_folder
@@ -77,16 +82,57 @@ def warmup_linear(step: int, *, warmup: int, total: int) -> float:
 
 
 class _Dual(nn.Module):
-    """Both sides through one module call, so DDP sees one forward per backward."""
+    """Both sides (and the auxiliary loss) through one module call, so DDP sees one forward per backward."""
 
-    def __init__(self, encoder: nn.Module):
+    def __init__(self, encoder: nn.Module, auxiliary: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
+        self.auxiliary = auxiliary
 
-    def forward(self, queries: dict[str, Tensor], keys: dict[str, Tensor] | None) -> tuple[Tensor, Tensor | None]:
-        q = self.encoder(dict(queries))["sentence_embedding"]  # (n, d)
+    def forward(self, queries: dict[str, Tensor], keys: dict[str, Tensor] | None,
+                labels: Tensor | None = None) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        features = self.encoder(dict(queries))
+        q = features["sentence_embedding"]  # (n, d)
         k = self.encoder(dict(keys))["sentence_embedding"] if keys is not None else None  # (n * (1 + h), d)
-        return q, k
+        aux = self.auxiliary(features, labels) if self.auxiliary is not None and labels is not None else None  # ()
+        return q, k, aux
+
+
+class _EmbeddingPerturbation:
+    """Forward hook on the input embedding: records its outputs (keeping their gradients), or adds deltas to them."""
+
+    def __init__(self, embedding: nn.Module):
+        self.outputs: list[Tensor] = []
+        self.deltas: list[Tensor] | None = None
+        self.handle = embedding.register_forward_hook(self._hook)
+
+    def _hook(self, module: nn.Module, args: Any, output: Tensor) -> Tensor | None:
+        if self.deltas is not None:
+            return self._add(output)
+        if output.requires_grad:
+            output.retain_grad()
+            self.outputs.append(output)
+        return None
+
+    def _add(self, output: Tensor) -> Tensor:
+        assert self.deltas is not None
+        delta = self.deltas.pop(0)
+        return output + delta.to(output.dtype)
+
+    def prepare(self, epsilon: float) -> None:
+        """Turn the recorded outputs' gradients into deltas of norm ``epsilon`` per example (rows of dim 0)."""
+        deltas = []
+        for output in self.outputs:
+            grad = output.grad if output.grad is not None else torch.zeros_like(output)  # (n, t, d)
+            norm = grad.float().flatten(1).norm(dim=1).clamp_min(1e-12)  # (n,)
+            deltas.append((epsilon * grad.float() / norm.view(-1, *([1] * (grad.ndim - 1)))).detach())
+        self.outputs, self.deltas = [], deltas
+
+    def reset(self) -> None:
+        self.outputs, self.deltas = [], None
+
+    def remove(self) -> None:
+        self.handle.remove()
 
 
 class Trainer:
@@ -105,6 +151,7 @@ class Trainer:
         dist: DistInfo = DistInfo(),
         devset: DevSet | None = None,
         extra_files: dict[str, str] | None = None,
+        auxiliary: nn.Module | None = None,
     ):
         if config.batch_size % dist.world_size:
             raise RetrieverError(f"--batch-size {config.batch_size} must be a multiple of the {dist.world_size} processes")
@@ -115,16 +162,25 @@ class Trainer:
         self.local_batch = config.batch_size // dist.world_size
         self.special = SpecialTokens.of(encoder.tokenizer)
         self.encoder = encoder.to(device)
+        self.auxiliary = auxiliary.to(device) if auxiliary is not None else None
+        embedding = encoder[0].auto_model.get_input_embeddings()
         if config.freeze_embeddings:
-            encoder[0].auto_model.get_input_embeddings().weight.requires_grad_(False)
+            embedding.weight.requires_grad_(False)
+        if config.adversarial and config.freeze_embeddings:
+            raise RetrieverError("--adversarial needs trainable input embeddings (drop --freeze-embeddings)")
         self.key_encoder = make_key_encoder(encoder).train() if config.queue_size else None  # dropout on keys, as Contriever
         self.queue = KeyQueue(config.queue_size, encoder.get_embedding_dimension(), device=device) if config.queue_size else None
-        dual: nn.Module = _Dual(encoder)
+        # after the key encoder is copied, so that the copy carries no hook
+        self.perturbation = _EmbeddingPerturbation(embedding) if config.adversarial else None
+        dual: nn.Module = _Dual(encoder, self.auxiliary)
         if dist.enabled:
             ids = [torch.device(device).index] if device.startswith("cuda") else None
             dual = nn.parallel.DistributedDataParallel(dual, device_ids=ids, find_unused_parameters=True)
         self.dual = dual
         trainable = [p for p in encoder.parameters() if p.requires_grad]
+        if self.auxiliary is not None:
+            known = {id(p) for p in encoder.parameters()}
+            trainable += [p for p in self.auxiliary.parameters() if p.requires_grad and id(p) not in known]
         groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
                   {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
         self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
@@ -201,20 +257,28 @@ class Trainer:
             queries = self._to_device(collate([e.query for e in examples], self.special, cfg.max_tokens))
             keys = self._to_device(collate([e.key for e in examples] + [n for e in examples for n in e.negatives],
                                            self.special, cfg.max_tokens))
+            labels = None
+            if self.auxiliary is not None and all(e.query_labels is not None for e in examples):
+                labels = collate_labels([e.query_labels for e in examples], self.special, cfg.max_tokens,
+                                        queries["input_ids"].shape[1]).to(self.device)
             tokens += int(queries["attention_mask"].sum() + keys["attention_mask"].sum()) * self.dist.world_size
             last = micro == cfg.accumulate - 1
-            sync = contextlib.nullcontext() if last or not self.dist.enabled else self.dual.no_sync()
-            with sync:
-                with self._autocast():
-                    q, k = self.dual(queries, None if self.key_encoder is not None else keys)
-                    if self.key_encoder is not None:
-                        with torch.no_grad():
-                            k = self.key_encoder(dict(keys))["sentence_embedding"]  # (n * (1 + h), d)
-                loss, positives = self._loss(q.float(), k.float())
-                self.scaler.scale(loss / cfg.accumulate).backward()
+            passes = 2 if self.perturbation is not None else 1
+            for attempt in range(passes):  # the clean pass, then (adversarial training) the perturbed one
+                final = last and attempt == passes - 1
+                sync = contextlib.nullcontext() if final or not self.dist.enabled else self.dual.no_sync()
+                with sync:
+                    loss, positives = self._forward_loss(queries, keys, labels)
+                    self.scaler.scale(loss / cfg.accumulate).backward()
+                if attempt == 0:
+                    clean, clean_positives = loss.item(), positives
+                    if self.perturbation is not None:
+                        self.perturbation.prepare(cfg.adversarial)
+            if self.perturbation is not None:
+                self.perturbation.reset()
             if self.queue is not None:
-                self.queue.enqueue(positives)
-            total += loss.item() / cfg.accumulate
+                self.queue.enqueue(clean_positives)
+            total += clean / cfg.accumulate
         self.scaler.unscale_(self.optimizer)
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.max_grad_norm)
@@ -222,6 +286,19 @@ class Trainer:
         self.scaler.update()
         self.scheduler.step()
         return total, tokens
+
+    def _forward_loss(self, queries: dict[str, Tensor], keys: dict[str, Tensor],
+                      labels: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Contrastive loss (+ weighted auxiliary loss) of one batch, and the gathered positives for the queue."""
+        with self._autocast():
+            q, k, aux = self.dual(queries, None if self.key_encoder is not None else keys, labels)
+            if self.key_encoder is not None:
+                with torch.no_grad():
+                    k = self.key_encoder(dict(keys))["sentence_embedding"]  # (n * (1 + h), d)
+        loss, positives = self._loss(q.float(), k.float())
+        if aux is not None:
+            loss = loss + self.auxiliary.weight * aux.float()
+        return loss, positives
 
     def _loss(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
         """Global InfoNCE of local ``q`` (n, d) against keys ``k`` (n * (1 + h), d) = positives then negatives.
@@ -279,6 +356,7 @@ class Trainer:
             if self.queue is not None:
                 queue_tensors, queue_meta = self.queue.state()
                 state.update(queue_tensors)
+            models = self._models()
             meta = {
                 "step": self.step,
                 "position": self.step * self.config.accumulate * self.config.batch_size,
@@ -292,7 +370,6 @@ class Trainer:
                 "history": self.history,
                 "best": list(self.best) if self.best else None,
             }
-            models = {"model": self.encoder} | ({"key_model": self.key_encoder} if self.key_encoder is not None else {})
             path = ckpt.save_checkpoint(self.root, self.step, ckpt.Checkpoint(models, {"optimizer": optim_tensors, "state": state}, meta),
                                         keep=self.config.keep_checkpoints)
         barrier(self.dist)
@@ -307,8 +384,7 @@ class Trainer:
         if saved != wanted:
             differ = sorted(k for k in wanted if saved.get(k) != wanted.get(k))
             raise RetrieverError(f"--resume: the checkpoint in {folder} was made with other settings ({', '.join(differ)})")
-        models = {"model": self.encoder} | ({"key_model": self.key_encoder} if self.key_encoder is not None else {})
-        loaded = ckpt.load_checkpoint(folder, models, device=self.device)
+        loaded = ckpt.load_checkpoint(folder, self._models(), device=self.device)
         self.optimizer.load_state_dict(ckpt.unflatten_optimizer(loaded.tensors["optimizer"], meta["optimizer"]))
         self.scheduler.load_state_dict(meta["scheduler"])
         if meta["scaler"]:
@@ -325,6 +401,15 @@ class Trainer:
         self.history = list(meta["history"])
         self.best = (float(meta["best"][0]), int(meta["best"][1])) if meta["best"] else None
         log.info("resumed from %s at step %d", folder, self.step)
+
+    def _models(self) -> dict[str, nn.Module]:
+        """The modules a checkpoint holds: the encoder, the MoCo key encoder, the auxiliary head."""
+        models: dict[str, nn.Module] = {"model": self.encoder}
+        if self.key_encoder is not None:
+            models["key_model"] = self.key_encoder
+        if self.auxiliary is not None:
+            models["auxiliary"] = self.auxiliary
+        return models
 
     def _export(self) -> None:
         """Publish the output model into ``out``: the best evaluated step, else the final weights (rank 0)."""

@@ -98,6 +98,9 @@ def resolve_model(model: str | None, *, preset: str | None = None, trust_remote_
     """
     if model is None:
         model = get_preset(preset or DEFAULT_PRESET).default_model
+        if model is None:
+            raise ModelError(f"the {preset} preset has no built-in model: train one (retriever train {preset} ... --out MODEL) "
+                             "and pass --model MODEL")
     folder = Path(model).expanduser()
     if folder.is_dir():
         card = read_model_card(folder)

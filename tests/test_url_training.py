@@ -1,0 +1,186 @@
+"""The url objective's parts: MLM masking and labels, the trainer's auxiliary loss and adversarial pass, the
+kNN vote, and the URL readers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from indexing.errors import CorpusError
+from indexing.url_readers import read_urls
+from retriever.url_classify import vote_weights, weighted_vote
+from training.crops import TokenSpace
+from training.data import SpecialTokens, collate, collate_labels
+from training.mlm import IGNORE, mlm_mask
+
+URLS = [
+    "https://www.paypal.com/signin?country=us", "http://paypal.com.verify-account.xyz/login.php",
+    "https://thenextweb.com/apps/2015/01/01/article/", "http://secure.000webhostapp.com/wp/update/",
+    "https://twitter.com/someone/status/12345", "http://192.168.0.1/admin/", "https://www.bbc.co.uk/news/world-123",
+    "http://login-microsoft.online-verify.top/office365/", "https://github.com/org/repo/issues/7",
+    "http://apple.id-locked.info/unlock?session=abc", "https://docs.python.org/3/library/urllib.html",
+    "http://bankofamerica.secure-update.ru/login", "https://en.wikipedia.org/wiki/Phishing",
+]
+
+
+# --- masking ------------------------------------------------------------------------------------------------
+def test_mlm_mask_chooses_only_real_tokens_and_keeps_targets():
+    space = TokenSpace(vocab_size=100, special_ids=frozenset({0, 1, 2, 3, 4}), mask_id=4)
+    ids = list(range(10, 60))
+    inputs, labels = mlm_mask(ids, np.random.default_rng(0), space, 0.3)
+    chosen = [i for i, label in enumerate(labels) if label != IGNORE]
+    assert 5 <= len(chosen) <= 30
+    assert all(labels[i] == ids[i] for i in chosen)
+    assert all(inputs[i] == ids[i] for i in range(len(ids)) if i not in chosen)  # unchosen tokens untouched
+    assert sum(inputs[i] == 4 for i in chosen) >= len(chosen) // 2  # mostly [MASK]
+    # specials are never chosen; a short input still gets one target
+    inputs, labels = mlm_mask([2, 50, 3], np.random.default_rng(1), space, 0.01)
+    assert labels == [IGNORE, 50, IGNORE]
+    assert mlm_mask([], np.random.default_rng(0), space, 0.5) == ([], [])
+
+
+def test_collate_labels_align_with_collate():
+    special = SpecialTokens(prefix=(2,), suffix=(3,), pad_id=0)
+    sequences = [[10, 11, 12, 13, 14], [20]]
+    labels = [[IGNORE, 11, IGNORE, 13, 14], [20]]
+    batch = collate(sequences, special, max_tokens=5)
+    out = collate_labels(labels, special, 5, batch["input_ids"].shape[1])
+    assert batch["input_ids"].tolist() == [[2, 10, 11, 12, 3], [2, 20, 3, 0, 0]]
+    assert out.tolist() == [[IGNORE, IGNORE, 11, IGNORE, IGNORE], [IGNORE, 20, IGNORE, IGNORE, IGNORE]]
+
+
+# --- the vote ------------------------------------------------------------------------------------------------
+def test_weighted_vote_by_inverse_distance():
+    scores = np.array([0.9, 0.8, 0.8])  # distances 0.1, 0.2, 0.2 -> weights 10, 5, 5
+    assert np.allclose(vote_weights(scores, "ip"), [10, 5, 5], rtol=1e-4)
+    label, confidence, votes = weighted_vote(["a", "b", "b"], scores, "ip")
+    assert label == "b" and votes["a"] == pytest.approx(10, rel=1e-4) and votes["b"] == pytest.approx(10, rel=1e-4)
+    assert weighted_vote(["a", "b"], np.array([0.5, 0.5]), "ip")[:2] == ("a", 0.5)  # an exact tie: the nearest wins
+    label, confidence, votes = weighted_vote(["a", "b", "b", "b"], np.array([0.9, 0.8, 0.8, 0.8]), "ip")
+    assert label == "b" and confidence == pytest.approx(15 / 25, rel=1e-4)
+    assert weighted_vote(["x", None], np.array([-4.0, -1.0]), "l2")[0] == "x"  # l2 scores are -distance
+    assert weighted_vote([None, None], np.array([0.5, 0.4]), "ip") == (None, 0.0, {})
+
+
+# --- readers ---------------------------------------------------------------------------------------------------
+def test_read_urls_plain_tsv_jsonl(tmp_path):
+    plain = tmp_path / "urls.txt"
+    plain.write_text("http://a.com/x\n\n  http://b.org  \n", encoding="utf-8")
+    docs = list(read_urls([plain]))
+    assert [(d.id, d.text, d.metadata) for d in docs] == [("urls.txt:1", "http://a.com/x", {}), ("urls.txt:3", "http://b.org", {})]
+    table = tmp_path / "urls.tsv"
+    table.write_text("url\tlabel\nhttp://a.com\tbenign\nhttp://b.xyz/login\tphishing\n", encoding="utf-8")
+    assert [(d.id, d.metadata) for d in read_urls(table)] == [("urls.tsv:2", {"label": "benign"}), ("urls.tsv:3", {"label": "phishing"})]
+    lines = tmp_path / "urls.jsonl"
+    lines.write_text(json.dumps({"id": 7, "url": "http://c.net", "label": "benign"}) + "\n", encoding="utf-8")
+    assert [(d.id, d.text, d.metadata) for d in read_urls(lines)] == [("7", "http://c.net", {"label": "benign"})]
+
+
+def test_read_urls_errors_name_file_line_field(tmp_path):
+    table = tmp_path / "bad.tsv"
+    table.write_text("link\tlabel\nhttp://a.com\tbenign\n", encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"bad.tsv:1: the header row has no 'url' column"):
+        list(read_urls(table))
+    lines = tmp_path / "bad.jsonl"
+    lines.write_text('{"url": "http://a"}\n{"link": "http://b"}\n', encoding="utf-8")
+    with pytest.raises(CorpusError, match=r"bad.jsonl:2: field 'url': missing"):
+        list(read_urls(lines))
+    with pytest.raises(CorpusError, match="no such file"):
+        read_urls([tmp_path / "missing.txt"])
+
+
+# --- the trainer's extensions ------------------------------------------------------------------------------------
+def _train(tmp_path, name, tiny_model, tiny_tokenizer, *, weight: float | None, adversarial: float = 0.0, steps: int = 3,
+           mask: float = 0.3):
+    """Three steps of the url objective on the tiny model (dropout off, no clipping).
+
+    Returns the trained state dict, the auxiliary module, the initial state dict and the loss of every forward pass.
+    """
+    from training.config import MlmConfig, TrainConfig
+    from training.data import token_space
+    from training.export import BaseModel, load_encoder_for_training
+    from training.mlm import MaskedLanguageModelling
+    from training.trainer import Trainer
+    from training.url_data import UrlData, tokenize_urls
+
+    config = TrainConfig(objective="url", data=("-",), base=str(tiny_model), steps=steps, batch_size=4, lr=1e-3, warmup=0,
+                         max_tokens=32, max_grad_norm=0.0, adversarial=adversarial,
+                         mlm=MlmConfig(mask, weight) if weight is not None else None).validate()
+    encoder = load_encoder_for_training(str(tiny_model), max_tokens=32)
+    for module in encoder.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    initial = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    data = UrlData(tokenize_urls(URLS, tiny_tokenizer, max_length=30), token_space(encoder.tokenizer), mask=mask, seed=0)
+    auxiliary = None
+    if weight is not None:
+        transformer = encoder[0].auto_model
+        torch.manual_seed(1)
+        auxiliary = MaskedLanguageModelling(transformer.get_input_embeddings(), transformer.config.hidden_size, weight=weight)
+    trainer = Trainer(config, data, encoder, BaseModel("tiny", str(tiny_model), preset="url"), tmp_path / name,
+                      device="cpu", precision="fp32", auxiliary=auxiliary)
+    losses: list[float] = []
+    forward = trainer._forward_loss
+
+    def recording(*args, **kwargs):
+        loss, positives = forward(*args, **kwargs)
+        losses.append(loss.item())
+        return loss, positives
+
+    trainer._forward_loss = recording
+    trainer.run()
+    state = {k: v.detach().clone() for k, v in encoder.state_dict().items()}
+    return state, auxiliary, initial, losses
+
+
+def _max_difference(a, b) -> float:
+    return max(float((a[k] - b[k]).abs().max()) for k in a)
+
+
+def _mean_difference(a, b) -> float:
+    return float(sum((a[k] - b[k]).abs().sum() for k in a) / sum(a[k].numel() for k in a))
+
+
+def test_auxiliary_loss_with_zero_weight_changes_nothing(tmp_path, tiny_model, tiny_tokenizer):
+    plain, _, _, _ = _train(tmp_path, "plain", tiny_model, tiny_tokenizer, weight=None)
+    zero, _, _, _ = _train(tmp_path, "zero", tiny_model, tiny_tokenizer, weight=0.0)
+    # same masked queries without an auxiliary module: weight 0 must give the same encoder
+    assert _max_difference(plain, zero) < 1e-6
+    mlm, head, _, _ = _train(tmp_path, "mlm", tiny_model, tiny_tokenizer, weight=1.0)
+    assert _max_difference(plain, mlm) > 1e-4  # the MLM gradient reaches the encoder
+    assert float(head.bias.detach().abs().max()) > 0  # and the head itself is trained
+    card = json.loads((tmp_path / "mlm" / "retriever.json").read_text())
+    assert card["preset"] == "url"
+    assert "auxiliary.safetensors" in {p.name for p in (tmp_path / "mlm" / "checkpoints").rglob("*.safetensors")}
+
+
+def test_adversarial_pass(tmp_path, tiny_model, tiny_tokenizer):
+    """FGM: the perturbed pass follows the clean one and raises the loss (small epsilon, linear regime); with
+    epsilon -> 0 it only doubles the gradient, to which Adam is nearly invariant (no clipping, no dropout)."""
+    plain, _, initial, plain_losses = _train(tmp_path, "plain", tiny_model, tiny_tokenizer, weight=None, mask=0.0)
+    assert len(plain_losses) == 3
+    moved = _mean_difference(plain, initial)
+    vanishing, _, _, losses = _train(tmp_path, "eps", tiny_model, tiny_tokenizer, weight=None, adversarial=1e-7, mask=0.0)
+    assert len(losses) == 6 and losses[0::2] == pytest.approx(plain_losses, rel=1e-4)
+    assert _mean_difference(plain, vanishing) < 0.05 * moved
+    adversarial, _, _, losses = _train(tmp_path, "adv", tiny_model, tiny_tokenizer, weight=None, adversarial=0.02, mask=0.0)
+    assert losses[1] > losses[0]  # the perturbation goes up the loss
+    assert _mean_difference(plain, adversarial) > 5 * _mean_difference(plain, vanishing)
+
+
+def test_perturbation_has_the_asked_norm_per_example():
+    from training.trainer import _EmbeddingPerturbation
+
+    embedding = torch.nn.Embedding(10, 4)
+    perturbation = _EmbeddingPerturbation(embedding)
+    out = embedding(torch.tensor([[1, 2, 3], [4, 5, 6]]))
+    (out * torch.arange(24, dtype=torch.float32).view(2, 3, 4)).sum().backward()
+    perturbation.prepare(0.5)
+    assert perturbation.deltas is not None
+    assert torch.allclose(perturbation.deltas[0].flatten(1).norm(dim=1), torch.tensor([0.5, 0.5]))
+    shifted = embedding(torch.tensor([[1, 2, 3], [4, 5, 6]]))
+    assert torch.allclose((shifted - out).detach().flatten(1).norm(dim=1), torch.tensor([0.5, 0.5]), atol=1e-6)
+    perturbation.remove()
