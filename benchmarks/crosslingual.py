@@ -65,8 +65,9 @@ def non_latin_tatoeba(data: Path) -> list[str]:
 
 
 # --- the evaluation tasks ---------------------------------------------------------------------------------
-def xquad_half(data: Path, lang: str, half: str) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
-    """(queries, paragraphs, query -> relevant paragraph) of one language, restricted to ``half`` articles."""
+def xquad_half(data: Path, lang: str, half: str, limit: int = 0) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """(queries, paragraphs, query -> relevant paragraph) of one language, restricted to ``half`` articles
+    (and to the first ``limit`` questions in a fixed hash order when ``limit`` > 0; paragraphs are all kept)."""
     split = xquad_split_of(data)
     articles = {"eval": split.eval, "dev": split.dev}[half]
     folder = data / "xquad" / lang
@@ -77,6 +78,9 @@ def xquad_half(data: Path, lang: str, half: str) -> tuple[dict[str, str], dict[s
         if doc in docs:
             relevant[query] = doc
     queries = {q["_id"]: q["text"] for q in read_jsonl(folder / "queries.jsonl") if q["_id"] in relevant}
+    if limit:
+        kept = set(sorted(queries, key=lambda q: hashlib.sha256(f"xquad-sample:{q}".encode()).hexdigest())[:limit])
+        queries = {q: t for q, t in queries.items() if q in kept}
     return queries, docs, relevant
 
 
@@ -130,7 +134,7 @@ class Scorer:
 
 
 def evaluate_model(model: str, data: Path, *, half: str, tatoeba: list[str], device: str, batch_size: int,
-                   tatoeba_pairs: int = 0) -> dict[str, Any]:
+                   tatoeba_pairs: int = 0, xquad_questions: int = 0) -> dict[str, Any]:
     """Every direction for one model: ``{direction: {lang: {"R@1", "nDCG@10", "queries", "documents"}}}``."""
     from retriever.transliterate import romanize
 
@@ -141,7 +145,7 @@ def evaluate_model(model: str, data: Path, *, half: str, tatoeba: list[str], dev
     for lang in XQUAD_LANGUAGES:
         if lang == "en":
             continue
-        queries, native_docs, relevant = xquad_half(data, lang, half)
+        queries, native_docs, relevant = xquad_half(data, lang, half, xquad_questions)
         out["xquad xx->en"][lang] = scorer.score(queries, english, relevant)
         if lang in NON_LATIN_XQUAD:
             roman = dict(zip(queries, romanize(list(queries.values()))))
@@ -172,13 +176,14 @@ def model_key(model: str) -> str:
 
 
 def cached_evaluation(model: str, data: Path, *, half: str, tatoeba: list[str], device: str, batch_size: int,
-                      tatoeba_pairs: int = 0, refresh: bool = False) -> dict[str, Any]:
-    key = hashlib.sha256(json.dumps([model_key(model), half, tatoeba, tatoeba_pairs]).encode()).hexdigest()[:16]
+                      tatoeba_pairs: int = 0, xquad_questions: int = 0, refresh: bool = False) -> dict[str, Any]:
+    key = hashlib.sha256(json.dumps([model_key(model), half, tatoeba, tatoeba_pairs, xquad_questions]).encode()).hexdigest()[:16]
     path = common.CACHE / "crosslingual" / f"{Path(model).name}-{half}-{key}.json"
     if path.is_file() and not refresh:
         log.info("%s: cached figures from %s", model, path)
         return json.loads(path.read_text(encoding="utf-8"))
-    result = evaluate_model(model, data, half=half, tatoeba=tatoeba, device=device, batch_size=batch_size, tatoeba_pairs=tatoeba_pairs)
+    result = evaluate_model(model, data, half=half, tatoeba=tatoeba, device=device, batch_size=batch_size, tatoeba_pairs=tatoeba_pairs,
+                            xquad_questions=xquad_questions)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     return result
@@ -266,7 +271,8 @@ def main() -> None:
     parser.add_argument("--trained", default=None, help="A model folder written by `retriever train crosslingual`.")
     parser.add_argument("--half", choices=("eval", "dev"), default="eval", help="eval = held-out halves; dev = the dev slice of the train half.")
     parser.add_argument("--tatoeba", default="non-latin", help="Comma-separated Tatoeba languages, or non-latin (every non-Latin-script pair).")
-    parser.add_argument("--tatoeba-pairs", type=int, default=100, help="Evaluate this many pairs (fixed hash order) of each Tatoeba language's held-out half; 0 = all (about 500). The default keeps a CPU run under ~15 min per model.")
+    parser.add_argument("--tatoeba-pairs", type=int, default=50, help="Evaluate this many pairs (fixed hash order) of each Tatoeba language's held-out half; 0 = all (about 500).")
+    parser.add_argument("--xquad-questions", type=int, default=300, help="Evaluate this many held-out questions per XQuAD language (fixed hash order; every held-out paragraph stays a candidate); 0 = all (635). The defaults keep a 2-core CPU run near 10 min per model.")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--refresh", action="store_true", help="Ignore cached per-model figures.")
@@ -282,12 +288,13 @@ def main() -> None:
         print(json.dumps({"out": str(args.out), "tatoeba": tatoeba, **counts}))
         return
     options = {"half": args.half, "tatoeba": tatoeba, "device": args.device, "batch_size": args.batch_size, "refresh": args.refresh,
-               "tatoeba_pairs": args.tatoeba_pairs}
+               "tatoeba_pairs": args.tatoeba_pairs, "xquad_questions": args.xquad_questions}
     base = cached_evaluation(args.base, data, **options)
     trained = cached_evaluation(args.trained, data, **options) if args.trained else None
     summary = summarize(base, trained)
     recipe = json.loads(args.recipe.read_text(encoding="utf-8")) if args.recipe else {}
-    recipe.update({"half": args.half, "tatoeba_pairs_per_language": args.tatoeba_pairs or "all", "base_eval_seconds": base["seconds"],
+    recipe.update({"half": args.half, "tatoeba_pairs_per_language": args.tatoeba_pairs or "all",
+                   "xquad_questions_per_language": args.xquad_questions or "all", "base_eval_seconds": base["seconds"],
                    **({"trained_eval_seconds": trained["seconds"]} if trained else {})})
     text = markdown(args.base, args.trained, base, trained, summary, recipe)
     print(text)
