@@ -57,6 +57,7 @@ def build(
     text_field: Optional[str] = typer.Option(None, "--text-field"),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
     bm25: bool = typer.Option(False, "--bm25", help="Also build the BM25 index (INDEX/bm25) for --mode bm25/hybrid; needs Java."),
+    transliterate: bool = typer.Option(False, "--transliterate", help="Romanize documents (uroman) before encoding, and every query at search time; recorded in the manifest. Stored texts stay as written."),
 ) -> None:
     """Encode a corpus and build an index (streaming, resumable, committed atomically)."""
     from indexing.builder import BuildConfig, build_index
@@ -69,6 +70,10 @@ def build(
     read = _reader(preset, corpus, id_field, title_field, text_field)
     read()  # checks paths and formats now, before a model is loaded
     enc = load_encoder(model, preset=encoder, device=device)
+    if transliterate:
+        from retriever.transliterate import with_transliteration
+
+        enc = with_transliteration(enc, documents=True, queries=True)
     default_window = 0 if enc.preprocess is not None else enc.max_seq_length // 2  # preprocessed text is not chunked
     window = default_window if chunk_tokens is None else chunk_tokens
     overlap = (window // 4 if window else 0) if chunk_overlap is None else chunk_overlap
@@ -250,6 +255,7 @@ def info(index_dir: Path = typer.Argument(..., help="Index directory."), as_json
         ("factory", manifest.factory + (f" (auto)" if manifest.factory_requested == "auto" else "")),
         ("metric", manifest.metric),
         ("model", f"{enc.get('model')} ({enc.get('preset')}, {manifest.dim}-d, {enc.get('pooling')} pooling, normalized={enc.get('normalized')})"),
+        ("transliteration", ", ".join(side for side in ("documents", "queries") if (enc.get("transliterate") or {}).get(side)) or "none"),
         ("chunking", f"{manifest.chunking['chunk_tokens']} tokens, overlap {manifest.chunking['overlap']}"),
         ("updated", manifest.updated),
     ]

@@ -27,6 +27,7 @@ def search(
     mode: Literal["dense", "bm25", "hybrid"] = typer.Option("dense", "--mode", help="dense (vectors), bm25 (INDEX/bm25, built on first use; needs Java) or hybrid (both, fused)."),
     fusion: Optional[Literal["rrf", "score"]] = typer.Option(None, "--fusion", help="Hybrid fusion: rrf or score (min-max normalised scores, weighted by --alpha). Default: score."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Weight of the dense scores in score fusion, 0..1 (default 0.45, chosen on SciFact train)."),
+    transliterate: bool = typer.Option(False, "--transliterate", help="Romanize the queries (uroman) before encoding, e.g. for a crosslingual model trained on romanizations (--mode dense)."),
 ) -> None:
     """Search an index (dense, BM25 or hybrid)."""
     if k < 1:
@@ -37,6 +38,8 @@ def search(
         raise RetrieverError("--output needs --queries")
     if mode != "hybrid" and (fusion is not None or alpha is not None):
         raise RetrieverError("--fusion and --alpha apply to --mode hybrid")
+    if transliterate and mode != "dense":
+        raise RetrieverError("--transliterate applies to --mode dense")
     options = {"filters": parse_filters(filters) or None, "nprobe": nprobe, "ef_search": ef_search}
     if mode != "dense":
         from retriever.hybrid import DEFAULT_FUSION, HybridSearcher, check_options
@@ -49,7 +52,7 @@ def search(
     else:
         from retriever.searcher import Searcher
 
-        searcher = Searcher.load(index_dir, device=device, index_device=index_device)
+        searcher = Searcher.load(index_dir, device=device, index_device=index_device, transliterate=transliterate)
     if query is not None:
         ids, texts = ["q"], [query]
     else:

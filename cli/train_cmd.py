@@ -1,4 +1,5 @@
-"""``retriever train ...``: contriever (unsupervised, from a corpus), finetune (supervised, from pairs), url.
+"""``retriever train ...``: contriever (unsupervised, from a corpus), finetune (supervised, from pairs), url, and
+crosslingual (transliteration contrast, from multilingual text).
 
 Both run under ``torchrun --nproc_per_node N`` unchanged (DDP; only rank 0 writes and draws progress).
 """
@@ -227,6 +228,59 @@ def url(
         warmup=warmup, temperature=temperature, queue_size=0, max_tokens=max_tokens, max_grad_norm=max_grad_norm,
         seed=seed, precision=precision, save_every=save_every, keep_checkpoints=keep_checkpoints, scratch=scratch,
         adversarial=adversarial, mlm=MlmConfig(mlm_probability, mlm_weight) if mlm_weight > 0 else None,
+    )
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+
+
+@app.command()
+@user_errors
+def crosslingual(
+    corpus: list[Path] = typer.Argument(..., help="Corpus files or folders (JSONL, TSV, CSV, Parquet, BEIR, .txt/.md); records sharing a --group-field value are translations."),
+    out: Path = OUT,
+    base: str = typer.Option("multilingual-e5-small", "--base", help="Multilingual model to start from (alias, folder or hub id)."),
+    translation_ratio: float = typer.Option(0.0, "--translation-ratio", help="Probability that a text with linked translations is paired with one instead of its romanization (0 = transliteration only)."),
+    group_field: str = typer.Option("group", "--group-field", help="Field whose equal values link translations (parallel text)."),
+    max_chars: int = typer.Option(200, "--max-chars", help="Documents are cut into sentence units whose romanization has at most this many characters."),
+    steps: int = STEPS,
+    batch_size: int = BATCH,
+    accumulate: int = ACCUMULATE,
+    lr: Optional[float] = LR,
+    weight_decay: float = WEIGHT_DECAY,
+    warmup: Optional[int] = WARMUP,
+    temperature: float = TEMPERATURE,
+    max_tokens: int = typer.Option(64, "--max-tokens", help="Truncation length of every input, special tokens included (sentences: keep it short on a CPU)."),
+    max_grad_norm: float = MAX_GRAD_NORM,
+    seed: int = SEED,
+    precision: str = PRECISION,
+    device: str = DEVICE,
+    freeze_embeddings: bool = typer.Option(
+        True, "--freeze-embeddings/--train-embeddings",
+        help="Keep the input token embedding matrix fixed (default: frozen; in multilingual-e5-small it is 96M of the 118M "
+             "parameters, so freezing makes CPU training practical and keeps every language's vocabulary where it was)."),
+    eval_dataset: Optional[Path] = EVAL,
+    eval_split: str = EVAL_SPLIT,
+    eval_every: int = EVAL_EVERY,
+    eval_metric: str = EVAL_METRIC,
+    eval_batch_size: int = EVAL_BATCH,
+    save_every: int = SAVE_EVERY,
+    keep_checkpoints: int = KEEP,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    stop_after: Optional[int] = STOP_AFTER,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Transliteration contrast (TransliCo): each sentence vs its uroman romanization, in-batch InfoNCE on mean-pooled
+    states, optionally vs a translation. The input embedding matrix is frozen by default (--train-embeddings to train it).
+    The output model is recorded with the crosslingual preset."""
+    from training.config import TransliterationConfig
+
+    config = _config(
+        "crosslingual", tuple(str(p) for p in corpus), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
+        lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
+        queue_size=0, max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed, precision=precision,
+        freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints,
+        transliteration=TransliterationConfig(translation_ratio=translation_ratio, group_field=group_field, max_chars=max_chars),
+        eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
 

@@ -145,9 +145,14 @@ def load_encoder(
     return SentenceTransformerEncoder(spec, device=torch_device, precision=precision)
 
 
-def encoder_from_manifest(encoder: dict[str, Any], *, device: str = "auto") -> SentenceTransformerEncoder:
-    """Load the encoder an index was built with, from the manifest's ``encoder`` record."""
+def encoder_from_manifest(encoder: dict[str, Any], *, device: str = "auto") -> Encoder:
+    """Load the encoder an index was built with, from the manifest's ``encoder`` record, with the same
+    transliteration step when the record has one (see :mod:`retriever.transliterate`)."""
     loaded = load_encoder(encoder.get("path") or encoder["model"], preset=encoder.get("preset"), device=device)
     if loaded.dim != encoder["dim"]:
         raise ModelError(f"model {loaded.name!r} gives {loaded.dim}-d vectors, the index holds {encoder['dim']}-d")
+    if encoder.get("transliterate"):
+        from retriever.transliterate import transliteration_of, with_transliteration
+
+        return with_transliteration(loaded, **transliteration_of(encoder))
     return loaded

@@ -58,8 +58,9 @@ def _validate_k(k: int) -> None:
 class Searcher:
     """Search one index directory. Load with :meth:`load`; the encoder is loaded on the first text query."""
 
-    def __init__(self, opened: OpenIndex, *, device: str = "auto", encoder: Any | None = None):
+    def __init__(self, opened: OpenIndex, *, device: str = "auto", encoder: Any | None = None, transliterate: bool = False):
         self.opened = opened
+        self.transliterate = transliterate
         self.manifest = opened.manifest
         self.device = device
         self._encoder = encoder
@@ -77,6 +78,7 @@ class Searcher:
         device: str = "auto",
         index_device: str | None = None,
         encoder: Any | None = None,
+        transliterate: bool = False,
         mmap: bool | None = None,
         verify: bool | None = None,
         preload: bool | None = None,
@@ -88,6 +90,8 @@ class Searcher:
             index_device: ``auto|cpu|cuda[:N]`` for the FAISS index; None = ``cpu`` when ``device`` is ``cpu``,
                 else the GPU when FAISS has GPU support (faiss-gpu) and the CPU otherwise.
             encoder: an already loaded encoder to use for text queries (default: the manifest's).
+            transliterate: romanize text queries (uroman) before encoding, whatever the index was built with
+                (an index built with ``--transliterate`` romanizes them anyway).
             mmap, verify: see :func:`indexing.index_dir.open_index`.
             preload: hold the doc store in memory (None: when its file is at most ``PRELOAD_LIMIT`` bytes).
 
@@ -104,7 +108,7 @@ class Searcher:
         placement = resolve_index_device(index_device or ("cpu" if device == "cpu" else "auto"))
         if placement != "cpu":
             opened.vectors.index = to_device(opened.vectors.index, placement)
-        searcher = cls(opened, device=device, encoder=encoder)
+        searcher = cls(opened, device=device, encoder=encoder, transliterate=transliterate)
         if encoder is not None:
             searcher._check_encoder(encoder)
         return searcher
@@ -122,6 +126,10 @@ class Searcher:
             if not self.manifest.encoder.get("model") and not self.manifest.encoder.get("path"):
                 raise ModelError(f"{self.path} was built from vectors without a model; search it by vector")
             self._encoder = encoder_from_manifest(self.manifest.encoder, device=self.device)
+        if self.transliterate and not getattr(self._encoder, "queries", False):
+            from retriever.transliterate import with_transliteration
+
+            self._encoder = with_transliteration(self._encoder, queries=True)
         return self._encoder
 
     def _check_encoder(self, encoder: Any) -> None:

@@ -9,7 +9,8 @@ from typing import Any, Literal
 
 from indexing.errors import RetrieverError
 
-Objective = Literal["contriever", "finetune", "url"]
+Objective = Literal["contriever", "finetune", "url", "crosslingual"]
+OBJECTIVES: tuple[str, ...] = ("contriever", "finetune", "url", "crosslingual")
 Anchor = Literal["crop", "sentence"]
 ANCHORS: tuple[str, ...] = ("crop", "sentence")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -133,6 +134,28 @@ class NegativesConfig:
 
 
 @dataclass(frozen=True)
+class TransliterationConfig:
+    """The transliteration contrast (``crosslingual`` objective only; see :mod:`training.transliteration`).
+
+    Attributes:
+        translation_ratio: probability that an example whose text has linked translations pairs it with a
+            translation instead of its romanization (0 = transliteration pairs only).
+        group_field: the corpus field whose equal values link translations of one another.
+        max_chars: sentence units are cut so that their romanization has at most this many characters.
+    """
+
+    translation_ratio: float = 0.0
+    group_field: str = "group"
+    max_chars: int = 200
+
+    def validate(self) -> None:
+        if not 0.0 <= self.translation_ratio <= 1.0:
+            raise RetrieverError(f"--translation-ratio must be in [0, 1] (got {self.translation_ratio})")
+        if self.max_chars < 8:
+            raise RetrieverError(f"--max-chars must be >= 8 (got {self.max_chars})")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Periodic evaluation on a BEIR folder with exact in-memory search; the best step becomes the output model.
 
@@ -160,8 +183,9 @@ class TrainConfig:
     """Everything that determines a training run (saved as ``train_config.json`` and checked on ``--resume``).
 
     Attributes:
-        objective: ``contriever`` (two crops of one chunk), ``finetune`` (query/positive[/negatives] pairs) or
-            ``url`` (SimCSE: two dropout views of one URL, the first masked for ``mlm``).
+        objective: ``contriever`` (two crops of one chunk), ``finetune`` (query/positive[/negatives] pairs),
+            ``url`` (SimCSE: two dropout views of one URL, the first masked for ``mlm``) or
+            ``crosslingual`` (a sentence vs its romanization, optionally vs a translation).
         data: corpus paths (contriever) or the pairs file/BEIR folder (finetune), as given.
         base: a model (alias, folder, hub id) or ``scratch``.
         steps: optimizer steps.
@@ -214,11 +238,12 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     adversarial: float = 0.0
     mlm: MlmConfig | None = None
+    transliteration: TransliterationConfig = field(default_factory=TransliterationConfig)
 
     def validate(self) -> "TrainConfig":
         """Check every value; raises RetrieverError naming the flag. Returns self."""
         checks = [
-            (self.objective in ("contriever", "finetune", "url"), f"unknown objective {self.objective!r}"),
+            (self.objective in OBJECTIVES, f"unknown objective {self.objective!r}"),
             (bool(self.data), "no training data given"),
             (self.steps >= 1, f"--steps must be >= 1 (got {self.steps})"),
             (self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})"),
@@ -239,7 +264,7 @@ class TrainConfig:
             (self.save_every >= 0, f"--save-every must be >= 0 (got {self.save_every})"),
             (self.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1 (got {self.keep_checkpoints})"),
             ((self.base == SCRATCH) == (self.scratch is not None), "scratch sizes are given only with --base scratch"),
-            (not (self.base == SCRATCH and self.objective == "finetune"), "finetune needs a trained --base, not scratch"),
+            (not (self.base == SCRATCH and self.objective != "contriever"), f"{self.objective} needs a trained --base, not scratch"),
             (self.adversarial >= 0, f"--adversarial must be >= 0 (got {self.adversarial})"),
             (self.mlm is None or self.objective == "url", "masked-language modelling is part of the url objective only"),
         ]
@@ -250,6 +275,7 @@ class TrainConfig:
         self.sentence.validate()
         self.negatives.validate()
         self.eval.validate()
+        self.transliteration.validate()
         if self.scratch is not None:
             self.scratch.validate()
         if self.mlm is not None:
@@ -274,6 +300,7 @@ class TrainConfig:
         values["sentence"] = SentenceConfig(**record.get("sentence", {}))
         values["negatives"] = NegativesConfig(**record.get("negatives", {}))
         values["eval"] = EvalConfig(**record.get("eval", {}))
+        values["transliteration"] = TransliterationConfig(**record.get("transliteration", {}))
         values["scratch"] = ScratchConfig(**record["scratch"]) if record.get("scratch") else None
         values["mlm"] = MlmConfig(**record["mlm"]) if record.get("mlm") else None
         return cls(**values)

@@ -47,7 +47,7 @@ def check_inputs(config: TrainConfig) -> None:
     from indexing.readers import detect_format
     from training.pairs import check_index
 
-    if config.objective == "contriever":
+    if config.objective in ("contriever", "crosslingual"):
         for path in config.data:
             detect_format(Path(path))
         check_index(config.negatives.index)
@@ -113,6 +113,8 @@ def run_training(
 
             labeled = read_pairs(Path(config.data[0]), split=config.split)
         base = _prepare_base(config, root, dist)
+        if config.objective == "crosslingual":
+            base = replace(base, preset="crosslingual")
         from training.export import load_encoder_for_training
 
         encoder = load_encoder_for_training(base.path, max_tokens=config.max_tokens, device="cpu")
@@ -198,6 +200,14 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
         else:
             chunks = chunk_corpus(docs, tokenizer, config.crop.chunk_tokens)
             return CropData(chunks, token_space(tokenizer), config.crop, seed=config.seed)
+    if config.objective == "crosslingual":
+        from indexing.readers import read_corpus
+        from training.transliteration import TransliterationData, build_units
+
+        options = config.transliteration
+        units = build_units(read_corpus([Path(p) for p in config.data]), max_chars=options.max_chars, group_field=options.group_field)
+        return TransliterationData(units, tokenizer, translation_ratio=options.translation_ratio, max_tokens=config.max_tokens,
+                                   seed=config.seed, query_prefix=base.query_prefix, document_prefix=base.document_prefix)
     from training.pairs import mine_negatives
 
     assert labeled is not None
