@@ -13,7 +13,25 @@ from indexing.errors import RetrieverError
 
 app = typer.Typer(help="Build and update indexes.", no_args_is_help=True)
 
-CORPUS_HELP = "Corpus files or folders: JSONL, TSV, CSV, Parquet (gzip ok), a BEIR folder, a folder of .txt/.md."
+CORPUS_HELP = ("Corpus files or folders: JSONL, TSV, CSV, Parquet (gzip ok), a BEIR folder, a folder of .txt/.md; "
+               "with --encoder code, source trees (one document per function).")
+
+
+def _preset_of(model: Optional[str], encoder: Optional[str]) -> str:
+    from retriever.models.resolve import resolve_model
+
+    return resolve_model(model, preset=encoder).preset
+
+
+def _reader(preset: Optional[str], fields):
+    """The corpus reader of a preset: ``code`` reads source trees as functions (other paths as usual)."""
+    if preset == "code":
+        from indexing.code_reader import read_code_corpus
+
+        return read_code_corpus
+    from indexing.readers import read_corpus
+
+    return lambda paths: read_corpus(paths, fields=fields)
 
 
 def _fields(id_field: Optional[str], title_field: Optional[str], text_field: Optional[str]):
@@ -28,7 +46,7 @@ def build(
     corpus: list[Path] = typer.Argument(..., help=CORPUS_HELP),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Index directory to create."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model alias (minilm, multilingual-e5-small), folder or hub id."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder preset (text, crosslingual); picks its default model."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder preset (text, crosslingual, code); picks its default model."),
     index: str = typer.Option("auto", "--index", help="FAISS factory string (Flat, IVF4096,Flat, HNSW32, IVF4096,PQ48) or auto."),
     metric: str = typer.Option("ip", "--metric", help="ip (cosine on normalized vectors) or l2."),
     chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", help="Passage window in tokens; 0 = no chunking (model truncates). Default: half the model's max length."),
@@ -47,13 +65,13 @@ def build(
 ) -> None:
     """Encode a corpus and build an index (streaming, resumable, committed atomically)."""
     from indexing.builder import BuildConfig, build_index
-    from indexing.readers import read_corpus
     from retriever.encoder import load_encoder
 
     if metric not in ("ip", "l2"):
         raise RetrieverError(f"--metric {metric!r}: use ip or l2")
     fields = _fields(id_field, title_field, text_field)
-    read_corpus(corpus, fields=fields)  # checks paths and formats now, before a model is loaded
+    reader = _reader(_preset_of(model, encoder), fields)
+    reader(corpus)  # checks paths and formats now, before a model is loaded
     enc = load_encoder(model, preset=encoder, device=device)
     window = enc.max_seq_length // 2 if chunk_tokens is None else chunk_tokens
     overlap = (window // 4 if window else 0) if chunk_overlap is None else chunk_overlap
@@ -73,7 +91,7 @@ def build(
     out_dir.mkdir(parents=True, exist_ok=True)
     with BuildProgress(count_records(corpus), enabled=not as_json) as progress:
         manifest = build_index(
-            out_dir, lambda: read_corpus(corpus, fields=fields), enc, config, resume=resume, overwrite=overwrite, progress=progress
+            out_dir, lambda: reader(corpus), enc, config, resume=resume, overwrite=overwrite, progress=progress
         )
     if bm25:
         from retriever.sparse import bm25_of
@@ -158,12 +176,11 @@ def add(
 ) -> None:
     """Add documents to an index (a failed add leaves the index as it was)."""
     from indexing.manifest import read_manifest
-    from indexing.readers import read_corpus
     from indexing.updates import add_documents
     from retriever.encoder import encoder_from_manifest
 
     manifest = read_manifest(index_dir)
-    docs = read_corpus(corpus, fields=_fields(id_field, title_field, text_field))
+    docs = _reader(manifest.encoder.get("preset"), _fields(id_field, title_field, text_field))(corpus)
     enc = encoder_from_manifest(manifest.encoder, device=device)
     report = add_documents(index_dir, docs, enc, upsert=upsert, batch_size=batch_size)
     _report(report, as_json, f"added {report.added:,}, replaced {report.replaced:,}, unchanged {report.unchanged:,}")

@@ -63,6 +63,10 @@ class SentenceTransformerEncoder:
         dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
         self.dim = int(dim or self.model.get_sentence_embedding_dimension())
         self.pooling = _pooling_mode(self.model)
+        from retriever.presets import get_preset
+
+        self.preprocessor = get_preset(spec.preset).preprocessor
+        self._preprocess = _preprocessor(self.preprocessor)
 
     @property
     def tokenizer(self):
@@ -83,15 +87,18 @@ class SentenceTransformerEncoder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
+    def prepare(self, texts: Sequence[str], *, queries: bool) -> list[str]:
+        """The exact strings the model encodes: the preset's preprocessor (same for both sides), then the prefix."""
+        prefix = self.spec.query_prefix if queries else self.spec.document_prefix
+        return [prefix + self._preprocess(t) for t in texts]
+
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Encode queries (with the query prefix) into ``(n, dim)`` float32."""
-        prefix = self.spec.query_prefix
-        return self._encode([prefix + t for t in texts] if prefix else texts, batch_size)
+        """Encode queries (preprocessed, with the query prefix) into ``(n, dim)`` float32."""
+        return self._encode(self.prepare(texts, queries=True), batch_size)
 
     def encode_documents(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Encode documents/passages (with the document prefix) into ``(n, dim)`` float32."""
-        prefix = self.spec.document_prefix
-        return self._encode([prefix + t for t in texts] if prefix else texts, batch_size)
+        """Encode documents/passages (preprocessed, with the document prefix) into ``(n, dim)`` float32."""
+        return self._encode(self.prepare(texts, queries=False), batch_size)
 
     def describe(self) -> dict[str, Any]:
         """What the index manifest records about this encoder."""
@@ -104,8 +111,21 @@ class SentenceTransformerEncoder:
             "pooling": self.pooling,
             "query_prefix": self.spec.query_prefix,
             "document_prefix": self.spec.document_prefix,
+            "preprocessor": self.preprocessor,
             "max_seq_length": self.max_seq_length,
         }
+
+
+def _preprocessor(name: str | None):
+    """The text function registered as ``name`` (identity for None)."""
+    if name is None:
+        return lambda text: text
+    from retriever.code_text import PREPROCESSORS
+
+    try:
+        return PREPROCESSORS[name]
+    except KeyError:
+        raise ModelError(f"unknown preprocessor {name!r}; this version knows {', '.join(sorted(PREPROCESSORS))}") from None
 
 
 def _pooling_mode(model) -> str:
@@ -145,4 +165,8 @@ def encoder_from_manifest(encoder: dict[str, Any], *, device: str = "auto") -> S
     loaded = load_encoder(encoder.get("path") or encoder["model"], preset=encoder.get("preset"), device=device)
     if loaded.dim != encoder["dim"]:
         raise ModelError(f"model {loaded.name!r} gives {loaded.dim}-d vectors, the index holds {encoder['dim']}-d")
+    recorded = encoder.get("preprocessor")
+    if recorded is not None and recorded != loaded.preprocessor:
+        raise ModelError(f"the index was built with preprocessor {recorded!r}, preset {loaded.spec.preset!r} "
+                         f"applies {loaded.preprocessor!r}")
     return loaded

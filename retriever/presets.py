@@ -1,7 +1,7 @@
 """Encoder presets: an explicit registry, never guessed from a model name.
 
 A preset names a default base model and the preprocessing its documents and queries need. Later
-presets (code, url, sql) register here when their preprocessing exists.
+presets (url, sql) register here when their preprocessing exists.
 """
 
 from __future__ import annotations
@@ -17,16 +17,21 @@ class Preset:
     name: the preset's name, recorded in manifests and model folders.
     default_model: the model alias or path used when no ``--model`` is given.
     description: one line for ``--help`` and ``retriever index info``.
+    preprocessor: the name of a text preprocessor (see :mod:`retriever.code_text`) applied alike to queries and
+        documents before encoding, recorded in the manifest; None = texts go to the model as they are.
     """
 
     name: str
     default_model: str
     description: str
+    preprocessor: str | None = None
 
 
 PRESETS: dict[str, Preset] = {
     "text": Preset("text", "minilm", "English text (all-MiniLM-L6-v2)"),
     "crosslingual": Preset("crosslingual", "multilingual-e5-small", "multilingual text (multilingual-e5-small)"),
+    "code": Preset("code", "minilm", "source code: identifiers split into words next to the raw code (base all-MiniLM-L6-v2)",
+                   preprocessor="code-identifiers-v1"),
 }
 
 DEFAULT_PRESET = "text"

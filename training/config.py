@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from indexing.errors import RetrieverError
 
-Objective = Literal["contriever", "finetune"]
+Objective = Literal["contriever", "finetune", "code"]
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 SCRATCH = "scratch"
@@ -89,6 +89,38 @@ class NegativesConfig:
 
 
 @dataclass(frozen=True)
+class CodeConfig:
+    """Self-supervised code-search pairs (``code`` objective; see :mod:`training.code_data`).
+
+    Attributes:
+        exclude: corpora whose functions are removed from training (by normalized hash), e.g. the CoSQA folder.
+        doc_ratio: share of examples that pair a docstring summary with its code (the rest: code with code).
+        augment: probability of each program-level augmentation per code view.
+        token_delete, token_replace: per-token probabilities on the docstring side; token_swap: probability of
+            one swap of two tokens.
+        validation: functions with docstrings held out as the validation set (0 = none).
+        min_lines: shortest function kept, in lines.
+    """
+
+    exclude: tuple[str, ...] = ()
+    doc_ratio: float = 0.5
+    augment: float = 0.5
+    token_delete: float = 0.1
+    token_replace: float = 0.05
+    token_swap: float = 0.3
+    validation: int = 500
+    min_lines: int = 3
+
+    def validate(self) -> None:
+        for name in ("doc_ratio", "augment", "token_delete", "token_replace", "token_swap"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise RetrieverError(f"--{name.replace('_', '-')} must be in [0, 1] (got {value})")
+        if self.validation < 0 or self.min_lines < 1:
+            raise RetrieverError("--validation must be >= 0 and --min-lines >= 1")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Periodic evaluation on a BEIR folder with exact in-memory search; the best step becomes the output model.
 
@@ -116,8 +148,9 @@ class TrainConfig:
     """Everything that determines a training run (saved as ``train_config.json`` and checked on ``--resume``).
 
     Attributes:
-        objective: ``contriever`` (two crops of one chunk) or ``finetune`` (query/positive[/negatives] pairs).
-        data: corpus paths (contriever) or the pairs file/BEIR folder (finetune), as given.
+        objective: ``contriever`` (two crops of one chunk), ``finetune`` (query/positive[/negatives] pairs) or
+            ``code`` (docstring/code and code/augmented-code pairs from source trees).
+        data: corpus paths (contriever), the pairs file/BEIR folder (finetune) or source trees (code), as given.
         base: a model (alias, folder, hub id) or ``scratch``.
         steps: optimizer steps.
         batch_size: pairs per forward pass over all processes together (each of N processes takes batch/N).
@@ -161,11 +194,12 @@ class TrainConfig:
     scratch: ScratchConfig | None = None
     negatives: NegativesConfig = field(default_factory=NegativesConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    code: CodeConfig = field(default_factory=CodeConfig)
 
     def validate(self) -> "TrainConfig":
         """Check every value; raises RetrieverError naming the flag. Returns self."""
         checks = [
-            (self.objective in ("contriever", "finetune"), f"unknown objective {self.objective!r}"),
+            (self.objective in ("contriever", "finetune", "code"), f"unknown objective {self.objective!r}"),
             (bool(self.data), "no training data given"),
             (self.steps >= 1, f"--steps must be >= 1 (got {self.steps})"),
             (self.batch_size >= 1, f"--batch-size must be >= 1 (got {self.batch_size})"),
@@ -182,7 +216,7 @@ class TrainConfig:
             (self.save_every >= 0, f"--save-every must be >= 0 (got {self.save_every})"),
             (self.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1 (got {self.keep_checkpoints})"),
             ((self.base == SCRATCH) == (self.scratch is not None), "scratch sizes are given only with --base scratch"),
-            (not (self.base == SCRATCH and self.objective == "finetune"), "finetune needs a trained --base, not scratch"),
+            (not (self.base == SCRATCH and self.objective != "contriever"), f"{self.objective} needs a trained --base, not scratch"),
         ]
         for ok, message in checks:
             if not ok:
@@ -190,6 +224,7 @@ class TrainConfig:
         self.crop.validate()
         self.negatives.validate()
         self.eval.validate()
+        self.code.validate()
         if self.scratch is not None:
             self.scratch.validate()
         return self
@@ -198,6 +233,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
         record["data"] = list(self.data)
+        record["code"]["exclude"] = list(self.code.exclude)
         return record
 
     def to_json(self) -> str:
@@ -211,6 +247,8 @@ class TrainConfig:
         values["crop"] = CropConfig(**record.get("crop", {}))
         values["negatives"] = NegativesConfig(**record.get("negatives", {}))
         values["eval"] = EvalConfig(**record.get("eval", {}))
+        code = dict(record.get("code", {}))
+        values["code"] = CodeConfig(**{**code, "exclude": tuple(code.get("exclude", ()))})
         values["scratch"] = ScratchConfig(**record["scratch"]) if record.get("scratch") else None
         return cls(**values)
 

@@ -26,12 +26,14 @@ class BaseModel:
         name: what ``--base`` said (``minilm``, a folder, a hub id, ``scratch``).
         path: the folder or hub id loaded.
         query_prefix, document_prefix: the base's prefixes (e5's ``query: ``/``passage: ``), kept by training.
+        preset: the encoder preset the trained model is recorded with (``code`` for the code objective).
     """
 
     name: str
     path: str
     query_prefix: str = ""
     document_prefix: str = ""
+    preset: str = "text"
 
 
 def resolve_base(base: str) -> BaseModel:
@@ -75,7 +77,7 @@ def load_encoder_for_training(path: str, *, max_tokens: int, device: str = "cpu"
 
 
 def save_model_folder(model, folder: Path, *, base: BaseModel, extra_files: dict[str, str] | None = None) -> Path:
-    """Write ``model`` as a sentence-transformers folder with ``retriever.json`` (preset ``text``, the base and
+    """Write ``model`` as a sentence-transformers folder with ``retriever.json`` (``base.preset``, the base and
     its prefixes), atomically: written beside ``folder`` and renamed into place (an old folder is replaced).
     """
     from retriever.models.resolve import write_model_card
@@ -85,7 +87,7 @@ def save_model_folder(model, folder: Path, *, base: BaseModel, extra_files: dict
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save(str(tmp), create_model_card=False)
-    write_model_card(tmp, preset="text", base=base.name, query_prefix=base.query_prefix, document_prefix=base.document_prefix)
+    write_model_card(tmp, preset=base.preset, base=base.name, query_prefix=base.query_prefix, document_prefix=base.document_prefix)
     for name, text in (extra_files or {}).items():
         (tmp / name).write_text(text, encoding="utf-8")
     old = folder.with_name(f".old-{folder.name}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from indexing.errors import DeviceError, RetrieverError
@@ -49,6 +50,10 @@ def check_inputs(config: TrainConfig) -> None:
     if config.objective == "contriever":
         for path in config.data:
             detect_format(Path(path))
+    elif config.objective == "code":
+        for path in list(config.data) + list(config.code.exclude):
+            if not Path(path).exists():
+                raise RetrieverError(f"{path}: no such file or directory")
     else:
         path = Path(config.data[0])
         if not path.exists():
@@ -107,15 +112,20 @@ def run_training(
 
             labeled = read_pairs(Path(config.data[0]), split=config.split)
         base = _prepare_base(config, root, dist)
+        if config.objective == "code":
+            base = replace(base, preset="code")  # the model card makes `--model OUT` apply the code preprocessing
         from training.export import load_encoder_for_training
 
         encoder = load_encoder_for_training(base.path, max_tokens=config.max_tokens, device="cpu")
         data = _build_data(config, encoder.tokenizer, base, out, dist, local_device, labeled)
         devset = None
-        if config.eval.dataset is not None:
+        eval_config = config.eval
+        if eval_config.dataset is None and getattr(data, "validation_dir", None) is not None:
+            eval_config = replace(eval_config, dataset=str(data.validation_dir), split="dev")
+        if eval_config.dataset is not None:
             from training.dev_eval import DevSet
 
-            devset = DevSet(config.eval, query_prefix=base.query_prefix, document_prefix=base.document_prefix)
+            devset = DevSet(eval_config, query_prefix=base.query_prefix, document_prefix=base.document_prefix)
         from training.trainer import Trainer
 
         log.info("training on %s (%s, %d process%s): %s", local_device, precision, dist.world_size,
@@ -152,6 +162,10 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
                 labeled: list[LabeledPair] | None):
     from training.data import CropData, PairData, chunk_corpus, token_space
 
+    if config.objective == "code":
+        from training.code_data import build_code_data
+
+        return build_code_data(config, tokenizer, base, out, dist)
     if config.objective == "contriever":
         from indexing.readers import read_corpus
 
