@@ -26,8 +26,7 @@ from typing import Any
 from indexing.code_reader import PYTHON_SUFFIXES, python_functions, read_source, source_files
 from indexing.errors import RetrieverError
 from retriever.code_text import preprocess_code
-from training.code_augment import (augment_program, remove_comments_and_docstrings, remove_docstrings, token_delete,
-                                   token_replace, token_swap)
+from training.code_augment import augment_program, remove_docstrings, token_delete, token_replace, token_swap
 from training.config import CodeConfig
 from training.data import EpochOrder, Example, example_rng, tokenize_texts
 
@@ -48,10 +47,16 @@ def normalized_hashes(code: str) -> set[str]:
     comments, docstrings and layout. Two functions sharing either are the same for deduplication."""
     hashes = {hashlib.sha1(" ".join(code.split()).encode("utf-8")).hexdigest()}
     try:
-        tree = ast.parse(remove_comments_and_docstrings(code))
-        hashes.add(hashlib.sha1(ast.dump(tree).encode("utf-8")).hexdigest())
+        tree = ast.parse(code)  # the AST holds no comments; docstrings are dropped below
     except (SyntaxError, ValueError, RecursionError):
-        pass
+        return hashes
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:]
+    hashes.add(hashlib.sha1(ast.dump(tree).encode("utf-8")).hexdigest())
     return hashes
 
 
