@@ -43,8 +43,7 @@ def compound_identifiers(text: str) -> Iterable[tuple[str, list[str]]]:
 def preprocess_code(text: str) -> str:
     """``text`` with the words of each compound identifier written after it: ``readFile(`` -> ``readFile read file(``.
 
-    Idempotent on its own output only in the sense that it never removes anything; apply it once.
-    Identifiers inside strings and comments are split too (docstrings mention identifiers).
+    It only adds text (apply it once: on its own output it would add the words again). Identifiers inside strings and comments are split too (docstrings mention identifiers).
     Plain English passes through unchanged (a word like ``Python`` is one word).
     """
 
