@@ -13,7 +13,8 @@ from indexing.errors import RetrieverError
 
 app = typer.Typer(help="Build and update indexes.", no_args_is_help=True)
 
-CORPUS_HELP = "Corpus files or folders: JSONL, TSV, CSV, Parquet (gzip ok), a BEIR folder, a folder of .txt/.md."
+CORPUS_HELP = ("Corpus files or folders: JSONL, TSV, CSV, Parquet (gzip ok), a BEIR folder, a folder of .txt/.md; "
+               "with --encoder code, source trees (one document per function).")
 
 
 def _fields(id_field: Optional[str], title_field: Optional[str], text_field: Optional[str]):
@@ -23,14 +24,20 @@ def _fields(id_field: Optional[str], title_field: Optional[str], text_field: Opt
 
 
 def _reader(preset: str, corpus: list[Path], id_field: Optional[str], title_field: Optional[str], text_field: Optional[str]):
-    """A function streaming the documents: URL lists for presets that index URLs, corpus files otherwise."""
+    """A function streaming the documents: URL lists for presets that index URLs, functions of source trees for
+    the code preset (other files read as usual), corpus files otherwise."""
     from indexing.readers import read_corpus
     from retriever.presets import get_preset
 
-    if get_preset(preset).documents == "urls":
+    documents = get_preset(preset).documents
+    if documents == "urls":
         from indexing.url_readers import read_urls
 
         return lambda: read_urls(corpus, url_field=text_field, id_field=id_field)
+    if documents == "code":
+        from indexing.code_reader import read_code_corpus
+
+        return lambda: read_code_corpus(corpus)
     fields = _fields(id_field, title_field, text_field)
     return lambda: read_corpus(corpus, fields=fields)
 
@@ -41,7 +48,7 @@ def build(
     corpus: list[Path] = typer.Argument(..., help=CORPUS_HELP),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Index directory to create."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model alias (minilm, multilingual-e5-small), folder or hub id."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder preset (text, crosslingual, url); picks its default model. url reads URL lists."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Encoder preset (text, crosslingual, url, code); picks its default model. url reads URL lists, code source trees."),
     index: str = typer.Option("auto", "--index", help="FAISS factory string (Flat, IVF4096,Flat, HNSW32, IVF4096,PQ48) or auto."),
     metric: str = typer.Option("ip", "--metric", help="ip (cosine on normalized vectors) or l2."),
     chunk_tokens: Optional[int] = typer.Option(None, "--chunk-tokens", help="Passage window in tokens; 0 = no chunking (model truncates). Default: half the model's max length."),

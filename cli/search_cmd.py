@@ -95,14 +95,30 @@ def _table(query: str, hits) -> None:
 
     table = Table(title=f"[bold]{query}[/]", title_justify="left", show_lines=False)
     table.add_column("rank", justify="right", min_width=4, no_wrap=True)
-    table.add_column("id", no_wrap=True, min_width=6)
+    table.add_column("location" if any(code_location(h.metadata) for h in hits) else "id", no_wrap=True, min_width=6)
     table.add_column("score", justify="right", min_width=6, no_wrap=True)
     titled = any(hit.title for hit in hits)
     if titled:
         table.add_column("title", max_width=24, overflow="ellipsis", no_wrap=True)
     table.add_column("passage", min_width=30, ratio=1, overflow="fold")
     for rank, hit in enumerate(hits, 1):
-        snippet = " ".join(hit.passage.split())
-        snippet = snippet[:240] + ("…" if len(snippet) > 240 else "")
-        table.add_row(str(rank), hit.id, f"{hit.score:.4f}", *([hit.title] if titled else []), snippet)
+        location = code_location(hit.metadata)
+        if location is not None:  # a function from a source tree: where it is, and its first lines as written
+            lines = hit.passage.strip("\n").splitlines()
+            snippet = "\n".join(lines[:CODE_SNIPPET_LINES]) + ("\n…" if len(lines) > CODE_SNIPPET_LINES else "")
+        else:
+            snippet = " ".join(hit.passage.split())
+            snippet = snippet[:240] + ("…" if len(snippet) > 240 else "")
+        table.add_row(str(rank), location or hit.id, f"{hit.score:.4f}", *([hit.title] if titled else []), snippet)
     out.print(table)
+
+
+CODE_SNIPPET_LINES = 8
+
+
+def code_location(metadata: dict) -> str | None:
+    """``path:line`` of a document read from a source tree (metadata ``path`` and ``start_line``), else None."""
+    path, line = metadata.get("path"), metadata.get("start_line")
+    if isinstance(path, str) and isinstance(line, int) and "language" in metadata:
+        return f"{path}:{line}"
+    return None

@@ -1,5 +1,5 @@
-"""``retriever train ...``: contriever (unsupervised, from a corpus), finetune (supervised, from pairs), url, and
-crosslingual (transliteration contrast, from multilingual text).
+"""``retriever train ...``: contriever (unsupervised, from a corpus), finetune (supervised, from pairs), url,
+crosslingual (transliteration contrast, from multilingual text) and code (self-supervised code search, from source trees).
 
 Both run under ``torchrun --nproc_per_node N`` unchanged (DDP; only rank 0 writes and draws progress).
 """
@@ -281,6 +281,61 @@ def crosslingual(
         freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints,
         transliteration=TransliterationConfig(translation_ratio=translation_ratio, group_field=group_field, max_chars=max_chars),
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
+    )
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+
+
+@app.command()
+@user_errors
+def code(
+    sources: list[Path] = typer.Argument(..., help="Source trees (folders or .py files) to learn from."),
+    out: Path = OUT,
+    base: str = typer.Option("minilm", "--base", help="Model to start from (alias, folder or hub id)."),
+    exclude: list[Path] = typer.Option([], "--exclude", help="Corpus (e.g. an evaluation set) whose functions are removed from training, by normalized hash (repeatable)."),
+    doc_ratio: float = typer.Option(0.5, "--doc-ratio", help="Share of docstring->code pairs (the rest: code vs augmented code)."),
+    augment: float = typer.Option(0.5, "--augment", help="Probability of each program augmentation (renaming, dead code, swaps, comment removal) per view."),
+    token_delete: float = typer.Option(0.1, "--token-delete", help="Per-token deletion probability on the docstring side."),
+    token_replace: float = typer.Option(0.05, "--token-replace", help="Per-token replacement probability on the docstring side."),
+    token_swap: float = typer.Option(0.3, "--token-swap", help="Probability of swapping two docstring tokens."),
+    validation: int = typer.Option(500, "--validation", help="Functions with docstrings held out to select the best step (0 = none)."),
+    min_lines: int = typer.Option(3, "--min-lines", help="Shortest function used, in lines."),
+    steps: int = STEPS,
+    batch_size: int = BATCH,
+    accumulate: int = ACCUMULATE,
+    lr: Optional[float] = LR,
+    weight_decay: float = WEIGHT_DECAY,
+    warmup: Optional[int] = WARMUP,
+    temperature: float = TEMPERATURE,
+    max_tokens: int = MAX_TOKENS,
+    max_grad_norm: float = MAX_GRAD_NORM,
+    seed: int = SEED,
+    precision: str = PRECISION,
+    device: str = DEVICE,
+    freeze_embeddings: bool = FREEZE,
+    eval_every: int = EVAL_EVERY,
+    eval_metric: str = typer.Option("MRR@10", "--eval-metric", help="Metric on the validation slice that picks the best step."),
+    eval_batch_size: int = EVAL_BATCH,
+    save_every: int = SAVE_EVERY,
+    keep_checkpoints: int = KEEP,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    stop_after: Optional[int] = STOP_AFTER,
+    as_json: bool = AS_JSON,
+) -> None:
+    """Contrastive code-search training (ContraBERT-style): docstring vs code and code vs augmented code, from source trees."""
+    from training.config import CodeConfig, EvalConfig
+
+    settings = CodeConfig(exclude=tuple(str(p) for p in exclude), doc_ratio=doc_ratio, augment=augment,
+                          token_delete=token_delete, token_replace=token_replace, token_swap=token_swap,
+                          validation=validation, min_lines=min_lines)
+    if eval_every and not validation:
+        raise RetrieverError("--eval-every needs --validation > 0")
+    config = _config(
+        "code", tuple(str(p) for p in sources), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
+        lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
+        max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed, precision=precision,
+        freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints, code=settings,
+        eval=EvalConfig(every=eval_every, metric=eval_metric, batch_size=eval_batch_size, split="dev"),
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
 

@@ -65,7 +65,8 @@ class SentenceTransformerEncoder:
         self.pooling = _pooling_mode(self.model)
         from retriever.presets import get_preset
 
-        self.preprocess = get_preset(spec.preset).preprocess
+        self.preprocessor = get_preset(spec.preset).preprocessor
+        self._preprocess = _preprocessor(self.preprocessor)
 
     @property
     def tokenizer(self):
@@ -77,8 +78,6 @@ class SentenceTransformerEncoder:
         return int(self.model.max_seq_length)
 
     def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
-        if self.preprocess is not None:
-            texts = [self.preprocess(t) for t in texts]
         vectors = self.model.encode(
             list(texts),
             batch_size=batch_size,
@@ -88,15 +87,18 @@ class SentenceTransformerEncoder:
         )
         return np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(texts), self.dim)
 
+    def prepare(self, texts: Sequence[str], *, queries: bool) -> list[str]:
+        """The exact strings the model encodes: the preset's preprocessor (same for both sides), then the prefix."""
+        prefix = self.spec.query_prefix if queries else self.spec.document_prefix
+        return [prefix + self._preprocess(t) for t in texts]
+
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Encode queries (with the query prefix) into ``(n, dim)`` float32."""
-        prefix = self.spec.query_prefix
-        return self._encode([prefix + t for t in texts] if prefix else texts, batch_size)
+        """Encode queries (preprocessed, with the query prefix) into ``(n, dim)`` float32."""
+        return self._encode(self.prepare(texts, queries=True), batch_size)
 
     def encode_documents(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Encode documents/passages (with the document prefix) into ``(n, dim)`` float32."""
-        prefix = self.spec.document_prefix
-        return self._encode([prefix + t for t in texts] if prefix else texts, batch_size)
+        """Encode documents/passages (preprocessed, with the document prefix) into ``(n, dim)`` float32."""
+        return self._encode(self.prepare(texts, queries=False), batch_size)
 
     def describe(self) -> dict[str, Any]:
         """What the index manifest records about this encoder."""
@@ -109,8 +111,15 @@ class SentenceTransformerEncoder:
             "pooling": self.pooling,
             "query_prefix": self.spec.query_prefix,
             "document_prefix": self.spec.document_prefix,
+            "preprocessor": self.preprocessor,
             "max_seq_length": self.max_seq_length,
         }
+
+
+def _preprocessor(name: str | None):
+    from retriever.presets import preprocessor_function
+
+    return preprocessor_function(name)
 
 
 def _pooling_mode(model) -> str:
@@ -151,6 +160,10 @@ def encoder_from_manifest(encoder: dict[str, Any], *, device: str = "auto") -> E
     loaded = load_encoder(encoder.get("path") or encoder["model"], preset=encoder.get("preset"), device=device)
     if loaded.dim != encoder["dim"]:
         raise ModelError(f"model {loaded.name!r} gives {loaded.dim}-d vectors, the index holds {encoder['dim']}-d")
+    recorded = encoder.get("preprocessor")
+    if recorded is not None and recorded != loaded.preprocessor:
+        raise ModelError(f"the index was built with preprocessor {recorded!r}, preset {loaded.spec.preset!r} "
+                         f"applies {loaded.preprocessor!r}")
     if encoder.get("transliterate"):
         from retriever.transliterate import transliteration_of, with_transliteration
 

@@ -1,7 +1,8 @@
 """Encoder presets: an explicit registry, never guessed from a model name.
 
-A preset names a default base model and the preprocessing its documents and queries need. Later
-presets (code, sql) register here when their preprocessing exists.
+A preset names a default base model, the preprocessing its documents and queries need (by a name that
+the index manifest records, so search applies exactly what the build applied) and how its input is read.
+Later presets (sql) register here when their preprocessing exists.
 """
 
 from __future__ import annotations
@@ -20,28 +21,44 @@ class Preset:
     default_model: the model alias or path used when no ``--model`` is given; None = a model must be given
         (a model trained with ``retriever train``).
     description: one line for ``--help`` and ``retriever index info``.
-    preprocess: applied to every document and query before the model's tokenizer (None = text as is).
-    documents: how ``retriever index build`` reads its input: ``corpus`` (JSONL/TSV/... documents) or
-        ``urls`` (one URL per line, or TSV/CSV/JSONL records with a ``url`` field).
+    preprocessor: the name of a text preprocessor (see :data:`PREPROCESSORS`) applied alike to queries and
+        documents before encoding, recorded in the manifest; None = texts go to the model as they are.
+    documents: how ``retriever index build`` reads its input: ``corpus`` (JSONL/TSV/... documents),
+        ``urls`` (one URL per line, or TSV/CSV/JSONL records with a ``url`` field) or ``code`` (source trees).
     """
 
     name: str
     default_model: str | None
     description: str
-    preprocess: Callable[[str], str] | None = None
-    documents: Literal["corpus", "urls"] = "corpus"
+    preprocessor: str | None = None
+    documents: Literal["corpus", "urls", "code"] = "corpus"
 
 
-def _url_text(url: str) -> str:
+def _code_identifiers(text: str) -> str:
+    from retriever.code_text import preprocess_code
+
+    return preprocess_code(text)
+
+
+def _url_pieces(url: str) -> str:
     from retriever.url_tokens import url_text  # imported on first use: tldextract stays off the CLI's startup path
 
     return url_text(url)
 
 
+PREPROCESSORS: dict[str, Callable[[str], str]] = {
+    "code-identifiers-v1": _code_identifiers,
+    "url-pieces-v1": _url_pieces,
+}
+"""Text preprocessors by the name a preset and a manifest record (a new behaviour gets a new name)."""
+
 PRESETS: dict[str, Preset] = {
     "text": Preset("text", "minilm", "English text (all-MiniLM-L6-v2)"),
     "crosslingual": Preset("crosslingual", "multilingual-e5-small", "multilingual text (multilingual-e5-small)"),
-    "url": Preset("url", None, "URLs (a model from `retriever train url`; URL-aware pre-tokenization)", _url_text, "urls"),
+    "url": Preset("url", None, "URLs (a model from `retriever train url`; URL-aware pre-tokenization)",
+                  preprocessor="url-pieces-v1", documents="urls"),
+    "code": Preset("code", "minilm", "source code: identifiers split into words next to the raw code (base all-MiniLM-L6-v2)",
+                   preprocessor="code-identifiers-v1", documents="code"),
 }
 
 DEFAULT_PRESET = "text"
@@ -57,3 +74,17 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise ModelError(f"unknown encoder preset {name!r}; available: {', '.join(sorted(PRESETS))}") from None
+
+
+def preprocessor_function(name: str | None) -> Callable[[str], str]:
+    """The text function registered as ``name`` (identity for None).
+
+    Raises:
+        ModelError: a name this version does not know (e.g. an index built by a newer version).
+    """
+    if name is None:
+        return lambda text: text
+    try:
+        return PREPROCESSORS[name]
+    except KeyError:
+        raise ModelError(f"unknown preprocessor {name!r}; this version knows {', '.join(sorted(PREPROCESSORS))}") from None

@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from indexing.errors import RetrieverError
 
-Objective = Literal["contriever", "finetune", "url", "crosslingual"]
-OBJECTIVES: tuple[str, ...] = ("contriever", "finetune", "url", "crosslingual")
+Objective = Literal["contriever", "finetune", "url", "crosslingual", "code"]
+OBJECTIVES: tuple[str, ...] = ("contriever", "finetune", "url", "crosslingual", "code")
 Anchor = Literal["crop", "sentence"]
 ANCHORS: tuple[str, ...] = ("crop", "sentence")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -156,6 +156,38 @@ class TransliterationConfig:
 
 
 @dataclass(frozen=True)
+class CodeConfig:
+    """Self-supervised code-search pairs (``code`` objective; see :mod:`training.code_data`).
+
+    Attributes:
+        exclude: corpora whose functions are removed from training (by normalized hash), e.g. the CoSQA folder.
+        doc_ratio: share of examples that pair a docstring summary with its code (the rest: code with code).
+        augment: probability of each program-level augmentation per code view.
+        token_delete, token_replace: per-token probabilities on the docstring side; token_swap: probability of
+            one swap of two tokens.
+        validation: functions with docstrings held out as the validation set (0 = none).
+        min_lines: shortest function kept, in lines.
+    """
+
+    exclude: tuple[str, ...] = ()
+    doc_ratio: float = 0.5
+    augment: float = 0.5
+    token_delete: float = 0.1
+    token_replace: float = 0.05
+    token_swap: float = 0.3
+    validation: int = 500
+    min_lines: int = 3
+
+    def validate(self) -> None:
+        for name in ("doc_ratio", "augment", "token_delete", "token_replace", "token_swap"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise RetrieverError(f"--{name.replace('_', '-')} must be in [0, 1] (got {value})")
+        if self.validation < 0 or self.min_lines < 1:
+            raise RetrieverError("--validation must be >= 0 and --min-lines >= 1")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Periodic evaluation on a BEIR folder with exact in-memory search; the best step becomes the output model.
 
@@ -184,9 +216,10 @@ class TrainConfig:
 
     Attributes:
         objective: ``contriever`` (two crops of one chunk), ``finetune`` (query/positive[/negatives] pairs),
-            ``url`` (SimCSE: two dropout views of one URL, the first masked for ``mlm``) or
-            ``crosslingual`` (a sentence vs its romanization, optionally vs a translation).
-        data: corpus paths (contriever) or the pairs file/BEIR folder (finetune), as given.
+            ``url`` (SimCSE: two dropout views of one URL, the first masked for ``mlm``),
+            ``crosslingual`` (a sentence vs its romanization, optionally vs a translation) or
+            ``code`` (docstring/code and code/augmented-code pairs from source trees).
+        data: corpus paths (contriever), the pairs file/BEIR folder (finetune) or source trees (code), as given.
         base: a model (alias, folder, hub id) or ``scratch``.
         steps: optimizer steps.
         batch_size: pairs per forward pass over all processes together (each of N processes takes batch/N).
@@ -239,6 +272,7 @@ class TrainConfig:
     adversarial: float = 0.0
     mlm: MlmConfig | None = None
     transliteration: TransliterationConfig = field(default_factory=TransliterationConfig)
+    code: CodeConfig = field(default_factory=CodeConfig)
 
     def validate(self) -> "TrainConfig":
         """Check every value; raises RetrieverError naming the flag. Returns self."""
@@ -276,6 +310,7 @@ class TrainConfig:
         self.negatives.validate()
         self.eval.validate()
         self.transliteration.validate()
+        self.code.validate()
         if self.scratch is not None:
             self.scratch.validate()
         if self.mlm is not None:
@@ -286,6 +321,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         record = asdict(self)
         record["data"] = list(self.data)
+        record["code"]["exclude"] = list(self.code.exclude)
         return record
 
     def to_json(self) -> str:
@@ -301,6 +337,8 @@ class TrainConfig:
         values["negatives"] = NegativesConfig(**record.get("negatives", {}))
         values["eval"] = EvalConfig(**record.get("eval", {}))
         values["transliteration"] = TransliterationConfig(**record.get("transliteration", {}))
+        code = dict(record.get("code", {}))
+        values["code"] = CodeConfig(**{**code, "exclude": tuple(code.get("exclude", ()))})
         values["scratch"] = ScratchConfig(**record["scratch"]) if record.get("scratch") else None
         values["mlm"] = MlmConfig(**record["mlm"]) if record.get("mlm") else None
         return cls(**values)

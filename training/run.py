@@ -55,6 +55,10 @@ def check_inputs(config: TrainConfig) -> None:
         from indexing.url_readers import read_urls
 
         read_urls(config.data)
+    elif config.objective == "code":
+        for path in list(config.data) + list(config.code.exclude):
+            if not Path(path).exists():
+                raise RetrieverError(f"{path}: no such file or directory")
     else:
         path = Path(config.data[0])
         if not path.exists():
@@ -115,15 +119,20 @@ def run_training(
         base = _prepare_base(config, root, dist)
         if config.objective == "crosslingual":
             base = replace(base, preset="crosslingual")
+        if config.objective == "code":
+            base = replace(base, preset="code")  # the model card makes `--model OUT` apply the code preprocessing
         from training.export import load_encoder_for_training
 
         encoder = load_encoder_for_training(base.path, max_tokens=config.max_tokens, device="cpu")
         data = _build_data(config, encoder.tokenizer, base, out, dist, local_device, labeled)
         devset = None
-        if config.eval.dataset is not None:
+        eval_config = config.eval
+        if eval_config.dataset is None and getattr(data, "validation_dir", None) is not None:
+            eval_config = replace(eval_config, dataset=str(data.validation_dir), split="dev")
+        if eval_config.dataset is not None:
             from training.dev_eval import DevSet
 
-            devset = DevSet(config.eval, query_prefix=base.query_prefix, document_prefix=base.document_prefix)
+            devset = DevSet(eval_config, query_prefix=base.query_prefix, document_prefix=base.document_prefix)
         from training.trainer import Trainer
 
         log.info("training on %s (%s, %d process%s): %s", local_device, precision, dist.world_size,
@@ -187,6 +196,10 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
         room = config.max_tokens - 2  # [CLS] ... [SEP]
         urls = tokenize_urls((doc.text for doc in _read_urls(config)), tokenizer, max_length=room)
         return UrlData(urls, token_space(tokenizer), mask=config.mlm.probability if config.mlm else 0.0, seed=config.seed)
+    if config.objective == "code":
+        from training.code_data import build_code_data
+
+        return build_code_data(config, tokenizer, base, out, dist)
     if config.objective == "contriever":
         from indexing.readers import read_corpus
 

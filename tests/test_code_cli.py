@@ -1,0 +1,141 @@
+"""Code search as a user runs it: index a source tree, search it in plain English, train a code model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+TREE = {
+    "pkg/files.py": '''import os
+
+
+def readLinesFromFile(filePath):
+    """Open a text file and return its lines without trailing newlines."""
+    with open(filePath) as handle:
+        return [line.rstrip("\\n") for line in handle]
+
+
+def count_words(text):
+    """Count how many times each word occurs in a string."""
+    counts = {}
+    for word in text.split():
+        counts[word] = counts.get(word, 0) + 1
+    return counts
+''',
+    "pkg/net.py": '''class Client:
+    def __init__(self, host, port=80):
+        self.host = host
+        self.port = port
+
+    @property
+    def timeout(self):
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, seconds):
+        self._timeout = seconds
+
+    def fetchUrl(self, path):
+        """Download a web page over HTTP and return the body."""
+        import urllib.request
+        return urllib.request.urlopen(f"http://{self.host}:{self.port}{path}").read()
+
+
+def celsius_to_fahrenheit(degrees):
+    return degrees * 9 / 5 + 32
+''',
+    "legacy/old.py": 'print "python 2"\n',
+}
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture()
+def source_tree(tmp_path) -> Path:
+    root = tmp_path / "project"
+    for rel, text in TREE.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text, encoding="utf-8")
+    return root
+
+
+def test_index_a_source_tree_and_find_a_function_in_plain_english(tmp_path, source_tree, caplog):
+    index = tmp_path / "idx"
+    built = run("index", "build", source_tree, "--encoder", "code", "--out", index, "--device", "cpu", "--json")
+    assert built.exit_code == 0, built.output
+    manifest = json.loads(built.stdout.strip().splitlines()[-1])
+    assert manifest["encoder"]["preset"] == "code" and manifest["encoder"]["preprocessor"] == "code-identifiers-v1"
+    assert manifest["counts"]["documents"] == 8  # 7 functions + the Python 2 file kept whole as text
+    assert any("old.py:1: does not parse as Python 3" in r.getMessage() for r in caplog.records)
+
+    cases = {
+        "convert a temperature from celsius": "pkg/net.py:celsius_to_fahrenheit:20",
+        "read all lines of a text file": "pkg/files.py:readLinesFromFile:4",
+        "download a web page": "pkg/net.py:Client.fetchUrl:14",
+        "how often does each word appear": "pkg/files.py:count_words:10",
+    }
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"_id": f"q{i}", "text": q}) + "\n" for i, q in enumerate(cases)), encoding="utf-8")
+    hits = run("search", index, "--queries", queries, "-k", "3", "--json", "--device", "cpu")
+    assert hits.exit_code == 0, hits.output
+    records = [json.loads(line) for line in hits.stdout.strip().splitlines()]
+    assert {r["query"]: r["hits"][0]["id"] for r in records} == cases
+    top = records[0]["hits"][0]
+    assert top["metadata"] == {"path": "pkg/net.py", "qualname": "celsius_to_fahrenheit", "language": "python",
+                               "start_line": 20, "end_line": 21}
+    assert top["title"] == "def celsius_to_fahrenheit(degrees)"
+
+    table = runner.invoke(app, ["search", str(index), "convert a temperature from celsius", "-k", "1", "--device", "cpu"],
+                          terminal_width=200)
+    assert table.exit_code == 0 and "pkg/net.py:20" in table.output and "celsius_to_fahrenhe" in table.output
+
+
+def test_code_model_trains_through_the_cli_and_records_its_preset(tmp_path, tiny_model):
+    import json as _json
+
+    src = Path(_json.__file__).parent  # the stdlib json package: a real source tree present wherever Python runs
+    exclude = tmp_path / "exclude.jsonl"
+    first = src / "encoder.py"
+    from indexing.code_reader import python_functions
+
+    excluded = python_functions(first.read_text(encoding="utf-8"))[0]
+    exclude.write_text(_json.dumps({"_id": "x", "text": excluded.code}) + "\n", encoding="utf-8")
+    out = tmp_path / "model"
+    result = run("train", "code", src, "--out", out, "--base", tiny_model, "--exclude", exclude, "--validation", "4",
+                 "--eval-every", "1", "--steps", "2", "--batch-size", "4", "--max-tokens", "48", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    record = _json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["finished"] and record["best_step"] is not None and "RR@10" in record["best_metrics"]
+    assert _json.loads((out / "retriever.json").read_text())["preset"] == "code"
+    counts = _json.loads((out / "code_data.json").read_text())
+    assert counts["excluded"] == 1 and counts["validation"] == 4 and counts["kept"] > 10
+    queries = (out / "validation" / "queries.jsonl").read_text().splitlines()
+    assert len(queries) == 4
+
+    # --model OUT alone gives the code preset and its preprocessing
+    project = tmp_path / "p"
+    (project).mkdir()
+    shutil.copy(first, project / "encoder.py")
+    index = tmp_path / "idx"
+    built = run("index", "build", project, "--model", out, "--out", index, "--device", "cpu", "--json")
+    assert built.exit_code == 0, built.output
+    manifest = _json.loads(built.stdout.strip().splitlines()[-1])
+    assert manifest["encoder"]["preset"] == "code" and manifest["encoder"]["preprocessor"] == "code-identifiers-v1"
+    assert manifest["counts"]["documents"] == len(python_functions(first.read_text(encoding="utf-8")))
+
+
+def test_train_code_errors_are_one_line(tmp_path, tiny_model):
+    result = run("train", "code", tmp_path / "missing", "--out", tmp_path / "m", "--base", tiny_model, "--device", "cpu")
+    assert result.exit_code == 2 and "no such file or directory" in result.output and "Traceback" not in result.output
+    result = run("train", "code", tmp_path, "--out", tmp_path / "m", "--doc-ratio", "2", "--device", "cpu")
+    assert result.exit_code == 2 and "--doc-ratio must be in [0, 1]" in result.output
