@@ -81,7 +81,9 @@ def build(
         from retriever.transliterate import with_transliteration
 
         enc = with_transliteration(enc, documents=True, queries=True)
-    default_window = 0 if enc.preprocess is not None else enc.max_seq_length // 2  # preprocessed text is not chunked
+    from retriever.presets import get_preset
+
+    default_window = 0 if get_preset(preset).documents == "urls" else enc.max_seq_length // 2  # a URL is one passage
     window = default_window if chunk_tokens is None else chunk_tokens
     overlap = (window // 4 if window else 0) if chunk_overlap is None else chunk_overlap
     if window < 0 or overlap < 0 or (window and overlap >= window):

@@ -298,7 +298,7 @@ class TrainConfig:
             (self.save_every >= 0, f"--save-every must be >= 0 (got {self.save_every})"),
             (self.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1 (got {self.keep_checkpoints})"),
             ((self.base == SCRATCH) == (self.scratch is not None), "scratch sizes are given only with --base scratch"),
-            (not (self.base == SCRATCH and self.objective != "contriever"), f"{self.objective} needs a trained --base, not scratch"),
+            (not (self.base == SCRATCH and self.objective not in ("contriever", "url")), f"{self.objective} needs a trained --base, not scratch"),
             (self.adversarial >= 0, f"--adversarial must be >= 0 (got {self.adversarial})"),
             (self.mlm is None or self.objective == "url", "masked-language modelling is part of the url objective only"),
         ]
