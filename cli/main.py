@@ -19,6 +19,7 @@ app.add_typer(index_cmd.app, name="index")
 app.command("search")(search_cmd.search)
 app.command("eval")(eval_cmd.evaluate)
 app.add_typer(__import__("cli.train_cmd", fromlist=["app"]).app, name="train")
+app.command("serve")(__import__("cli.serve_cmd", fromlist=["serve"]).serve)
 
 
 @app.callback()
