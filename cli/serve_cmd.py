@@ -29,6 +29,7 @@ def serve(
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body, in bytes."),
     max_batch: int = typer.Option(64, "--max-batch", help="Queries of concurrent requests searched together, at most."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="How long a query may wait for others to batch with."),
+    bm25: bool = typer.Option(False, "--bm25", help="Open BM25 now (building it if missing or stale; needs Java) and keep it ready across reloads."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request (uvicorn's access log)."),
 ) -> None:
     """Serve an index over HTTP: POST /search, GET /health, GET /info (reloads after index add/delete)."""
@@ -53,12 +54,15 @@ def serve(
     if not _loopback(host) and not api_key:
         console.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can reach it can query it",
                       highlight=False)
-    state = IndexState(index_dir, device=device, index_device=index_device)
+    if bm25:
+        console.print("opening BM25 (built first when missing or stale)", highlight=False)
+    state = IndexState(index_dir, device=device, index_device=index_device, bm25=bm25)
     console.print(f"serving {index_dir} (version {state.version}, {state.manifest.counts.get('documents', 0):,} documents) "
                   f"on http://{host}:{port}  (API key {'required' if api_key else 'off'})", highlight=False)
     app = create_app(state, limits=limits, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms)
     try:
-        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", workers=1)
+        # One process: the index and model are loaded once; requests in flight get 30 s to finish on shutdown.
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=30)
     finally:
         state.close()
 

@@ -176,6 +176,7 @@ def test_health_and_info(client, state):
     assert info["documents"] == len(DOCS) and info["version"] == state.version and info["factory"] == "Flat"
     assert info["limits"]["max_k"] == 50 and info["modes"] == ["dense", "bm25", "hybrid"]
     assert info["api_key_required"] is False
+    assert set(info["stats"]) == {"batches", "queries", "reloads"} and info["stats"]["queries"] >= info["stats"]["batches"]
 
 
 @needs_bm25
@@ -316,6 +317,25 @@ def test_reload_after_add_and_delete(tmp_path, encoder):
         state.close()
 
 
+def test_a_broken_commit_keeps_the_served_version(tmp_path, encoder):
+    """A manifest naming missing files is not served (nor retried per request); the next good commit is."""
+    index = _build(tmp_path, encoder)
+    state = IndexState(index, device="cpu", encoder=encoder)
+    original = json.loads((index / "manifest.json").read_text())
+    try:
+        with TestClient(create_app(state)) as c:
+            want = c.post("/search", json={"query": QUERIES[0], "k": 3}).json()
+            broken = {**original, "version": 2, "files": {**original["files"], "index": "index.v2.faiss"}}
+            (index / "manifest.json").write_text(json.dumps(broken))
+            assert c.post("/search", json={"query": QUERIES[0], "k": 3}).json() == want
+            assert state.refresh() is False and state.version == 1 and state.reloads == 0
+            (index / "manifest.json").write_text(json.dumps({**original, "version": 3}))
+            assert c.post("/search", json={"query": QUERIES[0], "k": 3}).json() == want
+            assert state.version == 3 and state.reloads == 1
+    finally:
+        state.close()
+
+
 def test_an_unchanged_manifest_is_not_reloaded(state):
     assert state.refresh() is False
     assert state.reloads == 0
@@ -397,22 +417,22 @@ def test_retriever_serve_command(index, tmp_path):
 
     try:
         url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # a loaded CI machine can be slow to import torch
         while True:
             assert process.poll() is None, (tmp_path / "serve.log").read_text()
             try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/health", timeout=10).status_code == 200:
                     break
             except httpx.TransportError:
                 pass
-            assert time.monotonic() < deadline, "the server did not come up in 60 s"
+            assert time.monotonic() < deadline, "the server did not come up in 300 s"
             time.sleep(0.2)
         headers = {"Authorization": "Bearer k3y"}
-        response = httpx.post(f"{url}/search", json={"queries": QUERIES[:2], "k": 2}, headers=headers, timeout=30)
+        response = httpx.post(f"{url}/search", json={"queries": QUERIES[:2], "k": 2}, headers=headers, timeout=120)
         assert response.status_code == 200, response.text
         assert [len(r["hits"]) for r in response.json()["results"]] == [2, 2]
-        assert httpx.post(f"{url}/search", json={"query": "lava"}, timeout=30).status_code == 401
-        bad = httpx.post(f"{url}/search", content=b"{nope", headers={**headers, "content-type": "application/json"}, timeout=30)
+        assert httpx.post(f"{url}/search", json={"query": "lava"}, timeout=120).status_code == 401
+        bad = httpx.post(f"{url}/search", content=b"{nope", headers={**headers, "content-type": "application/json"}, timeout=120)
         assert bad.status_code == 400
     finally:
         process.terminate()
@@ -423,5 +443,5 @@ def test_retriever_serve_command(index, tmp_path):
 
 def test_serve_refuses_a_missing_index(tmp_path):
     done = subprocess.run([sys.executable, "-m", "cli", "serve", str(tmp_path / "none")], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=120)
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=300)
     assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr

@@ -128,6 +128,7 @@ def create_app(
             modes=list(MODES),
             limits=limits.as_dict(),
             api_key_required=bool(api_key),
+            stats={"batches": batcher.batches, "queries": batcher.batched_queries, "reloads": state.reloads},
         )
 
     return app
@@ -186,9 +187,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         details = [_clean(e) for e in exc.errors()]
-        if any(e.get("type") == "json_invalid" for e in details):
-            reason = next(e.get("ctx", {}).get("error", "") for e in details if e.get("type") == "json_invalid")
-            return _error(400, f"malformed JSON: {reason}".rstrip(": "), details)
+        bad_json = next((e for e in details if e.get("type") == "json_invalid"), None)
+        if bad_json is not None:
+            reason = str(bad_json.get("ctx", {}).get("error", "")) or "cannot parse the body"
+            at = [p for p in bad_json.get("loc", ()) if isinstance(p, int)]
+            return _error(400, f"malformed JSON: {reason}" + (f" (character {at[0]})" if at else ""), details)
         first = details[0] if details else {}
         where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
         message = first.get("msg", "invalid request")

@@ -144,6 +144,7 @@ class Info(BaseModel):
     modes: list[Mode]
     limits: dict[str, int]
     api_key_required: bool
+    stats: dict[str, int] = Field(description="Since start: batches searched, queries in them, index reloads.")
 
 
 class Error(BaseModel):

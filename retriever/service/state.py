@@ -87,7 +87,7 @@ class IndexState:
         """Swap in the committed version when it differs from the served one; True when it did.
 
         A version that cannot be opened (e.g. removed again by a newer commit while loading) is
-        retried; if it still fails, the served version stays and the next call tries again.
+        retried; if it still fails, the served version stays until the manifest changes again.
         """
         signature = manifest_signature(self.path)
         if signature == self._signature or signature is None:
@@ -103,6 +103,7 @@ class IndexState:
             except IndexDirError as exc:
                 if attempt == RELOAD_ATTEMPTS:
                     log.warning("keeping index version %d: the new one cannot be opened: %s", self.version, exc)
+                    self._signature = signature  # not retried on every batch; the next commit is
                     return False
                 time.sleep(0.05 * attempt)
                 signature = manifest_signature(self.path)
