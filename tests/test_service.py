@@ -69,10 +69,35 @@ needs_bm25 = pytest.mark.skipif(not _has_bm25(), reason="BM25 needs pyserini and
 
 
 @pytest.fixture(scope="module")
-def encoder(tiny_model):
+def model(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model with a tokenizer that adds [CLS] ... [SEP], as every BERT tokenizer does.
+
+    (The shared fixture's tokenizer adds none, so a query of control characters becomes zero tokens,
+    which no real model produces and the model cannot encode; schemathesis generates such queries.)
+    """
+    import shutil
+
+    from tokenizers import Tokenizer
+    from tokenizers.processors import TemplateProcessing
+
+    folder = tmp_path_factory.mktemp("bert-like") / "st"
+    shutil.copytree(tiny_model, folder)
+    for path in folder.rglob("tokenizer.json"):
+        tokenizer = Tokenizer.from_file(str(path))
+        cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+        tokenizer.post_processor = TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
+                                                      special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+        tokenizer.save(str(path))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def encoder(model):
     from retriever.encoder import load_encoder
 
-    return load_encoder(str(tiny_model), device="cpu")
+    loaded = load_encoder(str(model), device="cpu")
+    assert loaded.tokenizer("\x07")["input_ids"] == [loaded.tokenizer.cls_token_id, loaded.tokenizer.sep_token_id]
+    return loaded
 
 
 def _build(folder: Path, encoder) -> Path:
@@ -201,6 +226,7 @@ def test_bm25_and_hybrid_modes(client, index, encoder):
         ({"query": "lava", "mode": "sparse"}, 422, "mode: Input should be 'dense', 'bm25' or 'hybrid'"),
         ({"query": "x" * 201}, 422, "query: String should have at most 200 characters"),
         ({"query": ""}, 422, "query: String should have at least 1 character"),
+        ({"queries": ["lava", " \t"]}, 422, "queries.1: String should match pattern"),
         ('{"query": "lava \\ud800"}', 422, "query: Input should be a valid string, unable to parse raw data as a unicode string"),
         ('{"query": "lava", "filters": {"lang": "\\udfff"}}', 422, "filters.lang: Input should be a valid string"),
         ({"queries": ["a"] * 9}, 422, "queries: List should have at most 8 items"),

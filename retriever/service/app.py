@@ -110,7 +110,7 @@ def create_app(
     @app.get("/info", response_model=Info, responses={k: v for k, v in errors.items() if k == 401},
              dependencies=guarded, summary="The served index (manifest summary) and the request limits.")
     async def info() -> Info:
-        await batcher.call(state.refresh)  # between batches, in the search thread
+        await batcher.call(lambda: _refresh(state))  # between batches, in the search thread
         manifest = state.manifest
         return Info(
             path=str(state.path),
@@ -139,10 +139,7 @@ def _run_batch(state: IndexState, jobs: list[tuple[Any, list[str]]]) -> list[Any
 
     Returns, per job, its hits as ``[[hit dict, ...] per query]`` or the exception its search raised.
     """
-    try:
-        state.refresh()
-    except Exception:  # keep serving the loaded version; the next batch tries again
-        log.exception("reloading %s failed", state.path)
+    _refresh(state)
     searcher = state.searcher
     groups: dict[Any, list[int]] = {}
     for i, (key, _) in enumerate(jobs):
@@ -162,6 +159,14 @@ def _run_batch(state: IndexState, jobs: list[tuple[Any, list[str]]]) -> list[Any
             results[i] = [[hit.to_dict() for hit in row] for row in found[at : at + n]]
             at += n
     return results
+
+
+def _refresh(state: IndexState) -> None:
+    """Reload a changed index; on an unexpected failure keep serving the loaded version (logged)."""
+    try:
+        state.refresh()
+    except Exception:
+        log.exception("reloading %s failed; still serving version %d", state.path, state.version)
 
 
 def _key_checker(api_key: str):

@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 Mode = Literal["dense", "bm25", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
+
+NOT_BLANK = r"\S"
+"""A query must hold a character other than whitespace (the pattern matches anywhere in the string)."""
 
 FILTER_FIELD = r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,63}$"
 """Metadata field names a filter may name (letters, digits, ``_ . -`` and spaces; at most 64 characters)."""
@@ -53,7 +56,10 @@ def request_model(limits: Limits) -> type[BaseModel]:
     Unknown fields are refused (a misspelt ``mdoe`` must not silently search densely). Absent fields
     default to None but ``null`` is refused, so the schema states exactly what is accepted.
     """
-    text = Annotated[str, StringConstraints(min_length=1, max_length=limits.max_query_chars)]
+    # A blank query means nothing. The pattern states it in the schema; the validator applies it with
+    # Python's notion of whitespace (str.isspace), the one schema tools generate test data with.
+    text = Annotated[str, StringConstraints(min_length=1, max_length=limits.max_query_chars, pattern=NOT_BLANK),
+                     AfterValidator(_not_blank)]
     field = Annotated[str, StringConstraints(pattern=FILTER_FIELD)]
     value = Annotated[str, StringConstraints(max_length=limits.max_query_chars)]
 
@@ -70,7 +76,7 @@ def request_model(limits: Limits) -> type[BaseModel]:
         ),
         __doc__="One query (``query``) or a batch (``queries``), with the number of documents ``k`` and the mode.",
         __validators__={"exactly_one": model_validator(mode="after")(exactly_one)},
-        query=(text, Field(None, json_schema_extra=_no_default, description=f"One query, 1..{limits.max_query_chars} characters.")),
+        query=(text, Field(None, json_schema_extra=_no_default, description=f"One query, 1..{limits.max_query_chars} characters, not only whitespace.")),
         queries=(
             list[text],
             Field(None, min_length=1, max_length=limits.max_queries, json_schema_extra=_no_default,
@@ -84,6 +90,12 @@ def request_model(limits: Limits) -> type[BaseModel]:
                   description="Metadata filters field -> value (string compare), applied before top-k."),
         ),
     )
+
+
+def _not_blank(text: str) -> str:
+    if text.isspace():
+        raise PydanticCustomError("blank", "String should hold a character other than whitespace")
+    return text
 
 
 def _no_default(schema: dict[str, Any]) -> None:
