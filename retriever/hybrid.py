@@ -124,6 +124,11 @@ class HybridSearcher:
             self._bm25 = ensure_bm25(opened.path, opened.docstore, opened.manifest, announce=self._announce)
         return self._bm25
 
+    @property
+    def bm25_open(self) -> bool:
+        """Whether the BM25 index has been opened (a bm25/hybrid search or :attr:`bm25` ran)."""
+        return self._bm25 is not None
+
     def close(self) -> None:
         if self._bm25 is not None:
             self._bm25.close()

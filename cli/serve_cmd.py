@@ -1,0 +1,76 @@
+"""``retriever serve``: the HTTP query service (FastAPI + uvicorn) over one index directory."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from cli.common import console, user_errors
+from indexing.errors import RetrieverError
+
+
+@user_errors
+def serve(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (loopback by default; 0.0.0.0 for all)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    api_key: Optional[str] = typer.Option(
+        None, "--api-key", envvar="RETRIEVER_API_KEY", show_envvar=True,
+        help="Require this key (Authorization: Bearer KEY or X-API-Key: KEY) on /search and /info.",
+    ),
+    device: str = typer.Option("auto", "--device", help="Query encoder device: auto, cpu or cuda[:N]."),
+    index_device: Optional[str] = typer.Option(None, "--index-device", help="FAISS index device (see retriever search)."),
+    max_k: int = typer.Option(1000, "--max-k", help="Largest k a request may ask for."),
+    max_queries: int = typer.Option(128, "--max-queries", help="Most queries in one request."),
+    max_query_chars: int = typer.Option(2048, "--max-query-chars", help="Longest query, in characters."),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body, in bytes."),
+    max_batch: int = typer.Option(64, "--max-batch", help="Queries of concurrent requests searched together, at most."),
+    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="How long a query may wait for others to batch with."),
+    bm25: bool = typer.Option(False, "--bm25", help="Open BM25 now (building it if missing or stale; needs Java) and keep it ready across reloads."),
+    access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request (uvicorn's access log)."),
+) -> None:
+    """Serve an index over HTTP: POST /search, GET /health, GET /info (reloads after index add/delete)."""
+    try:
+        import uvicorn
+
+        from retriever.service.app import create_app
+        from retriever.service.schemas import Limits
+        from retriever.service.state import IndexState
+    except ImportError as exc:
+        raise RetrieverError(f"retriever serve needs the serve extra ({exc.name} is missing): pip install 'retriever[serve]'") from None
+    if not 0 < port < 65536:
+        raise RetrieverError(f"--port must be in 1..65535 (got {port})")
+    if max_batch < 1 or max_wait_ms < 0:
+        raise RetrieverError("--max-batch must be >= 1 and --max-wait-ms >= 0")
+    try:
+        limits = Limits(max_k=max_k, max_queries=max_queries, max_query_chars=max_query_chars, max_body_bytes=max_body_bytes)
+    except ValueError as exc:
+        raise RetrieverError(f"--{str(exc).replace('_', '-')}") from None
+    if api_key is not None and not api_key.strip():
+        raise RetrieverError("--api-key is empty")
+    if not _loopback(host) and not api_key:
+        console.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can reach it can query it",
+                      highlight=False)
+    if bm25:
+        console.print("opening BM25 (built first when missing or stale)", highlight=False)
+    state = IndexState(index_dir, device=device, index_device=index_device, bm25=bm25)
+    console.print(f"serving {index_dir} (version {state.version}, {state.manifest.counts.get('documents', 0):,} documents) "
+                  f"on http://{host}:{port}  (API key {'required' if api_key else 'off'})", highlight=False)
+    app = create_app(state, limits=limits, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    try:
+        # One process: the index and model are loaded once; requests in flight get 30 s to finish on shutdown.
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=30)
+    finally:
+        state.close()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
