@@ -92,6 +92,7 @@ def build(
         from retriever.distributed import RayShardPool
 
         pool = RayShardPool(enc.describe(), address=ray_address, workers=ray_workers, batch_size=batch_size)
+        _quiet_ray_data()
     out_dir.mkdir(parents=True, exist_ok=True)
     records = count_records(corpus)
     if records is not None and num_shards > 1:
@@ -113,6 +114,18 @@ def build(
         f"index {manifest.factory}" + (" (chosen by auto)" if index == "auto" else "") + f", model {manifest.encoder['model']}",
         highlight=False,
     )
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data logs every scheduling step at INFO (its import sets that level); keep them for --verbose."""
+    import logging
+
+    try:
+        import ray.data  # noqa: F401  (configures the "ray.data" logger)
+    except ImportError:
+        return  # the pool reports the missing extra
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 @app.command()
