@@ -52,7 +52,7 @@ def bench_encode(texts: int, repeats: int, work: Path) -> dict:
     torch.set_num_threads(2)
     enc = load_encoder("minilm", device="cpu")
     started = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     ray_start = time.perf_counter() - started
 
     def build(engine: str, workers: int | None, name: str) -> float:
@@ -212,9 +212,10 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / 10 for f, t in zip(found.tolist(), truth.tolist())]))
 
 
-def bench_ooc(vectors_path: Path, work: Path, factory: str, nprobe: int, ratio: float, rows: int | None) -> dict:
+def bench_ooc(vectors_path: Path, work: Path, factory: str, nprobe: int, ratio: float, rows: int | None, n_queries: int) -> dict:
     from indexing.npy_file import NpyFile
 
+    source_name = f"{vectors_path.name}" + (f"[:{rows}]" if rows else "")
     if rows:  # the first `rows` vectors, copied block by block into the scratch folder
         source = NpyFile(vectors_path, rows=rows)
         sliced = np.lib.format.open_memmap(work / "vectors.npy", mode="w+", dtype=np.float32, shape=source.shape)
@@ -228,13 +229,13 @@ def bench_ooc(vectors_path: Path, work: Path, factory: str, nprobe: int, ratio: 
     limit = MemoryLimit(int(vector_bytes / ratio))
     log = work / "ooc.log"
     result: dict = {"vectors": data.shape[0], "dim": data.shape[1], "vector_bytes": vector_bytes, "cgroup": limit.kind,
-                    "memory_limit_bytes": limit.limit, "factory": factory, "nprobe": nprobe, "log": str(log)}
+                    "memory_limit_bytes": limit.limit, "factory": factory, "nprobe": nprobe, "queries": n_queries, "source": source_name}
     try:
         ids = work / "ids.txt"
         ids.write_text("".join(f"v{i}\n" for i in range(data.shape[0])))
         rng = np.random.default_rng(1)
-        pick = np.sort(rng.choice(data.shape[0], 1000, replace=False))
-        queries = np.vstack([data[int(i) : int(i) + 1] for i in pick]) + 0.1 * rng.normal(size=(1000, data.shape[1])).astype(np.float32)
+        pick = np.sort(rng.choice(data.shape[0], n_queries, replace=False))
+        queries = np.vstack([data[int(i) : int(i) + 1] for i in pick]) + 0.1 * rng.normal(size=(n_queries, data.shape[1])).astype(np.float32)
         queries /= np.linalg.norm(queries, axis=1, keepdims=True)
         np.save(work / "queries.npy", queries.astype(np.float32))
         truth = exact_top10(vectors_path, queries.astype(np.float32))
@@ -296,7 +297,7 @@ def markdown(data: dict) -> str:
         if "on_disk_search" in o:
             b = o["on_disk_search"]
             lines += [f"- on-disk search inside the cgroup: exit {b['exit']}, cgroup peak {(b['cgroup_peak_bytes'] or 0) / 2**30:.2f} GiB, "
-                      f"process RSS {b.get('rss', 0) / 2**30:.2f} GiB, {b.get('seconds', 0):.1f} s for 1000 queries"]
+                      f"process RSS {b.get('rss', 0) / 2**30:.2f} GiB, {b.get('seconds', 0):.1f} s for {o['queries']} queries"]
         if "control_load_all_vectors_exit" in o:
             code = o["control_load_all_vectors_exit"]
             lines += [f"- control: a process reading all vectors into memory under the same limit exits with {code}"
@@ -323,27 +324,35 @@ def main() -> None:
     parser.add_argument("--ooc-nprobe", type=int, default=16)
     parser.add_argument("--ooc-ratio", type=float, default=2.0, help="vector bytes / memory limit")
     parser.add_argument("--ooc-rows", type=int, default=None, help="use only the first N vectors")
+    parser.add_argument("--ooc-queries", type=int, default=1000)
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args()
     sections = args.sections.split(",")
     previous = REPO / "benchmarks" / "results" / "scale.json"
-    data = json.loads(previous.read_text()) if previous.is_file() else {}
-    data.pop("machine", None), data.pop("written", None)
+
+    def save(name: str, section: dict) -> dict:
+        """Merge one section into the results file as it is now (sections may be run separately)."""
+        data = json.loads(previous.read_text()) if previous.is_file() else {}
+        data = {k: v for k, v in data.items() if k not in ("machine", "written")}
+        data[name] = section
+        path = write_results("scale", data)
+        data = json.loads(path.read_text())
+        write_results("scale", {k: v for k, v in data.items() if k not in ("machine", "written")}, markdown(data))
+        return data
+
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         work = Path(tmp)
         for name in sections:
             (work / name).mkdir()
             print(f"== {name}", file=sys.stderr)
             if name == "encode":
-                data["encode"] = bench_encode(args.texts, args.repeats, work / name)
+                data = save(name, bench_encode(args.texts, args.repeats, work / name))
             elif name == "sharded":
-                data["sharded"] = bench_sharded(work / name, args.shards, max(5, args.repeats))
+                data = save(name, bench_sharded(work / name, args.shards, max(5, args.repeats)))
             elif name == "ooc":
-                data["ooc"] = bench_ooc(args.ooc_vectors, work / name, args.ooc_factory, args.ooc_nprobe, args.ooc_ratio, args.ooc_rows)
-            path = write_results("scale", data)  # after each section, so a later failure keeps it
-            data = {k: v for k, v in json.loads(path.read_text()).items() if k not in ("written",)}
-    write_results("scale", {k: v for k, v in data.items() if k != "machine"}, markdown(data))
-    print(markdown(data))
+                data = save(name, bench_ooc(args.ooc_vectors, work / name, args.ooc_factory, args.ooc_nprobe, args.ooc_ratio,
+                                            args.ooc_rows, args.ooc_queries))
+            print(markdown(data))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ from indexing.manifest import Manifest
 
 log = logging.getLogger(__name__)
 
-BLOCK_BYTES = 256 << 20
+BLOCK_BYTES = 64 << 20
 """While building on-disk lists, vectors are added to in-memory blocks of about this size, then merged to disk."""
 
 ShardReader = Callable[[int], tuple[np.ndarray, np.ndarray]]

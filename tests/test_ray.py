@@ -33,7 +33,7 @@ def cluster():
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers need not import the tests package
     for attempt in range(3):
         try:
-            ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
             break
         except Exception:  # "The current node timed out during startup" under heavy load
             ray.shutdown()
@@ -56,10 +56,10 @@ def stored(path: Path) -> tuple[list[tuple[str, int]], np.ndarray]:
 def test_ray_encoded_index_equals_single_process_index(cluster, tmp_path, small_corpus, tiny_model):
     common = ["--model", tiny_model, "--index", "Flat", "--chunk-tokens", "16", "--chunk-overlap", "4",
               "--shard-docs", "16", "--device", "cpu", "--json"]
-    local = runner.invoke(app, ["index", "build", small_corpus, "--out", tmp_path / "local", *map(str, common)])
+    local = runner.invoke(app, [str(a) for a in ["index", "build", small_corpus, "--out", tmp_path / "local", *common]])
     assert local.exit_code == 0, local.output
-    result = runner.invoke(app, ["index", "build", small_corpus, "--out", tmp_path / "ray", "--engine", "ray",
-                                 "--ray-workers", "2", *map(str, common)])
+    result = runner.invoke(app, [str(a) for a in ["index", "build", small_corpus, "--out", tmp_path / "ray", "--engine", "ray",
+                                                  "--ray-workers", "2", *common]])
     assert result.exit_code == 0, result.output
     ids_local, vectors_local = stored(tmp_path / "local")
     ids_ray, vectors_ray = stored(tmp_path / "ray")

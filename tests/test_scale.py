@@ -222,3 +222,23 @@ def test_cli_build_slice_options_are_checked(tmp_path, small_corpus, tiny_model)
     manifest = json.loads(result.stdout)
     assert manifest["counts"]["documents"] == 30 and manifest["build"]["shard_id"] == 1
     assert {"shard.0", "shard.1"} <= set(manifest["files"])
+
+
+@pytest.mark.gpu
+def test_sharded_index_is_spread_over_the_gpus_and_matches_the_cpu(tmp_path):
+    from indexing.faiss_index import parts
+    from indexing.gpu import faiss_gpu_count
+
+    if faiss_gpu_count() == 0:
+        pytest.skip("faiss has no GPU support here (faiss-cpu)")
+    rng = np.random.default_rng(4)
+    vecs = rng.normal(size=(6000, 32)).astype(np.float32)
+    build_from_vectors(tmp_path / "s", vecs, (f"v{i}" for i in range(6000)),
+                       BuildConfig(corpus=("v",), factory="Flat", docs_per_shard=1000, index_shards=3))
+    queries = rng.normal(size=(50, 32)).astype(np.float32)
+    cpu = Searcher.load(tmp_path / "s", device="cpu").retrieve_vectors(queries, 10)
+    gpu = Searcher.load(tmp_path / "s", device="cpu", index_device="cuda:0")
+    shards = parts(gpu.opened.vectors.index)
+    assert len(shards) == 3 and all("Gpu" in type(s).__name__ for s in shards)
+    got = gpu.retrieve_vectors(queries, 10)
+    assert np.mean([a == b for w, g in zip(cpu, got) for a, b in zip(w.ids, g.ids)]) > 0.98
