@@ -1,4 +1,4 @@
-"""``retriever index ...``: build, add, delete, compact, info, verify, from-vectors."""
+"""``retriever index ...``: build, merge, add, delete, compact, info, verify, from-vectors."""
 
 from __future__ import annotations
 
@@ -65,6 +65,13 @@ def build(
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
     bm25: bool = typer.Option(False, "--bm25", help="Also build the BM25 index (INDEX/bm25) for --mode bm25/hybrid; needs Java."),
     transliterate: bool = typer.Option(False, "--transliterate", help="Romanize documents (uroman) before encoding, and every query at search time; recorded in the manifest. Stored texts stay as written."),
+    engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data workers, one model copy each)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local one)."),
+    ray_workers: Optional[int] = typer.Option(None, "--ray-workers", help="Ray worker actors (default: one per GPU, else per CPU)."),
+    num_shards: int = typer.Option(1, "--num-shards", help="Index only every N-th document (with --shard-id); merge with `index merge`."),
+    shard_id: int = typer.Option(0, "--shard-id", help="Which slice (0..N-1): documents at positions I, I+N, I+2N, ..."),
+    index_shards: int = typer.Option(1, "--index-shards", help="Split the FAISS index into K shards searched in parallel."),
+    on_disk: bool = typer.Option(False, "--on-disk", help="IVF only: keep inverted lists in a memory-mapped file (indexes larger than RAM)."),
 ) -> None:
     """Encode a corpus and build an index (streaming, resumable, committed atomically)."""
     from indexing.builder import BuildConfig, build_index
@@ -73,10 +80,15 @@ def build(
 
     if metric not in ("ip", "l2"):
         raise RetrieverError(f"--metric {metric!r}: use ip or l2")
+    if engine not in ("local", "ray"):
+        raise RetrieverError(f"--engine {engine!r}: use local or ray")
+    if engine == "local" and (ray_address or ray_workers):
+        raise RetrieverError("--ray-address/--ray-workers need --engine ray")
     preset = resolve_model(model, preset=encoder).preset
     read = _reader(preset, corpus, id_field, title_field, text_field)
     read()  # checks paths and formats now, before a model is loaded
-    enc = load_encoder(model, preset=encoder, device=device)
+    # with Ray the workers encode; this process only chunks, so its copy of the model stays on the CPU
+    enc = load_encoder(model, preset=encoder, device="cpu" if engine == "ray" else device)
     if transliterate:
         from retriever.transliterate import with_transliteration
 
@@ -98,11 +110,25 @@ def build(
         docs_per_shard=docs_per_shard,
         nprobe=nprobe,
         encoder=enc.describe(),
+        engine=engine,
+        num_shards=num_shards,
+        shard_id=shard_id,
+        index_shards=index_shards,
+        on_disk=on_disk,
     )
+    pool = None
+    if engine == "ray":
+        from retriever.distributed import RayShardPool
+
+        pool = RayShardPool(enc.describe(), address=ray_address, workers=ray_workers, batch_size=batch_size)
+        _quiet_ray_data()
     out_dir.mkdir(parents=True, exist_ok=True)
-    with BuildProgress(count_records(corpus), enabled=not as_json) as progress:
+    records = count_records(corpus)
+    if records is not None and num_shards > 1:
+        records = len(range(shard_id, records, num_shards))
+    with BuildProgress(records, enabled=not as_json) as progress:
         manifest = build_index(
-            out_dir, read, enc, config, resume=resume, overwrite=overwrite, progress=progress
+            out_dir, read, enc, config, resume=resume, overwrite=overwrite, progress=progress, pool=pool,
         )
     if bm25:
         from retriever.sparse import bm25_of
@@ -114,6 +140,45 @@ def build(
     console.print(
         f"built [bold]{out_dir}[/]: {manifest.counts['documents']:,} documents, {manifest.counts['passages']:,} passages, "
         f"index {manifest.factory}" + (" (chosen by auto)" if index == "auto" else "") + f", model {manifest.encoder['model']}",
+        highlight=False,
+    )
+
+
+def _quiet_ray_data() -> None:
+    """Ray Data logs every scheduling step at INFO (its import sets that level); keep them for --verbose."""
+    import logging
+
+    try:
+        import ray.data  # noqa: F401  (configures the "ray.data" logger)
+    except ImportError:
+        return  # the pool reports the missing extra
+    if not logging.getLogger().isEnabledFor(logging.INFO):
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+@app.command()
+@user_errors
+def merge(
+    inputs: list[Path] = typer.Argument(..., help="Indexes to merge (e.g. the outputs of --num-shards/--shard-id builds)."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Merged index directory to create."),
+    index: Optional[str] = typer.Option(None, "--index", help="FAISS factory of the merged index (default: the inputs')."),
+    sharded: bool = typer.Option(False, "--sharded", help="Keep one FAISS index per input, searched in parallel."),
+    on_disk: bool = typer.Option(False, "--on-disk", help="IVF only: inverted lists in a memory-mapped file."),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="Default IVF lists visited per query."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+) -> None:
+    """Merge indexes built alike (same model, dim, metric, chunking) into one: same ids, vectors and documents."""
+    from indexing.merge import merge_indexes
+
+    manifest = merge_indexes(inputs, out_dir, factory=index, sharded=sharded, on_disk=on_disk, nprobe=nprobe, overwrite=overwrite)
+    if as_json:
+        print_json(json.loads(manifest.to_json()))
+        return
+    shards = sum(1 for role in manifest.files if role.startswith("shard."))
+    console.print(
+        f"merged {len(inputs)} indexes into [bold]{out_dir}[/]: {manifest.counts['documents']:,} documents, "
+        f"{manifest.counts['passages']:,} passages, index {manifest.factory}" + (f" in {shards} shards" if shards else ""),
         highlight=False,
     )
 
@@ -147,6 +212,8 @@ def from_vectors(
     metric: str = typer.Option("ip", "--metric"),
     overwrite: bool = typer.Option(False, "--overwrite"),
     resume: bool = typer.Option(False, "--resume"),
+    index_shards: int = typer.Option(1, "--index-shards", help="Split the FAISS index into K shards searched in parallel."),
+    on_disk: bool = typer.Option(False, "--on-disk", help="IVF only: keep inverted lists in a memory-mapped file."),
 ) -> None:
     """Build an index from vectors you already have (search them by vector, or by text with --model)."""
     from indexing.builder import BuildConfig, build_from_vectors
@@ -164,7 +231,8 @@ def from_vectors(
         record = load_encoder(model, device="cpu").describe()
         if record["dim"] != array.shape[1]:
             raise RetrieverError(f"model {model} gives {record['dim']}-d vectors, {vectors} holds {array.shape[1]}-d")
-    config = BuildConfig(corpus=(str(vectors),), factory=index, metric=metric, docs_per_shard=65536)
+    config = BuildConfig(corpus=(str(vectors),), factory=index, metric=metric, docs_per_shard=65536,
+                         index_shards=index_shards, on_disk=on_disk)
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(ids_file, encoding="utf-8") as fh:  # ids are streamed, memory stays flat
         ids = (line.rstrip("\n") for line in fh if line.strip())
@@ -261,7 +329,8 @@ def info(index_dir: Path = typer.Argument(..., help="Index directory."), as_json
         ("documents", f"{manifest.counts['documents']:,}"),
         ("passages", f"{manifest.counts['passages']:,}"),
         ("deleted, pending compaction", f"{manifest.counts.get('tombstones', 0):,}"),
-        ("factory", manifest.factory + (f" (auto)" if manifest.factory_requested == "auto" else "")),
+        ("factory", manifest.factory + (f" (auto)" if manifest.factory_requested == "auto" else "")
+         + _layout(manifest)),
         ("metric", manifest.metric),
         ("model", f"{enc.get('model')} ({enc.get('preset')}, {manifest.dim}-d, {enc.get('pooling')} pooling, normalized={enc.get('normalized')})"),
         ("transliteration", ", ".join(side for side in ("documents", "queries") if (enc.get("transliterate") or {}).get(side)) or "none"),
@@ -271,6 +340,13 @@ def info(index_dir: Path = typer.Argument(..., help="Index directory."), as_json
     for key, value in rows:
         table.add_row(f"[bold]{key}[/]", value)
     out.print(table)
+
+
+def _layout(manifest) -> str:
+    from indexing.layout import is_on_disk, shard_roles
+
+    shards = len(shard_roles(manifest))
+    return (f", {shards} shards" if shards else "") + (", on-disk IVF lists" if is_on_disk(manifest) else "")
 
 
 @app.command()

@@ -38,5 +38,5 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progre
         format="%(message)s",
         handlers=[RichHandler(show_path=False, console=__import__("cli.common", fromlist=["console"]).console)],
     )
-    for noisy in ("sentence_transformers", "transformers", "faiss"):
+    for noisy in ("sentence_transformers", "transformers", "faiss", "ray"):
         logging.getLogger(noisy).setLevel(logging.WARNING if verbose else logging.ERROR)

@@ -282,6 +282,25 @@ class DocStore:
                 out[pid] = PassageRecord(doc_id, title, text, text[begin:end], _metadata(metadata))
         return out
 
+    def passage_texts(self, first_pid: int, stop_pid: int) -> list[tuple[int, str, str, str]]:
+        """``(pid, doc_id, title, passage text)`` of the passages with ``first_pid <= pid < stop_pid``, by pid."""
+        query = (
+            "SELECT p.pid, p.doc_id, d.title, d.text, p.start, p.end FROM passages p "
+            "JOIN documents d ON d.doc_id = p.doc_id WHERE p.pid >= ? AND p.pid < ? ORDER BY p.pid"
+        )
+        rows = self.conn.execute(query, (first_pid, stop_pid))
+        return [(pid, doc_id, title, text[begin:end]) for pid, doc_id, title, text, begin, end in rows]
+
+    def passage_rows(self, after_pid: int, limit: int) -> list[tuple[int, str, int, int, int]]:
+        """Up to ``limit`` ``(pid, doc_id, index, start, end)`` rows with ``pid > after_pid``, by pid."""
+        query = "SELECT pid, doc_id, idx, start, end FROM passages WHERE pid > ? ORDER BY pid LIMIT ?"
+        return list(self.conn.execute(query, (after_pid, limit)))
+
+    def shard_counts(self) -> dict[int, tuple[int, int]]:
+        """Build shard -> (documents, passages) written by it."""
+        query = "SELECT shard, COUNT(DISTINCT doc_id), COUNT(*) FROM passages WHERE shard IS NOT NULL GROUP BY shard"
+        return {int(shard): (int(docs), int(passages)) for shard, docs, passages in self.conn.execute(query)}
+
     def tombstones(self) -> np.ndarray:
         """Pids deleted from the store but still in an index that cannot remove vectors, ``(n,)`` int64."""
         return np.array([r[0] for r in self.conn.execute("SELECT pid FROM tombstones")], dtype=np.int64)

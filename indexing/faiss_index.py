@@ -40,6 +40,13 @@ def _is_hnsw(index: faiss.Index) -> bool:
     return isinstance(inner, (faiss.IndexHNSW,)) or "HNSW" in type(inner).__name__
 
 
+def parts(index: faiss.Index) -> list[faiss.Index]:
+    """The shards of a ``faiss.IndexShards`` (downcast), or ``[index]`` for any other index."""
+    if isinstance(index, faiss.IndexShards):
+        return [faiss.downcast_index(index.at(i)) for i in range(index.count())]
+    return [index]
+
+
 class VectorIndex:
     """One FAISS index with int64 ids.
 
@@ -83,7 +90,7 @@ class VectorIndex:
     @property
     def supports_remove(self) -> bool:
         """HNSW graphs cannot drop vectors; deletions there are honoured at search time."""
-        return not _is_hnsw(self.index)
+        return not _is_hnsw(parts(self.index)[0])
 
     def train(self, sample: np.ndarray) -> None:
         """Train quantizers on ``sample`` ``(n, dim)`` float32 (no-op for indexes that need no training)."""
@@ -109,9 +116,10 @@ class VectorIndex:
         if faiss.try_extract_index_ivf(self.index) is not None:
             ivf = faiss.extract_index_ivf(self.index)
             if ivf.direct_map.type == faiss.DirectMap.NoMap:
-                ivf.make_direct_map()
-        return np.vstack([self.index.reconstruct(int(i)) for i in ids]).astype(np.float32) if len(ids) else \
-            np.zeros((0, self.dim), np.float32)
+                ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # ids are not sequential
+        if not len(ids):
+            return np.zeros((0, self.dim), np.float32)
+        return np.asarray(self.index.reconstruct_batch(np.ascontiguousarray(ids, dtype=np.int64)), dtype=np.float32)
 
     # --- search ---------------------------------------------------------------------------
     def search(
@@ -150,12 +158,13 @@ class VectorIndex:
         return self.index.search(queries, k, params=params)
 
     def _search_params(self, selector, nprobe: int | None, ef_search: int | None, k: int):
-        inner = faiss.downcast_index(self.index.index) if isinstance(self.index, faiss.IndexIDMap) else self.index
-        if faiss.try_extract_index_ivf(self.index) is not None:
+        first = parts(self.index)[0]  # the shards of a sharded index share one type
+        inner = faiss.downcast_index(first.index) if isinstance(first, faiss.IndexIDMap) else first
+        if faiss.try_extract_index_ivf(first) is not None:
             if selector is None and nprobe is None:
                 return None
             params = faiss.SearchParametersIVF()
-            params.nprobe = nprobe or faiss.extract_index_ivf(self.index).nprobe
+            params.nprobe = nprobe or faiss.extract_index_ivf(first).nprobe
         elif isinstance(inner, faiss.IndexHNSW):
             params = faiss.SearchParametersHNSW()
             # the beam must be at least k wide, or HNSW returns fewer than k results
@@ -169,10 +178,11 @@ class VectorIndex:
         return params
 
     def set_nprobe(self, nprobe: int) -> None:
-        """Default number of IVF lists visited per query (no-op for non-IVF indexes)."""
-        ivf = faiss.try_extract_index_ivf(self.index)
-        if ivf is not None:
-            ivf.nprobe = nprobe
+        """Default number of IVF lists visited per query, on every shard (no-op for non-IVF indexes)."""
+        for part in parts(self.index):
+            ivf = faiss.try_extract_index_ivf(part)
+            if ivf is not None:
+                ivf.nprobe = nprobe
 
     # --- persistence ----------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -184,15 +194,22 @@ class VectorIndex:
         os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path, factory: str, metric: Metric, *, mmap: bool = False) -> "VectorIndex":
+    def load(cls, path: Path, factory: str, metric: Metric, *, mmap: bool = False, on_disk: bool = False) -> "VectorIndex":
         """Read an index written by :meth:`save`. ``mmap`` maps IVF inverted lists instead of reading them.
+
+        ``on_disk``: the index keeps its inverted lists in a ``*.ivfdata`` file (see ``indexing.layout``),
+        looked up beside ``path`` and memory-mapped read-only (``mmap`` is then implied: FAISS's
+        IO_FLAG_MMAP itself crashes on such an index).
 
         Raises:
             IndexDirError: the file is missing or unreadable.
         """
         if not path.is_file():
             raise IndexDirError(f"{path}: index file is missing")
-        flags = (faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY) if mmap else 0
+        if on_disk:
+            flags = faiss.IO_FLAG_ONDISK_SAME_DIR | faiss.IO_FLAG_READ_ONLY
+        else:
+            flags = (faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY) if mmap else 0
         try:
             index = faiss.read_index(str(path), flags)
         except RuntimeError as exc:

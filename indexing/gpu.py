@@ -49,11 +49,18 @@ def resolve_index_device(device: str) -> str:
 def to_device(index: faiss.Index, device: str) -> faiss.Index:
     """Return ``index`` placed on ``device`` (``"cpu"`` or ``"cuda:N"``); the CPU index is returned as is.
 
-    Index types without a GPU implementation (HNSW) stay on the CPU, with a log message.
+    Index types without a GPU implementation (HNSW) stay on the CPU, with a log message. The shards of a
+    ``faiss.IndexShards`` are spread over all GPUs (shard i on GPU ``(N + i) % count``) and searched in parallel.
     """
     if device == "cpu":
         return index
     ordinal = int(device.split(":", 1)[1])
+    if isinstance(index, faiss.IndexShards):
+        count = max(1, faiss_gpu_count())
+        spread = faiss.IndexShards(index.d, True, False)
+        for i in range(index.count()):
+            spread.add_shard(to_device(faiss.downcast_index(index.at(i)), f"cuda:{(ordinal + i) % count}"))
+        return spread
     resources = faiss.StandardGpuResources()
     options = faiss.GpuClonerOptions()
     options.useFloat16 = False

@@ -4,7 +4,8 @@ Layout::
 
     INDEX/
       manifest.json           the commit point (see indexing.manifest)
-      index.v<N>.faiss        the FAISS index of version N
+      index.v<N>.faiss        the FAISS index of version N (or index.v<N>.s<i>.faiss per shard, and
+                              index.v<N>[.s<i>].ivfdata for on-disk IVF lists: see indexing.layout)
       docstore.v<N>.sqlite    ids, text, metadata, passages of version N
       bm25/                   optional Lucene index (retriever.bm25)
       .build/                 an unfinished build (removed when the build commits)
@@ -23,7 +24,8 @@ from pathlib import Path
 
 from indexing.docstore import DocStore
 from indexing.errors import IndexDirError
-from indexing.faiss_index import Metric, VectorIndex
+from indexing.faiss_index import VectorIndex
+from indexing.layout import load_vectors
 from indexing.manifest import Manifest, read_manifest, sha256_file, verify_files, write_manifest
 
 log = logging.getLogger(__name__)
@@ -54,7 +56,7 @@ class OpenIndex:
 
 
 def open_index(path: Path, *, mmap: bool | None = None, verify: bool | None = None) -> OpenIndex:
-    """Load the committed version of the index at ``path``.
+    """Load the committed version of the index at ``path`` (single-file, sharded or with on-disk lists).
 
     Args:
         mmap: map IVF inverted lists from disk instead of reading them (None: for IVF indexes, yes).
@@ -69,7 +71,7 @@ def open_index(path: Path, *, mmap: bool | None = None, verify: bool | None = No
     verify_files(path, manifest, checksums=verify)
     if mmap is None:
         mmap = manifest.factory.startswith("IVF")
-    vectors = VectorIndex.load(path / manifest.files["index"], manifest.factory, Metric(manifest.metric), mmap=mmap)
+    vectors = load_vectors(path, manifest, mmap=mmap)
     docstore = DocStore(path / manifest.files["docstore"], readonly=True)
     return OpenIndex(path, manifest, vectors, docstore)
 

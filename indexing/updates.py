@@ -19,6 +19,7 @@ from indexing.docstore import DocStore
 from indexing.documents import Document
 from indexing.errors import IndexDirError, ModelError
 from indexing.faiss_index import Metric, VectorIndex
+from indexing.layout import is_on_disk, is_sharded
 from indexing.index_dir import commit, copy_docstore, docstore_file, file_facts, index_file
 from indexing.manifest import Manifest, read_manifest, verify_files
 
@@ -53,6 +54,9 @@ class _Transaction:
     def __init__(self, path: Path):
         self.path = path
         self.manifest = read_manifest(path)
+        if is_sharded(self.manifest) or is_on_disk(self.manifest):
+            kind = "sharded" if is_sharded(self.manifest) else "on-disk IVF"
+            raise IndexDirError(f"{path}: a {kind} index cannot be updated in place; rebuild it (or merge) with the new documents")
         verify_files(path, self.manifest, checksums=False)
         self.version = self.manifest.version + 1
         self.vectors = VectorIndex.load(
