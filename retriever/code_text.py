@@ -56,6 +56,3 @@ def preprocess_code(text: str) -> str:
 
     return _IDENTIFIER.sub(expand, text)
 
-
-PREPROCESSORS = {PREPROCESSOR: preprocess_code}
-"""Preprocessors by the name a preset and a manifest record."""

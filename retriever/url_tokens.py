@@ -35,7 +35,6 @@ _AUTHORITY_END = "/?#\\"
 _DOTS = ".\u3002\uff0e\uff61"  # IDNA treats the ideographic and fullwidth full stops as dots
 _HEX = frozenset("0123456789abcdefABCDEF")
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
 
 @dataclass(frozen=True)
@@ -320,8 +319,9 @@ def train_url_tokenizer(urls: Iterable[str], vocab_size: int, *, max_tokens: int
     Its own pre-tokenizer splits on whitespace and punctuation, so text given to it without
     :func:`url_text` (plain sentence-transformers use) is still split sensibly.
     """
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    from retriever.wordpiece import SPECIAL_TOKENS, as_bert_tokenizer
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])
@@ -329,15 +329,7 @@ def train_url_tokenizer(urls: Iterable[str], vocab_size: int, *, max_tokens: int
     tok.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), limit_alphabet=2000)
     tok.train_from_iterator((url_text(u) for u in urls), trainer)
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=max_tokens,
-    )
+    return as_bert_tokenizer(tok, max_tokens=max_tokens)
 
 
 def tokenize_url(url: str, tokenizer: Any) -> list[UrlToken]:
