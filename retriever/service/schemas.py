@@ -7,16 +7,24 @@ client (or schemathesis) can read what the service accepts. The request models d
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Annotated, Any, Literal, Optional
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, create_model, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 Mode = Literal["dense", "bm25", "hybrid"]
 MODES: tuple[str, ...] = ("dense", "bm25", "hybrid")
 
-NOT_BLANK = r"\S"
+WHITESPACE = "\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+"""Every character Python's ``str.isspace`` or ECMAScript's ``\\s`` calls whitespace, as a regex class body.
+
+Spelt out because ``\\S`` differs between regex engines (U+0085 is whitespace to Python and Rust,
+not to ECMAScript), and the schema is read by all three: pydantic (Rust), schema tools (Python, ECMA).
+"""
+
+NOT_BLANK = rf"[^{WHITESPACE}]"
 """A query must hold a character other than whitespace (the pattern matches anywhere in the string)."""
 
 FILTER_FIELD = r"^[A-Za-z0-9_][A-Za-z0-9_.\- ]{0,63}$"
@@ -82,7 +90,7 @@ def request_model(limits: Limits) -> type[BaseModel]:
             Field(None, min_length=1, max_length=limits.max_queries, json_schema_extra=_no_default,
                   description=f"A batch of 1..{limits.max_queries} queries, answered in order."),
         ),
-        k=(int, Field(10, ge=1, le=limits.max_k, description="Documents per query.")),
+        k=(JsonInteger, Field(10, ge=1, le=limits.max_k, description="Documents per query.")),
         mode=(Mode, Field("dense", description="dense (vectors), bm25 (needs Java on the server) or hybrid (fused).")),
         filters=(
             dict[field, value],
@@ -92,8 +100,19 @@ def request_model(limits: Limits) -> type[BaseModel]:
     )
 
 
+def _json_integer(value: Any) -> Any:
+    """JSON Schema's ``integer``: ``10`` and ``10.0`` are one, ``true`` and ``"10"`` are not integers."""
+    if isinstance(value, (bool, str)):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+JsonInteger = Annotated[int, BeforeValidator(_json_integer)]
+"""An ``int`` as JSON Schema reads one (pydantic's lax mode would coerce booleans and numeric strings)."""
+
+
 def _not_blank(text: str) -> str:
-    if text.isspace():
+    if re.search(NOT_BLANK, text) is None:
         raise PydanticCustomError("blank", "String should hold a character other than whitespace")
     return text
 
