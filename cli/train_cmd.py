@@ -199,6 +199,7 @@ def url(
     mlm_probability: float = typer.Option(0.15, "--mlm-probability", help="Share of tokens masked and predicted (MLM)."),
     mlm_weight: float = typer.Option(1.0, "--mlm-weight", help="Weight of the MLM loss beside the contrastive one (0 = SimCSE only)."),
     adversarial: float = typer.Option(0.0, "--adversarial", help="Norm of the adversarial perturbation of input embeddings (FGM, doubles the cost; 0 = off)."),
+    label_field: Optional[str] = typer.Option(None, "--label-field", help="Supervised: the field of the URL records holding each URL's class (e.g. label); URLs of one class become positives of each other."),
     layers: Optional[int] = typer.Option(None, "--layers", help=f"Scratch model: layers (default: {URL_SIZES['layers']})."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help=f"Scratch model: hidden size (default: {URL_SIZES['hidden']})."),
     heads: Optional[int] = typer.Option(None, "--heads", help=f"Scratch model: attention heads (default: {URL_SIZES['heads']})."),
@@ -214,7 +215,8 @@ def url(
     stop_after: Optional[int] = STOP_AFTER,
     as_json: bool = AS_JSON,
 ) -> None:
-    """URL encoder (URLBERT-style): masked-language modelling + SimCSE (two dropout views), optionally adversarial."""
+    """URL encoder (URLBERT-style): masked-language modelling + SimCSE (two dropout views), optionally adversarial;
+    with --label-field, supervised contrastive on labelled URLs (same class = positives)."""
     from training.config import SCRATCH, MlmConfig, ScratchConfig
 
     sizes = {"layers": layers, "hidden": hidden, "heads": heads, "vocab_size": vocab_size}
@@ -228,6 +230,7 @@ def url(
         warmup=warmup, temperature=temperature, queue_size=0, max_tokens=max_tokens, max_grad_norm=max_grad_norm,
         seed=seed, precision=precision, save_every=save_every, keep_checkpoints=keep_checkpoints, scratch=scratch,
         adversarial=adversarial, mlm=MlmConfig(mlm_probability, mlm_weight) if mlm_weight > 0 else None,
+        label_field=label_field,
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
 

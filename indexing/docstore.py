@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
+from operator import itemgetter
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -38,6 +39,10 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+PassageRow = tuple[str, str, str, str, Any]
+"""A passage's hit fields: ``(doc_id, title, text, passage, metadata)`` (metadata a dict, or None for none)."""
+
+
 class PassageRecord(NamedTuple):
     """What a hit shows: the document and the passage that matched."""
 
@@ -48,7 +53,6 @@ class PassageRecord(NamedTuple):
     metadata: dict[str, Any]
 
 
-T = TypeVar("T")
 
 
 def _metadata(text: str) -> dict[str, Any]:
@@ -241,26 +245,38 @@ class DocStore:
             found.update(self.conn.execute(f"SELECT pid, doc_id FROM passages WHERE pid IN ({marks})", chunk))
         return [found.get(int(p)) for p in pids]
 
-    def make_hits(self, pids: Sequence[int], scores: Sequence[float], hit_type: type[T]) -> list[T]:
-        """One ``hit_type`` (a NamedTuple with fields doc id, score, title, text, passage, metadata) per known pid,
-        in order; unknown or deleted pids and FAISS's -1 are skipped. ``scores`` is aligned with ``pids``.
-        Every hit gets its own metadata dict.
+    def hit_records(self, pids: Sequence[int], scores: Sequence[float]) -> tuple[Sequence[PassageRow], Sequence[float]]:
+        """The record ``(doc_id, title, text, passage, metadata or None)`` of each known pid, with its score.
 
-        The hot path of every search: no SQLite read when the store is preloaded, one query otherwise.
+        Unknown or deleted pids and FAISS's -1 are dropped (with their scores), order is kept.
+        The hot path of every search: no SQLite read when the store is preloaded (one C-level gather then),
+        one query otherwise.
         """
+        if not len(pids):
+            return (), ()
         rows = self._rows
         if rows is None:
             found = self.records([p for p in pids if p >= 0])
-            return [hit_type._make((r.doc_id, s, r.title, r.text, r.passage, r.metadata))  # type: ignore[attr-defined]
-                    for p, s in zip(pids, scores) if (r := found.get(p)) is not None]
-        n = len(rows)
-        new = tuple.__new__  # skips the NamedTuple's Python-level __new__: about half the cost per hit
-        return [new(hit_type, (r[0], score, r[1], r[2], r[3], {} if r[4] is None else dict(r[4])))
-                for pid, score in zip(pids, scores) if 0 <= pid < n and (r := rows[pid]) is not None]
+            kept = [(r, s) for p, s in zip(pids, scores) if (r := found.get(p)) is not None]
+            return [r for r, _ in kept], [s for _, s in kept]
+        gathered = self._gather(pids, rows)
+        if gathered is not None:
+            return gathered, scores
+        kept = [(r, s) for p, s in zip(pids, scores) if 0 <= p < len(rows) and (r := rows[p]) is not None]
+        return [r for r, _ in kept], [s for _, s in kept]
 
-    def make_hit_lists(self, ranked: Sequence[tuple[Sequence[int], Sequence[float]]], hit_type: type[T]) -> list[list[T]]:
-        """:meth:`make_hits` for each ``(pids, scores)`` row of a batch of queries."""
-        return [self.make_hits(pids, scores, hit_type) for pids, scores in ranked]
+    @staticmethod
+    def _gather(pids: Sequence[int], rows: list[_Row | None]) -> Sequence[_Row] | None:
+        """``rows[p]`` for every pid in one C call, or None when a pid is -1, out of range or deleted."""
+        if min(pids) < 0:
+            return None
+        try:
+            got = itemgetter(*pids)(rows)
+        except IndexError:
+            return None
+        if len(pids) == 1:
+            got = (got,)
+        return None if None in got else got
 
     def records(self, pids: Sequence[int]) -> dict[int, PassageRecord]:
         """Hit records for ``pids`` in one query: document fields plus the passage text."""

@@ -9,10 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from retriever.hybrid import HybridSearcher
-    from retriever.searcher import Hit, Searcher
+    from retriever.hits import Hit
+    from retriever.searcher import Searcher
 
 __all__ = ["Searcher", "Hit", "HybridSearcher"]
-_HOMES = {"Searcher": "retriever.searcher", "Hit": "retriever.searcher", "HybridSearcher": "retriever.hybrid"}
+_HOMES = {"Searcher": "retriever.searcher", "Hit": "retriever.hits", "HybridSearcher": "retriever.hybrid"}
 
 
 def __getattr__(name: str) -> Any:

@@ -25,7 +25,8 @@ from indexing.errors import RetrieverError
 from retriever.bm25 import LuceneBM25
 from retriever.fusion import normalized_score_fusion, reciprocal_rank_fusion
 from retriever.hits import Hits
-from retriever.searcher import Hit, Searcher
+from retriever.hits import Hit
+from retriever.searcher import Searcher
 
 logger = logging.getLogger(__name__)
 
@@ -252,9 +253,9 @@ class HybridSearcher:
             for doc_id, score in zip(hits.ids, hits.scores.tolist()):
                 dense = known[i].get(doc_id) if i < len(known) else None
                 if dense is not None:
-                    row.append(Hit(doc_id, float(score), dense.title, dense.text, dense.passage, dense.metadata))
+                    row.append(dense.rescored(float(score)))
                 elif (doc := docs.get(doc_id)) is not None:
-                    row.append(Hit(doc_id, float(score), doc.title, doc.text, doc.text, dict(doc.metadata)))
+                    row.append(Hit(doc_id, score, doc.title, doc.text, doc.text, doc.metadata))
             out.append(row)
         return out
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from indexing.errors import ModelError, RetrieverError
 from indexing.faiss_index import Metric
 from indexing.gpu import resolve_index_device, to_device
 from indexing.index_dir import OpenIndex, open_index
-from retriever.hits import Hits
+from retriever.hits import Hit, Hits
 
 log = logging.getLogger(__name__)
 
@@ -28,26 +28,6 @@ PRELOAD_LIMIT = 256 << 20
 
 MAX_OVERFETCH = 16
 """At most this many passages per wanted document are fetched before grouping passages into documents."""
-
-
-class Hit(NamedTuple):
-    """One document in a result list; the shape of ``retriever search --json`` and the HTTP service.
-
-    Attributes:
-        id: document id. score: similarity (higher is better; negated distance for L2 indexes).
-        title, text: the document. passage: the best-matching passage (== text when not chunked).
-        metadata: the document's other fields.
-    """
-
-    id: str
-    score: float
-    title: str
-    text: str
-    passage: str
-    metadata: dict[str, Any]
-
-    def to_dict(self) -> dict[str, Any]:
-        return self._asdict()
 
 
 def _validate_k(k: int) -> None:
@@ -166,7 +146,8 @@ class Searcher:
     ) -> list[list[Hit]]:
         """Top-``k`` documents for query vectors ``(q, dim)`` float32, with text and metadata."""
         ranked = self._rank(vectors, k, filters, nprobe, ef_search)
-        return self.opened.docstore.make_hit_lists(ranked, Hit)
+        docstore = self.opened.docstore
+        return [Hit.many(*docstore.hit_records(pids, scores)) for pids, scores in ranked]
 
     def retrieve(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[Hits]:
         """Ids and scores only (no doc-store reads beyond id mapping): what evaluation needs."""

@@ -125,3 +125,18 @@ def test_url_errors(url_files, url_index, tmp_path, tiny_model):
     assert run("index", "build", corpus, "--out", text_index, "--model", tiny_model, "--device", "cpu").exit_code == 0
     assert_user_error(run("url", "classify", text_index, "http://a.com", "--device", "cpu"), "--encoder url")
     assert_user_error(run("train", "url", url_files / "missing.txt", "--out", tmp_path / "m"), "missing.txt", "no such file")
+
+
+def test_supervised_url_training_from_labels(url_files, url_model, tmp_path):
+    out = tmp_path / "supervised"
+    result = run("train", "url", url_files / "labelled.tsv", "--label-field", "label", "--base", url_model, "--out", out,
+                 "--steps", "2", "--batch-size", "6", "--max-tokens", "32", "--mlm-weight", "0", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "train_config.json").read_text())["label_field"] == "label"
+    built = run("index", "build", url_files / "labelled.tsv", "--out", tmp_path / "index", "--model", out, "--device", "cpu")
+    assert built.exit_code == 0, built.output
+    # the field must exist in every record; the url objective only
+    assert_user_error(run("train", "url", url_files / "labelled.tsv", "--label-field", "kind", "--base", url_model,
+                          "--out", tmp_path / "m", "--steps", "1", "--device", "cpu"), "labelled.tsv:2", "'kind'")
+    assert_user_error(run("train", "url", url_files / "urls.txt", "--label-field", "label", "--base", url_model,
+                          "--out", tmp_path / "m2", "--steps", "1", "--device", "cpu"), "'label'")

@@ -184,3 +184,41 @@ def test_perturbation_has_the_asked_norm_per_example():
     shifted = embedding(torch.tensor([[1, 2, 3], [4, 5, 6]]))
     assert torch.allclose((shifted - out).detach().flatten(1).norm(dim=1), torch.tensor([0.5, 0.5]), atol=1e-6)
     perturbation.remove()
+
+
+# --- supervised contrastive (labelled URLs) ----------------------------------------------------------------
+def test_supervised_info_nce_reduces_to_info_nce_and_counts_every_positive():
+    from training.losses import info_nce, supervised_info_nce
+
+    torch.manual_seed(0)
+    q = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    k = torch.nn.functional.normalize(torch.randn(6, 8), dim=1)
+    extra = torch.nn.functional.normalize(torch.randn(3, 8), dim=1)
+    distinct = torch.arange(6)
+    for negatives in (None, extra):
+        assert torch.allclose(supervised_info_nce(q, k, distinct, temperature=0.1, extra_negatives=negatives),
+                              info_nce(q, k, temperature=0.1, extra_negatives=negatives), atol=1e-6)
+    groups = torch.tensor([0, 1, 0, 1, 1, 2])
+    log_probs = torch.log_softmax(q @ k.T / 0.1, dim=1)
+    expected = torch.stack([-log_probs[i, groups == groups[i]].mean() for i in range(6)]).mean()
+    assert torch.allclose(supervised_info_nce(q, k, groups, temperature=0.1), expected, atol=1e-6)
+    with pytest.raises(ValueError):
+        supervised_info_nce(q, k, groups[:5])
+
+
+def test_labelled_urls_keep_their_classes(tiny_tokenizer):
+    from indexing.documents import Document
+    from training.url_data import UrlData, tokenize_labeled_urls, url_classes
+
+    docs = [Document(f"u{i}", "", url, {"label": "phishing" if "login" in url else "benign"}) for i, url in enumerate(URLS)]
+    pairs, names = url_classes(docs, "label")
+    assert names == ["benign", "phishing"] and [g for _, g in pairs] == [int("login" in u) for u in URLS]
+    store, groups = tokenize_labeled_urls([("", 1)] + pairs, tiny_tokenizer, max_length=30)  # no tokens: left out
+    assert len(store) == len(groups) == len(URLS) and groups.tolist() == [g for _, g in pairs]
+    space = TokenSpace(vocab_size=tiny_tokenizer.vocab_size, special_ids=frozenset(tiny_tokenizer.all_special_ids),
+                       mask_id=tiny_tokenizer.mask_token_id)
+    data = UrlData(store, space, mask=0.0, seed=0, groups=groups)
+    examples = data.examples(0, len(URLS))
+    assert sorted((e.key, e.group) for e in examples) == sorted((list(store[i]), int(groups[i])) for i in range(len(URLS)))
+    with pytest.raises(Exception, match="two classes"):
+        url_classes(docs[:1], "label")

@@ -241,6 +241,8 @@ class TrainConfig:
             a sentence against the rest of its document, with hard negatives when ``negatives.index`` is set).
         adversarial: norm of the adversarial perturbation of each example's input embeddings (FGM); 0 = off.
         mlm: the masked-language-modelling auxiliary loss (``url`` objective only); None = off.
+        label_field: ``url`` objective: a field of the URL records naming each URL's class; URLs of one class
+            are then positives of each other (supervised contrastive). None = unsupervised (SimCSE).
     """
 
     objective: Objective
@@ -271,6 +273,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     adversarial: float = 0.0
     mlm: MlmConfig | None = None
+    label_field: str | None = None
     transliteration: TransliterationConfig = field(default_factory=TransliterationConfig)
     code: CodeConfig = field(default_factory=CodeConfig)
 
@@ -301,6 +304,8 @@ class TrainConfig:
             (not (self.base == SCRATCH and self.objective not in ("contriever", "url")), f"{self.objective} needs a trained --base, not scratch"),
             (self.adversarial >= 0, f"--adversarial must be >= 0 (got {self.adversarial})"),
             (self.mlm is None or self.objective == "url", "masked-language modelling is part of the url objective only"),
+            (self.label_field is None or self.objective == "url", "--label-field applies to the url objective only"),
+            (self.label_field is None or self.queue_size == 0, "--label-field needs in-batch negatives (the queue holds no classes)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -34,12 +34,15 @@ class Example:
         query: the anchor. key: its positive. negatives: hard negatives (the same count in every example).
         query_labels: per query token, the target of an auxiliary token-level loss (masked-language
             modelling) or -100 where there is none; None when the data has no such targets.
+        group: a class id (supervised contrastive training): every key of the batch in the query's group is
+            a positive of it, not only its own; None when the data has no classes.
     """
 
     query: list[int]
     key: list[int]
     negatives: tuple[list[int], ...] = ()
     query_labels: list[int] | None = None
+    group: int | None = None
 
 
 class TrainingData(Protocol):

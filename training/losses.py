@@ -32,3 +32,32 @@ def info_nce(
     logits = queries @ candidates.T / temperature  # (n, n + m)
     labels = torch.arange(queries.shape[0], device=queries.device)  # (n,)
     return F.cross_entropy(logits, labels)
+
+
+def supervised_info_nce(
+    queries: Tensor,
+    keys: Tensor,
+    groups: Tensor,
+    *,
+    temperature: float = 0.05,
+    extra_negatives: Tensor | None = None,
+) -> Tensor:
+    """Supervised contrastive loss (Khosla et al. 2020, the "outside the log" form) over query/key pairs:
+    query ``i``'s positives are every key ``j`` with ``groups[j] == groups[i]`` (its own key ``i`` included),
+    its negatives every other key and every row of ``extra_negatives``. With all groups distinct this is
+    exactly :func:`info_nce`.
+
+    Args:
+        queries, keys: ``(n, d)`` embeddings (normalized for cosine similarity), row ``i`` a pair.
+        groups: ``(n,)`` integer class ids.
+        temperature, extra_negatives: as in :func:`info_nce`.
+
+    Returns:
+        The mean over queries of the mean negative log-probability of their positives, a 0-d tensor.
+    """
+    if queries.shape != keys.shape or groups.shape != (queries.shape[0],):
+        raise ValueError(f"queries {tuple(queries.shape)}, keys {tuple(keys.shape)} and groups {tuple(groups.shape)} do not match")
+    candidates = keys if extra_negatives is None else torch.cat([keys, extra_negatives.to(keys.dtype)])  # (n + m, d)
+    log_probs = F.log_softmax(queries @ candidates.T / temperature, dim=1)[:, : keys.shape[0]]  # (n, n)
+    positive = (groups[:, None] == groups[None, :]).to(log_probs.dtype)  # (n, n), diagonal included
+    return -((log_probs * positive).sum(1) / positive.sum(1)).mean()

@@ -191,11 +191,19 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
     from training.data import CropData, PairData, chunk_corpus, token_space
 
     if config.objective == "url":
-        from training.url_data import UrlData, tokenize_urls
+        from training.url_data import UrlData, tokenize_labeled_urls, tokenize_urls, url_classes
 
         room = config.max_tokens - 2  # [CLS] ... [SEP]
-        urls = tokenize_urls((doc.text for doc in _read_urls(config)), tokenizer, max_length=room)
-        return UrlData(urls, token_space(tokenizer), mask=config.mlm.probability if config.mlm else 0.0, seed=config.seed)
+        mask = config.mlm.probability if config.mlm else 0.0
+        if config.label_field is None:
+            urls = tokenize_urls((doc.text for doc in _read_urls(config)), tokenizer, max_length=room)
+            return UrlData(urls, token_space(tokenizer), mask=mask, seed=config.seed)
+        import numpy as np
+
+        labeled, names = url_classes(_read_urls(config), config.label_field)
+        urls, groups = tokenize_labeled_urls(labeled, tokenizer, max_length=room)
+        log.info("supervised contrastive on %s: %s", config.label_field, dict(zip(names, np.bincount(groups).tolist())))
+        return UrlData(urls, token_space(tokenizer), mask=mask, seed=config.seed, groups=groups)
     if config.objective == "code":
         from training.code_data import build_code_data
 

@@ -34,7 +34,7 @@ from training.data import SpecialTokens, TrainingData, collate, collate_labels
 from training.dev_eval import DevSet
 from training.distributed import DistInfo, barrier, gather, gather_objects
 from training.export import BaseModel, publish, save_model_folder
-from training.losses import info_nce
+from training.losses import info_nce, supervised_info_nce
 from training.moco import KeyQueue, make_key_encoder, momentum_update
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,9 @@ class Trainer:
             if self.auxiliary is not None and all(e.query_labels is not None for e in examples):
                 labels = collate_labels([e.query_labels for e in examples], self.special, cfg.max_tokens,
                                         queries["input_ids"].shape[1]).to(self.device)
+            groups = None
+            if all(e.group is not None for e in examples):
+                groups = torch.tensor([e.group for e in examples], dtype=torch.long, device=self.device)  # (n,)
             tokens += int(queries["attention_mask"].sum() + keys["attention_mask"].sum()) * self.dist.world_size
             last = micro == cfg.accumulate - 1
             passes = 2 if self.perturbation is not None else 1
@@ -268,7 +271,7 @@ class Trainer:
                 final = last and attempt == passes - 1
                 sync = contextlib.nullcontext() if final or not self.dist.enabled else self.dual.no_sync()
                 with sync:
-                    loss, positives = self._forward_loss(queries, keys, labels)
+                    loss, positives = self._forward_loss(queries, keys, labels, groups)
                     self.scaler.scale(loss / cfg.accumulate).backward()
                 if attempt == 0:
                     clean, clean_positives = loss.item(), positives
@@ -288,20 +291,21 @@ class Trainer:
         return total, tokens
 
     def _forward_loss(self, queries: dict[str, Tensor], keys: dict[str, Tensor],
-                      labels: Tensor | None) -> tuple[Tensor, Tensor]:
+                      labels: Tensor | None, groups: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Contrastive loss (+ weighted auxiliary loss) of one batch, and the gathered positives for the queue."""
         with self._autocast():
             q, k, aux = self.dual(queries, None if self.key_encoder is not None else keys, labels)
             if self.key_encoder is not None:
                 with torch.no_grad():
                     k = self.key_encoder(dict(keys))["sentence_embedding"]  # (n * (1 + h), d)
-        loss, positives = self._loss(q.float(), k.float())
+        loss, positives = self._loss(q.float(), k.float(), groups)
         if aux is not None:
             loss = loss + self.auxiliary.weight * aux.float()
         return loss, positives
 
-    def _loss(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
-        """Global InfoNCE of local ``q`` (n, d) against keys ``k`` (n * (1 + h), d) = positives then negatives.
+    def _loss(self, q: Tensor, k: Tensor, groups: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Global InfoNCE of local ``q`` (n, d) against keys ``k`` (n * (1 + h), d) = positives then negatives;
+        with class ids ``groups`` (n,), supervised contrastive: keys of the same class are positives too.
 
         Returns the loss and the gathered positives ``(world * n, d)`` (detached) for the queue.
         """
@@ -314,7 +318,11 @@ class Trainer:
         if self.queue is not None and self.queue.filled:
             extras.append(self.queue.negatives())  # (filled, d)
         extra = torch.cat(extras) if extras else None
-        loss = info_nce(all_q, all_pos, temperature=self.config.temperature, extra_negatives=extra)
+        if groups is not None:
+            loss = supervised_info_nce(all_q, all_pos, gather(groups, self.dist), temperature=self.config.temperature,
+                                       extra_negatives=extra)
+        else:
+            loss = info_nce(all_q, all_pos, temperature=self.config.temperature, extra_negatives=extra)
         return loss, all_pos.detach()
 
     def _autocast(self):
