@@ -5,7 +5,8 @@ with a fixed seed and split by registered domain (``tldextract``, bundled suffix
 addresses), so no site is on both sides: about 20% of each class goes to TEST; a domain-disjoint 10% of
 TRAIN is the validation slice that picks k (and the regularization of the baseline). TEST is used once.
 
-1. ``retriever train url TRAIN --out MODEL`` (scratch tokenizer + 4-layer BERT, MLM + SimCSE), timed (wall and CPU).
+1. ``retriever train url TRAIN --out MODEL`` (scratch tokenizer + 4-layer BERT, MLM + SimCSE), timed (wall and CPU);
+   with ``--supervised``, ``--label-field label`` on TRAIN minus VAL (MLM + supervised contrastive).
 2. ``retriever index build TRAIN --encoder url --model MODEL`` and the same for ``minilm`` (plain text), timed.
 3. k picked on the validation slice (kNN over TRAIN minus VAL, in memory), then every TEST URL classified
    through the index with :func:`retriever.url_classify.classify` (distance-weighted vote).
@@ -224,6 +225,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--supervised", action="store_true", help="Train the URL model with the labels (--label-field "
+                        "label, supervised contrastive) on TRAIN minus the validation slice, so k is still picked on unseen labels.")
     parser.add_argument("--extra-train", nargs="*", default=[], help="More `retriever train url` flags, e.g. --adversarial 1.0.")
     parser.add_argument("--sample-train", type=int, help="Use a seeded sample of this many TRAIN URLs (all methods).")
     parser.add_argument("--sample-test", type=int, help="Use a seeded sample of this many TEST URLs (all methods).")
@@ -244,6 +247,7 @@ def main() -> None:
         split["val"] = [r for r in split["val"] if r[0] in kept]
     split["test"] = sample(split["test"], args.sample_test, args.seed)
     write_tsv(work / "train.tsv", split["train"])
+    write_tsv(work / "fit.tsv", split["fit"])
     write_text_jsonl(work / "train_text.jsonl", split["train"])
     sizes = {name: {"urls": len(rows), "sites": len({site_of(u) for _, u, _ in rows}), **Counter(lab for _, _, lab in rows)}
              for name, rows in split.items()}
@@ -259,9 +263,10 @@ def main() -> None:
         log.info("tfidf: %s", json.loads((work / "result-tfidf.json").read_text())["result"])
     model = args.model or work / "model"
     if "url" in methods and args.model is None:
-        timing = cli("train", "url", str(work / "train.tsv"), "--out", str(model), "--steps", str(args.steps),
-                     "--batch-size", str(args.batch_size), "--max-tokens", str(args.max_tokens), "--seed", str(args.seed),
-                     "--device", "cpu", "--overwrite", *args.extra_train)
+        supervised = ["--label-field", "label"] if args.supervised else []
+        timing = cli("train", "url", str(work / ("fit.tsv" if args.supervised else "train.tsv")), "--out", str(model),
+                     "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-tokens", str(args.max_tokens),
+                     "--seed", str(args.seed), "--device", "cpu", "--overwrite", *supervised, *args.extra_train)
         (model / TRAIN_TIME_FILE).write_text(json.dumps({**timing, "threads": _threads(), "setting": setting}) + "\n")
     builds = {
         "url": ["index", "build", str(work / "train.tsv"), "--encoder", "url", "--model", str(model)],
@@ -336,8 +341,10 @@ def markdown(data: dict[str, Any]) -> str:
             "",
             f"URL model: {size.get('layers')} layers, hidden {size.get('hidden')}, vocabulary {size.get('vocab_size')}, "
             f"{cfg['steps']} steps x {cfg['batch_size']} URLs, max {cfg['max_tokens']} tokens, MLM "
-            f"{'on' if cfg.get('mlm') else 'off'}, adversarial {cfg.get('adversarial', 0)}; training took {took} "
-            f"({timing.get('threads')} threads, nice 19 on a 2-core machine shared with other jobs).",
+            f"{'on' if cfg.get('mlm') else 'off'}, adversarial {cfg.get('adversarial', 0)}, "
+            + (f"supervised contrastive on the '{cfg['label_field']}' field of TRAIN minus the validation slice"
+               if cfg.get("label_field") else "unsupervised (SimCSE)")
+            + f"; training took {took} ({timing.get('threads')} threads, on a 2-core machine shared with other jobs).",
         ]
     lines += ["", "Acceptance: " + (", ".join(f"{k} = {v}" for k, v in data["acceptance"].items()) or "not evaluated")]
     return "\n".join(lines) + "\n"

@@ -259,16 +259,17 @@ class DocStore:
             found = self.records([p for p in pids if p >= 0])
             kept = [(r, s) for p, s in zip(pids, scores) if (r := found.get(p)) is not None]
             return [r for r, _ in kept], [s for _, s in kept]
-        gathered = self._gather(pids, rows)
+        gathered = self.gather_records(pids)
         if gathered is not None:
             return gathered, scores
         kept = [(r, s) for p, s in zip(pids, scores) if 0 <= p < len(rows) and (r := rows[p]) is not None]
         return [r for r, _ in kept], [s for _, s in kept]
 
-    @staticmethod
-    def _gather(pids: Sequence[int], rows: list[_Row | None]) -> Sequence[_Row] | None:
-        """``rows[p]`` for every pid in one C call, or None when a pid is -1, out of range or deleted."""
-        if min(pids) < 0:
+    def gather_records(self, pids: Sequence[int]) -> Sequence[PassageRow] | None:
+        """The record of every pid (see :meth:`hit_records`) in one C call; None when the store is not preloaded
+        or a pid is -1, out of range or deleted (then :meth:`hit_records` sorts them out)."""
+        rows = self._rows
+        if rows is None or not len(pids) or min(pids) < 0:
             return None
         try:
             got = itemgetter(*pids)(rows)

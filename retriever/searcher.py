@@ -145,9 +145,21 @@ class Searcher:
         ef_search: int | None = None,
     ) -> list[list[Hit]]:
         """Top-``k`` documents for query vectors ``(q, dim)`` float32, with text and metadata."""
-        ranked = self._rank(vectors, k, filters, nprobe, ef_search)
+        found = self._search_passages(vectors, k, filters, nprobe, ef_search)
+        if found is None:
+            return [[] for _ in range(len(vectors))]
+        scores, pids = found
         docstore = self.opened.docstore
-        return [Hit.many(*docstore.hit_records(pids, scores)) for pids, scores in ranked]
+        if self._passages_per_doc == 1:
+            # the common case, in one gather for the whole batch: every pid a known document, the store in memory
+            records = docstore.gather_records(pids.ravel().tolist())
+            if records is not None:
+                hits, width = Hit.many(records, scores.ravel().tolist()), pids.shape[1]
+                return [hits[at : at + width] for at in range(0, len(hits), width)]
+            ranked = list(zip(pids.tolist(), scores.tolist()))
+        else:
+            ranked = self._group(scores, pids, k)
+        return [Hit.many(*docstore.hit_records(p, s)) for p, s in ranked]
 
     def retrieve(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[Hits]:
         """Ids and scores only (no doc-store reads beyond id mapping): what evaluation needs."""
@@ -187,13 +199,35 @@ class Searcher:
 
         Unchunked indexes may leave FAISS's -1 (no result) at the end of a row; consumers skip it.
         """
+        found = self._search_passages(vectors, k, filters, nprobe, ef_search)
+        if found is None:
+            return [([], []) for _ in range(len(vectors))]
+        scores, pids = found
+        if self._passages_per_doc == 1:  # a pid is a document: no grouping, no id lookup here (fetch == k)
+            return list(zip(pids.tolist(), scores.tolist()))
+        return self._group(scores, pids, k)
+
+    def _search_passages(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        filters: Mapping[str, str] | None,
+        nprobe: int | None,
+        ef_search: int | None,
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """FAISS's ``(scores, pids)``, each ``(q, fetch)``, higher scores better: k passages per query when a
+        document is one passage, more (to group) otherwise. None when ``filters`` match no document.
+
+        Raises:
+            RetrieverError: k < 1, or vectors of the wrong shape.
+        """
         _validate_k(k)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[1] != self.manifest.dim:
             raise RetrieverError(f"query vectors have shape {vectors.shape}, the index expects (n, {self.manifest.dim})")
         allow = self.opened.docstore.filter_pids(dict(filters)) if filters else None
         if allow is not None and not len(allow):
-            return [([], []) for _ in range(len(vectors))]
+            return None
         fetch = min(k * min(self._passages_per_doc, MAX_OVERFETCH), max(self.opened.vectors.ntotal, 1))
         scores, pids = self.opened.vectors.search(
             vectors,
@@ -205,11 +239,13 @@ class Searcher:
         )
         if self.manifest.metric == Metric.L2.value:
             scores = -scores
-        if self._passages_per_doc == 1:  # a pid is a document: no grouping, no id lookup here (fetch == k)
-            return list(zip(pids.tolist(), scores.tolist()))
+        return scores, pids
+
+    def _group(self, scores: np.ndarray, pids: np.ndarray, k: int) -> list[tuple[list[int], list[float]]]:
+        """Passages ``(q, fetch)`` to documents: per query the best passage of each of up to k documents."""
         doc_ids = self.opened.docstore.doc_ids(pids.ravel())
         out = []
-        for row in range(len(vectors)):
+        for row in range(len(pids)):
             best: dict[str, tuple[float, int]] = {}
             for col in range(pids.shape[1]):
                 pid = int(pids[row, col])
