@@ -346,6 +346,9 @@ def markdown(data: dict[str, Any]) -> str:
                if cfg.get("label_field") else "unsupervised (SimCSE)")
             + f"; training took {took} ({timing.get('threads')} threads, on a 2-core machine shared with other jobs).",
         ]
+    for name, r in data["results"].items():
+        if r.get("carried_over"):
+            lines += ["", f"The {name} row is carried over: {r['carried_over']}."]
     lines += ["", "Acceptance: " + (", ".join(f"{k} = {v}" for k, v in data["acceptance"].items()) or "not evaluated")]
     return "\n".join(lines) + "\n"
 
