@@ -119,6 +119,8 @@ def run_training(
         base = _prepare_base(config, root, dist)
         if config.objective == "crosslingual":
             base = replace(base, preset="crosslingual")
+        if config.objective == "sql":
+            base = replace(base, preset="sql")  # `--model OUT` then reads SQL structure (sql-structure-v1)
         if config.objective == "code":
             base = replace(base, preset="code")  # the model card makes `--model OUT` apply the code preprocessing
         from training.export import load_encoder_for_training
@@ -196,6 +198,10 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
         room = config.max_tokens - 2  # [CLS] ... [SEP]
         urls = tokenize_urls((doc.text for doc in _read_urls(config)), tokenizer, max_length=room)
         return UrlData(urls, token_space(tokenizer), mask=config.mlm.probability if config.mlm else 0.0, seed=config.seed)
+    if config.objective == "sql":
+        from training.sql_data import build_sql_data
+
+        return build_sql_data(config, tokenizer)
     if config.objective == "code":
         from training.code_data import build_code_data
 
