@@ -28,7 +28,7 @@ def build_pool(
     tpcds_scale: float = typer.Option(0.02, "--tpcds-scale", help="TPC-DS scale factor."),
     per_template: int = typer.Option(3, "--per-template", help="Queries per template (parameters from seeds 0..N-1)."),
     repeats: int = typer.Option(3, "--repeats", help="Runs per query and rewrite; the median cost is kept."),
-    timeout_ms: int = typer.Option(60_000, "--timeout-ms", help="Statement timeout of an original query (wall clock, ms)."),
+    timeout_ms: int = typer.Option(20_000, "--timeout-ms", help="Statement timeout of an original query (wall clock, ms)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from OUT/pool.jsonl.partial."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pool in OUT."),
     as_json: bool = AS_JSON,
@@ -55,7 +55,7 @@ def build_pool(
     from rich.table import Table
 
     table = Table(title=f"pool {out_dir}", title_justify="left")
-    for column in ("workload", "queries", "templates", "ran", "verified rewrites", "helped (>=1.1x)", "wrong results refused", "timed out"):
+    for column in ("workload", "queries", "templates", "ran", "verified rewrites", "helped (>=1.5x)", "wrong results refused", "timed out"):
         table.add_column(column, justify="right" if column != "workload" else "left")
     for workload, counts in result.summary.items():
         table.add_row(workload, *(str(counts[k]) for k in ("queries", "templates", "ran", "verified_rewrites", "helped",

@@ -49,7 +49,7 @@ def rewrite_on_database(conn, sql: str, rules: Sequence[str], schema: Mapping[st
     rules = list(rules)
     if not rules:
         return RewriteOutcome("no-rules", [], sql)
-    first, times = time_query(conn, sql, timeout_ms=timeout_ms, repeats=repeats, slow_ms=float("inf"))
+    first, times = time_query(conn, sql, timeout_ms=timeout_ms, repeats=repeats, slow_ms=float("inf"), warm_up=True)
     if not times:
         raise RetrieverError(f"the query did not run on the database ({first.status}: {first.error or 'timeout'})")
     original_ms = _median(times)
@@ -59,7 +59,8 @@ def rewrite_on_database(conn, sql: str, rules: Sequence[str], schema: Mapping[st
         return RewriteOutcome("refused", rules, sql, original_ms, reason=str(exc))
     if " ".join(text.split()) == " ".join(sql.split()):
         return RewriteOutcome("unchanged", rules, sql, original_ms)
-    second, rewrite_times = time_query(conn, text, timeout_ms=timeout_ms, repeats=repeats, slow_ms=float("inf"))
+    second, rewrite_times = time_query(conn, text, timeout_ms=timeout_ms, repeats=repeats, slow_ms=float("inf"),
+                                       confirm_below=float("inf"))
     if not rewrite_times:
         return RewriteOutcome("refused", rules, sql, original_ms, reason=f"the rewrite did not run ({second.status}: {second.error or 'timeout'})")
     if not same_result(first.rows or [], second.rows or [], ordered=has_order_by(sql)):

@@ -30,8 +30,14 @@ log = logging.getLogger(__name__)
 POOL_FILE = "pool.jsonl"
 MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
-HELPFUL = 1.1
-"""A rule set *helps* a query when its verified rewrite is at least this much faster (speedup >= 1.1)."""
+HELPFUL = 1.5
+"""A rule set *helps* a query when its verified rewrite is at least this much faster (speedup >= 1.5): timings of
+one query repeat within about +-30% on a busy 2-core machine, so smaller gains are not told apart from noise."""
+
+
+CONFIRM = 1.2
+"""A rewrite whose first run is at least this much faster than its original's median is run ``repeats`` times and
+its median kept; others are measured once (they are not candidates for being helpful; this saves most runs)."""
 
 
 @dataclass(frozen=True)
@@ -42,9 +48,10 @@ class PoolConfig:
         workloads: ``tpch`` and/or ``tpcds``.
         scales: scale factor per workload (TPC-H 1 = 1 GB).
         per_template: queries per template (parameters from seeds 0..N-1).
-        repeats: timed runs per query and rewrite (the median is kept; the first run also fetches the result).
+        repeats: timed runs of every original (after a warm-up run that fetches its result) and of every rewrite
+            that looks faster (see :data:`CONFIRM`); the median is kept.
         timeout_ms: statement timeout (wall clock) of the original query; a rewrite gets
-            ``min(timeout, max(5 s, 10 x the original's wall time))``.
+            ``min(timeout, max(1 s, 10 x the original's wall time))``.
         slow_ms: queries whose first run costs more than this are run twice only.
         candidates: the rule sets tried on every query.
     """
@@ -53,7 +60,7 @@ class PoolConfig:
     scales: Mapping[str, float] = field(default_factory=lambda: {"tpch": 0.02, "tpcds": 0.02})
     per_template: int = 3
     repeats: int = 3
-    timeout_ms: int = 60_000
+    timeout_ms: int = 20_000
     slow_ms: float = 1_000.0
     candidates: tuple[RuleSet, ...] = CANDIDATES
 
@@ -74,18 +81,27 @@ def _median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def time_query(conn, sql: str, *, timeout_ms: int, repeats: int, slow_ms: float) -> tuple[Run, list[float]]:
-    """``repeats`` runs (the first also fetches the rows); returns the first run and every run's cost (ms).
+def time_query(conn, sql: str, *, timeout_ms: int, repeats: int, slow_ms: float, warm_up: bool = False,
+               confirm_below: float = 0.0) -> tuple[Run, list[float]]:
+    """Runs of ``sql``; returns the run that fetched the rows and every counted run's cost (ms).
 
-    Cost is the server's CPU time when it can be read (see :meth:`Run.cost_ms`), else wall time. A query whose
-    first run costs more than ``slow_ms`` is run twice only. The costs are empty when a run did not succeed.
+    Cost is the server's CPU time when it can be read (see :meth:`Run.cost_ms`), else wall time. With ``warm_up``
+    the fetching run is not counted (it pays for loading pages into the buffer cache) and ``repeats`` more follow.
+    Otherwise the fetching run counts, and further runs (up to ``repeats`` in all) are made only when its cost is
+    below ``confirm_below`` (a rewrite that looks faster is confirmed; one that is not stays a single measurement).
+    A query costing more than ``slow_ms`` is run at most twice. The costs are empty when a run did not succeed.
     """
     first = execute(conn, sql, timeout_ms=timeout_ms)
     if first.status != "ok":
         return first, []
-    times = [first.cost_ms]
-    count = min(repeats, 2) if first.cost_ms > slow_ms else repeats
-    for _ in range(count - 1):
+    times = [] if warm_up else [first.cost_ms]
+    if warm_up:
+        count = min(repeats, 2) if first.cost_ms > slow_ms else repeats
+    elif first.cost_ms < confirm_below:
+        count = (min(repeats, 2) if first.cost_ms > slow_ms else repeats) - 1
+    else:
+        count = 0
+    for _ in range(count):
         run = execute(conn, sql, timeout_ms=timeout_ms, fetch=False)
         if run.status != "ok":
             return Run(run.status, run.ms, error=run.error), []
@@ -106,7 +122,8 @@ def process_query(conn, query, schema: Mapping[str, Mapping[str, str]], config: 
     ordered = has_order_by(query.sql)
     record: dict[str, Any] = {"id": query.id, "workload": query.workload, "template": query.template, "sql": query.sql,
                               "ordered": ordered}
-    first, times = time_query(conn, query.sql, timeout_ms=config.timeout_ms, repeats=config.repeats, slow_ms=config.slow_ms)
+    first, times = time_query(conn, query.sql, timeout_ms=config.timeout_ms, repeats=config.repeats, slow_ms=config.slow_ms,
+                              warm_up=True)
     if not times:
         record.update(original={"status": first.status, "error": first.error}, rewrites=[], candidates={}, failures={},
                       rules=[], rewrite_sql=None, original_ms=None, rewrite_ms=None, speedup=None, verified=False)
@@ -145,10 +162,11 @@ def process_query(conn, query, schema: Mapping[str, Mapping[str, str]], config: 
 
 def _run_rewrite(conn, text: str, original_rows: list, ordered: bool, original_ms: float, original_wall_ms: float,
                  config: PoolConfig) -> dict[str, Any]:
-    timeout = int(min(config.timeout_ms, max(5000.0, 10.0 * original_wall_ms)))
+    timeout = int(min(config.timeout_ms, max(1000.0, 10.0 * original_wall_ms)))
     entry: dict[str, Any] = {"sql": text, "rule_sets": [], "status": "ok", "verified": False, "ms": None, "timings": [],
                              "speedup": None}
-    first, times = time_query(conn, text, timeout_ms=timeout, repeats=config.repeats, slow_ms=config.slow_ms)
+    first, times = time_query(conn, text, timeout_ms=timeout, repeats=config.repeats, slow_ms=config.slow_ms,
+                              confirm_below=original_ms / CONFIRM)
     if first.status != "ok" or not times:
         status = first.status if first.status != "ok" else "timeout"
         entry.update(status=status, error=first.error)

@@ -109,6 +109,9 @@ class PrivateCluster:
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
             shutil.chown(self.socket_dir, "postgres", "postgres")
+            if subprocess.run(["runuser", "-u", "postgres", "--", "test", "-w", str(self.root)]).returncode != 0:
+                raise DatabaseError(f"the postgres user cannot write to {self.root} (a parent folder is closed to it); "
+                                    "choose a folder it can reach, e.g. under /tmp")
         if not (self.data / "PG_VERSION").is_file():
             self._run([str(self._bin / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync",
                        "-E", "UTF8", "--locale", "C"])

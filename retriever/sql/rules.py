@@ -7,7 +7,8 @@ expanded), which the rules need, then applies the named rules in order and print
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from indexing.errors import RetrieverError
 
@@ -49,17 +50,23 @@ def parse_rule_key(key: str) -> RuleSet:
     if key == "none":
         return ()
     rules = tuple(key.split("+"))
-    unknown = [r for r in rules if r not in RULE_NAMES]
+    unknown = [r for r in rules if r not in RULE_NAMES and r not in CUSTOM_RULES]
     if unknown:
         raise RetrieverError(f"unknown rewrite rule {unknown[0]!r}; known: {', '.join(RULE_NAMES)}")
     return rules
 
 
+CUSTOM_RULES: dict[str, Callable[..., Any]] = {}
+"""Rules beyond sqlglot's, by name: ``fn(expression, schema=...) -> expression`` (sqlglot rule conventions).
+Every rewrite, whatever rule made it, is verified against the original's result before it is kept or applied."""
+
+
 def _functions(rules: Sequence[str]):
     from sqlglot.optimizer import optimizer
 
-    table = {fn.__name__: fn for fn in optimizer.RULES}
-    unknown = [r for r in rules if r not in RULE_NAMES or r not in table]
+    table = {fn.__name__: fn for fn in optimizer.RULES if fn.__name__ in RULE_NAMES or fn.__name__ == "qualify"}
+    table.update(CUSTOM_RULES)
+    unknown = [r for r in rules if r not in table or r == "qualify"]
     if unknown:
         raise RetrieverError(f"unknown rewrite rule {unknown[0]!r}; known: {', '.join(RULE_NAMES)}")
     return [table["qualify"]] + [table[r] for r in rules]
