@@ -39,6 +39,12 @@ def build_pool(
     from retriever.sql.pool import PoolConfig
     from retriever.sql.pool import build_pool as build
 
+    import signal
+
+    def interrupted(*_):  # a plain kill stops the build like Ctrl-C: the private cluster is shut down, the partial kept
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
     config = PoolConfig(workloads=tuple(workloads), scales={"tpch": tpch_scale, "tpcds": tpcds_scale},
                         per_template=per_template, repeats=repeats, timeout_ms=timeout_ms).validate()
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
