@@ -11,7 +11,7 @@ Systems: ours (the trained sql-preset encoder), the untrained sql preset (minilm
 SQL-text similarity (minilm on the raw query), random demonstrations (mean of 5 seeds), and the oracle (the best
 candidate per query). Nothing here is tuned on the held-out queries: k, steps and the split are fixed up front.
 
-    python -m benchmarks.sql POOL [--model MODEL] [--steps 150] [--k 3]
+    python -m benchmarks.sql POOL [--model MODEL] [--steps 60] [--batch-size 8] [--max-tokens 128] [--k 3]
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def choose(retriever: DemoRetriever, test: Sequence[Mapping[str, Any]], by_id, k
     return {r["id"]: "+".join(vote(demos, by_id)[0]) or "none" for r, demos in zip(test, found)}
 
 
-def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int) -> dict[str, Any]:
+def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_size: int = 8, max_tokens: int = 128) -> dict[str, Any]:
     from retriever.encoder import load_encoder
     from retriever.sql.demos import demonstration
 
@@ -72,7 +72,7 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int) -> dict
              len({r["template"] for r in train}), len(test), len(held))
     timings: dict[str, float] = {}
     if model is None:
-        model = str(train_model(train, steps=steps, seed=seed, timings=timings))
+        model = str(train_model(train, steps=steps, seed=seed, batch_size=batch_size, max_tokens=max_tokens, timings=timings))
     systems: dict[str, dict[str, str]] = {}
     for name, spec, preset in (("ours (trained sql encoder)", model, "sql"), ("sql preset, untrained (minilm)", "minilm", "sql"),
                                ("text similarity (minilm, raw SQL)", "minilm", "text")):
@@ -105,19 +105,20 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int) -> dict
     labels = {}
     for r in records:
         labels[label_of(r)] = labels.get(label_of(r), 0) + 1
-    return {"pool": str(pool), "k": k, "seed": seed, "steps": steps, "model": model, "held_out_templates": sorted(held),
+    return {"pool": str(pool), "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens, "model": model, "held_out_templates": sorted(held),
             "train_queries": len(train), "test_queries": len(test), "labels": labels, "results": results,
             "per_workload": per_workload, "timings_s": timings}
 
 
-def train_model(train: Sequence[Mapping[str, Any]], *, steps: int, seed: int, timings: dict[str, float]) -> Path:
+def train_model(train: Sequence[Mapping[str, Any]], *, steps: int, seed: int, batch_size: int, max_tokens: int,
+                timings: dict[str, float]) -> Path:
     """Train the sql encoder on the training templates' queries (cached by their ids and the settings)."""
     import hashlib
 
     from training.config import SqlConfig, TrainConfig
     from training.run import run_training
 
-    key = hashlib.sha1(json.dumps([sorted(r["id"] for r in train), steps, seed]).encode()).hexdigest()[:10]
+    key = hashlib.sha1(json.dumps([sorted(r["id"] for r in train), steps, seed, batch_size, max_tokens]).encode()).hexdigest()[:10]
     folder = WORK / f"train-{key}"
     model = folder / "model"
     if (model / "config.json").is_file():
@@ -125,8 +126,8 @@ def train_model(train: Sequence[Mapping[str, Any]], *, steps: int, seed: int, ti
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "pool.jsonl", "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in train)
-    config = TrainConfig(objective="sql", data=(str(folder / "pool.jsonl"),), base="minilm", steps=steps, batch_size=16,
-                         lr=2e-5, warmup=max(1, steps // 10), max_tokens=256, seed=seed, sql=SqlConfig()).validate()
+    config = TrainConfig(objective="sql", data=(str(folder / "pool.jsonl"),), base="minilm", steps=steps, batch_size=batch_size,
+                         lr=2e-5, warmup=max(1, steps // 10), max_tokens=max_tokens, seed=seed, sql=SqlConfig()).validate()
     start = time.perf_counter()
     run_training(config, model, device="cpu", overwrite=True)
     timings["train"] = round(time.perf_counter() - start, 1)
@@ -156,13 +157,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pool", type=Path)
     parser.add_argument("--model", default=None, help="A trained sql model (default: train one on the training templates).")
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="sql")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    data = run(args.pool, model=args.model, steps=args.steps, k=args.k, seed=args.seed)
+    data = run(args.pool, model=args.model, steps=args.steps, k=args.k, seed=args.seed, batch_size=args.batch_size,
+               max_tokens=args.max_tokens)
     path = write_results(args.name, data, markdown(data))
     print(markdown(data))
     print(f"wrote {path}")

@@ -29,6 +29,7 @@ def build_pool(
     per_template: int = typer.Option(3, "--per-template", help="Queries per template (parameters from seeds 0..N-1)."),
     repeats: int = typer.Option(3, "--repeats", help="Runs per query and rewrite; the median cost is kept."),
     timeout_ms: int = typer.Option(20_000, "--timeout-ms", help="Statement timeout of an original query (wall clock, ms)."),
+    time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes after which no new query is started; the pool is written from the queries done (the manifest says it stopped early)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from OUT/pool.jsonl.partial."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pool in OUT."),
     as_json: bool = AS_JSON,
@@ -54,14 +55,15 @@ def build_pool(
         def progress(query_id: str, done: int, total: int) -> None:
             bar.update(task, description=query_id.split("-")[0], completed=done, total=total, last=query_id)
 
-        result = build(config, out_dir, conninfo=db, data_dir=data_dir, resume=resume, overwrite=overwrite, progress=progress)
+        result = build(config, out_dir, conninfo=db, data_dir=data_dir, resume=resume, overwrite=overwrite, progress=progress,
+                       time_budget_s=time_budget * 60 if time_budget is not None else None)
     if as_json:
         print_json({"out": str(result.out), "summary": result.summary, "config": result.config})
         return
     from rich.table import Table
 
     table = Table(title=f"pool {out_dir}", title_justify="left")
-    for column in ("workload", "queries", "templates", "ran", "verified rewrites", "helped (>=1.5x)", "wrong results refused", "timed out"):
+    for column in ("workload", "queries", "templates", "ran", "verified rewrites", "helped (>=2x)", "wrong results refused", "timed out"):
         table.add_column(column, justify="right" if column != "workload" else "left")
     for workload, counts in result.summary.items():
         table.add_row(workload, *(str(counts[k]) for k in ("queries", "templates", "ran", "verified_rewrites", "helped",
