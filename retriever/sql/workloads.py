@@ -133,8 +133,8 @@ def generate_and_load(conn, workload: str, scale: float, *, nice: int = 0) -> di
             for table, _ in _specs(workload):
                 path = folder / f"{table}.dat"
                 if path.is_file():
-                    counts[table] = _copy(conn, table, path, "(FORMAT csv, DELIMITER '|', NULL '', QUOTE E'\\x01')",
-                                          strip_trailing="|")
+                    # -terminate n: no trailing "|", so an empty last field (NULL) stays a field
+                    counts[table] = _copy(conn, table, path, "(FORMAT csv, DELIMITER '|', NULL '', QUOTE E'\\x01')")
     finish_tables(conn, workload)
     return counts
 
