@@ -44,7 +44,7 @@ def rewrite_on_database(conn, sql: str, rules: Sequence[str], schema: Mapping[st
     Raises:
         RetrieverError: the original query itself fails or times out on the database.
     """
-    from retriever.sql.pool import _median, time_query
+    from retriever.sql.pool import median, time_query
 
     rules = list(rules)
     if not rules:
@@ -52,7 +52,7 @@ def rewrite_on_database(conn, sql: str, rules: Sequence[str], schema: Mapping[st
     first, times = time_query(conn, sql, timeout_ms=timeout_ms, repeats=repeats, slow_ms=float("inf"), warm_up=True)
     if not times:
         raise RetrieverError(f"the query did not run on the database ({first.status}: {first.error or 'timeout'})")
-    original_ms = _median(times)
+    original_ms = median(times)
     try:
         text = apply_rules(sql, rules, schema)
     except RetrieverError as exc:
@@ -65,7 +65,7 @@ def rewrite_on_database(conn, sql: str, rules: Sequence[str], schema: Mapping[st
         return RewriteOutcome("refused", rules, sql, original_ms, reason=f"the rewrite did not run ({second.status}: {second.error or 'timeout'})")
     if not same_result(first.rows or [], second.rows or [], ordered=has_order_by(sql)):
         return RewriteOutcome("refused", rules, sql, original_ms, reason="the rewrite returns a different result")
-    rewrite_ms = _median(rewrite_times)
+    rewrite_ms = median(rewrite_times)
     return RewriteOutcome("applied", rules, text, round(original_ms, 3), round(rewrite_ms, 3),
                           round(original_ms / max(rewrite_ms, 1e-3), 4))
 

@@ -79,7 +79,8 @@ class PoolConfig:
         return self
 
 
-def _median(values: Sequence[float]) -> float:
+def median(values: Sequence[float]) -> float:
+    """The median of ``values`` (ms)."""
     return float(statistics.median(values))
 
 
@@ -130,7 +131,7 @@ def process_query(conn, query, schema: Mapping[str, Mapping[str, str]], config: 
         record.update(original={"status": first.status, "error": first.error}, rewrites=[], candidates={}, failures={},
                       rules=[], rewrite_sql=None, original_ms=None, rewrite_ms=None, speedup=None, verified=False)
         return record
-    original_ms = _median(times)
+    original_ms = median(times)
     record["original"] = {"status": "ok", "ms": round(original_ms, 3), "timings": [round(t, 3) for t in times],
                           "wall_ms": round(first.ms, 3), "clock": "server-cpu" if first.cpu_ms is not None else "wall",
                           "rows": len(first.rows or [])}
@@ -178,7 +179,7 @@ def _run_rewrite(conn, text: str, original_rows: list, ordered: bool, original_m
     if not same_result(original_rows, first.rows or [], ordered=ordered):
         entry.update(status="wrong")  # a changed result: never verified, never timed, never applied
         return entry
-    ms = _median(times)
+    ms = median(times)
     entry.update(verified=True, ms=round(ms, 3), timings=[round(t, 3) for t in times],
                  speedup=round(original_ms / max(ms, 1e-3), 4))
     return entry
