@@ -163,6 +163,22 @@ def _clean(sql: str) -> str:
     return "\n".join(line.rstrip() for line in sql.splitlines() if line.strip())
 
 
+def _alias_derived_tables(sql: str) -> str:
+    """PostgreSQL (before 16) needs an alias on every derived table; TPC-DS templates leave some out. Adds
+    ``AS _dt1, _dt2, ...`` where missing (the query is then printed by sqlglot); other queries are left as written."""
+    import sqlglot
+    from sqlglot import exp
+
+    try:
+        tree = sqlglot.parse_one(sql, read="postgres")
+    except Exception:  # noqa: BLE001 - left for _single_select to reject
+        return sql
+    missing = [s for s in tree.find_all(exp.Subquery) if isinstance(s.parent, (exp.From, exp.Join)) and not s.alias]
+    for number, subquery in enumerate(missing, start=1):
+        subquery.set("alias", exp.TableAlias(this=exp.to_identifier(f"_dt{number}")))
+    return tree.sql(dialect="postgres", pretty=True) if missing else sql
+
+
 def _single_select(sql: str) -> bool:
     import sqlglot
 
@@ -207,7 +223,7 @@ def tpcds_queries(seeds: Sequence[int], *, templates: Sequence[int] = range(1, 1
                 except RetrieverError as exc:
                     log.warning("dsqgen query %d: %s", number, exc)
                     continue
-                sql = _clean(text.split("Council (TPC) 2001 - 2021", 1)[-1])
+                sql = _alias_derived_tables(_clean(text.split("Council (TPC) 2001 - 2021", 1)[-1]))
                 if _single_select(sql):
                     yield Query(f"tpcds-q{number}-s{seed}", "tpcds", f"tpcds-q{number}", sql)
 
