@@ -153,12 +153,14 @@ def _copy(conn, table: str, path: Path, options: str, *, strip_trailing: str | N
 _COMMENT = re.compile(r"--[^\n]*")
 _ROWNUM = re.compile(r";?\s*where\s+rownum\s*<=\s*(-?\d+)\s*;?\s*$", re.IGNORECASE)
 _INTERVAL = re.compile(r"interval\s+'(\d+)'\s+(day|month|year)\s*\(\d+\)", re.IGNORECASE)
+_DAYS = re.compile(r"([+-])\s*(\d+)\s+days\b", re.IGNORECASE)  # TPC-DS netezza dialect: date + 30 days
 
 
 def _clean(sql: str) -> str:
     sql = _COMMENT.sub("", sql).strip()
     sql = _ROWNUM.sub(lambda m: "" if int(m.group(1)) < 0 else f" limit {m.group(1)}", sql)
     sql = _INTERVAL.sub(r"interval '\1 \2'", sql)
+    sql = _DAYS.sub(r"\1 interval '\2 days'", sql)
     sql = sql.strip().rstrip(";").strip()
     return "\n".join(line.rstrip() for line in sql.splitlines() if line.strip())
 
