@@ -151,18 +151,27 @@ def test_cli_demos_and_rewrite_end_to_end(database, tmp_path, tiny_model):
 def test_train_sql_from_a_pool(database, tmp_path, tiny_model):
     from cli.main import app
     from retriever.models.resolve import read_model_card
+    from retriever.sql.pool import label_of
 
     _, conninfo = database
     pool = tmp_path / "pool"
     records = _write_pool(pool, conninfo)
-    labels = {r["rules"][0] if r["verified"] and r["speedup"] >= 2.0 else "none" for r in records}
-    if len(labels) < 2:  # both templates labelled alike on this machine: training refuses, with one line
-        result = CliRunner().invoke(app, ["train", "sql", str(pool), "--out", str(tmp_path / "m"), "--base", str(tiny_model),
-                                          "--steps", "2", "--device", "cpu"])
-        assert result.exit_code == 2 and "two different labels" in result.output
-        return
+    # Labels come from measured speedups, which vary by machine; the training data is fixed here: the correlated
+    # template counts as helped by unnesting (what PostgreSQL usually measures), the filter template as not.
+    for record in records:
+        helped = record["template"] == "shop-q1"
+        record.update(verified=True, rules=["unnest_subqueries"] if helped else [], speedup=3.0 if helped else 1.0)
+    (pool / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert {label_of(r) for r in records} == {"unnest_subqueries", "none"}
     result = CliRunner().invoke(app, ["train", "sql", str(pool), "--out", str(tmp_path / "m"), "--base", str(tiny_model),
                                       "--steps", "2", "--batch-size", "2", "--max-tokens", "64", "--device", "cpu", "--json"],
                                 catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["steps_done"] == 2
     assert read_model_card(tmp_path / "m")["preset"] == "sql"
+    one_label = tmp_path / "one"
+    one_label.mkdir()
+    (one_label / "pool.jsonl").write_text("".join(json.dumps(r | {"speedup": 1.0}) + "\n" for r in records))
+    refused = CliRunner().invoke(app, ["train", "sql", str(one_label), "--out", str(tmp_path / "m2"), "--base", str(tiny_model),
+                                       "--steps", "2", "--max-tokens", "64", "--device", "cpu"])
+    assert refused.exit_code == 2 and "two different labels" in refused.output and "Traceback" not in refused.output
