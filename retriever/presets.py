@@ -2,7 +2,6 @@
 
 A preset names a default base model, the preprocessing its documents and queries need (by a name that
 the index manifest records, so search applies exactly what the build applied) and how its input is read.
-Later presets (sql) register here when their preprocessing exists.
 """
 
 from __future__ import annotations
@@ -46,7 +45,14 @@ def _url_pieces(url: str) -> str:
     return url_text(url)
 
 
+def _sql_structure(sql: str) -> str:
+    from retriever.sql_features import sql_structure_text  # sqlglot is imported on first use
+
+    return sql_structure_text(sql)
+
+
 PREPROCESSORS: dict[str, Callable[[str], str]] = {
+    "sql-structure-v1": _sql_structure,
     "code-identifiers-v1": _code_identifiers,
     "url-pieces-v1": _url_pieces,
 }
@@ -59,6 +65,8 @@ PRESETS: dict[str, Preset] = {
                   preprocessor="url-pieces-v1", documents="urls"),
     "code": Preset("code", "minilm", "source code: identifiers split into words next to the raw code (base all-MiniLM-L6-v2)",
                    preprocessor="code-identifiers-v1", documents="code"),
+    "sql": Preset("sql", "minilm", "SQL queries: structure (joins, nesting, subqueries, predicates) before the literal-free text "
+                  "(base all-MiniLM-L6-v2; train with `retriever train sql`)", preprocessor="sql-structure-v1"),
 }
 
 DEFAULT_PRESET = "text"

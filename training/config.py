@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from indexing.errors import RetrieverError
 
-Objective = Literal["contriever", "finetune", "url", "crosslingual", "code"]
-OBJECTIVES: tuple[str, ...] = ("contriever", "finetune", "url", "crosslingual", "code")
+Objective = Literal["contriever", "finetune", "url", "crosslingual", "code", "sql"]
+OBJECTIVES: tuple[str, ...] = ("contriever", "finetune", "url", "crosslingual", "code", "sql")
 Anchor = Literal["crop", "sentence"]
 ANCHORS: tuple[str, ...] = ("crop", "sentence")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
@@ -188,6 +188,27 @@ class CodeConfig:
 
 
 @dataclass(frozen=True)
+class SqlConfig:
+    """Curriculum pairs from a SQL demonstration pool (``sql`` objective; see :mod:`training.sql_data`).
+
+    Attributes:
+        curriculum: fraction of the run over which the chance of hard positives/negatives grows from 0 to 1.
+        negatives: negatives per example (besides in-batch ones).
+        hard_pool: the most similar-looking other-label queries that count as hard negatives.
+    """
+
+    curriculum: float = 0.5
+    negatives: int = 1
+    hard_pool: int = 5
+
+    def validate(self) -> None:
+        if not 0.0 <= self.curriculum <= 1.0:
+            raise RetrieverError(f"--curriculum must be in [0, 1] (got {self.curriculum})")
+        if self.negatives < 0 or self.hard_pool < 1:
+            raise RetrieverError("--negatives must be >= 0 and --hard-pool >= 1")
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """Periodic evaluation on a BEIR folder with exact in-memory search; the best step becomes the output model.
 
@@ -276,6 +297,7 @@ class TrainConfig:
     label_field: str | None = None
     transliteration: TransliterationConfig = field(default_factory=TransliterationConfig)
     code: CodeConfig = field(default_factory=CodeConfig)
+    sql: SqlConfig = field(default_factory=SqlConfig)
 
     def validate(self) -> "TrainConfig":
         """Check every value; raises RetrieverError naming the flag. Returns self."""
@@ -316,6 +338,7 @@ class TrainConfig:
         self.eval.validate()
         self.transliteration.validate()
         self.code.validate()
+        self.sql.validate()
         if self.scratch is not None:
             self.scratch.validate()
         if self.mlm is not None:
@@ -344,6 +367,7 @@ class TrainConfig:
         values["transliteration"] = TransliterationConfig(**record.get("transliteration", {}))
         code = dict(record.get("code", {}))
         values["code"] = CodeConfig(**{**code, "exclude": tuple(code.get("exclude", ()))})
+        values["sql"] = SqlConfig(**record.get("sql", {}))
         values["scratch"] = ScratchConfig(**record["scratch"]) if record.get("scratch") else None
         values["mlm"] = MlmConfig(**record["mlm"]) if record.get("mlm") else None
         return cls(**values)

@@ -119,6 +119,8 @@ def run_training(
         base = _prepare_base(config, root, dist)
         if config.objective == "crosslingual":
             base = replace(base, preset="crosslingual")
+        if config.objective == "sql":
+            base = replace(base, preset="sql")  # `--model OUT` then reads SQL structure (sql-structure-v1)
         if config.objective == "code":
             base = replace(base, preset="code")  # the model card makes `--model OUT` apply the code preprocessing
         from training.export import load_encoder_for_training
@@ -200,10 +202,14 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
             return UrlData(urls, token_space(tokenizer), mask=mask, seed=config.seed)
         import numpy as np
 
-        labeled, names = url_classes(_read_urls(config), config.label_field)
-        urls, groups = tokenize_labeled_urls(labeled, tokenizer, max_length=room)
+        pairs, names = url_classes(_read_urls(config), config.label_field)
+        urls, groups = tokenize_labeled_urls(pairs, tokenizer, max_length=room)
         log.info("supervised contrastive on %s: %s", config.label_field, dict(zip(names, np.bincount(groups).tolist())))
         return UrlData(urls, token_space(tokenizer), mask=mask, seed=config.seed, groups=groups)
+    if config.objective == "sql":
+        from training.sql_data import build_sql_data
+
+        return build_sql_data(config, tokenizer)
     if config.objective == "code":
         from training.code_data import build_code_data
 

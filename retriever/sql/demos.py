@@ -1,0 +1,123 @@
+"""Retrieve demonstrations from a pool, vote on rules, and write an LLM-R2-style prompt.
+
+The pool's queries are encoded (with the encoder's preset: ``sql`` reads structure, ``text`` reads raw SQL)
+into an exact FAISS index; a new query's ``k`` nearest pool queries are its demonstrations. Each demonstration
+votes for every candidate rule set with the effect measured on it (``log`` speedup, 0 when the rules did not
+apply or changed the result); the rule set with the highest total is chosen, or none when no total is positive.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from indexing.errors import RetrieverError
+from retriever.sql.pool import candidate_log_speedup
+from retriever.sql.rules import CANDIDATES, rule_key
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Demonstration:
+    """One retrieved pool query: its id, template, SQL, best rules (``[]`` = leave it), measured speedup, similarity."""
+
+    id: str
+    template: str
+    sql: str
+    rules: list[str]
+    speedup: float | None
+    score: float
+
+
+class DemoRetriever:
+    """Exact nearest-neighbour search over a pool's queries with one encoder.
+
+    Args:
+        records: pool records (only those whose original ran are used).
+        encoder: an :class:`retriever.encoder.Encoder` (its preset decides how SQL is read).
+    Raises:
+        RetrieverError: no usable record.
+    """
+
+    def __init__(self, records: Sequence[Mapping[str, Any]], encoder: Any, *, batch_size: int = 32):
+        from indexing.faiss_index import Metric, VectorIndex
+
+        self.records = [r for r in records if r.get("original", {}).get("status") == "ok"]
+        if not self.records:
+            raise RetrieverError("the pool has no query that ran; nothing to retrieve")
+        self.encoder = encoder
+        vectors = encoder.encode_documents([r["sql"] for r in self.records], batch_size=batch_size)  # (n, dim)
+        self.index = VectorIndex.create(vectors.shape[1], "Flat", Metric.IP)
+        self.index.add(np.arange(len(self.records), dtype=np.int64), vectors)
+
+    def search(self, queries: Sequence[str], k: int, *, exclude_templates: Sequence[set[str]] | None = None) -> list[list[Demonstration]]:
+        """The ``k`` nearest pool queries of each query, best first; ``exclude_templates[i]`` drops templates for query i."""
+        if k < 1:
+            raise RetrieverError(f"-k must be >= 1 (got {k})")
+        vectors = self.encoder.encode_queries(list(queries))  # (q, dim)
+        depth = len(self.records) if exclude_templates else min(k, len(self.records))
+        scores, ids = self.index.search(vectors, depth)  # (q, depth) each
+        out = []
+        for i in range(len(queries)):
+            skip = exclude_templates[i] if exclude_templates else set()
+            demos = []
+            for score, idx in zip(scores[i], ids[i]):
+                if idx < 0:
+                    continue
+                record = self.records[int(idx)]
+                if record["template"] in skip:
+                    continue
+                demos.append(demonstration(record, float(score)))
+                if len(demos) == k:
+                    break
+            out.append(demos)
+        return out
+
+
+def demonstration(record: Mapping[str, Any], score: float = 0.0) -> Demonstration:
+    """A pool record as a demonstration: its rules only when they helped (else ``[]``, keep the query)."""
+    from retriever.sql.pool import label_of
+
+    label = label_of(record)
+    rules = [] if label == "none" else list(record["rules"])
+    return Demonstration(record["id"], record["template"], record["sql"], rules,
+                         record.get("speedup") if rules else None, score)
+
+
+def vote(demos: Sequence[Demonstration], records_by_id: Mapping[str, Mapping[str, Any]],
+         candidates: Sequence[Sequence[str]] = CANDIDATES) -> tuple[list[str], dict[str, float]]:
+    """The rule set the demonstrations vote for, and every candidate's total (sum of measured log speedups).
+
+    Returns ``([], totals)`` when no total is positive (keep the query as it is).
+    """
+    totals = {rule_key(c): sum(candidate_log_speedup(records_by_id[d.id], rule_key(c)) for d in demos) for c in candidates}
+    best = max(totals, key=lambda key: (totals[key], -len(key)), default=None)
+    if best is None or totals[best] <= 0:
+        return [], totals
+    return best.split("+"), totals
+
+
+def prompt(query: str, demos: Sequence[Demonstration]) -> str:
+    """A prompt asking a language model for rewrite rules, with the demonstrations as worked examples."""
+    from retriever.sql.rules import RULE_NAMES
+
+    lines = ["You rewrite slow SQL queries for PostgreSQL by choosing rewrite rules (sqlglot optimizer rules).",
+             f"Available rules: {', '.join(RULE_NAMES)}.",
+             "Here are queries like the one to rewrite, with the rules that made them faster (measured):", ""]
+    for number, demo in enumerate(demos, start=1):
+        effect = (f"speedup {demo.speedup:.2f}x" if demo.rules and demo.speedup else "no rule helped")
+        lines += [f"Example {number} ({effect}):", "Query:", demo.sql.strip(),
+                  "Rules: " + (", ".join(demo.rules) if demo.rules else "none"), ""]
+    lines += ["Now the query to rewrite:", "Query:", query.strip(), "Rules:"]
+    return "\n".join(lines)
+
+
+def log_speedup(value: float | None) -> float:
+    """``log(value)``; 0 for None."""
+    return math.log(value) if value else 0.0

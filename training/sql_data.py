@@ -1,0 +1,160 @@
+"""Contrastive pairs from a SQL demonstration pool (``retriever train sql``), scheduled easy to hard.
+
+Every pool query that ran is an anchor, labelled by the rule set that helped it most (``none`` when no
+verified rewrite reached :data:`retriever.sql.pool.HELPFUL`). For an anchor:
+
+- the *positive* is another query with the same label: early in training one of its own template (another
+  parameter draw, easy), later, with growing probability, one of a different template (hard: same helpful
+  rules, different look);
+- the *negatives* are queries with a different label: early drawn uniformly (easy), later, with growing
+  probability, among the ``hard_pool`` queries that look most like the anchor (token-set Jaccard similarity of
+  their structure text) but were not helped by the same rules.
+
+The probability of the hard choice grows linearly from 0 to 1 over the first ``curriculum`` fraction of the
+run (then stays 1). Texts are the preset's preprocessing (``sql-structure-v1``) of each query, so training
+sees exactly what retrieval encodes. Example ``p`` depends only on ``(seed, p)`` (resumable; see
+:mod:`training.data`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from indexing.errors import RetrieverError
+from training.data import EpochOrder, Example, example_rng, tokenize_texts
+
+log = logging.getLogger(__name__)
+
+PREPROCESSOR = "sql-structure-v1"
+
+
+def jaccard_matrix(texts: Sequence[str]) -> np.ndarray:
+    """``(n, n)`` token-set Jaccard similarities of ``texts`` (lower-cased whitespace tokens)."""
+    sets = [frozenset(t.lower().split()) for t in texts]
+    n = len(sets)
+    out = np.zeros((n, n), dtype=np.float32)
+    for i in range(n):
+        for j in range(i, n):
+            union = len(sets[i] | sets[j])
+            value = len(sets[i] & sets[j]) / union if union else 0.0
+            out[i, j] = out[j, i] = value
+    return out
+
+
+class SqlPairData:
+    """Curriculum pairs over pool records (see the module docstring).
+
+    Args:
+        records: pool records; those whose original did not run are skipped.
+        tokenizer: the encoder's tokenizer. total_examples: examples the run will draw (steps x batch x accumulate),
+            which sets the schedule. curriculum: fraction of the run over which hardness goes 0 -> 1.
+        per_query: negatives per example. hard_pool: how many most-similar other-label queries are "hard".
+    Raises:
+        RetrieverError: fewer than two labels, or no anchor with a positive.
+    """
+
+    def __init__(self, records: Sequence[Mapping[str, Any]], tokenizer: Any, *, total_examples: int, curriculum: float = 0.5,
+                 per_query: int = 1, hard_pool: int = 5, max_tokens: int = 256, seed: int = 0):
+        from retriever.presets import preprocessor_function
+        from retriever.sql.pool import label_of
+
+        usable = [r for r in records if r.get("original", {}).get("status") == "ok"]
+        self.labels = [label_of(r) for r in usable]
+        if len(set(self.labels)) < 2:
+            raise RetrieverError(f"the pool needs queries with at least two different labels to train on (got {set(self.labels) or 'none'})")
+        prepare = preprocessor_function(PREPROCESSOR)
+        self.texts = [prepare(r["sql"]) for r in usable]
+        self.templates = [r["template"] for r in usable]
+        self.ids = [r["id"] for r in usable]
+        similarity = jaccard_matrix(self.texts)
+        by_label: dict[str, list[int]] = defaultdict(list)
+        for i, label in enumerate(self.labels):
+            by_label[label].append(i)
+        self.same_template: list[list[int]] = []
+        self.other_template: list[list[int]] = []
+        self.negatives: list[np.ndarray] = []
+        anchors = []
+        for i, label in enumerate(self.labels):
+            same = [j for j in by_label[label] if j != i]
+            near = [j for j in same if self.templates[j] == self.templates[i]]
+            far = [j for j in same if self.templates[j] != self.templates[i]]
+            others = np.array([j for j in range(len(usable)) if self.labels[j] != label], dtype=np.int64)
+            others = others[np.argsort(-similarity[i, others], kind="stable")]  # most similar first
+            self.same_template.append(near)
+            self.other_template.append(far)
+            self.negatives.append(others)
+            if same and len(others) >= per_query:
+                anchors.append(i)
+        if not anchors:
+            raise RetrieverError("no pool query has another query with the same helpful rules to pair with")
+        self.anchors = anchors
+        self.tokenizer = tokenizer
+        self.negatives_per_example = per_query
+        self.total = max(1, total_examples)
+        self.curriculum = curriculum
+        self.hard_pool = hard_pool
+        self.max_tokens = max_tokens
+        self.seed = seed
+        self.order = EpochOrder(len(anchors), seed)
+
+    def __len__(self) -> int:
+        return len(self.anchors)
+
+    def hardness(self, position: int) -> float:
+        """Probability of the hard choice for example ``position`` (0 -> 1 over the curriculum, then 1)."""
+        if self.curriculum <= 0:
+            return 1.0
+        return min(1.0, position / (self.curriculum * self.total))
+
+    def pick(self, position: int) -> tuple[int, int, list[int]]:
+        """Indexes (anchor, positive, negatives) of example ``position``."""
+        rng = example_rng(self.seed, position)
+        anchor = self.anchors[self.order(position)]
+        hard = self.hardness(position)
+        near, far = self.same_template[anchor], self.other_template[anchor]
+        if far and (not near or rng.random() < hard):
+            positive = far[int(rng.integers(len(far)))]
+        else:
+            positive = near[int(rng.integers(len(near)))]
+        others = self.negatives[anchor]
+        chosen: list[int] = []
+        for _ in range(self.negatives_per_example):
+            pool = others[: max(self.hard_pool, self.negatives_per_example)] if rng.random() < hard else others
+            candidates = [int(j) for j in pool if int(j) not in chosen] or [int(j) for j in others if int(j) not in chosen]
+            chosen.append(candidates[int(rng.integers(len(candidates)))])
+        return anchor, positive, chosen
+
+    def examples(self, start: int, count: int) -> list[Example]:
+        picks = [self.pick(p) for p in range(start, start + count)]
+        queries = [self.texts[a] for a, _, _ in picks]
+        documents = []
+        for _, positive, negatives in picks:
+            documents.append(self.texts[positive])
+            documents.extend(self.texts[j] for j in negatives)
+        query_ids = tokenize_texts(self.tokenizer, queries, max_length=self.max_tokens)
+        doc_ids = tokenize_texts(self.tokenizer, documents, max_length=self.max_tokens)
+        width = 1 + self.negatives_per_example
+        return [Example(query_ids[i], doc_ids[i * width], tuple(doc_ids[i * width + 1: (i + 1) * width]))
+                for i in range(len(picks))]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "sql-curriculum", "queries": len(self.labels), "anchors": len(self.anchors),
+                "labels": dict(Counter(self.labels).most_common()), "negatives_per_example": self.negatives_per_example,
+                "curriculum": self.curriculum, "hard_pool": self.hard_pool}
+
+
+def build_sql_data(config: Any, tokenizer: Any) -> SqlPairData:
+    """The pairs of ``retriever train sql`` from ``config.data[0]`` (a pool folder or its ``pool.jsonl``)."""
+    from retriever.sql.pool import read_pool
+
+    records = read_pool(Path(config.data[0]))
+    total = config.steps * config.batch_size * config.accumulate
+    return SqlPairData(records, tokenizer, total_examples=total, curriculum=config.sql.curriculum,
+                       per_query=config.sql.negatives, hard_pool=config.sql.hard_pool, max_tokens=config.max_tokens,
+                       seed=config.seed)
