@@ -256,13 +256,13 @@ class DocStore:
             return (), ()
         rows = self._rows
         if rows is None:
-            found = self.records([p for p in pids if p >= 0])
-            kept = [(r, s) for p, s in zip(pids, scores) if (r := found.get(p)) is not None]
-            return [r for r, _ in kept], [s for _, s in kept]
-        gathered = self.gather_records(pids)
-        if gathered is not None:
-            return gathered, scores
-        kept = [(r, s) for p, s in zip(pids, scores) if 0 <= p < len(rows) and (r := rows[p]) is not None]
+            lookup = self.records([p for p in pids if p >= 0]).get
+        else:
+            gathered = self.gather_records(pids)
+            if gathered is not None:
+                return gathered, scores
+            lookup = lambda p: rows[p] if 0 <= p < len(rows) else None  # noqa: E731
+        kept = [(r, s) for p, s in zip(pids, scores) if (r := lookup(p)) is not None]
         return [r for r, _ in kept], [s for _, s in kept]
 
     def gather_records(self, pids: Sequence[int]) -> Sequence[PassageRow] | None:

@@ -156,10 +156,7 @@ class Searcher:
             if records is not None:
                 hits, width = Hit.many(records, scores.ravel().tolist()), pids.shape[1]
                 return [hits[at : at + width] for at in range(0, len(hits), width)]
-            ranked = list(zip(pids.tolist(), scores.tolist()))
-        else:
-            ranked = self._group(scores, pids, k)
-        return [Hit.many(*docstore.hit_records(p, s)) for p, s in ranked]
+        return [Hit.many(*docstore.hit_records(p, s)) for p, s in self._per_document(scores, pids, k)]
 
     def retrieve(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[Hits]:
         """Ids and scores only (no doc-store reads beyond id mapping): what evaluation needs."""
@@ -202,7 +199,10 @@ class Searcher:
         found = self._search_passages(vectors, k, filters, nprobe, ef_search)
         if found is None:
             return [([], []) for _ in range(len(vectors))]
-        scores, pids = found
+        return self._per_document(*found, k)
+
+    def _per_document(self, scores: np.ndarray, pids: np.ndarray, k: int) -> list[tuple[list[int], list[float]]]:
+        """:meth:`_search_passages`'s arrays as per-query ``(pids, scores)`` lists, one passage per document."""
         if self._passages_per_doc == 1:  # a pid is a document: no grouping, no id lookup here (fetch == k)
             return list(zip(pids.tolist(), scores.tolist()))
         return self._group(scores, pids, k)
