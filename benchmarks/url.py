@@ -8,8 +8,9 @@ TRAIN is the validation slice that picks k (and the regularization of the baseli
 1. ``retriever train url TRAIN --out MODEL`` (scratch tokenizer + 4-layer BERT, MLM + SimCSE), timed (wall and CPU);
    with ``--supervised``, ``--label-field label`` on TRAIN minus VAL (MLM + supervised contrastive).
 2. ``retriever index build TRAIN --encoder url --model MODEL`` and the same for ``minilm`` (plain text), timed.
-3. k picked on the validation slice (kNN over TRAIN minus VAL, in memory), then every TEST URL classified
-   through the index with :func:`retriever.url_classify.classify` (distance-weighted vote).
+3. The vote (k, distance or uniform weights, and the phishing threshold: majority, or phishing when its share of
+   the vote is >= t) picked on the validation slice (kNN over TRAIN minus VAL, in memory), then every TEST URL
+   classified through the index with :func:`retriever.url_classify.classify` and those settings.
 4. TF-IDF of character 1-5-grams + logistic regression fitted on TRAIN (C picked on VAL).
 
     python -m benchmarks.url                                  # everything
@@ -142,10 +143,15 @@ def index_vectors(index: Path) -> tuple[list[str], np.ndarray]:
     return list(ids), np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def pick_k(index: Path, split: dict[str, list[tuple[str, str, str]]]) -> tuple[int, dict[int, float]]:
-    """The k of the best validation F1: VAL URLs against FIT URLs (TRAIN minus VAL), exact kNN over the index's
-    own vectors, with the same vote as :func:`retriever.url_classify.classify`."""
-    from retriever.url_classify import weighted_vote
+THRESHOLDS = (None, *[round(0.05 * i, 2) for i in range(1, 21)])  # None: the plain majority vote
+
+
+def pick_vote(index: Path, split: dict[str, list[tuple[str, str, str]]]) -> tuple[dict[str, Any], dict[str, float]]:
+    """The vote settings ``{"k", "weights", "threshold"}`` of the best validation F1: VAL URLs against FIT URLs
+    (TRAIN minus VAL), exact kNN over the index's own vectors, with :func:`retriever.url_classify.weighted_vote`.
+    Ties go to the smaller k, then distance weights, then the majority vote. Returns the settings and the
+    validation F1 of every setting tried (keyed ``"k/weights/threshold"``)."""
+    from retriever.url_classify import WEIGHTS, weighted_vote
 
     ids, vectors = index_vectors(index)
     row = {doc_id: i for i, doc_id in enumerate(ids)}
@@ -155,20 +161,27 @@ def pick_k(index: Path, split: dict[str, list[tuple[str, str, str]]]) -> tuple[i
     similarity = val @ fit.T  # (m, n)
     top = np.argsort(-similarity, axis=1)[:, : max(K_GRID)]  # (m, K)
     truth = [lab for _, _, lab in split["val"]]
-    f1_by_k = {}
+    f1: dict[str, float] = {}
+    order: list[tuple[str, dict[str, Any]]] = []
     for k in K_GRID:
-        predicted = [weighted_vote([labels[j] for j in r[:k]], similarity[i, r[:k]], "ip")[0] for i, r in enumerate(top)]
-        f1_by_k[k] = scores(truth, predicted)["f1"]
-    best = max(K_GRID, key=lambda k: (f1_by_k[k], -k))
-    return best, f1_by_k
+        for weights in WEIGHTS:
+            for threshold in THRESHOLDS:
+                predicted = [weighted_vote([labels[j] for j in r[:k]], similarity[i, r[:k]], "ip", weights=weights,  # type: ignore[arg-type]
+                                           positive=POSITIVE, threshold=threshold)[0] for i, r in enumerate(top)]
+                key = f"{k}/{weights}/{threshold if threshold is not None else 'majority'}"
+                f1[key] = scores(truth, predicted)["f1"]
+                order.append((key, {"k": k, "weights": weights, "threshold": threshold}))
+    best_key, best = max(order, key=lambda item: f1[item[0]])  # max keeps the first of equals: the simplest
+    return best, f1
 
 
-def knn_test(index: Path, split: dict, k: int) -> dict[str, float]:
+def knn_test(index: Path, split: dict, vote: dict[str, Any]) -> dict[str, float]:
     from retriever.searcher import Searcher
     from retriever.url_classify import classify
 
     searcher = Searcher.load(index, device="cpu")
-    verdicts = classify(searcher, [u for _, u, _ in split["test"]], k=k, batch_size=128)
+    verdicts = classify(searcher, [u for _, u, _ in split["test"]], k=vote["k"], weights=vote["weights"],
+                        positive=POSITIVE, threshold=vote["threshold"], batch_size=128)
     return scores([lab for _, _, lab in split["test"]], [v.label for v in verdicts])
 
 
@@ -275,10 +288,10 @@ def main() -> None:
     for name in (m for m in methods if m != "tfidf"):
         index = work / f"index-{name}"
         timing = cli(*builds[name], "--out", str(index), "--index", "Flat", "--device", "cpu", "--overwrite", "--batch-size", "128")
-        k, f1_by_k = pick_k(index, split)
+        vote, val_f1 = pick_vote(index, split)
         started = time.perf_counter()
-        result = knn_test(index, split, k)
-        store(name, {**result, "k": k, "val_f1_by_k": {str(x): v for x, v in f1_by_k.items()},
+        result = knn_test(index, split, vote)
+        store(name, {**result, **vote, "val_f1": max(val_f1.values()), "val_f1_by_vote": val_f1,
                      "index_build": timing, "classify_wall_seconds": round(time.perf_counter() - started, 1)})
         log.info("%s: %s", name, result)
 
@@ -319,13 +332,16 @@ def markdown(data: dict[str, Any]) -> str:
         "",
         f"Test: {sizes['test']['urls']:,} URLs from {sizes['test']['sites']:,} sites never seen in training "
         f"({sizes['test'].get('phishing', 0):,} phishing); train: {sizes['train']['urls']:,} URLs from "
-        f"{sizes['train']['sites']:,} sites. k and C picked on a domain-disjoint validation slice of train.",
+        f"{sizes['train']['sites']:,} sites. The kNN vote (k, weights, phishing threshold) and C picked on a "
+        "domain-disjoint validation slice of train.",
         "",
-        "| method | accuracy | F1 (phishing) | precision | recall | k / C | index build wall (CPU) s |",
+        "| method | accuracy | F1 (phishing) | precision | recall | vote / C | index build wall (CPU) s |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, r in data["results"].items():
-        knob = f"k={r['k']}" if "k" in r else f"C={r['C']:g}"
+        knob = f"C={r['C']:g}" if "k" not in r else f"k={r['k']}" + (
+            f", {r['weights']}, phishing if share >= {r['threshold']:g}" if r.get("threshold") is not None
+            else f", {r.get('weights', 'distance')}, majority")
         build = f"{r['index_build']['wall_seconds']} ({r['index_build']['cpu_seconds']})" if "index_build" in r else "-"
         lines.append(f"| {name} | {r['accuracy']:.4f} | {r['f1']:.4f} | {r['precision']:.4f} | {r['recall']:.4f} | {knob} | {build} |")
     model = data["url_model"] or {}

@@ -245,6 +245,11 @@ def crosslingual(
     translation_ratio: float = typer.Option(0.0, "--translation-ratio", help="Probability that a text with linked translations is paired with one instead of its romanization (0 = transliteration only)."),
     group_field: str = typer.Option("group", "--group-field", help="Field whose equal values link translations (parallel text)."),
     max_chars: int = typer.Option(200, "--max-chars", help="Documents are cut into sentence units whose romanization has at most this many characters."),
+    teacher_keys: bool = typer.Option(
+        False, "--teacher-keys/--no-teacher-keys",
+        help="Keys are embedded by a frozen copy of the base model: romanizations (and translations) are pulled to where "
+             "the base model puts the original text, which stays put (distillation)."),
+    anchor_ratio: float = typer.Option(0.0, "--anchor-ratio", help="Probability that an example pairs a text with itself (with --teacher-keys: keeps native-script embeddings where the base model had them)."),
     steps: int = STEPS,
     batch_size: int = BATCH,
     accumulate: int = ACCUMULATE,
@@ -281,9 +286,10 @@ def crosslingual(
     config = _config(
         "crosslingual", tuple(str(p) for p in corpus), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
-        queue_size=0, max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed, precision=precision,
-        freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints,
-        transliteration=TransliterationConfig(translation_ratio=translation_ratio, group_field=group_field, max_chars=max_chars),
+        queue_size=0, teacher_keys=teacher_keys, max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed,
+        precision=precision, freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints,
+        transliteration=TransliterationConfig(translation_ratio=translation_ratio, group_field=group_field, max_chars=max_chars,
+                                              anchor_ratio=anchor_ratio),
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)

@@ -21,11 +21,15 @@ def classify(
     urls_file: Optional[Path] = typer.Option(None, "--file", help="More URLs, one per line."),
     k: int = typer.Option(10, "-k", "--k", help="Neighbours that vote."),
     label_field: str = typer.Option("label", "--label-field", help="Metadata field holding the label."),
+    weights: str = typer.Option("distance", "--weights", help="distance (inverse-distance votes) or uniform (one vote each)."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="The label to detect (e.g. phishing); with --threshold."),
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="--positive wins when its share of the vote is at least this (0-1]; otherwise the largest other label."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per URL: url, label, confidence, votes, neighbours."),
 ) -> None:
-    """Label URLs by a distance-weighted vote of their nearest labelled neighbours, showing the neighbours."""
+    """Label URLs by a vote of their nearest labelled neighbours, showing the neighbours."""
     from retriever.searcher import Searcher
+    from retriever.url_classify import WEIGHTS
     from retriever.url_classify import classify as knn_classify
 
     wanted = list(urls or [])
@@ -37,11 +41,16 @@ def classify(
         raise RetrieverError("give URLs to classify (arguments or --file)")
     if k < 1:
         raise RetrieverError(f"-k must be >= 1 (got {k})")
+    if weights not in WEIGHTS:
+        raise RetrieverError(f"--weights {weights!r}: use one of {', '.join(WEIGHTS)}")
+    if threshold is not None and (positive is None or not 0.0 < threshold <= 1.0):
+        raise RetrieverError(f"--threshold needs --positive LABEL and a value in (0, 1] (got {threshold})")
     searcher = Searcher.load(index_dir, device=device)
     if searcher.manifest.encoder.get("preset") != "url":
         raise RetrieverError(f"{index_dir} was built with the {searcher.manifest.encoder.get('preset')!r} preset; "
                              "classify needs an index built with --encoder url (or a model trained with `retriever train url`)")
-    verdicts = knn_classify(searcher, wanted, k=k, label_field=label_field)
+    verdicts = knn_classify(searcher, wanted, k=k, label_field=label_field, weights=weights,  # type: ignore[arg-type]
+                            positive=positive, threshold=threshold)
     for verdict in verdicts:
         if as_json:
             print_json(verdict.to_dict())

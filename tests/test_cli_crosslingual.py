@@ -119,6 +119,25 @@ def test_train_crosslingual_freezes_embeddings_and_records_the_preset(tmp_path, 
     assert not (before[key] == load_file(str(trained_all / "model.safetensors"))[key]).all()
 
 
+def test_teacher_keys_stay_the_base_model_while_the_student_trains(tmp_path, mixed_corpus, tiny_model):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "model"
+    result = run("train", "crosslingual", mixed_corpus, "--out", out, "--base", tiny_model, "--steps", "3", "--batch-size", "4",
+                 "--max-tokens", "24", "--lr", "1e-2", "--device", "cpu", "--teacher-keys", "--anchor-ratio", "0.3")
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["teacher_keys"] is True and config["transliteration"]["anchor_ratio"] == 0.3
+    checkpoint = next((out / "checkpoints").glob("step-*"))
+    student_start = load_file(str(tiny_model / "model.safetensors"))
+    teacher, student = load_file(str(checkpoint / "key_model.safetensors")), load_file(str(checkpoint / "model.safetensors"))
+    assert teacher.keys() == student.keys()
+    layer = next(k for k in teacher if "layer.0" in k and k.endswith("query.weight"))
+    base_layer = next(k for k in student_start if k.endswith(layer.removeprefix("0.model.")))
+    assert student_start[base_layer].equal(teacher[layer])  # the teacher is the base model, unchanged...
+    assert not student[layer].equal(teacher[layer])  # ...while the student trained
+
+
 def test_train_crosslingual_bad_input_is_one_line(tmp_path, tiny_model):
     ascii_only = tmp_path / "ascii.jsonl"
     ascii_only.write_text('{"_id": "a", "text": "only plain ascii here"}\n', encoding="utf-8")

@@ -149,6 +149,28 @@ def test_training_data_pairs_sentences_with_romanizations_and_translations(tiny_
         TransliterationData([Unit("ascii", None, None)], tiny_tokenizer, translation_ratio=0.5, max_tokens=16, seed=0)
 
 
+def test_teacher_mode_keeps_the_original_text_as_the_key(tiny_tokenizer):
+    units = [Unit("Москва — столица России.", "Moskva — stolitsa Rossii.", "g1"), Unit("Moscow is the capital.", None, "g1"),
+             Unit("Кошка спит.", "Koshka spit.", None), Unit("plain ascii only", None, None)]
+    data = TransliterationData(units, tiny_tokenizer, translation_ratio=0.5, max_tokens=16, seed=0, teacher=True,
+                               anchor_ratio=0.3, query_prefix="Q ", document_prefix="D ")
+    assert len(data) == 4  # with anchors, an ASCII unit without translations is trained too (as itself)
+    kinds, roles = {}, set()
+    for p in range(200):
+        query, key, kind, as_query = data._pair(p)
+        assert key in {u.text for u in units}  # the teacher embeds only original texts
+        kinds.setdefault(kind, set()).add((query, key))
+        roles.add(as_query)
+    assert kinds["anchor"] >= {("plain ascii only", "plain ascii only")} and all(q == k for q, k in kinds["anchor"])
+    assert kinds["transliteration"] == {(u.roman, u.text) for u in units if u.roman}
+    assert kinds["translation"] == {(units[1].text, units[0].text), (units[0].text, units[1].text)}
+    assert roles == {True, False}
+    decode = lambda ids: tiny_tokenizer.decode(ids)  # noqa: E731
+    for example, p in zip(data.examples(0, 12), range(12)):
+        role = "q" if data._pair(p)[3] else "d"
+        assert decode(example.query).split()[0].lower() == role and decode(example.key).split()[0].lower() == role
+
+
 def test_crosslingual_config_validates_and_round_trips():
     config = TrainConfig(objective="crosslingual", data=("c.jsonl",), base="multilingual-e5-small", warmup=0,
                          freeze_embeddings=True, transliteration=TransliterationConfig(translation_ratio=0.3)).validate()
@@ -156,5 +178,7 @@ def test_crosslingual_config_validates_and_round_trips():
     assert again == config and again.transliteration.translation_ratio == 0.3
     with pytest.raises(RetrieverError, match="--translation-ratio"):
         TrainConfig(objective="crosslingual", data=("c",), warmup=0, transliteration=TransliterationConfig(translation_ratio=2)).validate()
+    with pytest.raises(RetrieverError, match="--anchor-ratio"):
+        TrainConfig(objective="crosslingual", data=("c",), warmup=0, transliteration=TransliterationConfig(anchor_ratio=1.0)).validate()
     with pytest.raises(RetrieverError, match="needs a trained --base"):
         TrainConfig(objective="crosslingual", data=("c",), base="scratch", warmup=0, scratch=ScratchConfig()).validate()

@@ -100,6 +100,24 @@ def test_classify_json_shows_the_deciding_neighbours(url_index):
         assert all(n["label"] in ("benign", "phishing") for n in verdict["neighbours"])
 
 
+def test_classify_threshold_on_the_positive_label(url_index):
+    url = "http://paypa1.com.secure-login.xyz/"
+
+    def verdict(*flags):
+        result = run("url", "classify", url_index, url, "-k", "4", "--weights", "uniform", "--json", "--device", "cpu", *flags)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout.strip())
+
+    plain = verdict()
+    assert all(n["weight"] == 1.0 for n in plain["neighbours"])
+    share = plain["votes"].get("phishing", 0.0) / 4
+    assert 0 < share < 1, plain  # both labels among the 4 neighbours of this fixture
+    assert verdict("--positive", "phishing", "--threshold", str(share))["label"] == "phishing"
+    assert verdict("--positive", "phishing", "--threshold", str(min(1.0, share + 0.01)))["label"] == "benign"
+    assert_user_error(run("url", "classify", url_index, url, "--threshold", "0.5"), "--threshold needs --positive")
+    assert_user_error(run("url", "classify", url_index, url, "--weights", "rank"), "--weights 'rank'")
+
+
 def test_classify_table(url_index):
     result = run("url", "classify", url_index, LABELLED[0][0], "-k", "2", "--device", "cpu")
     assert result.exit_code == 0, result.output

@@ -65,6 +65,19 @@ def test_weighted_vote_by_inverse_distance():
     assert weighted_vote([None, None], np.array([0.5, 0.4]), "ip") == (None, 0.0, {})
 
 
+def test_uniform_vote_and_a_threshold_on_the_positive_label():
+    scores = np.array([0.95, 0.5, 0.5, 0.5])
+    labels = ["bad", "ok", "ok", "ok"]
+    assert weighted_vote(labels, scores, "ip")[0] == "bad"  # the near duplicate outweighs three far neighbours
+    label, share, votes = weighted_vote(labels, scores, "ip", weights="uniform")
+    assert (label, share, votes) == ("ok", 0.75, {"bad": 1.0, "ok": 3.0})
+    assert weighted_vote(labels, scores, "ip", weights="uniform", positive="bad", threshold=0.25)[:2] == ("bad", 0.25)
+    assert weighted_vote(labels, scores, "ip", weights="uniform", positive="bad", threshold=0.3)[:2] == ("ok", 0.75)
+    distance = weighted_vote(labels, scores, "ip", positive="bad", threshold=0.95)  # share 20/(20+6) < 0.95
+    assert distance[0] == "ok" and distance[1] == pytest.approx(6 / 26, rel=1e-4)
+    assert weighted_vote(["bad", None], scores[:2], "ip", positive="bad", threshold=0.99)[0] == "bad"  # nobody else voted
+
+
 # --- readers ---------------------------------------------------------------------------------------------------
 def test_read_urls_plain_tsv_jsonl(tmp_path):
     plain = tmp_path / "urls.txt"

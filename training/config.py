@@ -142,15 +142,20 @@ class TransliterationConfig:
             translation instead of its romanization (0 = transliteration pairs only).
         group_field: the corpus field whose equal values link translations of one another.
         max_chars: sentence units are cut so that their romanization has at most this many characters.
+        anchor_ratio: probability that an example pairs a text with itself (with ``teacher_keys``: holds the
+            model's embedding of every text where the base model had it).
     """
 
     translation_ratio: float = 0.0
     group_field: str = "group"
     max_chars: int = 200
+    anchor_ratio: float = 0.0
 
     def validate(self) -> None:
         if not 0.0 <= self.translation_ratio <= 1.0:
             raise RetrieverError(f"--translation-ratio must be in [0, 1] (got {self.translation_ratio})")
+        if not 0.0 <= self.anchor_ratio < 1.0:
+            raise RetrieverError(f"--anchor-ratio must be in [0, 1) (got {self.anchor_ratio})")
         if self.max_chars < 8:
             raise RetrieverError(f"--max-chars must be >= 8 (got {self.max_chars})")
 
@@ -249,7 +254,9 @@ class TrainConfig:
         temperature: InfoNCE temperature on cosine similarities.
         queue_size: MoCo queue length (keys of past batches used as negatives); 0 = plain in-batch negatives,
             where keys come from the trained encoder with gradients.
-        momentum: MoCo key encoder momentum (used when ``queue_size > 0``).
+        momentum: MoCo key encoder momentum (used when ``queue_size > 0`` and not ``teacher_keys``).
+        teacher_keys: keys are embedded by a frozen copy of the base model in eval mode (a teacher: its
+            embeddings are the targets, as in multilingual distillation); the queue, if any, holds teacher keys.
         max_tokens: truncation length of every input, special tokens included.
         max_grad_norm: gradient clipping (0 = off).
         seed: seeds data order, crops, negatives sampling and torch.
@@ -278,6 +285,7 @@ class TrainConfig:
     temperature: float = 0.05
     queue_size: int = 0
     momentum: float = 0.999
+    teacher_keys: bool = False
     max_tokens: int = 128
     max_grad_norm: float = 1.0
     seed: int = 0
@@ -328,6 +336,7 @@ class TrainConfig:
             (self.mlm is None or self.objective == "url", "masked-language modelling is part of the url objective only"),
             (self.label_field is None or self.objective == "url", "--label-field applies to the url objective only"),
             (self.label_field is None or self.queue_size == 0, "--label-field needs in-batch negatives (the queue holds no classes)"),
+            (not (self.teacher_keys and self.base == SCRATCH), "--teacher-keys needs a trained --base, not scratch"),
         ]
         for ok, message in checks:
             if not ok:

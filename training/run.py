@@ -234,7 +234,8 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
         options = config.transliteration
         units = build_units(read_corpus([Path(p) for p in config.data]), max_chars=options.max_chars, group_field=options.group_field)
         return TransliterationData(units, tokenizer, translation_ratio=options.translation_ratio, max_tokens=config.max_tokens,
-                                   seed=config.seed, query_prefix=base.query_prefix, document_prefix=base.document_prefix)
+                                   seed=config.seed, query_prefix=base.query_prefix, document_prefix=base.document_prefix,
+                                   teacher=config.teacher_keys, anchor_ratio=options.anchor_ratio)
     from training.pairs import mine_negatives
 
     assert labeled is not None

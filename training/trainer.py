@@ -168,7 +168,11 @@ class Trainer:
             embedding.weight.requires_grad_(False)
         if config.adversarial and config.freeze_embeddings:
             raise RetrieverError("--adversarial needs trainable input embeddings (drop --freeze-embeddings)")
-        self.key_encoder = make_key_encoder(encoder).train() if config.queue_size else None  # dropout on keys, as Contriever
+        self.key_encoder: nn.Module | None = None
+        if config.teacher_keys:
+            self.key_encoder = make_key_encoder(encoder).eval()  # the frozen base model: fixed targets, no dropout
+        elif config.queue_size:
+            self.key_encoder = make_key_encoder(encoder).train()  # dropout on keys, as Contriever
         self.queue = KeyQueue(config.queue_size, encoder.get_embedding_dimension(), device=device) if config.queue_size else None
         # after the key encoder is copied, so that the copy carries no hook
         self.perturbation = _EmbeddingPerturbation(embedding) if config.adversarial else None
@@ -247,7 +251,7 @@ class Trainer:
     def _train_step(self) -> tuple[float, int]:
         """Forward/backward ``accumulate`` batches and step the optimizer. Returns (mean loss, tokens seen globally)."""
         cfg = self.config
-        if self.key_encoder is not None:
+        if self.key_encoder is not None and not cfg.teacher_keys:
             momentum_update(self.key_encoder, self.encoder, cfg.momentum)
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0

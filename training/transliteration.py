@@ -11,6 +11,12 @@ region of the embedding space (their Transliteration Contrastive Modeling). Here
 
 Either side is the query with probability 1/2, so both "romanized query -> native passage" and the reverse are
 trained; the query side gets the model's query prefix and the other side its document prefix.
+
+With ``teacher=True`` (the trainer's frozen teacher keys, ``--teacher-keys``) the examples are distillation
+targets instead: the key is always the original text (embedded by the frozen base model), the query is its
+romanization, its translation, or (with probability ``anchor_ratio``) the text itself, and both sides get the
+same prefix (query or document, at random). The romanized side is pulled to where the base model put the native
+text, while anchor pairs keep every native text, questions and passages alike, where the base model had it.
 Documents are cut into sentence units whose romanization stays under ``max_chars`` characters (a romanized
 sentence is the longer side: pinyin or Thai in Latin letters takes several letters per character).
 """
@@ -97,6 +103,8 @@ class TransliterationData:
         translation_ratio: probability that an example with translations is a translation pair.
         max_tokens: truncation of every side (special tokens are added by the trainer's collate).
         seed: data order and per-example choices (see :mod:`training.data`).
+        teacher: keys are distillation targets of a frozen teacher (see the module docstring).
+        anchor_ratio: probability that an example pairs a text with itself (every unit then gives examples).
 
     Raises:
         RetrieverError: no unit gives a pair (nothing to romanize and no translations).
@@ -105,14 +113,15 @@ class TransliterationData:
     negatives_per_example = 0
 
     def __init__(self, units: Sequence[Unit], tokenizer: Any, *, translation_ratio: float, max_tokens: int, seed: int,
-                 query_prefix: str = "", document_prefix: str = ""):
+                 query_prefix: str = "", document_prefix: str = "", teacher: bool = False, anchor_ratio: float = 0.0):
         members: dict[str, list[int]] = {}
         for i, unit in enumerate(units):
             if unit.group is not None:
                 members.setdefault(unit.group, []).append(i)
         self.partners = {g: idx for g, idx in members.items() if len(idx) > 1} if translation_ratio > 0 else {}
         self.units = list(units)
-        self.items = [i for i, u in enumerate(units) if u.roman is not None or (u.group in self.partners)]
+        self.items = [i for i, u in enumerate(units)
+                      if u.roman is not None or (u.group in self.partners) or (anchor_ratio > 0 and u.text.strip())]
         if not self.items:
             raise RetrieverError("no training pair: no text changes when romanized and no translations are linked")
         self.tokenizer = tokenizer
@@ -121,37 +130,51 @@ class TransliterationData:
         self.seed = seed
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
+        self.teacher = teacher
+        self.anchor_ratio = anchor_ratio
         self.order = EpochOrder(len(self.items), seed)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def pair(self, position: int) -> tuple[str, str, str]:
-        """(query text, key text, kind) of example ``position``, prefixes not yet added."""
+        """(query text, key text, kind) of example ``position``, prefixes not yet added; kind is ``transliteration``,
+        ``translation`` or ``anchor``."""
+        query, key, kind, _ = self._pair(position)
+        return query, key, kind
+
+    def _pair(self, position: int) -> tuple[str, str, str, bool]:
+        """:meth:`pair` and whether the key side gets the query prefix too (teacher mode: same prefix both sides)."""
         unit = self.units[self.items[self.order(position)]]
         rng = example_rng(self.seed, position)
         others = [i for i in self.partners.get(unit.group, ()) if self.units[i] is not unit] if unit.group else []
-        translate = bool(others) and (unit.roman is None or rng.random() < self.translation_ratio)
-        if translate:
+        anchor_only = unit.roman is None and not others
+        if anchor_only or (self.anchor_ratio > 0 and rng.random() < self.anchor_ratio):
+            partner, kind = unit.text, "anchor"
+        elif others and (unit.roman is None or rng.random() < self.translation_ratio):
             partner = self.units[others[int(rng.integers(len(others)))]].text
             kind = "translation"
         else:
-            partner = unit.roman
-            kind = "transliteration"
+            partner, kind = unit.roman, "transliteration"
         assert partner is not None
+        if self.teacher:  # the original text is the teacher's target; one prefix role for both sides
+            return partner, unit.text, kind, bool(rng.random() < 0.5)
         anchor = unit.text
         if rng.random() < 0.5:
             anchor, partner = partner, anchor
-        return anchor, partner, kind
+        return anchor, partner, kind, False
 
     def examples(self, start: int, count: int) -> list[Example]:
-        pairs = [self.pair(p) for p in range(start, start + count)]
-        queries = tokenize_texts(self.tokenizer, [self.query_prefix + q for q, _, _ in pairs], max_length=self.max_tokens)
-        keys = tokenize_texts(self.tokenizer, [self.document_prefix + k for _, k, _ in pairs], max_length=self.max_tokens)
-        return [Example(q, k) for q, k in zip(queries, keys)]
+        pairs = [self._pair(p) for p in range(start, start + count)]
+        queries = [(self.query_prefix if not self.teacher or as_query else self.document_prefix) + q for q, _, _, as_query in pairs]
+        keys = [(self.query_prefix if as_query else self.document_prefix) + k for _, k, _, as_query in pairs]
+        queries_ids = tokenize_texts(self.tokenizer, queries, max_length=self.max_tokens)
+        keys_ids = tokenize_texts(self.tokenizer, keys, max_length=self.max_tokens)
+        return [Example(q, k) for q, k in zip(queries_ids, keys_ids)]
 
     def describe(self) -> dict[str, Any]:
         roman = sum(1 for i in self.items if self.units[i].roman is not None)
         return {"kind": "transliteration", "units": len(self.units), "items": len(self.items), "romanizable": roman,
                 "translation_groups": len(self.partners), "translation_ratio": self.translation_ratio,
+                "teacher": self.teacher, "anchor_ratio": self.anchor_ratio,
                 "mean_unit_chars": round(float(np.mean([len(self.units[i].text) for i in self.items])), 1)}
