@@ -322,6 +322,8 @@ def code(
     precision: str = PRECISION,
     device: str = DEVICE,
     freeze_embeddings: bool = FREEZE,
+    eval_dataset: Optional[Path] = typer.Option(None, "--eval", help="A BEIR folder of code search (e.g. CoSQA) whose --eval-split queries pick the best step, instead of the held-out docstrings; texts get the code preprocessing."),
+    eval_split: str = EVAL_SPLIT,
     eval_every: int = EVAL_EVERY,
     eval_metric: str = typer.Option("MRR@10", "--eval-metric", help="Metric on the validation slice that picks the best step."),
     eval_batch_size: int = EVAL_BATCH,
@@ -338,14 +340,15 @@ def code(
     settings = CodeConfig(exclude=tuple(str(p) for p in exclude), doc_ratio=doc_ratio, augment=augment,
                           token_delete=token_delete, token_replace=token_replace, token_swap=token_swap,
                           validation=validation, min_lines=min_lines)
-    if eval_every and not validation:
-        raise RetrieverError("--eval-every needs --validation > 0")
+    if eval_every and not validation and eval_dataset is None:
+        raise RetrieverError("--eval-every needs --validation > 0 or --eval")
     config = _config(
         "code", tuple(str(p) for p in sources), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
         max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed, precision=precision,
         freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints, code=settings,
-        eval=EvalConfig(every=eval_every, metric=eval_metric, batch_size=eval_batch_size, split="dev"),
+        eval=EvalConfig(dataset=str(eval_dataset) if eval_dataset is not None else None, every=eval_every, metric=eval_metric,
+                        batch_size=eval_batch_size, split=eval_split if eval_dataset is not None else "dev"),
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
 

@@ -134,8 +134,39 @@ def test_code_model_trains_through_the_cli_and_records_its_preset(tmp_path, tiny
     assert manifest["counts"]["documents"] == len(python_functions(first.read_text(encoding="utf-8")))
 
 
+def test_code_training_selects_on_a_code_search_folder_with_the_code_preprocessing(tmp_path, tiny_model):
+    import json as _json
+
+    from training.config import EvalConfig
+    from training.dev_eval import DevSet
+
+    beir = tmp_path / "search"
+    (beir / "qrels").mkdir(parents=True)
+    functions = {"0": "def readFileLines(path):\n    return open(path).read().splitlines()",
+                 "1": "def celsius_to_fahrenheit(c):\n    return c * 9 / 5 + 32"}
+    (beir / "corpus.jsonl").write_text("".join(_json.dumps({"_id": i, "text": t}) + "\n" for i, t in functions.items()))
+    (beir / "queries.jsonl").write_text(_json.dumps({"_id": "q", "text": "python read lines of a file"}) + "\n")
+    (beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq\t0\t1\n")
+    from retriever.code_text import preprocess_code
+
+    devset = DevSet(EvalConfig(dataset=str(beir), split="dev"), preprocess=preprocess_code)
+    assert devset.doc_texts[0] == preprocess_code(functions["0"]) and "read file lines" in devset.doc_texts[0].lower()
+
+    src = Path(_json.__file__).parent  # the stdlib json package
+    out = tmp_path / "model"
+    result = run("train", "code", src, "--out", out, "--base", tiny_model, "--validation", "0", "--eval", beir,
+                 "--eval-split", "dev", "--eval-every", "1", "--steps", "2", "--batch-size", "4", "--max-tokens", "48",
+                 "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    history = _json.loads((out / "training.json").read_text())["history"]
+    assert [h["step"] for h in history] == [0, 1, 2] and all("RR@10" in h["metrics"] for h in history)
+    assert not (out / "validation").exists()
+
+
 def test_train_code_errors_are_one_line(tmp_path, tiny_model):
     result = run("train", "code", tmp_path / "missing", "--out", tmp_path / "m", "--base", tiny_model, "--device", "cpu")
     assert result.exit_code == 2 and "no such file or directory" in result.output and "Traceback" not in result.output
     result = run("train", "code", tmp_path, "--out", tmp_path / "m", "--doc-ratio", "2", "--device", "cpu")
     assert result.exit_code == 2 and "--doc-ratio must be in [0, 1]" in result.output
+    result = run("train", "code", tmp_path, "--out", tmp_path / "m", "--validation", "0", "--eval-every", "5", "--device", "cpu")
+    assert result.exit_code == 2 and "--eval-every needs --validation > 0 or --eval" in result.output

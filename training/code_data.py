@@ -136,7 +136,7 @@ def split_validation(functions: list[TrainFunction], count: int) -> tuple[list[T
 def write_validation(folder: Path, functions: Sequence[TrainFunction]) -> Path:
     """A BEIR folder: corpus = the functions without docstrings, queries = their summaries, ``qrels/dev.tsv``.
 
-    Texts are written already preprocessed as the ``code`` preset does, since DevSet encodes them as they are.
+    Texts are written raw; the DevSet applies the ``code`` preset's preprocessing, as it does to any ``--eval`` folder.
     """
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
     with open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus, \
@@ -144,9 +144,9 @@ def write_validation(folder: Path, functions: Sequence[TrainFunction]) -> Path:
             open(folder / "qrels" / "dev.tsv", "w", encoding="utf-8") as qrels:
         qrels.write("query-id\tcorpus-id\tscore\n")
         for number, fn in enumerate(functions):
-            corpus.write(json.dumps({"_id": f"d{number}", "title": "", "text": preprocess_code(remove_docstrings(fn.code)),
+            corpus.write(json.dumps({"_id": f"d{number}", "title": "", "text": remove_docstrings(fn.code),
                                      "origin": fn.origin}) + "\n")
-            queries.write(json.dumps({"_id": f"q{number}", "text": preprocess_code(as_query(fn.summary))}) + "\n")
+            queries.write(json.dumps({"_id": f"q{number}", "text": as_query(fn.summary)}) + "\n")
             qrels.write(f"q{number}\td{number}\t1\n")
     return folder
 

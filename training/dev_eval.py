@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +25,15 @@ class DevSet:
     Args:
         config: the folder, split, selection metric and batch size.
         query_prefix, document_prefix: the model's prefixes.
+        preprocess: the output preset's text preprocessing (e.g. identifier splitting for code), applied to
+            queries and documents before the prefixes, as an index built with the output model would.
 
     Raises:
         CorpusError: missing corpus/queries/qrels files. RetrieverError: an unknown metric or no judged query.
     """
 
-    def __init__(self, config: EvalConfig, *, query_prefix: str = "", document_prefix: str = ""):
+    def __init__(self, config: EvalConfig, *, query_prefix: str = "", document_prefix: str = "",
+                 preprocess: Callable[[str], str] | None = None):
         from indexing.readers import read_corpus
         from retriever.evaluation import load_qrels, load_queries, parse_metrics
 
@@ -48,10 +52,11 @@ class DevSet:
         self.query_ids = [q for q in queries if q in self.qrels]
         if not self.query_ids:
             raise RetrieverError(f"{qrels_path}: no judged query has a text in queries.jsonl")
-        self.query_texts = [query_prefix + queries[q] for q in self.query_ids]
+        prepare = preprocess or (lambda text: text)
+        self.query_texts = [query_prefix + prepare(queries[q]) for q in self.query_ids]
         docs = list(read_corpus([folder]))
         self.doc_ids = [d.id for d in docs]
-        self.doc_texts = [document_prefix + d.full_text() for d in docs]
+        self.doc_texts = [document_prefix + prepare(d.full_text()) for d in docs]
         self.batch_size = config.batch_size
         self.name = f"{folder.name}/{config.split}"
         log.info("evaluation on %s: %d queries, %d documents", self.name, len(self.query_ids), len(self.doc_ids))

@@ -134,7 +134,11 @@ def run_training(
         if eval_config.dataset is not None:
             from training.dev_eval import DevSet
 
-            devset = DevSet(eval_config, query_prefix=base.query_prefix, document_prefix=base.document_prefix)
+            from retriever.presets import PREPROCESSORS, get_preset
+
+            preprocessor = get_preset(base.preset).preprocessor if base.preset else None
+            devset = DevSet(eval_config, query_prefix=base.query_prefix, document_prefix=base.document_prefix,
+                            preprocess=PREPROCESSORS[preprocessor] if preprocessor else None)
         from training.trainer import Trainer
 
         log.info("training on %s (%s, %d process%s): %s", local_device, precision, dist.world_size,
