@@ -149,21 +149,25 @@ def test_training_data_pairs_sentences_with_romanizations_and_translations(tiny_
         TransliterationData([Unit("ascii", None, None)], tiny_tokenizer, translation_ratio=0.5, max_tokens=16, seed=0)
 
 
-def test_teacher_mode_keeps_the_original_text_as_the_key(tiny_tokenizer):
+def test_teacher_mode_pairs_romanized_and_native_text_with_one_target(tiny_tokenizer):
     units = [Unit("Москва — столица России.", "Moskva — stolitsa Rossii.", "g1"), Unit("Moscow is the capital.", None, "g1"),
              Unit("Кошка спит.", "Koshka spit.", None), Unit("plain ascii only", None, None)]
     data = TransliterationData(units, tiny_tokenizer, translation_ratio=0.5, max_tokens=16, seed=0, teacher=True,
                                anchor_ratio=0.3, query_prefix="Q ", document_prefix="D ")
     assert len(data) == 4  # with anchors, an ASCII unit without translations is trained too (as itself)
-    kinds, roles = {}, set()
-    for p in range(200):
+    seen, roles = set(), set()
+    for p in range(300):
         query, key, kind, as_query = data._pair(p)
-        assert key in {u.text for u in units}  # the teacher embeds only original texts
-        kinds.setdefault(kind, set()).add((query, key))
+        seen.add((query, key, kind))
         roles.add(as_query)
-    assert kinds["anchor"] >= {("plain ascii only", "plain ascii only")} and all(q == k for q, k in kinds["anchor"])
-    assert kinds["transliteration"] == {(u.roman, u.text) for u in units if u.roman}
-    assert kinds["translation"] == {(units[1].text, units[0].text), (units[0].text, units[1].text)}
+    moscow, english, cat, ascii_only = units
+    assert seen == {
+        (moscow.roman, moscow.text, "transliteration"), (moscow.text, moscow.text, "anchor"),
+        (moscow.roman, english.text, "transliteration"), (moscow.text, english.text, "translation"),
+        (english.text, english.text, "anchor"),  # Latin text: anchored to itself, never pulled to a translation
+        (cat.roman, cat.text, "transliteration"), (cat.text, cat.text, "anchor"),
+        (ascii_only.text, ascii_only.text, "anchor"),
+    }
     assert roles == {True, False}
     decode = lambda ids: tiny_tokenizer.decode(ids)  # noqa: E731
     for example, p in zip(data.examples(0, 12), range(12)):

@@ -13,10 +13,11 @@ Either side is the query with probability 1/2, so both "romanized query -> nativ
 trained; the query side gets the model's query prefix and the other side its document prefix.
 
 With ``teacher=True`` (the trainer's frozen teacher keys, ``--teacher-keys``) the examples are distillation
-targets instead: the key is always the original text (embedded by the frozen base model), the query is its
-romanization, its translation, or (with probability ``anchor_ratio``) the text itself, and both sides get the
-same prefix (query or document, at random). The romanized side is pulled to where the base model put the native
-text, while anchor pairs keep every native text, questions and passages alike, where the base model had it.
+targets instead. The key is a target embedded by the frozen base model: the text itself or, for a non-Latin text
+with translations, with probability ``translation_ratio`` a translation (as in Reimers and Gurevych's multilingual
+distillation). The query is the text's romanization or, with probability ``anchor_ratio``, the text itself, so a
+romanized text and its native original head for the same target, and native texts stay where the base model put
+them (or move to their translation). Both sides get the same prefix (query or document, at random).
 Documents are cut into sentence units whose romanization stays under ``max_chars`` characters (a romanized
 sentence is the longer side: pinyin or Thai in Latin letters takes several letters per character).
 """
@@ -148,6 +149,8 @@ class TransliterationData:
         unit = self.units[self.items[self.order(position)]]
         rng = example_rng(self.seed, position)
         others = [i for i in self.partners.get(unit.group, ()) if self.units[i] is not unit] if unit.group else []
+        if self.teacher:
+            return self._teacher_pair(unit, others, rng)
         anchor_only = unit.roman is None and not others
         if anchor_only or (self.anchor_ratio > 0 and rng.random() < self.anchor_ratio):
             partner, kind = unit.text, "anchor"
@@ -157,12 +160,23 @@ class TransliterationData:
         else:
             partner, kind = unit.roman, "transliteration"
         assert partner is not None
-        if self.teacher:  # the original text is the teacher's target; one prefix role for both sides
-            return partner, unit.text, kind, bool(rng.random() < 0.5)
         anchor = unit.text
         if rng.random() < 0.5:
             anchor, partner = partner, anchor
         return anchor, partner, kind, False
+
+    def _teacher_pair(self, unit: Unit, others: list[int], rng: np.random.Generator) -> tuple[str, str, str, bool]:
+        """Teacher mode: the key (target) is the text itself, or, for a non-Latin text with translations, with
+        probability ``translation_ratio`` a translation (multilingual distillation); the query is the romanization
+        (or, with probability ``anchor_ratio``, the text itself), so a romanized text and its native original head for
+        the same target. Latin-script texts (nothing to romanize) are anchored to themselves."""
+        target, kind = unit.text, "anchor"
+        if unit.roman is not None and others and rng.random() < self.translation_ratio:
+            target, kind = self.units[others[int(rng.integers(len(others)))]].text, "translation"
+        query = unit.text
+        if unit.roman is not None and not (self.anchor_ratio > 0 and rng.random() < self.anchor_ratio):
+            query, kind = unit.roman, "transliteration"
+        return query, target, kind, bool(rng.random() < 0.5)
 
     def examples(self, start: int, count: int) -> list[Example]:
         pairs = [self._pair(p) for p in range(start, start + count)]
