@@ -162,7 +162,8 @@ def pick_vote(index: Path, split: dict[str, list[tuple[str, str, str]]]) -> tupl
     top = np.argsort(-similarity, axis=1)[:, : max(K_GRID)]  # (m, K)
     truth = [lab for _, _, lab in split["val"]]
     f1: dict[str, float] = {}
-    order: list[tuple[str, dict[str, Any]]] = []
+    best: dict[str, Any] = {}
+    best_f1 = -1.0
     for k in K_GRID:
         for weights in WEIGHTS:
             for threshold in THRESHOLDS:
@@ -170,8 +171,8 @@ def pick_vote(index: Path, split: dict[str, list[tuple[str, str, str]]]) -> tupl
                                            positive=POSITIVE, threshold=threshold)[0] for i, r in enumerate(top)]
                 key = f"{k}/{weights}/{threshold if threshold is not None else 'majority'}"
                 f1[key] = scores(truth, predicted)["f1"]
-                order.append((key, {"k": k, "weights": weights, "threshold": threshold}))
-    best_key, best = max(order, key=lambda item: f1[item[0]])  # max keeps the first of equals: the simplest
+                if f1[key] > best_f1:  # strictly better: equals keep the simpler setting tried first
+                    best, best_f1 = {"k": k, "weights": weights, "threshold": threshold}, f1[key]
     return best, f1
 
 

@@ -29,7 +29,7 @@ def classify(
 ) -> None:
     """Label URLs by a vote of their nearest labelled neighbours, showing the neighbours."""
     from retriever.searcher import Searcher
-    from retriever.url_classify import WEIGHTS
+    from retriever.url_classify import check_vote
     from retriever.url_classify import classify as knn_classify
 
     wanted = list(urls or [])
@@ -39,12 +39,7 @@ def classify(
         wanted += [line.strip() for line in urls_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not wanted:
         raise RetrieverError("give URLs to classify (arguments or --file)")
-    if k < 1:
-        raise RetrieverError(f"-k must be >= 1 (got {k})")
-    if weights not in WEIGHTS:
-        raise RetrieverError(f"--weights {weights!r}: use one of {', '.join(WEIGHTS)}")
-    if threshold is not None and (positive is None or not 0.0 < threshold <= 1.0):
-        raise RetrieverError(f"--threshold needs --positive LABEL and a value in (0, 1] (got {threshold})")
+    check_vote(k, weights, positive, threshold)  # before the model loads
     searcher = Searcher.load(index_dir, device=device)
     if searcher.manifest.encoder.get("preset") != "url":
         raise RetrieverError(f"{index_dir} was built with the {searcher.manifest.encoder.get('preset')!r} preset; "

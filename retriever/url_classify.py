@@ -96,6 +96,20 @@ def weighted_vote(labels: Sequence[str | None], scores: np.ndarray, metric: str,
     return winner, best / total, totals
 
 
+def check_vote(k: int, weights: str, positive: str | None, threshold: float | None) -> None:
+    """Refuse vote settings :func:`classify` cannot use.
+
+    Raises:
+        RetrieverError: ``k < 1``, unknown ``weights``, or a ``threshold`` outside (0, 1] or without ``positive``.
+    """
+    if k < 1:
+        raise RetrieverError(f"-k must be >= 1 (got {k})")
+    if weights not in WEIGHTS:
+        raise RetrieverError(f"--weights {weights!r}: use one of {', '.join(WEIGHTS)}")
+    if threshold is not None and (positive is None or not 0.0 < threshold <= 1.0):
+        raise RetrieverError(f"--threshold needs --positive LABEL and a value in (0, 1] (got {threshold})")
+
+
 def classify(searcher: Any, urls: Sequence[str], *, k: int = 10, label_field: str = DEFAULT_LABEL_FIELD,
              batch_size: int = 64, weights: Weights = "distance", positive: str | None = None,
              threshold: float | None = None) -> list[Verdict]:
@@ -106,12 +120,7 @@ def classify(searcher: Any, urls: Sequence[str], *, k: int = 10, label_field: st
     Raises:
         RetrieverError: ``k < 1``, a bad ``weights``/``threshold``, or no neighbour of any URL carries ``label_field``.
     """
-    if k < 1:
-        raise RetrieverError(f"-k must be >= 1 (got {k})")
-    if weights not in WEIGHTS:
-        raise RetrieverError(f"--weights {weights!r}: use one of {', '.join(WEIGHTS)}")
-    if threshold is not None and (positive is None or not 0.0 < threshold <= 1.0):
-        raise RetrieverError(f"--threshold needs --positive LABEL and a value in (0, 1] (got {threshold})")
+    check_vote(k, weights, positive, threshold)
     metric = searcher.manifest.metric
     verdicts = []
     for url, hits in zip(urls, searcher.search(list(urls), k, batch_size=batch_size)):

@@ -103,15 +103,18 @@ def test_classify_json_shows_the_deciding_neighbours(url_index):
 def test_classify_threshold_on_the_positive_label(url_index):
     url = "http://paypa1.com.secure-login.xyz/"
 
+    everyone = str(len(LABELLED))  # every indexed URL votes: the phishing share is the index's, whatever the model
+
     def verdict(*flags):
-        result = run("url", "classify", url_index, url, "-k", "4", "--weights", "uniform", "--json", "--device", "cpu", *flags)
+        result = run("url", "classify", url_index, url, "-k", everyone, "--weights", "uniform", "--json", "--device", "cpu", *flags)
         assert result.exit_code == 0, result.output
         return json.loads(result.stdout.strip())
 
     plain = verdict()
     assert all(n["weight"] == 1.0 for n in plain["neighbours"])
-    share = plain["votes"].get("phishing", 0.0) / 4
-    assert 0 < share < 1, plain  # both labels among the 4 neighbours of this fixture
+    share = plain["votes"].get("phishing", 0.0) / len(LABELLED)
+    assert share == sum(label == "phishing" for _, label in LABELLED) / len(LABELLED)
+    assert 0 < share < 1, plain  # both labels in the fixture
     assert verdict("--positive", "phishing", "--threshold", str(share))["label"] == "phishing"
     assert verdict("--positive", "phishing", "--threshold", str(min(1.0, share + 0.01)))["label"] == "benign"
     assert_user_error(run("url", "classify", url_index, url, "--threshold", "0.5"), "--threshold needs --positive")

@@ -52,7 +52,7 @@ class DevSet:
         self.query_ids = [q for q in queries if q in self.qrels]
         if not self.query_ids:
             raise RetrieverError(f"{qrels_path}: no judged query has a text in queries.jsonl")
-        prepare = preprocess or (lambda text: text)
+        prepare = preprocess or str  # str(text) is text: no preprocessing
         self.query_texts = [query_prefix + prepare(queries[q]) for q in self.query_ids]
         docs = list(read_corpus([folder]))
         self.doc_ids = [d.id for d in docs]

@@ -132,13 +132,11 @@ def run_training(
         if eval_config.dataset is None and getattr(data, "validation_dir", None) is not None:
             eval_config = replace(eval_config, dataset=str(data.validation_dir), split="dev")
         if eval_config.dataset is not None:
+            from retriever.presets import get_preset, preprocessor_function
             from training.dev_eval import DevSet
 
-            from retriever.presets import PREPROCESSORS, get_preset
-
-            preprocessor = get_preset(base.preset).preprocessor if base.preset else None
             devset = DevSet(eval_config, query_prefix=base.query_prefix, document_prefix=base.document_prefix,
-                            preprocess=PREPROCESSORS[preprocessor] if preprocessor else None)
+                            preprocess=preprocessor_function(get_preset(base.preset).preprocessor))
         from training.trainer import Trainer
 
         log.info("training on %s (%s, %d process%s): %s", local_device, precision, dist.world_size,
