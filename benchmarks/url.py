@@ -17,6 +17,12 @@ TRAIN is the validation slice that picks k (and the regularization of the baseli
     python -m benchmarks.url --methods tfidf,url              # a subset; earlier results of the same split are merged
     python -m benchmarks.url --model MODEL --methods url      # reuse a trained model (its recorded training time)
 
+The results file's URL model (two stages: 600 supervised steps with MLM, then 1,200 contrastive-only steps)::
+
+    python -m benchmarks.url --supervised --steps 600 --methods url
+    cp -r benchmarks/cache/url/model /tmp/url-600
+    python -m benchmarks.url --supervised --base /tmp/url-600 --steps 1200 --lr 2e-4 --mlm-weight 0 --train-seed 1 --methods url
+
 Writes ``benchmarks/results/url.{json,md}``; work files go to ``benchmarks/cache/url``.
 """
 
@@ -241,6 +247,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--supervised", action="store_true", help="Train the URL model with the labels (--label-field "
                         "label, supervised contrastive) on TRAIN minus the validation slice, so k is still picked on unseen labels.")
+    parser.add_argument("--base", default="scratch", help="`retriever train url --base`: scratch, or a URL model to "
+                        "continue from (e.g. a shorter supervised run); the results describe both stages.")
+    parser.add_argument("--lr", type=float, default=None, help="`retriever train url --lr` (default: that command's).")
+    parser.add_argument("--mlm-weight", type=float, default=1.0, help="`retriever train url --mlm-weight` (0 = contrastive only).")
+    parser.add_argument("--train-seed", type=int, default=None, help="Training seed (default: --seed, which also fixes the split).")
     parser.add_argument("--extra-train", nargs="*", default=[], help="More `retriever train url` flags, e.g. --adversarial 1.0.")
     parser.add_argument("--sample-train", type=int, help="Use a seeded sample of this many TRAIN URLs (all methods).")
     parser.add_argument("--sample-test", type=int, help="Use a seeded sample of this many TEST URLs (all methods).")
@@ -275,12 +286,16 @@ def main() -> None:
     if "tfidf" in methods:  # the cheap baseline first
         store("tfidf", tfidf_lr(split))
         log.info("tfidf: %s", json.loads((work / "result-tfidf.json").read_text())["result"])
-    model = args.model or work / "model"
+    model = args.model or work / ("model" if args.base == "scratch" else "model-continued")
+    if args.model is None and Path(args.base).resolve() == model.resolve():
+        parser.error(f"--base {args.base} is where this run would write its model; copy it elsewhere first")
     if "url" in methods and args.model is None:
         supervised = ["--label-field", "label"] if args.supervised else []
         timing = cli("train", "url", str(work / ("fit.tsv" if args.supervised else "train.tsv")), "--out", str(model),
                      "--steps", str(args.steps), "--batch-size", str(args.batch_size), "--max-tokens", str(args.max_tokens),
-                     "--seed", str(args.seed), "--device", "cpu", "--overwrite", *supervised, *args.extra_train)
+                     "--seed", str(args.seed if args.train_seed is None else args.train_seed), "--device", "cpu",
+                     "--overwrite", "--base", args.base, "--mlm-weight", str(args.mlm_weight), *supervised,
+                     *(["--lr", str(args.lr)] if args.lr is not None else []), *args.extra_train)
         (model / TRAIN_TIME_FILE).write_text(json.dumps({**timing, "threads": _threads(), "setting": setting}) + "\n")
     builds = {
         "url": ["index", "build", str(work / "train.tsv"), "--encoder", "url", "--model", str(model)],
@@ -312,12 +327,39 @@ def main() -> None:
         "dataset": "phishing-urls (50,233 URLs: ISCX-URL-2016 benign + PhishTank 2020-05-09)",
         "split": {**setting, "by": "registered domain", "sizes": sizes},
         "results": results, "acceptance": acceptance,
-        "url_model": {"path": str(model), "train_config": json.loads((model / "train_config.json").read_text()),
-                      "training": trained} if names["url"] in results else None,
+        "url_model": {"path": str(model), "stages": training_stages(model)} if names["url"] in results else None,
         "machine": machine(),
     }
     write_results("url" + (f"-{args.tag}" if args.tag else ""), data, markdown(data))
     print(markdown(data))
+
+
+def training_stages(model: Path) -> list[dict[str, Any]]:
+    """The trainings that made ``model``, first one first: each stage's train_config and measured time (if any),
+    following ``base`` while it names a folder that holds a train_config.json."""
+    stages: list[dict[str, Any]] = []
+    folder: Path | None = model
+    while folder is not None and (folder / "train_config.json").is_file() and len(stages) < 10:
+        cfg = json.loads((folder / "train_config.json").read_text())
+        timing = folder / TRAIN_TIME_FILE
+        stages.insert(0, {"path": str(folder), "train_config": cfg,
+                          "training": json.loads(timing.read_text()) if timing.is_file() else {}})
+        folder = Path(cfg["base"]) if cfg.get("base") not in (None, "scratch") else None
+    return stages
+
+
+def _stage_line(stage: dict[str, Any], first: bool) -> str:
+    cfg, timing = stage["train_config"], stage["training"]
+    size = cfg.get("scratch") or {}
+    took = (f"{timing['wall_seconds'] / 60:.1f} min wall, {timing['cpu_seconds'] / 60:.1f} min CPU, {timing.get('threads')} threads"
+            if timing else "time not measured")
+    start = (f"from scratch: {size.get('layers')} layers, hidden {size.get('hidden')}, vocabulary {size.get('vocab_size')}"
+             if cfg.get("base") == "scratch" else f"continued from the model above (`{cfg['base']}`)")
+    objective = (f"supervised contrastive on the '{cfg['label_field']}' field of TRAIN minus the validation slice"
+                 if cfg.get("label_field") else "unsupervised (SimCSE)")
+    return (f"{'URL model' if first else 'then'}: {start}; {cfg['steps']} steps x {cfg['batch_size']} URLs at lr {cfg['lr']:g}, "
+            f"max {cfg['max_tokens']} tokens, MLM {'on' if cfg.get('mlm') else 'off'}, adversarial {cfg.get('adversarial', 0)}, "
+            f"{objective}; {took}.")
 
 
 def _threads() -> int:
@@ -345,24 +387,12 @@ def markdown(data: dict[str, Any]) -> str:
             else f", {r.get('weights', 'distance')}, majority")
         build = f"{r['index_build']['wall_seconds']} ({r['index_build']['cpu_seconds']})" if "index_build" in r else "-"
         lines.append(f"| {name} | {r['accuracy']:.4f} | {r['f1']:.4f} | {r['precision']:.4f} | {r['recall']:.4f} | {knob} | {build} |")
-    model = data["url_model"] or {}
-    cfg = model.get("train_config")
-    if not cfg:
+    stages = (data["url_model"] or {}).get("stages") or []
+    if not stages:
         lines += ["", "URL model and minilm: not measured in this run (see `--methods`)."]
     else:
-        size = cfg.get("scratch") or {}
-        timing = model.get("training") or {}
-        took = (f"{timing['wall_seconds'] / 60:.1f} min wall, {timing['cpu_seconds'] / 60:.1f} min CPU"
-                if timing else "not measured (reused model)")
-        lines += [
-            "",
-            f"URL model: {size.get('layers')} layers, hidden {size.get('hidden')}, vocabulary {size.get('vocab_size')}, "
-            f"{cfg['steps']} steps x {cfg['batch_size']} URLs, max {cfg['max_tokens']} tokens, MLM "
-            f"{'on' if cfg.get('mlm') else 'off'}, adversarial {cfg.get('adversarial', 0)}, "
-            + (f"supervised contrastive on the '{cfg['label_field']}' field of TRAIN minus the validation slice"
-               if cfg.get("label_field") else "unsupervised (SimCSE)")
-            + f"; training took {took} ({timing.get('threads')} threads, on a 2-core machine shared with other jobs).",
-        ]
+        lines += ["", *(("- " if len(stages) > 1 else "") + _stage_line(stage, i == 0) for i, stage in enumerate(stages)),
+                  "", "Training ran on a 2-core machine shared with other jobs."]
     for name, r in data["results"].items():
         if r.get("carried_over"):
             lines += ["", f"The {name} row is carried over: {r['carried_over']}."]

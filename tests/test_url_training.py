@@ -235,3 +235,21 @@ def test_labelled_urls_keep_their_classes(tiny_tokenizer):
     assert sorted((e.key, e.group) for e in examples) == sorted((list(store[i]), int(groups[i])) for i in range(len(URLS)))
     with pytest.raises(Exception, match="two classes"):
         url_classes(docs[:1], "label")
+
+
+def test_url_benchmark_describes_a_continued_model_stage_by_stage(tmp_path):
+    """A model trained with --base OTHER_URL_MODEL is reported as two stages, the first one first."""
+    from benchmarks.url import TRAIN_TIME_FILE, _stage_line, training_stages
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder, base, steps in ((first, "scratch", 600), (second, str(first), 1200)):
+        folder.mkdir()
+        (folder / "train_config.json").write_text(json.dumps({
+            "base": base, "steps": steps, "batch_size": 64, "lr": 5e-4, "max_tokens": 48, "mlm": None,
+            "label_field": "label", "scratch": {"layers": 4, "hidden": 128, "vocab_size": 8192} if base == "scratch" else None}))
+    (first / TRAIN_TIME_FILE).write_text(json.dumps({"wall_seconds": 600.0, "cpu_seconds": 1200.0, "threads": 2}))
+
+    stages = training_stages(second)
+    assert [s["train_config"]["steps"] for s in stages] == [600, 1200]
+    assert "from scratch: 4 layers" in _stage_line(stages[0], True) and "10.0 min wall" in _stage_line(stages[0], True)
+    assert "continued from" in _stage_line(stages[1], False) and "time not measured" in _stage_line(stages[1], False)
