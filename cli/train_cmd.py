@@ -1,6 +1,6 @@
 """``retriever train ...``: contriever (unsupervised, from a corpus), finetune (supervised, from pairs), url,
 crosslingual (transliteration contrast, from multilingual text), code (self-supervised code search, from source trees)
-and sql (demonstration retrieval, from a pool of measured SQL rewrites).
+and sql (demonstration retrieval, from a pool of measured SQL rewrites); merge averages trained models' weights.
 
 Both run under ``torchrun --nproc_per_node N`` unchanged (DDP; only rank 0 writes and draws progress).
 """
@@ -419,6 +419,36 @@ def _eval(dataset: Optional[Path], split: str, every: int, metric: str, batch_si
     if dataset is None and every:
         raise RetrieverError("--eval-every needs --eval DATASET")
     return EvalConfig(dataset=str(dataset) if dataset else None, split=split, every=every, metric=metric, batch_size=batch_size)
+
+
+@app.command()
+@user_errors
+def merge(
+    models: list[str] = typer.Argument(..., help="Two or more models of one architecture (aliases, folders or hub ids), e.g. two fine-tunings of one base."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output model folder (sentence-transformers)."),
+    weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weight per model, summing to 1 (default: equal)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
+    as_json: bool = AS_JSON,
+) -> None:
+    """Average the parameters of fine-tuned models (WiSE-FT / model soup), with no training: the merged model's
+    skills usually lie between those of its parts, often above the line that joins them."""
+    from transformers.utils import logging as hf_logging
+
+    from training.merge import merge_models
+
+    hf_logging.disable_progress_bar()
+    parsed = None
+    if weights is not None:
+        try:
+            parsed = [float(w) for w in weights.split(",")]
+        except ValueError:
+            raise RetrieverError(f"--weights: not a comma-separated list of numbers: {weights!r}") from None
+    result = merge_models(models, out, weights=parsed, overwrite=overwrite)
+    if as_json:
+        print_json({"out": str(result.out), "models": result.models, "weights": result.weights, "tensors": result.tensors})
+        return
+    parts = ", ".join(f"{w:g} x {m}" for m, w in zip(result.models, result.weights))
+    console.print(f"merged [bold]{result.out}[/]: {parts} ({result.tensors} tensors)", highlight=False)
 
 
 def _config(objective: str, data: tuple[str, ...], *, warmup: Optional[int], steps: int, **values: Any):
