@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from indexing.errors import RetrieverError
+from indexing.errors import ModelError, RetrieverError
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def merge_models(models: Sequence[str], out: Path, *, weights: Sequence[float] |
         log.warning("the models have different presets (%s); the merge keeps the first one's (%s)",
                     ", ".join(str(b.preset) for b in bases), bases[0].preset)
     merged = _load(bases[0].path)
-    state = {name: tensor.clone() for name, tensor in merged.state_dict().items()}
+    state = merged.state_dict()  # float entries are replaced by the averages below; integer ones stay as they are
     sums = {name: tensor.float() * weights[0] for name, tensor in state.items() if tensor.is_floating_point()}
     for base, weight in zip(bases[1:], weights[1:]):
         other = _load(base.path).state_dict()
@@ -107,8 +107,6 @@ def merge_models(models: Sequence[str], out: Path, *, weights: Sequence[float] |
 def _load(path: str):
     """A SentenceTransformer from a folder or hub id, its modules as saved (raises ModelError)."""
     from sentence_transformers import SentenceTransformer
-
-    from indexing.errors import ModelError
 
     try:
         return SentenceTransformer(str(path), device="cpu")
