@@ -42,10 +42,16 @@ def results_name(kind: str, collection: str, tag: str) -> str:
 
 
 def evaluate_on_test(model: str, collection: Path, work: Path, *, device: str, index: Path | None = None) -> dict[str, Any]:
-    """Build a Flat, unchunked index of the collection with ``model`` (or reuse ``index``), retrieve the 100
-    best documents for every judged test query with the Searcher, and score them.
+    """:func:`evaluate_split` on the collection's test queries."""
+    return evaluate_split(model, collection, work, split="test", device=device, index=index)
 
-    Returns ``{"aggregate": {...}, "per_query": {...}, "index": path, "build_seconds": s}``.
+
+def evaluate_split(model: str, collection: Path, work: Path, *, split: str, device: str,
+                   index: Path | None = None) -> dict[str, Any]:
+    """Build a Flat, unchunked index of the collection with ``model`` (or reuse ``index``), retrieve the 100
+    best documents for every judged query of ``split`` (``qrels/<split>.tsv``) with the Searcher, and score them.
+
+    Returns ``{"aggregate": {...}, "per_query": {...}, "index": path, "build_seconds": s, "queries": n}``.
     """
     from indexing.builder import BuildConfig, build_index
     from indexing.readers import read_corpus
@@ -53,7 +59,7 @@ def evaluate_on_test(model: str, collection: Path, work: Path, *, device: str, i
     from retriever.evaluation import evaluate, load_qrels, load_queries
     from retriever.searcher import Searcher
 
-    qrels = load_qrels(collection / "qrels" / "test.tsv")
+    qrels = load_qrels(collection / "qrels" / f"{split}.tsv")
     queries = {q: t for q, t in load_queries(collection / "queries.jsonl").items() if q in qrels}
     encoder = load_encoder(model, device=device)
     seconds = 0.0

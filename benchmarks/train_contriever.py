@@ -1,10 +1,17 @@
 """Unsupervised domain adaptation (Contriever recipe) on a shared collection; base vs trained on the TEST split.
 
-Trains on the collection's corpus text only (independent crops, MoCo queue), selects the best step on the
-collection's TRAIN queries when it has qrels/train.tsv (SciFact does; never on test), then evaluates base and
-trained models with the engine (Flat index, --chunk-tokens 0) on the test queries.
+Trains on the collection's corpus text only (independent crops or sentence anchors, MoCo queue), selects the best
+step on the collection's TRAIN queries when it has qrels/train.tsv (SciFact does; never on test), then evaluates base
+and trained models with the engine (Flat index, --chunk-tokens 0) on the test queries.
+
+With ``--merge-weights``, the output is a weight-space ensemble of the trained model and its base (WiSE-FT, the
+``retriever train merge`` command): each candidate weight of the trained model is scored on the TRAIN queries and
+the best one (1.0, the trained model alone, always competes) is evaluated on test. A collection without train
+queries takes exactly one weight, fixed beforehand (e.g. the one SciFact's train queries chose).
 
     python -m benchmarks.train_contriever --collection scifact --steps 500 --eval-every 50
+    python -m benchmarks.train_contriever --collection scifact --anchor sentence --mine --merge-weights 0.3,0.5,0.7
+    python -m benchmarks.train_contriever --collection cisi --anchor sentence --mine --merge-weights 0.5 --eval-every 0
     python -m benchmarks.train_contriever --collection adi --steps 2 --batch-size 8 --tag smoke   # smoke run
 
 Writes ``benchmarks/results/train_contriever[-TAG]_<collection>.{json,md}``.
@@ -17,9 +24,54 @@ import logging
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.common import require_data
-from benchmarks.train_common import add_recipe_flags, compare, evaluate_on_test, markdown, results_name, write
+from benchmarks.train_common import (add_recipe_flags, compare, evaluate_on_test, evaluate_split, markdown, results_name,
+                                     write)
+
+
+def parse_merge_weights(text: str, *, select: bool) -> list[float]:
+    """The candidate weights of the trained model (each in (0, 1]); several only when they can be selected.
+
+    Raises:
+        SystemExit: a weight outside (0, 1], not a number, or several weights without train queries to choose.
+    """
+    try:
+        weights = [float(w) for w in text.split(",") if w.strip()]
+    except ValueError:
+        raise SystemExit(f"--merge-weights: not a comma-separated list of numbers: {text!r}") from None
+    if any(not 0.0 < w <= 1.0 for w in weights):
+        raise SystemExit(f"--merge-weights: every weight must be in (0, 1] (got {text})")
+    if len(weights) > 1 and not select:
+        raise SystemExit("--merge-weights: this collection has no train queries to choose among weights; give one")
+    return weights
+
+
+def select_merge(trained: str, base: str, weights: list[float], collection: Path, work: Path, *, device: str,
+                 select: bool) -> tuple[str, float, list[dict[str, Any]]]:
+    """Merge ``trained`` with ``base`` at each weight and pick the best on the train queries.
+
+    Returns (chosen model folder, its weight, the selection table ``[{"weight", "metrics"}]``; empty without a choice).
+    """
+    from training.merge import merge_models
+
+    candidates: dict[float, str] = {1.0: trained}
+    for weight in weights:
+        if weight < 1.0:
+            out = work / f"merged-{weight:g}"
+            merge_models([trained, base], out, weights=[weight, 1.0 - weight], overwrite=True)
+            candidates[weight] = str(out)
+    if not select:
+        weight = weights[0] if weights else 1.0
+        return candidates[weight], weight, []
+    table = []
+    for weight, model in sorted(candidates.items()):
+        scores = evaluate_split(model, collection, work, split="train", device=device)
+        table.append({"weight": weight, "metrics": scores["aggregate"], "index": scores["index"]})
+        logging.getLogger(__name__).info("merge weight %g: train %s", weight, scores["aggregate"])
+    best = max(table, key=lambda row: row["metrics"]["nDCG@10"])
+    return candidates[best["weight"]], best["weight"], table
 
 
 def main() -> None:
@@ -40,6 +92,9 @@ def main() -> None:
                         help="Mine hard negatives for sentence anchors from the base model's index of the corpus.")
     parser.add_argument("--negative-ranks", default="10-50")
     parser.add_argument("--negatives-per-query", type=int, default=1)
+    parser.add_argument("--merge-weights", default="",
+                        help="Comma-separated weights of the trained model in a merge with the base (base gets 1 - w); "
+                             "chosen on train queries, or exactly one for a collection without them.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -51,6 +106,7 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix=f"train-contriever-{args.collection}-"))
     device = resolve_device(args.device)
     select = (collection / "qrels" / "train.tsv").is_file()
+    weights = parse_merge_weights(args.merge_weights, select=select)
     notes = [] if select else [f"{args.collection} has no train split: no model selection, the output is the last step."]
     started = time.perf_counter()
     base = evaluate_on_test(args.base, collection, work, device=device, index=args.base_index)
@@ -72,7 +128,12 @@ def main() -> None:
     started = time.perf_counter()
     result = run_training(config, work / "model", device=device, overwrite=True)
     train_seconds = time.perf_counter() - started
-    trained = evaluate_on_test(str(work / "model"), collection, work, device=device)
+    started = time.perf_counter()
+    chosen, weight, merge_table = select_merge(str(work / "model"), args.base, weights, collection, work,
+                                               device=device, select=select)
+    selection_seconds = time.perf_counter() - started
+    chosen_index = next((Path(row["index"]) for row in merge_table if row["weight"] == weight), None)
+    trained = evaluate_on_test(chosen, collection, work, device=device, index=chosen_index)
 
     comparison = compare(base, trained)
     recipe = {"objective": "contriever", **{k: v for k, v in config.to_dict().items() if k not in ("objective", "split", "scratch")}}
@@ -80,15 +141,32 @@ def main() -> None:
         "collection": args.collection, "device": device, "recipe": recipe, "test": comparison,
         "test_queries": trained["queries"], "selection_split": "train" if select else None,
         "best_step": result.best_step, "train_history": result.history, "last_loss": result.last_loss,
+        "merge": {"candidates": weights, "chosen_weight": weight,
+                  "selection": [{k: v for k, v in row.items() if k != "index"} for row in merge_table]},
         "seconds": {"base_index_and_eval": round(base_seconds, 1), "training": round(train_seconds, 1),
-                    "trained_index": trained["build_seconds"]},
-        "model": str(work / "model"), "notes": notes,
+                    "merge_selection": round(selection_seconds, 1), "trained_index": trained["build_seconds"]},
+        "model": chosen, "notes": notes,
     }
     title = f"Contriever adaptation of {args.base} on {args.collection} ({args.steps} steps, {trained['queries']} test queries)"
     text = markdown(title, recipe, comparison, result.history, notes + [f"Training took {train_seconds / 60:.1f} min on {device}."])
+    text += merge_markdown(weights, weight, merge_table, args.base)
     path = write(results_name("contriever", args.collection, args.tag), data, text, args.results)
     print(text)
     print(f"wrote {path}")
+
+
+def merge_markdown(weights: list[float], chosen: float, table: list[dict[str, Any]], base: str) -> str:
+    """The merge part of the results text: the candidates scored on train queries and the weight kept."""
+    if not weights:
+        return ""
+    lines = ["", "", f"Merge with {base} (WiSE-FT weight-space ensemble; w = weight of the trained model): w = {chosen:g} kept."]
+    if table:
+        metrics = list(table[0]["metrics"])
+        lines += ["", "Chosen on train queries:", "", "| w | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        lines += [f"| {row['weight']:g} | " + " | ".join(f"{v:.4f}" for v in row["metrics"].values()) + " |" for row in table]
+    else:
+        lines.append("The weight was fixed beforehand (no train queries here).")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
