@@ -95,7 +95,14 @@ def main() -> None:
     parser.add_argument("--merge-weights", default="",
                         help="Comma-separated weights of the trained model in a merge with the base (base gets 1 - w); "
                              "chosen on train queries, or exactly one for a collection without them.")
+    parser.add_argument("--trained", type=Path, default=None,
+                        help="A model already trained on this collection by `retriever train contriever` (its "
+                             "train_config.json is the recipe; the recipe flags are ignored): skip training.")
+    parser.add_argument("--training-seconds", type=float, default=None,
+                        help="With --trained: the wall time its training took (e.g. from /usr/bin/time).")
     args = parser.parse_args()
+    if (args.trained is None) != (args.training_seconds is None):
+        parser.error("--trained and --training-seconds go together")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from retriever.devices import resolve_device
@@ -125,11 +132,18 @@ def main() -> None:
         eval=EvalConfig(dataset=str(collection), split="train", every=args.eval_every) if select else EvalConfig(),
     ).validate()
 
+    if args.trained is None:
+        model = work / "model"
+        started = time.perf_counter()
+        result = run_training(config, model, device=device, overwrite=True)
+        train_seconds = time.perf_counter() - started
+    else:
+        model, config, result = trained_elsewhere(args.trained, collection)
+        train_seconds = args.training_seconds
+        notes.append(f"Trained beforehand by `retriever train contriever` into {model}; its train_config.json is the recipe "
+                     "below and its wall time was measured outside this script (--training-seconds).")
     started = time.perf_counter()
-    result = run_training(config, work / "model", device=device, overwrite=True)
-    train_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    chosen, weight, merge_table = select_merge(str(work / "model"), args.base, weights, collection, work,
+    chosen, weight, merge_table = select_merge(str(model), args.base, weights, collection, work,
                                                device=device, select=select)
     selection_seconds = time.perf_counter() - started
     chosen_index = next((Path(row["index"]) for row in merge_table if row["weight"] == weight), None)
@@ -147,12 +161,38 @@ def main() -> None:
                     "merge_selection": round(selection_seconds, 1), "trained_index": trained["build_seconds"]},
         "model": chosen, "notes": notes,
     }
-    title = f"Contriever adaptation of {args.base} on {args.collection} ({args.steps} steps, {trained['queries']} test queries)"
+    title = f"Contriever adaptation of {args.base} on {args.collection} ({config.steps} steps, {trained['queries']} test queries)"
     text = markdown(title, recipe, comparison, result.history, notes + [f"Training took {train_seconds / 60:.1f} min on {device}."])
     text += merge_markdown(weights, weight, merge_table, args.base)
     path = write(results_name("contriever", args.collection, args.tag), data, text, args.results)
     print(text)
     print(f"wrote {path}")
+
+
+def trained_elsewhere(folder: Path, collection: Path) -> tuple[Path, Any, Any]:
+    """The model, recipe and training history of a run made by ``retriever train contriever`` in ``folder``.
+
+    Raises:
+        SystemExit: not a finished contriever run on this collection's corpus.
+    """
+    import json
+
+    from training.config import TrainConfig
+    from training.trainer import HISTORY_FILE, TrainResult
+
+    try:
+        config = TrainConfig.from_dict(json.loads((folder / "train_config.json").read_text(encoding="utf-8")))
+        summary = json.loads((folder / HISTORY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"--trained {folder}: not a finished training run ({exc})") from None
+    corpus = str(collection / "corpus.jsonl")
+    if config.objective != "contriever" or [str(Path(d).resolve()) for d in config.data] != [str(Path(corpus).resolve())]:
+        raise SystemExit(f"--trained {folder}: not a contriever run on {corpus} (objective {config.objective}, data {config.data})")
+    best = summary.get("best") or {}
+    result = TrainResult(folder, summary["steps"], True, None, best.get("step"),
+                         next((h["metrics"] for h in summary["history"] if h["step"] == best.get("step")), None),
+                         summary["history"])
+    return folder, config, result
 
 
 def merge_markdown(weights: list[float], chosen: float, table: list[dict[str, Any]], base: str) -> str:
