@@ -60,7 +60,7 @@ def select_merge(trained: str, base: str, weights: list[float], collection: Path
     for weight in weights:
         if weight < 1.0:
             out = work / f"merged-{weight:g}"
-            merge_models([trained, base], out, weights=[weight, 1.0 - weight], overwrite=True)
+            merge_models([trained, base], out, weights=[weight, round(1.0 - weight, 10)], overwrite=True)
             candidates[weight] = str(out)
     if not select:
         weight = weights[0] if weights else 1.0
@@ -83,13 +83,14 @@ def main() -> None:
     parser.add_argument("--delete", type=float, default=0.1)
     parser.add_argument("--replace", type=float, default=0.0)
     parser.add_argument("--mask", type=float, default=0.0)
-    parser.add_argument("--anchor", choices=("crop", "sentence"), default="crop",
-                        help="crop: two independent crops (Contriever); sentence: a sentence vs the rest of its document.")
+    parser.add_argument("--anchor", choices=("crop", "sentence", "title"), default="crop",
+                        help="crop: two independent crops (Contriever); sentence: a sentence vs the rest of its document; "
+                             "title: a title vs its body.")
     parser.add_argument("--sentences-per-doc", type=int, default=4)
     parser.add_argument("--min-sentence-words", type=int, default=6)
     parser.add_argument("--keep-sentence", type=float, default=0.1)
     parser.add_argument("--mine", action="store_true",
-                        help="Mine hard negatives for sentence anchors from the base model's index of the corpus.")
+                        help="Mine hard negatives for sentence/title anchors from the base model's index of the corpus.")
     parser.add_argument("--negative-ranks", default="10-50")
     parser.add_argument("--negatives-per-query", type=int, default=1)
     parser.add_argument("--merge-weights", default="",

@@ -76,9 +76,9 @@ def contriever(
     delete: float = typer.Option(0.1, "--delete", help="Per-token deletion probability."),
     replace: float = typer.Option(0.0, "--replace", help="Per-token random replacement probability."),
     mask: float = typer.Option(0.0, "--mask", help="Per-token masking probability."),
-    anchor: str = typer.Option("crop", "--anchor", help="Pairs from 'crop' (two independent crops of a chunk, Contriever) or 'sentence' (a sentence vs the rest of its document, inverse cloze)."),
+    anchor: str = typer.Option("crop", "--anchor", help="Pairs from 'crop' (two independent crops of a chunk, Contriever), 'sentence' (a sentence vs the rest of its document, inverse cloze) or 'title' (a title vs its body)."),
     sentences_per_doc: int = typer.Option(4, "--sentences-per-doc", help="--anchor sentence: pairs drawn per document."),
-    min_sentence_words: int = typer.Option(6, "--min-sentence-words", help="--anchor sentence: shortest sentence used as a query."),
+    min_sentence_words: int = typer.Option(6, "--min-sentence-words", help="--anchor sentence/title: shortest sentence or title used as a query."),
     keep_sentence: float = typer.Option(0.1, "--keep-sentence", help="--anchor sentence: probability the sentence stays in its positive."),
     negatives_from: Optional[Path] = NEGATIVES_FROM,
     negative_ranks: str = NEGATIVE_RANKS,
@@ -106,7 +106,8 @@ def contriever(
 ) -> None:
     """Unsupervised contrastive training (Contriever): two independent random crops of a chunk are a positive pair.
 
-    With --anchor sentence, a sentence and the rest of its document are the pair (inverse cloze task), and
+    With --anchor sentence, a sentence and the rest of its document are the pair (inverse cloze task); with
+    --anchor title, a document's title and its body. Either way
     --negatives-from INDEX adds hard negatives mined from an index of the corpus (the source document skipped).
     """
     from training.config import SCRATCH, CropConfig, ScratchConfig, SentenceConfig

@@ -1,4 +1,5 @@
-"""Inverse-cloze (``--anchor sentence``) pairs: splitting, pair construction, and a run with mined negatives."""
+"""Inverse-cloze (``--anchor sentence``) and title (``--anchor title``) pairs: splitting, pair construction, runs with
+mined negatives."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from indexing.documents import Document
 from training.config import SentenceConfig, TrainConfig
-from training.ict import sentence_pairs, split_sentences
+from training.ict import sentence_pairs, split_sentences, title_pairs
 
 runner = CliRunner()
 
@@ -92,3 +93,32 @@ def test_negatives_need_pairs(tmp_path, small_corpus):
     result = runner.invoke(app, ["train", "contriever", str(small_corpus), "--out", str(tmp_path / "o"),
                                  "--negatives-from", str(tmp_path), "--device", "cpu"])
     assert result.exit_code == 2 and "--anchor sentence" in result.output
+
+
+def test_title_pairs_ask_the_title_for_the_body():
+    docs = [Document("a", "Statins lower cardiac risk in adults", "We followed 900 adults. Risk fell."),
+            Document("b", "Short", "A body."), Document("c", "A long enough title here", "  ")]
+    pairs = title_pairs(docs, min_words=3)
+    assert [(p.query, p.positive, p.positive_id, p.known_positive_ids) for p in pairs] == [
+        ("Statins lower cardiac risk in adults", "We followed 900 adults. Risk fell.", "a", frozenset(["a"]))]
+    assert title_pairs(docs, min_words=1)[1].query == "Short"
+
+
+def test_title_anchor_trains_with_mined_negatives(tmp_path, tiny_model):
+    corpus = _sentence_corpus(tmp_path / "corpus.jsonl")
+    index = tmp_path / "idx"
+    built = runner.invoke(app, ["index", "build", str(corpus), "--out", str(index), "--model", str(tiny_model),
+                                "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"], catch_exceptions=False)
+    assert built.exit_code == 0, built.output
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(tiny_model),
+                                 "--anchor", "title", "--min-sentence-words", "2", "--negatives-from", str(index),
+                                 "--negative-ranks", "2-10", "--steps", "2", "--batch-size", "4", "--max-tokens", "32",
+                                 "--device", "cpu", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    mined = [json.loads(line) for line in (out / "mined_negatives.jsonl").read_text().splitlines()]
+    titles = {json.loads(line)["title"] for line in corpus.read_text().splitlines()}
+    assert len(mined) == 24 and {m["query"] for m in mined} == titles and all(m["negative_ids"] for m in mined)
+    too_short = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(tmp_path / "m2"), "--base", str(tiny_model),
+                                    "--anchor", "title", "--min-sentence-words", "5", "--steps", "1", "--device", "cpu"])
+    assert too_short.exit_code != 0 and "--anchor title: no document has a title" in too_short.output

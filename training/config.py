@@ -12,7 +12,7 @@ from indexing.errors import RetrieverError
 Objective = Literal["contriever", "finetune", "url", "crosslingual", "code", "sql"]
 OBJECTIVES: tuple[str, ...] = ("contriever", "finetune", "url", "crosslingual", "code", "sql")
 Anchor = Literal["crop", "sentence"]
-ANCHORS: tuple[str, ...] = ("crop", "sentence")
+ANCHORS: tuple[str, ...] = ("crop", "sentence", "title")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 SCRATCH = "scratch"
@@ -265,8 +265,9 @@ class TrainConfig:
         split: for a BEIR folder as finetune data, the qrels split of the training pairs.
         save_every: checkpoint every this many steps (0 = only at the end and on interruption).
         keep_checkpoints: how many recent checkpoints stay on disk.
-        anchor: contriever pairs from ``crop`` (two independent crops of a chunk) or ``sentence`` (inverse cloze:
-            a sentence against the rest of its document, with hard negatives when ``negatives.index`` is set).
+        anchor: contriever pairs from ``crop`` (two independent crops of a chunk), ``sentence`` (inverse cloze:
+            a sentence against the rest of its document) or ``title`` (a title against its body); the last two with
+            hard negatives when ``negatives.index`` is set.
         adversarial: norm of the adversarial perturbation of each example's input embeddings (FGM); 0 = off.
         mlm: the masked-language-modelling auxiliary loss (``url`` objective only); None = off.
         label_field: ``url`` objective: a field of the URL records naming each URL's class; URLs of one class
@@ -325,8 +326,8 @@ class TrainConfig:
             (self.max_grad_norm >= 0, f"--max-grad-norm must be >= 0 (got {self.max_grad_norm})"),
             (self.anchor in ANCHORS, f"--anchor {self.anchor!r}: use one of {', '.join(ANCHORS)}"),
             (self.anchor == "crop" or self.objective == "contriever", "--anchor applies to the contriever objective only"),
-            (self.negatives.index is None or self.objective == "finetune" or self.anchor == "sentence",
-             "--negatives-from needs pairs: finetune, or contriever with --anchor sentence"),
+            (self.negatives.index is None or self.objective == "finetune" or self.anchor in ("sentence", "title"),
+             "--negatives-from needs pairs: finetune, or contriever with --anchor sentence or title"),
             (self.precision in PRECISIONS, f"--precision {self.precision!r}: use one of {', '.join(PRECISIONS)}"),
             (self.save_every >= 0, f"--save-every must be >= 0 (got {self.save_every})"),
             (self.keep_checkpoints >= 1, f"--keep-checkpoints must be >= 1 (got {self.keep_checkpoints})"),

@@ -1,5 +1,6 @@
 """Inverse cloze task pairs (Lee et al., 2019; an ablation of Contriever): a sentence of a document is the
-query, the rest of the document is its positive.
+query, the rest of the document is its positive. Title pairs: a document's title is the query, its body the
+positive (the title-body pairs of E5's and GTR's weakly supervised pre-training data).
 
 Unsupervised: only corpus text is read. The pairs then go through the same hard-negative mining and
 :class:`training.data.PairData` as supervised pairs (the source document is the known positive), so a
@@ -52,5 +53,20 @@ def sentence_pairs(docs: Iterable[Document], config: SentenceConfig, *, seed: in
             rest = sentences if keep else sentences[:index] + sentences[index + 1 :]
             positive = Document(doc.id, doc.title, " ".join(rest)).full_text()
             pairs.append(LabeledPair(sentences[index], positive, query_id=f"{doc.id}#s{index}", positive_id=doc.id,
+                                     known_positive_ids=frozenset([doc.id])))
+    return pairs
+
+
+def title_pairs(docs: Iterable[Document], *, min_words: int) -> list[LabeledPair]:
+    """One pair per document: (title, body). A document qualifies with a title of at least ``min_words`` words and
+    a non-empty body; the body is the positive without the title, so the pair cannot be solved by copying it.
+
+    Returns pairs whose ``positive_id`` and ``known_positive_ids`` are the document's id (deterministic: no sampling).
+    """
+    pairs: list[LabeledPair] = []
+    for doc in docs:
+        title, body = doc.title.strip(), doc.text.strip()
+        if body and len(title.split()) >= min_words:
+            pairs.append(LabeledPair(title, body, query_id=f"{doc.id}#title", positive_id=doc.id,
                                      known_positive_ids=frozenset([doc.id])))
     return pairs

@@ -226,6 +226,13 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
             labeled = sentence_pairs(docs, config.sentence, seed=config.seed)
             if not labeled:
                 raise RetrieverError("--anchor sentence: no document has two sentences to make a pair from")
+        elif config.anchor == "title":
+            from training.ict import title_pairs
+
+            labeled = title_pairs(docs, min_words=config.sentence.min_words)
+            if not labeled:
+                raise RetrieverError(f"--anchor title: no document has a title of >= {config.sentence.min_words} words "
+                                     "and a body")
         else:
             chunks = chunk_corpus(docs, tokenizer, config.crop.chunk_tokens)
             return CropData(chunks, token_space(tokenizer), config.crop, seed=config.seed)
