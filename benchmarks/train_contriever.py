@@ -6,8 +6,9 @@ and trained models with the engine (Flat index, --chunk-tokens 0) on the test qu
 
 With ``--merge-weights``, the output is a weight-space ensemble of the trained model and its base (WiSE-FT, the
 ``retriever train merge`` command): each candidate weight of the trained model is scored on the TRAIN queries and
-the best one (1.0, the trained model alone, always competes) is evaluated on test. A collection without train
-queries takes exactly one weight, fixed beforehand (e.g. the one SciFact's train queries chose).
+the best one is evaluated on test; the trained model alone (w = 1) and the base alone (w = 0) compete too. A
+collection without train queries takes exactly one weight, fixed beforehand (e.g. the one SciFact's train queries
+chose).
 
     python -m benchmarks.train_contriever --collection scifact --steps 500 --eval-every 50
     python -m benchmarks.train_contriever --collection scifact --anchor sentence --mine --merge-weights 0.3,0.5,0.7
@@ -49,8 +50,11 @@ def parse_merge_weights(text: str, *, select: bool) -> list[float]:
 
 
 def select_merge(trained: str, base: str, weights: list[float], collection: Path, work: Path, *, device: str,
-                 select: bool) -> tuple[str, float, list[dict[str, Any]]]:
+                 select: bool, base_index: Path | None = None) -> tuple[str, float, list[dict[str, Any]]]:
     """Merge ``trained`` with ``base`` at each weight and pick the best on the train queries.
+
+    The base itself (w = 0, scored with ``base_index``) is a row of the table and a candidate: when no merge beats
+    it on the train queries, the output is the base model.
 
     Returns (chosen model folder, its weight, the selection table ``[{"weight", "metrics"}]``; empty without a choice).
     """
@@ -65,9 +69,11 @@ def select_merge(trained: str, base: str, weights: list[float], collection: Path
     if not select:
         weight = weights[0] if weights else 1.0
         return candidates[weight], weight, []
+    candidates[0.0] = base
     table = []
     for weight, model in sorted(candidates.items()):
-        scores = evaluate_split(model, collection, work, split="train", device=device)
+        index = base_index if weight == 0.0 else None
+        scores = evaluate_split(model, collection, work, split="train", device=device, index=index)
         table.append({"weight": weight, "metrics": scores["aggregate"], "index": scores["index"]})
         logging.getLogger(__name__).info("merge weight %g: train %s", weight, scores["aggregate"])
     best = max(table, key=lambda row: row["metrics"]["nDCG@10"])
@@ -145,7 +151,7 @@ def main() -> None:
                      "below and its wall time was measured outside this script (--training-seconds).")
     started = time.perf_counter()
     chosen, weight, merge_table = select_merge(str(model), args.base, weights, collection, work,
-                                               device=device, select=select)
+                                               device=device, select=select, base_index=Path(base["index"]))
     selection_seconds = time.perf_counter() - started
     chosen_index = next((Path(row["index"]) for row in merge_table if row["weight"] == weight), None)
     trained = evaluate_on_test(chosen, collection, work, device=device, index=chosen_index)
