@@ -168,7 +168,7 @@ def main() -> None:
                     "merge_selection": round(selection_seconds, 1), "trained_index": trained["build_seconds"]},
         "model": chosen, "notes": notes,
     }
-    title = f"Contriever adaptation of {args.base} on {args.collection} ({config.steps} steps, {trained['queries']} test queries)"
+    title = f"Contriever adaptation ({config.anchor} anchors) of {args.base} on {args.collection} ({config.steps} steps, {trained['queries']} test queries)"
     text = markdown(title, recipe, comparison, result.history, notes + [f"Training took {train_seconds / 60:.1f} min on {device}."])
     text += merge_markdown(weights, weight, merge_table, args.base)
     path = write(results_name("contriever", args.collection, args.tag), data, text, args.results)
