@@ -70,12 +70,18 @@ def _sentence_corpus(path):
     return path
 
 
-def test_sentence_anchor_trains_with_mined_negatives(tmp_path, tiny_model):
+def _corpus_and_index(tmp_path, model):
+    """The sentence corpus and a Flat, unchunked index of it built with ``model`` (to mine negatives from)."""
     corpus = _sentence_corpus(tmp_path / "corpus.jsonl")
     index = tmp_path / "idx"
-    built = runner.invoke(app, ["index", "build", str(corpus), "--out", str(index), "--model", str(tiny_model),
+    built = runner.invoke(app, ["index", "build", str(corpus), "--out", str(index), "--model", str(model),
                                 "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"], catch_exceptions=False)
     assert built.exit_code == 0, built.output
+    return corpus, index
+
+
+def test_sentence_anchor_trains_with_mined_negatives(tmp_path, tiny_model):
+    corpus, index = _corpus_and_index(tmp_path, tiny_model)
     out = tmp_path / "model"
     result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(tiny_model),
                                  "--anchor", "sentence", "--negatives-from", str(index), "--negative-ranks", "2-10",
@@ -105,11 +111,7 @@ def test_title_pairs_ask_the_title_for_the_body():
 
 
 def test_title_anchor_trains_with_mined_negatives(tmp_path, tiny_model):
-    corpus = _sentence_corpus(tmp_path / "corpus.jsonl")
-    index = tmp_path / "idx"
-    built = runner.invoke(app, ["index", "build", str(corpus), "--out", str(index), "--model", str(tiny_model),
-                                "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"], catch_exceptions=False)
-    assert built.exit_code == 0, built.output
+    corpus, index = _corpus_and_index(tmp_path, tiny_model)
     out = tmp_path / "model"
     result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(tiny_model),
                                  "--anchor", "title", "--min-sentence-words", "2", "--negatives-from", str(index),
