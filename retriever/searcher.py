@@ -156,7 +156,11 @@ class Searcher:
             if records is not None:
                 hits, width = Hit.many(records, scores.ravel().tolist()), pids.shape[1]
                 return [hits[at : at + width] for at in range(0, len(hits), width)]
-        return [Hit.many(*docstore.hit_records(p, s)) for p, s in self._per_document(scores, pids, k)]
+        if self._passages_per_doc == 1:
+            ranked = list(zip(pids.tolist(), scores.tolist()))
+        else:
+            ranked = self._widen(vectors, k, self._group(scores, pids, k), pids.shape[1], filters, nprobe, ef_search)
+        return [Hit.many(*docstore.hit_records(p, s)) for p, s in ranked]
 
     def retrieve(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[Hits]:
         """Ids and scores only (no doc-store reads beyond id mapping): what evaluation needs."""
@@ -199,13 +203,35 @@ class Searcher:
         found = self._search_passages(vectors, k, filters, nprobe, ef_search)
         if found is None:
             return [([], []) for _ in range(len(vectors))]
-        return self._per_document(*found, k)
-
-    def _per_document(self, scores: np.ndarray, pids: np.ndarray, k: int) -> list[tuple[list[int], list[float]]]:
-        """:meth:`_search_passages`'s arrays as per-query ``(pids, scores)`` lists, one passage per document."""
+        scores, pids = found
         if self._passages_per_doc == 1:  # a pid is a document: no grouping, no id lookup here (fetch == k)
             return list(zip(pids.tolist(), scores.tolist()))
-        return self._group(scores, pids, k)
+        return self._widen(vectors, k, self._group(scores, pids, k), pids.shape[1], filters, nprobe, ef_search)
+
+    def _widen(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        ranked: list[tuple[list[int], list[float]]],
+        fetched: int,
+        filters: Mapping[str, str] | None,
+        nprobe: int | None,
+        ef_search: int | None,
+    ) -> list[tuple[list[int], list[float]]]:
+        """Re-search, with 4x the passages each round, the queries whose ``fetched`` passages held fewer than k
+        documents (a few long documents can fill the pool), until each has k or the index is exhausted."""
+        total = self.opened.vectors.ntotal
+        while fetched < total:
+            short = [row for row, (pids, _) in enumerate(ranked) if len(pids) < k]
+            if not short:
+                break
+            fetched = min(fetched * 4, total)
+            found = self._search_passages(vectors[short], k, filters, nprobe, ef_search, fetch=fetched)
+            if found is None:
+                break
+            for row, grouped in zip(short, self._group(*found, k)):
+                ranked[row] = grouped
+        return ranked
 
     def _search_passages(
         self,
@@ -214,9 +240,11 @@ class Searcher:
         filters: Mapping[str, str] | None,
         nprobe: int | None,
         ef_search: int | None,
+        fetch: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray] | None:
         """FAISS's ``(scores, pids)``, each ``(q, fetch)``, higher scores better: k passages per query when a
-        document is one passage, more (to group) otherwise. None when ``filters`` match no document.
+        document is one passage, more (to group) otherwise, or exactly ``fetch`` when given. None when
+        ``filters`` match no document.
 
         Raises:
             RetrieverError: k < 1, or vectors of the wrong shape.
@@ -228,7 +256,8 @@ class Searcher:
         allow = self.opened.docstore.filter_pids(dict(filters)) if filters else None
         if allow is not None and not len(allow):
             return None
-        fetch = min(k * min(self._passages_per_doc, MAX_OVERFETCH), max(self.opened.vectors.ntotal, 1))
+        if fetch is None:
+            fetch = min(k * min(self._passages_per_doc, MAX_OVERFETCH), max(self.opened.vectors.ntotal, 1))
         scores, pids = self.opened.vectors.search(
             vectors,
             fetch,

@@ -73,6 +73,21 @@ def test_filter_applies_before_top_k(tmp_path, small_corpus, encoder):
     assert searcher.search(["dense"], k=5, filters={"lang": "de"})[0] == []
 
 
+def test_one_long_document_cannot_crowd_out_the_others(tmp_path, encoder):
+    """A document with far more matching passages than the over-fetch covers still leaves k documents."""
+    corpus = tmp_path / "crowd.jsonl"
+    records = [{"_id": "long", "text": "dense retrieval " * 600}]
+    records += [{"_id": f"s{i}", "text": f"short note number {i} about cooking"} for i in range(30)]
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in records))
+    _build(tmp_path / "idx", corpus, encoder, factory="Flat", chunk_tokens=16, chunk_overlap=4)
+    searcher = Searcher.load(tmp_path / "idx", device="cpu")
+    assert searcher._passages_per_doc > 3 * 16  # more passages than k=3 x the over-fetch cap
+    hits = searcher.search(["dense retrieval dense retrieval"], k=3)[0]
+    assert len({h.id for h in hits}) == 3 and hits[0].id == "long"
+    ranked = searcher.retrieve(["dense retrieval dense retrieval"], k=3)[0]
+    assert list(ranked.ids) == [h.id for h in hits]
+
+
 def test_add_upsert_delete(tmp_path, small_corpus, encoder):
     out = tmp_path / "idx"
     _build(out, small_corpus, encoder, factory="Flat")
