@@ -99,6 +99,10 @@ def main() -> None:
                         help="Mine hard negatives for sentence/title anchors from the base model's index of the corpus.")
     parser.add_argument("--negative-ranks", default="10-50")
     parser.add_argument("--negatives-per-query", type=int, default=1)
+    parser.add_argument("--teacher", choices=("none", "hybrid"), default="none",
+                        help="With --mine: 'hybrid' ranks negatives by BM25 + dense fusion and distils its scores.")
+    parser.add_argument("--distill-weight", type=float, default=1.0)
+    parser.add_argument("--teacher-temperature", type=float, default=0.05)
     parser.add_argument("--merge-weights", default="",
                         help="Comma-separated weights of the trained model in a merge with the base (base gets 1 - w); "
                              "chosen on train queries, or exactly one for a collection without them.")
@@ -127,7 +131,9 @@ def main() -> None:
     base_seconds = time.perf_counter() - started
     low, _, high = args.negative_ranks.partition("-")
     negatives = NegativesConfig(index=base["index"], rank_min=int(low), rank_max=int(high),
-                                per_query=args.negatives_per_query) if args.mine else NegativesConfig()
+                                per_query=args.negatives_per_query, teacher=args.teacher,
+                                distill_weight=args.distill_weight, teacher_temperature=args.teacher_temperature
+                                ) if args.mine else NegativesConfig()
     config = TrainConfig(
         objective="contriever", data=(str(collection / "corpus.jsonl"),), base=args.base, steps=args.steps,
         batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr,

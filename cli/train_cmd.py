@@ -51,6 +51,9 @@ STOP_AFTER = typer.Option(None, "--stop-after", help="Stop after N steps of this
 AS_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 NEGATIVES_FROM = typer.Option(None, "--negatives-from", help="Index (from `retriever index build`) to mine hard negatives from.")
 NEGATIVE_RANKS = typer.Option("10-50", "--negative-ranks", help="Hit ranks LO-HI (1-based, inclusive) that negatives are sampled from.")
+TEACHER = typer.Option("none", "--teacher", help="'hybrid': negatives ranked by BM25 + dense fusion, whose scores are distilled as soft labels (listwise KL); needs --negatives-from.")
+DISTILL_WEIGHT = typer.Option(1.0, "--distill-weight", help="--teacher hybrid: weight of the distillation loss next to in-batch InfoNCE.")
+TEACHER_TEMPERATURE = typer.Option(0.05, "--teacher-temperature", help="--teacher hybrid: softmax temperature of the teacher's fused scores (in [0, 1]).")
 NEGATIVES_PER_QUERY = typer.Option(None, "--negatives-per-query", help="Hard negatives per pair (default: 1 with --negatives-from, else 0).")
 
 
@@ -83,6 +86,9 @@ def contriever(
     negatives_from: Optional[Path] = NEGATIVES_FROM,
     negative_ranks: str = NEGATIVE_RANKS,
     negatives_per_query: Optional[int] = NEGATIVES_PER_QUERY,
+    teacher: str = TEACHER,
+    distill_weight: float = DISTILL_WEIGHT,
+    teacher_temperature: float = TEACHER_TEMPERATURE,
     layers: Optional[int] = typer.Option(None, "--layers", help="Scratch model: layers (default: 6)."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help="Scratch model: hidden size (default: 384)."),
     heads: Optional[int] = typer.Option(None, "--heads", help="Scratch model: attention heads (default: 12)."),
@@ -125,7 +131,7 @@ def contriever(
         max_grad_norm=max_grad_norm, seed=seed, precision=precision, freeze_embeddings=freeze_embeddings,
         save_every=save_every, keep_checkpoints=keep_checkpoints, crop=crop, scratch=scratch, anchor=anchor,
         sentence=SentenceConfig(per_document=sentences_per_doc, min_words=min_sentence_words, keep_sentence=keep_sentence),
-        negatives=_negatives(negatives_from, negative_ranks, negatives_per_query),
+        negatives=_negatives(negatives_from, negative_ranks, negatives_per_query, teacher, distill_weight, teacher_temperature),
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
@@ -141,6 +147,9 @@ def finetune(
     negatives_from: Optional[Path] = NEGATIVES_FROM,
     negative_ranks: str = NEGATIVE_RANKS,
     negatives_per_query: Optional[int] = NEGATIVES_PER_QUERY,
+    teacher: str = TEACHER,
+    distill_weight: float = DISTILL_WEIGHT,
+    teacher_temperature: float = TEACHER_TEMPERATURE,
     steps: int = STEPS,
     batch_size: int = BATCH,
     accumulate: int = ACCUMULATE,
@@ -169,7 +178,7 @@ def finetune(
     as_json: bool = AS_JSON,
 ) -> None:
     """Supervised contrastive fine-tuning on query/positive pairs, with in-batch and mined hard negatives."""
-    negatives = _negatives(negatives_from, negative_ranks, negatives_per_query)
+    negatives = _negatives(negatives_from, negative_ranks, negatives_per_query, teacher, distill_weight, teacher_temperature)
     config = _config(
         "finetune", (str(pairs),), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
@@ -406,12 +415,14 @@ def _ranks(text: str) -> tuple[int, int]:
         raise RetrieverError(f"--negative-ranks {text!r}: expected LO-HI, e.g. 10-50") from None
 
 
-def _negatives(index: Optional[Path], ranks: str, per_query: Optional[int]):
+def _negatives(index: Optional[Path], ranks: str, per_query: Optional[int], teacher: str = "none",
+               distill_weight: float = 1.0, teacher_temperature: float = 0.05):
     from training.config import NegativesConfig
 
     low, high = _ranks(ranks)
     count = per_query if per_query is not None else (1 if index else 0)
-    return NegativesConfig(index=str(index) if index else None, rank_min=low, rank_max=high, per_query=count)
+    return NegativesConfig(index=str(index) if index else None, rank_min=low, rank_max=high, per_query=count,
+                           teacher=teacher, distill_weight=distill_weight, teacher_temperature=teacher_temperature)
 
 
 def _eval(dataset: Optional[Path], split: str, every: int, metric: str, batch_size: int):

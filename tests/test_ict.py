@@ -124,3 +124,26 @@ def test_title_anchor_trains_with_mined_negatives(tmp_path, tiny_model):
     too_short = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(tmp_path / "m2"), "--base", str(tiny_model),
                                     "--anchor", "title", "--min-sentence-words", "5", "--steps", "1", "--device", "cpu"])
     assert too_short.exit_code != 0 and "--anchor title: no document has a title" in too_short.output
+
+
+def test_title_anchor_distils_a_hybrid_teacher(tmp_path, tiny_model):
+    corpus, index = _corpus_and_index(tmp_path, tiny_model)
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(tiny_model),
+                                 "--anchor", "title", "--min-sentence-words", "2", "--negatives-from", str(index),
+                                 "--negative-ranks", "1-8", "--negatives-per-query", "3", "--teacher", "hybrid",
+                                 "--distill-weight", "0.5", "--queue-size", "0", "--steps", "2", "--batch-size", "4",
+                                 "--max-tokens", "32", "--device", "cpu", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    config = TrainConfig.from_dict(json.loads((out / "train_config.json").read_text()))
+    assert config.negatives.teacher == "hybrid" and config.negatives.distill_weight == 0.5
+    mined = {json.loads(line)["query"]: json.loads(line) for line in (out / "mined_negatives.jsonl").read_text().splitlines()}
+    assert mined
+    for title, record in mined.items():
+        source = next(json.loads(l)["_id"] for l in corpus.read_text().splitlines() if json.loads(l)["title"] == title)
+        scores = record["teacher_scores"]
+        assert source not in record["negative_ids"] and len(scores) == 1 + len(record["negative_ids"])
+        assert scores[1:] == sorted(scores[1:], reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+    refused = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(tmp_path / "m2"), "--base", str(tiny_model),
+                                  "--anchor", "title", "--teacher", "hybrid", "--steps", "1", "--device", "cpu"])
+    assert refused.exit_code == 2 and "--teacher hybrid needs --negatives-from" in refused.output

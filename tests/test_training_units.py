@@ -198,3 +198,35 @@ def test_warmup_linear():
     factors = [warmup_linear(s, warmup=2, total=6) for s in range(6)]
     assert factors == [0.5, 1.0, 1.0, 0.75, 0.5, 0.25]
     assert warmup_linear(0, warmup=0, total=4) == 1.0
+
+
+def test_listwise_distillation_is_zero_when_student_agrees_and_pulls_towards_the_teacher():
+    from training.losses import listwise_distillation
+
+    teacher = torch.tensor([[1.0, 0.6, 0.2], [0.9, 0.95, 0.1]])  # (n, c) fused scores
+    agreeing = teacher * (0.05 / 0.1)  # student / 0.05 == teacher / 0.1
+    assert listwise_distillation(agreeing, teacher, temperature=0.05, teacher_temperature=0.1).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros(2, 3, requires_grad=True)
+    loss = listwise_distillation(student, teacher, temperature=0.05, teacher_temperature=0.1)
+    p_t = torch.softmax(teacher / 0.1, 1)
+    expected = (p_t * (p_t.log() - math.log(1 / 3))).sum(1).mean()  # KL(p_t || uniform)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    loss.backward()
+    # descending the gradient raises the student's score where the teacher puts more mass than uniform
+    assert torch.equal(torch.sign(-student.grad), torch.sign(p_t - 1 / 3))
+    with pytest.raises(ValueError, match="must be the same"):
+        listwise_distillation(torch.zeros(2, 3), torch.zeros(2, 4))
+
+
+def test_pair_data_keeps_teacher_scores_aligned_with_sampled_negatives(tiny_tokenizer):
+    from training.data import Pair, PairData
+
+    negatives = tuple(" ".join(["retrieval"] * (i + 1)) for i in range(6))  # distinct token sequences
+    pair = Pair("query text", "positive text", negatives, teacher_scores=(1.0, *(0.9 - 0.1 * i for i in range(6))))
+    data = PairData([pair], tiny_tokenizer, per_query=3, max_tokens=64, seed=0)
+    ids = {tuple(tiny_tokenizer(n, add_special_tokens=False)["input_ids"]): 0.9 - 0.1 * i for i, n in enumerate(negatives)}
+    for position in range(5):
+        example = data.examples(position, 1)[0]
+        assert example.teacher[0] == 1.0 and len(example.teacher) == 4
+        assert list(example.teacher[1:]) == [pytest.approx(ids[tuple(n)]) for n in example.negatives]
+    assert PairData([Pair("q", "p", negatives)], tiny_tokenizer, per_query=2, max_tokens=16, seed=0).examples(0, 1)[0].teacher is None

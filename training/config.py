@@ -119,18 +119,33 @@ class NegativesConfig:
         rank_min, rank_max: negatives are sampled among the hits ranked ``rank_min..rank_max`` (1-based,
             inclusive), known positives skipped.
         per_query: hard negatives per training pair (0 = in-batch negatives only).
+        teacher: ``none`` (negatives ranked by the index's dense encoder, all equally negative) or ``hybrid``
+            (ranked by BM25 + dense score fusion, :mod:`retriever.hybrid`; its fused scores of the positive and
+            the sampled negatives become soft labels, distilled with a listwise KL loss).
+        distill_weight: weight of that KL term next to the in-batch InfoNCE (``teacher`` hybrid only).
+        teacher_temperature: the teacher's fused scores (min-max normalised, in [0, 1]) are divided by this
+            before the softmax.
     """
 
     index: str | None = None
     rank_min: int = 10
     rank_max: int = 50
     per_query: int = 1
+    teacher: Literal["none", "hybrid"] = "none"
+    distill_weight: float = 1.0
+    teacher_temperature: float = 0.05
 
     def validate(self) -> None:
         if not 1 <= self.rank_min <= self.rank_max:
             raise RetrieverError(f"negative ranks must satisfy 1 <= min <= max (got {self.rank_min}:{self.rank_max})")
         if self.per_query < 0:
             raise RetrieverError(f"--negatives-per-query must be >= 0 (got {self.per_query})")
+        if self.teacher not in ("none", "hybrid"):
+            raise RetrieverError(f"--teacher must be 'none' or 'hybrid' (got {self.teacher!r})")
+        if self.teacher == "hybrid" and (self.index is None or self.per_query < 1):
+            raise RetrieverError("--teacher hybrid needs --negatives-from INDEX and --negatives-per-query >= 1")
+        if self.distill_weight < 0 or self.teacher_temperature <= 0:
+            raise RetrieverError("--distill-weight must be >= 0 and --teacher-temperature > 0")
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ class Example:
             modelling) or -100 where there is none; None when the data has no such targets.
         group: a class id (supervised contrastive training): every key of the batch in the query's group is
             a positive of it, not only its own; None when the data has no classes.
+        teacher: a teacher's scores of ``(key, *negatives)`` (soft labels for listwise distillation); None
+            when the data has no teacher.
     """
 
     query: list[int]
@@ -43,6 +45,7 @@ class Example:
     negatives: tuple[list[int], ...] = ()
     query_labels: list[int] | None = None
     group: int | None = None
+    teacher: tuple[float, ...] | None = None
 
 
 class TrainingData(Protocol):
@@ -178,11 +181,16 @@ class CropData:
 
 @dataclass(frozen=True)
 class Pair:
-    """A supervised pair: query text, positive text, and a pool of hard-negative texts to sample from."""
+    """A supervised pair: query text, positive text, and a pool of hard-negative texts to sample from.
+
+    ``teacher_scores``, when given, holds a teacher's score of the positive then of each pool negative
+    (``1 + len(negatives)`` floats).
+    """
 
     query: str
     positive: str
     negatives: tuple[str, ...] = ()
+    teacher_scores: tuple[float, ...] | None = None
 
 
 class PairData:
@@ -225,16 +233,20 @@ class PairData:
         chosen = [(self.pairs[self.order(p)], example_rng(self.seed, p)) for p in range(start, start + count)]
         queries = [self.query_prefix + pair.query for pair, _ in chosen]
         documents: list[str] = []
+        teachers: list[tuple[float, ...] | None] = []
         for pair, rng in chosen:
             documents.append(self.document_prefix + pair.positive)
+            picks: list[int] = []
             if self.negatives_per_example:
-                picks = rng.choice(len(pair.negatives), size=self.negatives_per_example, replace=False)
-                documents.extend(self.document_prefix + pair.negatives[int(i)] for i in picks)
+                picks = [int(i) for i in rng.choice(len(pair.negatives), size=self.negatives_per_example, replace=False)]
+                documents.extend(self.document_prefix + pair.negatives[i] for i in picks)
+            scores = pair.teacher_scores
+            teachers.append(None if scores is None else (scores[0], *(scores[1 + i] for i in picks)))
         query_ids = tokenize_texts(self.tokenizer, queries, max_length=self.max_tokens)
         doc_ids = tokenize_texts(self.tokenizer, documents, max_length=self.max_tokens)
         width = 1 + self.negatives_per_example
         return [
-            Example(query_ids[i], doc_ids[i * width], tuple(doc_ids[i * width + 1 : (i + 1) * width]))
+            Example(query_ids[i], doc_ids[i * width], tuple(doc_ids[i * width + 1 : (i + 1) * width]), teacher=teachers[i])
             for i in range(len(chosen))
         ]
 

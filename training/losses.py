@@ -61,3 +61,23 @@ def supervised_info_nce(
     log_probs = F.log_softmax(queries @ candidates.T / temperature, dim=1)[:, : keys.shape[0]]  # (n, n)
     positive = (groups[:, None] == groups[None, :]).to(log_probs.dtype)  # (n, n), diagonal included
     return -((log_probs * positive).sum(1) / positive.sum(1)).mean()
+
+
+def listwise_distillation(student: Tensor, teacher: Tensor, *, temperature: float = 0.05,
+                          teacher_temperature: float = 0.05) -> Tensor:
+    """KL divergence from a teacher's ranking to the student's over each query's own candidate list
+    (RocketQAv2's and GPL's soft-label distillation, listwise).
+
+    Args:
+        student: ``(n, c)`` the student's similarities of each query to its ``c`` candidates.
+        teacher: ``(n, c)`` the teacher's scores of the same candidates (any scale; divided by its temperature).
+        temperature, teacher_temperature: the two softmax temperatures.
+
+    Returns:
+        ``KL(softmax(teacher / t_teacher) || softmax(student / t))`` averaged over the ``n`` queries, a 0-d
+        tensor; 0 exactly when the two distributions agree.
+    """
+    if student.shape != teacher.shape or student.ndim != 2:
+        raise ValueError(f"student {tuple(student.shape)} and teacher {tuple(teacher.shape)} must be the same (n, c)")
+    target = F.log_softmax(teacher.to(student.dtype) / teacher_temperature, dim=1)
+    return F.kl_div(F.log_softmax(student / temperature, dim=1), target, reduction="batchmean", log_target=True)

@@ -122,6 +122,8 @@ def mine_negatives(
     """
     if negatives.index is None:
         return [Pair(p.query, p.positive, p.negatives) for p in pairs], []
+    if negatives.teacher == "hybrid":
+        return _mine_with_hybrid_teacher(pairs, negatives, device=device)
     from retriever.searcher import Searcher
 
     searcher = Searcher.load(negatives.index, device=device)
@@ -151,6 +153,49 @@ def mine_negatives(
     log.info("mined negatives for %d queries from %s (%d known positives skipped)", len(mined), negatives.index, skipped)
     out = [Pair(p.query, p.positive, tuple(p.negatives) + tuple(doc_text[d] for d in mined[p.query])) for p in pairs]
     record = [{"query": q, "negative_ids": ids} for q, ids in mined.items()]
+    return out, record
+
+
+def _mine_with_hybrid_teacher(
+    pairs: Sequence[LabeledPair], negatives: NegativesConfig, *, device: str
+) -> tuple[list[Pair], list[dict]]:
+    """Negatives and soft labels from BM25 + dense score fusion (the index's encoder, its BM25 index, default
+    alpha): the fused ranks ``rank_min..rank_max`` without known positives are the pool, and the fused scores of
+    the positive and of each pool document are the teacher's scores.
+
+    A pair needs a positive id that the fusion ranks within ``rank_max`` (the teacher must vouch for its own
+    positive); the others are dropped and counted in the log.
+    """
+    from retriever.hybrid import HybridSearcher
+
+    searcher = HybridSearcher.load(negatives.index, device=device)
+    try:
+        queries = list(dict.fromkeys(p.query for p in pairs))
+        fused = {query: dict(zip(h.ids, h.scores.tolist()))
+                 for query, h in zip(queries, searcher.retrieve(queries, k=negatives.rank_max, mode="hybrid"))}
+        ranked = {query: list(scores)[negatives.rank_min - 1 :] for query, scores in fused.items()}
+        documents = searcher.searcher.opened.docstore.documents(sorted({d for ids in ranked.values() for d in ids}))
+    finally:
+        searcher.close()
+    doc_text = {doc_id: doc.full_text() for doc_id, doc in documents.items()}
+    out: list[Pair] = []
+    record: list[dict] = []
+    unvouched = 0
+    for pair in pairs:
+        scores = fused[pair.query]
+        if pair.positive_id is None or pair.positive_id not in scores:
+            unvouched += 1
+            continue
+        skip = pair.known_positive_ids | {pair.positive_id}
+        pool = [d for d in ranked[pair.query] if d in doc_text and d not in skip]
+        out.append(Pair(pair.query, pair.positive, tuple(doc_text[d] for d in pool),
+                        teacher_scores=(scores[pair.positive_id], *(scores[d] for d in pool))))
+        record.append({"query": pair.query, "negative_ids": pool,
+                       "teacher_scores": [round(s, 6) for s in out[-1].teacher_scores or ()]})
+    log.info("hybrid teacher: %d pairs with soft labels from %s; %d dropped (positive not in the fused top %d)",
+             len(out), negatives.index, unvouched, negatives.rank_max)
+    if not out:
+        raise RetrieverError(f"--teacher hybrid: the fusion ranks no pair's positive within its top {negatives.rank_max}")
     return out, record
 
 

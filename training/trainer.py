@@ -34,7 +34,7 @@ from training.data import SpecialTokens, TrainingData, collate, collate_labels
 from training.dev_eval import DevSet
 from training.distributed import DistInfo, barrier, gather, gather_objects
 from training.export import BaseModel, publish, save_model_folder
-from training.losses import info_nce, supervised_info_nce
+from training.losses import info_nce, listwise_distillation, supervised_info_nce
 from training.moco import KeyQueue, make_key_encoder, momentum_update
 
 log = logging.getLogger(__name__)
@@ -268,6 +268,9 @@ class Trainer:
             groups = None
             if all(e.group is not None for e in examples):
                 groups = torch.tensor([e.group for e in examples], dtype=torch.long, device=self.device)  # (n,)
+            teacher = None
+            if examples and all(e.teacher is not None for e in examples):
+                teacher = torch.tensor([e.teacher for e in examples], dtype=torch.float32, device=self.device)  # (n, 1 + h)
             tokens += int(queries["attention_mask"].sum() + keys["attention_mask"].sum()) * self.dist.world_size
             last = micro == cfg.accumulate - 1
             passes = 2 if self.perturbation is not None else 1
@@ -275,7 +278,7 @@ class Trainer:
                 final = last and attempt == passes - 1
                 sync = contextlib.nullcontext() if final or not self.dist.enabled else self.dual.no_sync()
                 with sync:
-                    loss, positives = self._forward_loss(queries, keys, labels, groups)
+                    loss, positives = self._forward_loss(queries, keys, labels, groups, teacher)
                     self.scaler.scale(loss / cfg.accumulate).backward()
                 if attempt == 0:
                     clean, clean_positives = loss.item(), positives
@@ -294,22 +297,26 @@ class Trainer:
         self.scheduler.step()
         return total, tokens
 
-    def _forward_loss(self, queries: dict[str, Tensor], keys: dict[str, Tensor],
-                      labels: Tensor | None, groups: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _forward_loss(self, queries: dict[str, Tensor], keys: dict[str, Tensor], labels: Tensor | None,
+                      groups: Tensor | None = None, teacher: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Contrastive loss (+ weighted auxiliary loss) of one batch, and the gathered positives for the queue."""
         with self._autocast():
             q, k, aux = self.dual(queries, None if self.key_encoder is not None else keys, labels)
             if self.key_encoder is not None:
                 with torch.no_grad():
                     k = self.key_encoder(dict(keys))["sentence_embedding"]  # (n * (1 + h), d)
-        loss, positives = self._loss(q.float(), k.float(), groups)
+        loss, positives = self._loss(q.float(), k.float(), groups, teacher)
         if aux is not None:
             loss = loss + self.auxiliary.weight * aux.float()
         return loss, positives
 
-    def _loss(self, q: Tensor, k: Tensor, groups: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def _loss(self, q: Tensor, k: Tensor, groups: Tensor | None = None,
+              teacher: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """Global InfoNCE of local ``q`` (n, d) against keys ``k`` (n * (1 + h), d) = positives then negatives;
         with class ids ``groups`` (n,), supervised contrastive: keys of the same class are positives too.
+        With a ``teacher`` ``(n, 1 + h)`` (scores of each query's positive and own negatives), the hard negatives
+        leave the InfoNCE (the teacher grades them; some are near-positives) and a listwise KL to the teacher
+        over each query's own ``1 + h`` keys is added with weight ``negatives.distill_weight``.
 
         Returns the loss and the gathered positives ``(world * n, d)`` (detached) for the queue.
         """
@@ -317,7 +324,15 @@ class Trainer:
         all_q = gather(q, self.dist)  # (world * n, d)
         all_pos = gather(k[:n], self.dist)  # (world * n, d)
         extras = []
-        if k.shape[0] > n:
+        distill = None
+        if teacher is not None:
+            negatives = k[n:].view(n, -1, k.shape[1])  # (n, h, d): example i's negatives are rows n + i*h ...
+            own = torch.cat([(q * k[:n]).sum(1, keepdim=True), torch.einsum("nd,nhd->nh", q, negatives)], 1)  # (n, 1 + h)
+            options = self.config.negatives
+            distill = listwise_distillation(gather(own, self.dist), gather(teacher, self.dist),
+                                            temperature=self.config.temperature,
+                                            teacher_temperature=options.teacher_temperature) * options.distill_weight
+        elif k.shape[0] > n:
             extras.append(gather(k[n:], self.dist))  # (world * n * h, d)
         if self.queue is not None and self.queue.filled:
             extras.append(self.queue.negatives())  # (filled, d)
@@ -327,6 +342,8 @@ class Trainer:
                                        extra_negatives=extra)
         else:
             loss = info_nce(all_q, all_pos, temperature=self.config.temperature, extra_negatives=extra)
+        if distill is not None:
+            loss = loss + distill
         return loss, all_pos.detach()
 
     def _autocast(self):
