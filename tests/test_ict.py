@@ -108,6 +108,10 @@ def test_title_pairs_ask_the_title_for_the_body():
     assert [(p.query, p.positive, p.positive_id, p.known_positive_ids) for p in pairs] == [
         ("Statins lower cardiac risk in adults", "We followed 900 adults. Risk fell.", "a", frozenset(["a"]))]
     assert title_pairs(docs, min_words=1)[1].query == "Short"
+    untitled = [Document("m", "", "correlation of maternal and fetal glucose . coefficients were determined at delivery .")]
+    assert [(p.query, p.positive) for p in title_pairs(untitled, min_words=3)] == [
+        ("correlation of maternal and fetal glucose .", "coefficients were determined at delivery .")]
+    assert title_pairs([Document("n", "", "only one sentence here .")], min_words=2) == []
 
 
 def test_title_anchor_trains_with_mined_negatives(tmp_path, tiny_model):

@@ -18,9 +18,10 @@ from indexing.documents import Document
 from training.config import SentenceConfig
 from training.pairs import LabeledPair
 
-# Hand-written: a regex splitter at ". ", "! ", "? " followed by an upper-case letter, digit or bracket.
+# Hand-written: a regex splitter at ". ", "! ", "? " followed by an upper-case letter, digit or bracket, or at a
+# free-standing " . " (tokenized, lower-cased corpora such as MEDLINE and CISI write sentences that way).
 # Sentence splitters with models (nltk punkt, spaCy) need data downloads; this is enough to pick anchors.
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9])|(?<=\s[.!?])\s+")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -60,12 +61,19 @@ def sentence_pairs(docs: Iterable[Document], config: SentenceConfig, *, seed: in
 def title_pairs(docs: Iterable[Document], *, min_words: int) -> list[LabeledPair]:
     """One pair per document: (title, body). A document qualifies with a title of at least ``min_words`` words and
     a non-empty body; the body is the positive without the title, so the pair cannot be solved by copying it.
+    A document without such a title asks with its text's first sentence for the rest instead (when that sentence
+    has ``min_words`` words and another follows): collections such as MEDLINE keep the title as the first sentence.
 
     Returns pairs whose ``positive_id`` and ``known_positive_ids`` are the document's id (deterministic: no sampling).
     """
     pairs: list[LabeledPair] = []
     for doc in docs:
         title, body = doc.title.strip(), doc.text.strip()
+        if len(title.split()) < min_words:
+            sentences = split_sentences(body)
+            if len(sentences) < 2:
+                continue
+            title, body = sentences[0], " ".join(sentences[1:])
         if body and len(title.split()) >= min_words:
             pairs.append(LabeledPair(title, body, query_id=f"{doc.id}#title", positive_id=doc.id,
                                      known_positive_ids=frozenset([doc.id])))
