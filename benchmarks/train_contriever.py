@@ -126,6 +126,7 @@ def main() -> None:
     select = (collection / "qrels" / "train.tsv").is_file()
     weights = parse_merge_weights(args.merge_weights, select=select)
     notes = [] if select else [f"{args.collection} has no train split: no model selection, the output is the last step."]
+    elsewhere = trained_elsewhere(args.trained, collection) if args.trained is not None else None  # fail before any work
     started = time.perf_counter()
     base = evaluate_on_test(args.base, collection, work, device=device, index=args.base_index)
     base_seconds = time.perf_counter() - started
@@ -151,7 +152,7 @@ def main() -> None:
         result = run_training(config, model, device=device, overwrite=True)
         train_seconds = time.perf_counter() - started
     else:
-        model, config, result = trained_elsewhere(args.trained, collection)
+        model, config, result = elsewhere
         train_seconds = args.training_seconds
         notes.append(f"Trained beforehand by `retriever train contriever` into {model}; its train_config.json is the recipe "
                      "below and its wall time was measured outside this script (--training-seconds).")
@@ -199,7 +200,8 @@ def trained_elsewhere(folder: Path, collection: Path) -> tuple[Path, Any, Any]:
     except (OSError, ValueError) as exc:
         raise SystemExit(f"--trained {folder}: not a finished training run ({exc})") from None
     corpus = str(collection / "corpus.jsonl")
-    if config.objective != "contriever" or [str(Path(d).resolve()) for d in config.data] != [str(Path(corpus).resolve())]:
+    same = {str(collection.resolve()), str(Path(corpus).resolve())}  # the BEIR folder or its corpus file
+    if config.objective != "contriever" or len(config.data) != 1 or str(Path(config.data[0]).resolve()) not in same:
         raise SystemExit(f"--trained {folder}: not a contriever run on {corpus} (objective {config.objective}, data {config.data})")
     best = summary.get("best") or {}
     result = TrainResult(folder, summary["steps"], True, None, best.get("step"),
