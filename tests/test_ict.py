@@ -151,3 +151,13 @@ def test_title_anchor_distils_a_hybrid_teacher(tmp_path, tiny_model):
     refused = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(tmp_path / "m2"), "--base", str(tiny_model),
                                   "--anchor", "title", "--teacher", "hybrid", "--steps", "1", "--device", "cpu"])
     assert refused.exit_code == 2 and "--teacher hybrid needs --negatives-from" in refused.output
+
+
+def test_hybrid_teacher_needs_positive_ids(tmp_path, tiny_model):
+    _, index = _corpus_and_index(tmp_path, tiny_model)
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"query": "dense vectors", "positive": "Dense vectors help retrieval."}) + "\n")
+    result = runner.invoke(app, ["train", "finetune", str(pairs), "--out", str(tmp_path / "m"), "--base", str(tiny_model),
+                                 "--negatives-from", str(index), "--negative-ranks", "1-8", "--teacher", "hybrid",
+                                 "--steps", "1", "--device", "cpu"])
+    assert result.exit_code == 2 and "needs pairs with a positive_id" in result.output

@@ -195,6 +195,8 @@ def _mine_with_hybrid_teacher(
     log.info("hybrid teacher: %d pairs with soft labels from %s; %d dropped (positive not in the fused top %d)",
              len(out), negatives.index, unvouched, negatives.rank_max)
     if not out:
+        if all(pair.positive_id is None for pair in pairs):
+            raise RetrieverError("--teacher hybrid needs pairs with a positive_id (the teacher scores indexed documents)")
         raise RetrieverError(f"--teacher hybrid: the fusion ranks no pair's positive within its top {negatives.rank_max}")
     return out, record
 
