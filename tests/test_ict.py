@@ -126,8 +126,8 @@ def test_title_anchor_trains_with_mined_negatives(tmp_path, tiny_model):
     titles = {json.loads(line)["title"] for line in corpus.read_text().splitlines()}
     assert len(mined) == 24 and {m["query"] for m in mined} == titles and all(m["negative_ids"] for m in mined)
     too_short = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(tmp_path / "m2"), "--base", str(tiny_model),
-                                    "--anchor", "title", "--min-sentence-words", "5", "--steps", "1", "--device", "cpu"])
-    assert too_short.exit_code != 0 and "--anchor title: no document has a title" in too_short.output
+                                    "--anchor", "title", "--min-sentence-words", "12", "--steps", "1", "--device", "cpu"])
+    assert too_short.exit_code != 0 and "--anchor title: no document has a title or first sentence" in too_short.output
 
 
 def test_title_anchor_distils_a_hybrid_teacher(tmp_path, tiny_model):

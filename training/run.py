@@ -231,8 +231,8 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
 
             labeled = title_pairs(docs, min_words=config.sentence.min_words)
             if not labeled:
-                raise RetrieverError(f"--anchor title: no document has a title of >= {config.sentence.min_words} words "
-                                     "and a body")
+                raise RetrieverError(f"--anchor title: no document has a title or first sentence of >= "
+                                     f"{config.sentence.min_words} words and a body")
         else:
             chunks = chunk_corpus(docs, tokenizer, config.crop.chunk_tokens)
             return CropData(chunks, token_space(tokenizer), config.crop, seed=config.seed)
