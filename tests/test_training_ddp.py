@@ -21,6 +21,24 @@ TORCHRUN = Path(sys.executable).with_name("torchrun")
 def test_two_processes_equal_one(tmp_path, small_corpus, tiny_model_no_dropout):
     recipe = ["train", "contriever", str(small_corpus), "--base", str(tiny_model_no_dropout), "--steps", "3", "--batch-size", "4",
               "--accumulate", "2", "--queue-size", "8", "--lr", "1e-4", "--warmup", "1", "--max-tokens", "32", "--device", "cpu"]
+    _assert_two_processes_equal_one(tmp_path, recipe, tiny_model_no_dropout)
+
+
+@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed beside this python")
+def test_two_processes_equal_one_with_a_hybrid_teacher(tmp_path, small_corpus, tiny_model_no_dropout):
+    """The distillation term is computed on gathered scores, so it too is global."""
+    index = tmp_path / "idx"
+    built = CliRunner().invoke(app, ["index", "build", str(small_corpus), "--out", str(index), "--model", str(tiny_model_no_dropout),
+                                     "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"], catch_exceptions=False)
+    assert built.exit_code == 0, built.output
+    recipe = ["train", "contriever", str(small_corpus), "--base", str(tiny_model_no_dropout), "--anchor", "title",
+              "--min-sentence-words", "2", "--negatives-from", str(index), "--negative-ranks", "1-10",
+              "--negatives-per-query", "2", "--teacher", "hybrid", "--queue-size", "0", "--steps", "2", "--batch-size", "4",
+              "--lr", "1e-4", "--warmup", "1", "--max-tokens", "32", "--device", "cpu"]
+    _assert_two_processes_equal_one(tmp_path, recipe, tiny_model_no_dropout, steps=2)  # the first run builds the BM25 index
+
+
+def _assert_two_processes_equal_one(tmp_path, recipe, base, *, steps: int = 3):
     single = CliRunner().invoke(app, [*recipe, "--out", str(tmp_path / "one")], catch_exceptions=False)
     assert single.exit_code == 0, single.output
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
@@ -29,9 +47,9 @@ def test_two_processes_equal_one(tmp_path, small_corpus, tiny_model_no_dropout):
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])  # rank 0 alone prints
-    assert result["finished"] and result["steps_done"] == 3
+    assert result["finished"] and result["steps_done"] == steps
     assert len([line for line in done.stdout.splitlines() if line.startswith("{")]) == 1
     assert max_weight_difference(tmp_path / "one", tmp_path / "two") <= 1e-5
-    assert max_weight_difference(tmp_path / "two", tiny_model_no_dropout) > 1e-5
-    state = json.loads((tmp_path / "two" / "checkpoints" / "step-0000003" / "state.json").read_text())
+    assert max_weight_difference(tmp_path / "two", base) > 1e-5
+    state = json.loads((tmp_path / "two" / "checkpoints" / f"step-{steps:07d}" / "state.json").read_text())
     assert state["world_size"] == 2 and len(state["rng"]) == 2
