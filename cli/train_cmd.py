@@ -415,8 +415,8 @@ def _ranks(text: str) -> tuple[int, int]:
         raise RetrieverError(f"--negative-ranks {text!r}: expected LO-HI, e.g. 10-50") from None
 
 
-def _negatives(index: Optional[Path], ranks: str, per_query: Optional[int], teacher: str = "none",
-               distill_weight: float = 1.0, teacher_temperature: float = 0.05):
+def _negatives(index: Optional[Path], ranks: str, per_query: Optional[int], teacher: str, distill_weight: float,
+               teacher_temperature: float):
     from training.config import NegativesConfig
 
     low, high = _ranks(ranks)

@@ -156,10 +156,7 @@ class Searcher:
             if records is not None:
                 hits, width = Hit.many(records, scores.ravel().tolist()), pids.shape[1]
                 return [hits[at : at + width] for at in range(0, len(hits), width)]
-        if self._passages_per_doc == 1:
-            ranked = list(zip(pids.tolist(), scores.tolist()))
-        else:
-            ranked = self._widen(vectors, k, self._group(scores, pids, k), pids.shape[1], filters, nprobe, ef_search)
+        ranked = self._per_document(vectors, k, scores, pids, filters, nprobe, ef_search)
         return [Hit.many(*docstore.hit_records(p, s)) for p, s in ranked]
 
     def retrieve(self, queries: Sequence[str], k: int = 10, **options: Any) -> list[Hits]:
@@ -203,26 +200,29 @@ class Searcher:
         found = self._search_passages(vectors, k, filters, nprobe, ef_search)
         if found is None:
             return [([], []) for _ in range(len(vectors))]
-        scores, pids = found
-        if self._passages_per_doc == 1:  # a pid is a document: no grouping, no id lookup here (fetch == k)
-            return list(zip(pids.tolist(), scores.tolist()))
-        return self._widen(vectors, k, self._group(scores, pids, k), pids.shape[1], filters, nprobe, ef_search)
+        return self._per_document(vectors, k, *found, filters, nprobe, ef_search)
 
-    def _widen(
+    def _per_document(
         self,
         vectors: np.ndarray,
         k: int,
-        ranked: list[tuple[list[int], list[float]]],
-        fetched: int,
+        scores: np.ndarray,
+        pids: np.ndarray,
         filters: Mapping[str, str] | None,
         nprobe: int | None,
         ef_search: int | None,
     ) -> list[tuple[list[int], list[float]]]:
-        """Re-search, with 4x the passages each round, the queries whose ``fetched`` passages held fewer than k
-        documents (a few long documents can fill the pool), until each has k or the index is exhausted."""
-        total = self.opened.vectors.ntotal
+        """:meth:`_search_passages`'s arrays as per-query ``(pids, scores)`` lists, one passage per document.
+
+        When the fetched passages of a query hold fewer than k documents (a few long documents can fill the pool),
+        that query is searched again with 4x the passages each round, until it has k or the index is exhausted.
+        """
+        if self._passages_per_doc == 1:  # a pid is a document: no grouping, no id lookup here (fetch == k)
+            return list(zip(pids.tolist(), scores.tolist()))
+        ranked = self._group(scores, pids, k)
+        fetched, total = pids.shape[1], self.opened.vectors.ntotal
         while fetched < total:
-            short = [row for row, (pids, _) in enumerate(ranked) if len(pids) < k]
+            short = [row for row, (found_pids, _) in enumerate(ranked) if len(found_pids) < k]
             if not short:
                 break
             fetched = min(fetched * 4, total)

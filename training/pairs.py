@@ -188,10 +188,9 @@ def _mine_with_hybrid_teacher(
             continue
         skip = pair.known_positive_ids | {pair.positive_id}
         pool = [d for d in ranked[pair.query] if d in doc_text and d not in skip]
-        out.append(Pair(pair.query, pair.positive, tuple(doc_text[d] for d in pool),
-                        teacher_scores=(scores[pair.positive_id], *(scores[d] for d in pool))))
-        record.append({"query": pair.query, "negative_ids": pool,
-                       "teacher_scores": [round(s, 6) for s in out[-1].teacher_scores or ()]})
+        teacher = (scores[pair.positive_id], *(scores[d] for d in pool))
+        out.append(Pair(pair.query, pair.positive, tuple(doc_text[d] for d in pool), teacher_scores=teacher))
+        record.append({"query": pair.query, "negative_ids": pool, "teacher_scores": [round(s, 6) for s in teacher]})
     log.info("hybrid teacher: %d pairs with soft labels from %s; %d dropped (positive not in the fused top %d)",
              len(out), negatives.index, unvouched, negatives.rank_max)
     if not out:
