@@ -3,18 +3,21 @@
 The pool's templates are split per workload (a seeded 30% held out, decided before anything is measured); the
 encoder is trained on the training templates' queries only (``retriever train sql`` on a pool of them), and every
 held-out query retrieves its ``k`` demonstrations from the training queries. The demonstrations vote for a rule set
-(:func:`retriever.sql.demos.vote`); its effect on the held-out query is the one measured when the pool was built
-(every candidate rule set was run, verified and timed then). Score = mean log speedup over held-out queries, where
-an unverified rewrite counts 0 (it would be refused and the original kept) and a slower one counts negative.
-A secondary view counts effects inside the noise band (speedups between 1/2x and 2x, see
-:data:`retriever.sql.pool.HELPFUL`) as 0, for methods and oracle alike: on a busy machine the oracle's max over
-a dozen noisy measurements is otherwise mostly noise.
+(:func:`retriever.sql.demos.vote`, effects counted beyond the noise band only).
+
+Score = mean log speedup over the held-out queries of the chosen rule set, **measured again**: every rewrite any
+system chose for a held-out query (the oracle's included) is run against the original once more on the pool's
+database, interleaved, medians of ``--repeats`` runs (:func:`retriever.sql.apply.remeasure`). A rewrite that is not
+verified in the pool counts 0 (it would be refused, the original kept), a slower one counts negative. The oracle is
+the candidate that measured best when the pool was built; scoring it on the same pool measurement would credit it
+with the maximum of a dozen noisy draws (winner's curse), so it is re-timed like everyone else. The pool-measured
+scores are reported next to it.
 
 Systems: ours (the trained sql-preset encoder), the untrained sql preset (minilm over structure text; ablation),
-SQL-text similarity (minilm on the raw query), random demonstrations (mean of 5 seeds), and the oracle (the best
-candidate per query). Nothing here is tuned on the held-out queries: k, steps and the split are fixed up front.
+SQL-text similarity (minilm on the raw query), random demonstrations (mean of 5 seeds), and the oracle.
+Nothing here is tuned on the held-out queries: k, steps and the split are fixed up front.
 
-    python -m benchmarks.sql POOL [--model MODEL] [--steps 60] [--batch-size 8] [--max-tokens 128] [--k 3]
+    python -m benchmarks.sql POOL [--data-dir DIR | --db URL] [--model MODEL] [--steps 60] [--k 3] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -25,16 +28,21 @@ import logging
 import math
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import CACHE, write_results
+from indexing.errors import RetrieverError
 from retriever.sql.demos import DemoRetriever, vote
-from retriever.sql.pool import HELPFUL, candidate_log_speedup, label_of, oracle_log_speedup, read_pool
+from retriever.sql.pool import candidate_log_speedup, label_of, oracle_key, read_manifest, read_pool
 
 log = logging.getLogger("benchmarks.sql")
 WORK = CACHE / "sql"
+RANDOM_REPEATS = 5
+Effect = Callable[[str, str], float]
+"""``effect(query id, rule key) -> log speedup``."""
 
 
 def split_templates(records: Sequence[Mapping[str, Any]], *, held_out: float = 0.3, seed: int = 0) -> set[str]:
@@ -47,19 +55,12 @@ def split_templates(records: Sequence[Mapping[str, Any]], *, held_out: float = 0
     return chosen
 
 
-def beyond_noise(value: float) -> float:
-    """A log speedup with effects inside the noise band (|speedup| within 2x either way) counted as 0."""
-    return value if abs(value) >= math.log(HELPFUL) else 0.0
-
-
-def score(chosen: Mapping[str, str], records_by_id: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean log speedup (and geometric-mean speedup) of the chosen rule key per query id, with counts; also the
-    mean with effects inside the noise band counted as 0 (a secondary view, see the module docstring)."""
-    values = [candidate_log_speedup(records_by_id[qid], key) for qid, key in chosen.items()]
+def score(chosen: Mapping[str, str], effect: Effect) -> dict[str, Any]:
+    """Mean log speedup (and geometric-mean speedup) of the chosen rule key per query id, with counts."""
+    values = [effect(qid, key) for qid, key in chosen.items()]
     n = len(values)
     mean = sum(values) / n if n else 0.0
     return {"queries": n, "mean_log_speedup": round(mean, 4), "geomean_speedup": round(math.exp(mean), 4),
-            "mean_log_speedup_beyond_noise": round(sum(beyond_noise(v) for v in values) / n, 4) if n else 0.0,
             "rewritten": sum(1 for k in chosen.values() if k != "none"),
             "improved": sum(1 for v in values if v > 0), "slowed": sum(1 for v in values if v < 0)}
 
@@ -69,11 +70,53 @@ def choose(retriever: DemoRetriever, test: Sequence[Mapping[str, Any]], by_id, k
     return {r["id"]: "+".join(vote(demos, by_id)[0]) or "none" for r, demos in zip(test, found)}
 
 
-def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_size: int = 8, max_tokens: int = 128) -> dict[str, Any]:
+def verified_text(record: Mapping[str, Any], key: str) -> str | None:
+    """The pool's verified rewrite text of rule set ``key`` on the record's query (None: not applicable/refused)."""
+    index = record.get("candidates", {}).get(key)
+    if key == "none" or index is None:
+        return None
+    rewrite = record["rewrites"][index]
+    return rewrite["sql"] if rewrite["verified"] else None
+
+
+def retime(test: Sequence[Mapping[str, Any]], picks: Mapping[str, set[str]], conninfo: str, *, repeats: int,
+           timeout_ms: int) -> dict[str, dict[str, Any]]:
+    """Measure every picked rule set of every held-out query again (see the module docstring).
+
+    Returns ``{query id: {rule key: {"status", "log_speedup", "original_ms", "rewrite_ms"}}}``; keys without a
+    verified rewrite are absent (their effect is 0).
+    """
+    from retriever.sql.apply import remeasure
+    from retriever.sql.postgres import connect, with_dbname
+
+    out: dict[str, dict[str, Any]] = {}
+    for number, record in enumerate(test, start=1):
+        texts = {key: text for key in sorted(picks.get(record["id"], ())) if (text := verified_text(record, key))}
+        distinct = {text: key for key, text in texts.items()}  # one run per distinct rewritten text
+        with connect(with_dbname(conninfo, record["workload"])) as conn:
+            measured = remeasure(conn, record["sql"], {key: text for text, key in distinct.items()}, repeats=repeats,
+                                 timeout_ms=timeout_ms)
+        out[record["id"]] = {key: asdict(measured[distinct[text]]) for key, text in texts.items()}
+        log.info("re-timed %s (%d/%d): %s", record["id"], number, len(test),
+                 {k: round(v["log_speedup"], 2) for k, v in out[record["id"]].items()})
+    return out
+
+
+def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_size: int = 8, max_tokens: int = 128,
+        conninfo: str | None = None, data_dir: Path | None = None, repeats: int = 3, timeout_ms: int = 20_000) -> dict[str, Any]:
+    """The benchmark (see the module docstring); ``conninfo`` or ``data_dir`` name the pool's database."""
     from retriever.encoder import load_encoder
     from retriever.sql.demos import demonstration
+    from retriever.sql.postgres import PrivateCluster
 
     records = [r for r in read_pool(pool) if r["original"]["status"] == "ok"]
+    if conninfo is None and data_dir is None:
+        stored = read_manifest(pool).get("data_dir")
+        if not stored:
+            raise RetrieverError(f"{pool}: the pool's database is unknown (built without --data-dir); pass --db or --data-dir")
+        data_dir = Path(stored)
+    if data_dir is not None and not (Path(data_dir) / "data" / "PG_VERSION").is_file():
+        raise RetrieverError(f"{data_dir}: not a cluster kept by `retriever sql build-pool --data-dir`")
     held = split_templates(records, seed=seed)
     train = [r for r in records if r["template"] not in held]
     test = [r for r in records if r["template"] in held]
@@ -90,39 +133,70 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
         retriever = DemoRetriever(train, load_encoder(spec, preset=preset, device="cpu"))
         systems[name] = choose(retriever, test, by_id, k)
         timings[f"retrieve: {name}"] = round(time.perf_counter() - start, 1)
-    random_scores = []
-    for rep in range(5):
+    random_picks = []
+    for rep in range(RANDOM_REPEATS):
         rng = random.Random(f"random-{seed}-{rep}")
-        picks = {r["id"]: "+".join(vote([demonstration(x) for x in rng.sample(train, k)], by_id)[0]) or "none" for r in test}
-        random_scores.append(score(picks, by_id))
-    results = {name: score(chosen, by_id) for name, chosen in systems.items()}
-    results["random demonstrations (mean of 5)"] = {
-        "queries": len(test), "mean_log_speedup": round(sum(s["mean_log_speedup"] for s in random_scores) / 5, 4),
-        "geomean_speedup": round(math.exp(sum(s["mean_log_speedup"] for s in random_scores) / 5), 4),
-        "mean_log_speedup_beyond_noise": round(sum(s["mean_log_speedup_beyond_noise"] for s in random_scores) / 5, 4),
-        "runs": [s["mean_log_speedup"] for s in random_scores]}
-    oracle = sum(oracle_log_speedup(r) for r in test) / len(test)
-    oracle_clean = sum(beyond_noise(oracle_log_speedup(r)) for r in test) / len(test)
-    results["oracle (best candidate per query)"] = {"queries": len(test), "mean_log_speedup": round(oracle, 4),
-                                                    "geomean_speedup": round(math.exp(oracle), 4),
-                                                    "mean_log_speedup_beyond_noise": round(oracle_clean, 4)}
+        random_picks.append({r["id"]: "+".join(vote([demonstration(x) for x in rng.sample(train, k)], by_id)[0]) or "none"
+                             for r in test})
+    systems["oracle (best candidate in the pool)"] = {r["id"]: oracle_key(r) for r in test}
+    picks: dict[str, set[str]] = {}
+    for chosen in list(systems.values()) + random_picks:
+        for qid, key in chosen.items():
+            picks.setdefault(qid, set()).add(key)
+    cluster = PrivateCluster(root=Path(data_dir), keep=True).start() if data_dir is not None else None
+    start = time.perf_counter()
+    try:
+        measured = retime(test, picks, cluster.conninfo() if cluster is not None else conninfo, repeats=repeats,
+                          timeout_ms=timeout_ms)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    timings["re-timing"] = round(time.perf_counter() - start, 1)
+
+    def retimed(qid: str, key: str) -> float:
+        entry = measured[qid].get(key)
+        return entry["log_speedup"] if entry else 0.0
+
+    def pooled(qid: str, key: str) -> float:
+        return candidate_log_speedup(by_id[qid], key)
+
+    results: dict[str, dict[str, Any]] = {}
+    names = list(systems)
+    for name in names[:-1] + ["random demonstrations (mean of 5)", names[-1]]:
+        runs = random_picks if name.startswith("random") else [systems[name]]
+        views = {view: [score(chosen, effect) for chosen in runs] for view, effect in (("retimed", retimed), ("pool", pooled))}
+        value = {"queries": len(test), "rewritten": sum(s["rewritten"] for s in views["retimed"]) / len(runs),
+                 "improved": sum(s["improved"] for s in views["retimed"]) / len(runs),
+                 "slowed": sum(s["slowed"] for s in views["retimed"]) / len(runs)}
+        for view, scores in views.items():
+            mean = sum(s["mean_log_speedup"] for s in scores) / len(scores)
+            value[f"mean_log_speedup_{view}"] = round(mean, 4)
+            value[f"geomean_speedup_{view}"] = round(math.exp(mean), 4)
+        if len(runs) > 1:
+            value["runs_retimed"] = [s["mean_log_speedup"] for s in views["retimed"]]
+        results[name] = value
+    oracle = results[names[-1]]
     for value in results.values():
-        value["share_of_oracle"] = round(value["mean_log_speedup"] / oracle, 4) if oracle > 0 else None
-        value["share_of_oracle_beyond_noise"] = (round(value["mean_log_speedup_beyond_noise"] / oracle_clean, 4)
-                                                 if oracle_clean > 0 else None)
+        for view in ("retimed", "pool"):
+            top = oracle[f"mean_log_speedup_{view}"]
+            value[f"share_of_oracle_{view}"] = round(value[f"mean_log_speedup_{view}"] / top, 4) if top > 0 else None
     per_workload = {}
     for workload in sorted({r["workload"] for r in test}):
         ids = {r["id"] for r in test if r["workload"] == workload}
-        per_workload[workload] = {name: score({q: c for q, c in chosen.items() if q in ids}, by_id)["mean_log_speedup"]
+        per_workload[workload] = {name: score({q: c for q, c in chosen.items() if q in ids}, retimed)["mean_log_speedup"]
                                   for name, chosen in systems.items()}
-        per_workload[workload]["oracle"] = round(sum(oracle_log_speedup(by_id[q]) for q in ids) / len(ids), 4)
         per_workload[workload]["queries"] = len(ids)
-    labels = {}
+    labels: dict[str, int] = {}
     for r in records:
         labels[label_of(r)] = labels.get(label_of(r), 0) + 1
-    return {"pool": str(pool), "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens, "model": model, "held_out_templates": sorted(held),
-            "train_queries": len(train), "test_queries": len(test), "labels": labels, "results": results,
-            "per_workload": per_workload, "timings_s": timings}
+    held_labels: dict[str, int] = {}
+    for r in test:
+        held_labels[label_of(r)] = held_labels.get(label_of(r), 0) + 1
+    return {"pool": str(pool), "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
+            "model": model, "repeats": repeats, "held_out_templates": sorted(held), "train_queries": len(train),
+            "test_queries": len(test), "labels": labels, "held_out_labels": held_labels, "results": results,
+            "per_workload": per_workload, "choices": {name: chosen for name, chosen in systems.items()},
+            "retimed": measured, "timings_s": timings}
 
 
 def train_model(train: Sequence[Mapping[str, Any]], *, steps: int, seed: int, batch_size: int, max_tokens: int,
@@ -153,21 +227,23 @@ def markdown(data: Mapping[str, Any]) -> str:
     lines = ["# SQL rewrite demonstrations (issue 8)", "",
              f"Pool `{data['pool']}`: {data['train_queries']} training queries, {data['test_queries']} held-out queries from "
              f"{len(data['held_out_templates'])} held-out templates ({', '.join(data['held_out_templates'])}); k = {data['k']} "
-             "demonstrations vote for one rule set per query; its effect is the one measured (verified, median server CPU time) "
-             "when the pool was built.", "",
-             "| system | queries | mean log speedup | geomean speedup | share of oracle | beyond the 2x noise band | share |",
-             "|---|---|---|---|---|---|---|"]
+             "demonstrations vote for one rule set per query. **Re-timed**: every chosen rewrite measured again against its "
+             f"original on the pool's PostgreSQL (interleaved, median of {data['repeats']}); **pool**: the effect measured when "
+             "the pool was built (the oracle's choice is the best of that measurement, so its pool score is inflated by noise).", "",
+             "| system | queries | rewritten | mean log speedup (re-timed) | geomean | share of oracle | mean log speedup (pool) | share |",
+             "|---|---|---|---|---|---|---|---|"]
     for name, value in data["results"].items():
-        share = f"{value['share_of_oracle']:.0%}" if value.get("share_of_oracle") is not None else "-"
-        clean = f"{value['share_of_oracle_beyond_noise']:.0%}" if value.get("share_of_oracle_beyond_noise") is not None else "-"
-        lines.append(f"| {name} | {value['queries']} | {value['mean_log_speedup']:.4f} | {value['geomean_speedup']:.3f}x | {share} "
-                     f"| {value['mean_log_speedup_beyond_noise']:.4f} | {clean} |")
-    lines += ["", "Per workload (mean log speedup):", "", "| workload | queries | " + " | ".join(
-        k for k in next(iter(data["per_workload"].values())) if k != "queries") + " |",
-        "|---|---|" + "---|" * (len(next(iter(data["per_workload"].values()))) - 1)]
+        share = lambda v: f"{v:.0%}" if v is not None else "-"  # noqa: E731
+        lines.append(f"| {name} | {value['queries']} | {value['rewritten']:g} | {value['mean_log_speedup_retimed']:.4f} "
+                     f"| {value['geomean_speedup_retimed']:.3f}x | {share(value['share_of_oracle_retimed'])} "
+                     f"| {value['mean_log_speedup_pool']:.4f} | {share(value['share_of_oracle_pool'])} |")
+    first = next(iter(data["per_workload"].values()))
+    lines += ["", "Per workload (mean log speedup, re-timed):", "", "| workload | queries | " + " | ".join(
+        k for k in first if k != "queries") + " |", "|---|---|" + "---|" * (len(first) - 1)]
     for workload, value in data["per_workload"].items():
         lines.append(f"| {workload} | {value['queries']} | " + " | ".join(f"{v:.4f}" for k, v in value.items() if k != "queries") + " |")
-    lines += ["", f"Pool labels (best helpful rule set per query): {json.dumps(data['labels'])}", ""]
+    lines += ["", f"Pool labels (helpful rule set per query, `none` below 2x): {json.dumps(data['labels'])}",
+              f"Held-out labels: {json.dumps(data['held_out_labels'])}", ""]
     return "\n".join(lines)
 
 
@@ -181,10 +257,13 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--name", default="sql")
+    parser.add_argument("--db", default=None, help="The pool's PostgreSQL server (default: the pool's --data-dir cluster).")
+    parser.add_argument("--data-dir", type=Path, default=None, help="The cluster kept by build-pool --data-dir.")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed runs per query and rewrite when re-timing.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = run(args.pool, model=args.model, steps=args.steps, k=args.k, seed=args.seed, batch_size=args.batch_size,
-               max_tokens=args.max_tokens)
+               max_tokens=args.max_tokens, conninfo=args.db, data_dir=args.data_dir, repeats=args.repeats)
     path = write_results(args.name, data, markdown(data))
     print(markdown(data))
     print(f"wrote {path}")

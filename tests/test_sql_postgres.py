@@ -4,6 +4,7 @@ result is never stored or applied; verified rewrites are timed; the CLI rewrites
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 from typer.testing import CliRunner
@@ -121,6 +122,47 @@ def _write_pool(folder, conninfo):
     return records
 
 
+def _with_effect(record, speedup):
+    """The record with one verified candidate, unnest_subqueries, measured at ``speedup``."""
+    rewrite = {"sql": record["sql"], "rule_sets": ["unnest_subqueries"], "status": "ok", "verified": True, "speedup": speedup}
+    return record | {"rewrites": [rewrite], "candidates": {"unnest_subqueries": 0}, "verified": True,
+                     "rules": ["unnest_subqueries"], "speedup": speedup}
+
+
+def test_remeasure_times_rewrites_again_and_never_credits_a_wrong_one(database, wrong_rule):
+    from retriever.sql.apply import remeasure
+    from retriever.sql.postgres import connect, table_schema
+    from retriever.sql.rules import apply_rules
+
+    _, conninfo = database
+    with connect(conninfo) as conn:
+        schema = table_schema(conn)
+        texts = {key: apply_rules(CORRELATED, [key], schema) for key in ("unnest_subqueries", wrong_rule)}
+        measured = remeasure(conn, CORRELATED, texts, repeats=2)
+    unnested, wrong = measured["unnest_subqueries"], measured[wrong_rule]
+    assert unnested.status == "ok" and unnested.rewrite_ms > 0 and unnested.original_ms > 0
+    assert unnested.log_speedup == pytest.approx(math.log(unnested.original_ms / unnested.rewrite_ms), abs=1e-3)
+    assert wrong.status == "wrong" and wrong.log_speedup == 0.0 and wrong.rewrite_ms is None
+
+
+def test_benchmark_retimes_every_pick_with_a_verified_rewrite(database, tmp_path):
+    from benchmarks.sql import retime, score
+
+    cluster, conninfo = database
+    records = _write_pool(tmp_path / "pool", conninfo)
+    picks = {r["id"]: {"none", "unnest_subqueries", "simplify"} for r in records}
+    measured = retime(records, picks, cluster.conninfo(), repeats=1, timeout_ms=20_000)
+    for record in records:
+        expected = {key for key in ("unnest_subqueries", "simplify")
+                    if record["candidates"].get(key) is not None and record["rewrites"][record["candidates"][key]]["verified"]}
+        assert set(measured[record["id"]]) == expected  # "none" and unverified rewrites are never run
+    correlated = [r["id"] for r in records if r["template"] == "shop-q1"]
+    assert all(measured[q]["unnest_subqueries"]["status"] == "ok" for q in correlated)
+    effect = lambda qid, key: measured[qid].get(key, {}).get("log_speedup", 0.0)  # noqa: E731
+    kept = score({r["id"]: "none" for r in records}, effect)
+    assert kept["mean_log_speedup"] == 0.0 and kept["rewritten"] == 0 and kept["queries"] == len(records)
+
+
 def test_cli_demos_and_rewrite_end_to_end(database, tmp_path, tiny_model):
     from cli.main import app
 
@@ -158,9 +200,7 @@ def test_train_sql_from_a_pool(database, tmp_path, tiny_model):
     records = _write_pool(pool, conninfo)
     # Labels come from measured speedups, which vary by machine; the training data is fixed here: the correlated
     # template counts as helped by unnesting (what PostgreSQL usually measures), the filter template as not.
-    for record in records:
-        helped = record["template"] == "shop-q1"
-        record.update(verified=True, rules=["unnest_subqueries"] if helped else [], speedup=3.0 if helped else 1.0)
+    records = [_with_effect(r, 3.0 if r["template"] == "shop-q1" else 1.0) for r in records]
     (pool / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert {label_of(r) for r in records} == {"unnest_subqueries", "none"}
     result = CliRunner().invoke(app, ["train", "sql", str(pool), "--out", str(tmp_path / "m"), "--base", str(tiny_model),
@@ -171,7 +211,7 @@ def test_train_sql_from_a_pool(database, tmp_path, tiny_model):
     assert read_model_card(tmp_path / "m")["preset"] == "sql"
     one_label = tmp_path / "one"
     one_label.mkdir()
-    (one_label / "pool.jsonl").write_text("".join(json.dumps(r | {"speedup": 1.0}) + "\n" for r in records))
+    (one_label / "pool.jsonl").write_text("".join(json.dumps(_with_effect(r, 1.0)) + "\n" for r in records))
     refused = CliRunner().invoke(app, ["train", "sql", str(one_label), "--out", str(tmp_path / "m2"), "--base", str(tiny_model),
                                        "--steps", "2", "--max-tokens", "64", "--device", "cpu"])
     assert refused.exit_code == 2 and "two different labels" in refused.output and "Traceback" not in refused.output

@@ -9,9 +9,9 @@ import pytest
 
 from indexing.errors import RetrieverError
 from retriever.presets import get_preset, preprocessor_function
-from retriever.sql.demos import Demonstration, prompt, vote
+from retriever.sql.demos import Demonstration, demonstration, prompt, vote
 from retriever.sql.equivalence import has_order_by, same_result
-from retriever.sql.pool import HELPFUL, candidate_log_speedup, label_of, oracle_log_speedup
+from retriever.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup, label_of, oracle_key, oracle_log_speedup
 from retriever.sql.rules import apply_rules, parse_rule_key, rule_key
 from retriever.sql_features import normalized_sql, sql_features, sql_structure_text
 
@@ -108,18 +108,34 @@ def test_effects_count_only_verified_rewrites_and_slow_ones_count_against():
     assert label_of(_record("q", "t", {"simplify": HELPFUL * 0.9})) == "none"
 
 
-def test_vote_sums_measured_effects_and_abstains_when_nothing_helps():
-    a = _record("a", "t1", {"simplify": 2.0, "merge_subqueries": 1.2})
-    b = _record("b", "t2", {"simplify": 0.5, "merge_subqueries": 1.5})
+def test_vote_counts_effects_beyond_the_noise_band_and_abstains_when_nothing_helps():
+    a = _record("a", "t1", {"simplify": 2.5, "merge_subqueries": 1.4})
+    b = _record("b", "t2", {"simplify": 0.9, "merge_subqueries": 1.5})
     by_id = {"a": a, "b": b}
-    demos = [Demonstration("a", "t1", "", ["simplify"], 2.0, 0.9), Demonstration("b", "t2", "", [], None, 0.8)]
+    demos = [Demonstration("a", "t1", "", ["simplify"], 2.5, 0.9), Demonstration("b", "t2", "", [], None, 0.8)]
     rules, totals = vote(demos, by_id)
-    assert rules == ["merge_subqueries"]  # log 1.2 + log 1.5 > log 2 + log 0.5
-    assert totals["simplify"] == pytest.approx(math.log(2.0) + math.log(0.5))
-    slow = _record("c", "t3", {"simplify": 0.7})
-    assert vote([Demonstration("c", "t3", "", [], None, 1.0)], {"c": slow})[0] == []
+    assert rules == ["simplify"]  # log 2.5 beyond the band; 1.4x and 1.5x (their sum larger) are noise
+    assert totals["simplify"] == pytest.approx(math.log(2.5)) and totals["merge_subqueries"] == 0.0
+    assert gated_log_speedup(a, "merge_subqueries") == 0.0 and gated_log_speedup(a, "simplify") == pytest.approx(math.log(2.5))
+    veto = _record("c", "t3", {"simplify": 0.25})  # a demonstration it slowed 4x outweighs one it sped up 2.5x
+    assert vote(demos[:1] + [Demonstration("c", "t3", "", [], None, 0.7)], by_id | {"c": veto})[0] == []
+    slow = _record("d", "t4", {"simplify": 0.7, "merge_subqueries": 1.9})
+    assert vote([Demonstration("d", "t4", "", [], None, 1.0)], {"d": slow})[0] == []
     text = prompt("select 1", demos)
-    assert "Example 1 (speedup 2.00x)" in text and "Rules: none" in text and text.endswith("Rules:")
+    assert "Example 1 (speedup 2.50x)" in text and "Rules: none" in text and text.endswith("Rules:")
+
+
+def test_label_prefers_the_broader_rule_set_when_the_best_ones_are_within_noise():
+    full = "unnest_subqueries+merge_subqueries"
+    close = _record("q1", "t", {"unnest_subqueries": 30.0, full: 25.0, "simplify": 1.1})
+    assert label_of(close) == full  # 30x vs 25x is a coin toss: both decorrelate
+    apart = _record("q2", "t", {"unnest_subqueries": 30.0, full: 6.0})
+    assert label_of(apart) == "unnest_subqueries"  # 5x apart: a real difference
+    assert label_of(_record("q3", "t", {"simplify": 1.9, "merge_subqueries": 0.2})) == "none"
+    assert oracle_key(close) == "unnest_subqueries" and oracle_key(_record("q4", "t", {"simplify": 0.8})) == "none"
+    demo = demonstration(close)
+    assert demo.rules == full.split("+") and demo.speedup == pytest.approx(25.0)
+    assert demonstration(_record("q5", "t", {"simplify": 1.5})).rules == []
 
 
 def test_curriculum_moves_from_easy_to_hard_pairs(tiny_tokenizer):

@@ -90,3 +90,76 @@ def workload_of(sql: str, schemas: Mapping[str, Mapping[str, Any]]) -> str:
         raise RetrieverError(f"cannot tell which workload's database holds tables {', '.join(sorted(tables)) or '(none)'}; "
                              f"pass --workload ({', '.join(schemas) or 'the pool has no schema'})")
     return matches[0]
+
+
+@dataclass(frozen=True)
+class Remeasured:
+    """An independent measurement of one rewrite against its original (see :func:`remeasure`).
+
+    Attributes:
+        status: ``ok`` (same result, timed), ``wrong`` (the result differs: never applied, effect 0), ``timeout``
+            (slower than its limit) or ``error``.
+        original_ms, rewrite_ms: median cost (server CPU time when readable, else wall time), ms.
+        log_speedup: ``log(original_ms / rewrite_ms)`` when ok; ``log(original wall time / limit)`` (negative) on
+            a timeout; 0 for a wrong result or an error (the original would be kept).
+    """
+
+    status: str
+    original_ms: float
+    rewrite_ms: float | None
+    log_speedup: float
+
+
+def remeasure(conn, sql: str, rewrites: Mapping[str, str], *, repeats: int = 3, timeout_ms: int = 20_000) -> dict[str, Remeasured]:
+    """Time ``sql`` and each rewrite text (by key) again, interleaved, so that drift and load hit them alike.
+
+    A first round fetches every result (a rewrite returning other rows than the original is ``wrong`` and not
+    timed further); then ``repeats`` rounds run the original and every rewrite in turn, and medians are kept.
+    A rewrite may take ``min(timeout_ms, max(1 s, 3 x the original's wall time))``.
+
+    Raises:
+        RetrieverError: the original fails or times out.
+    """
+    import math
+
+    from retriever.sql.postgres import execute
+    from retriever.sql.pool import median
+
+    first = execute(conn, sql, timeout_ms=timeout_ms)
+    if first.status != "ok":
+        raise RetrieverError(f"the query did not run on the database ({first.status}: {first.error or 'timeout'})")
+    limit = int(min(timeout_ms, max(1000.0, 3.0 * first.ms)))
+    ordered = has_order_by(sql)
+    status: dict[str, str] = {}
+    for key, text in rewrites.items():
+        run = execute(conn, text, timeout_ms=limit)
+        if run.status != "ok":
+            status[key] = run.status
+        elif not same_result(first.rows or [], run.rows or [], ordered=ordered):
+            status[key] = "wrong"
+        else:
+            status[key] = "ok"
+    original_times: list[float] = []
+    times: dict[str, list[float]] = {key: [] for key in rewrites}
+    for _ in range(repeats):
+        run = execute(conn, sql, timeout_ms=timeout_ms, fetch=False)
+        if run.status == "ok":
+            original_times.append(run.cost_ms)
+        for key, text in rewrites.items():
+            if status[key] == "ok":
+                run = execute(conn, text, timeout_ms=limit, fetch=False)
+                if run.status == "ok":
+                    times[key].append(run.cost_ms)
+                else:
+                    status[key] = run.status
+    original_ms = median(original_times) if original_times else first.cost_ms
+    out = {}
+    for key in rewrites:
+        if status[key] == "ok":
+            ms = median(times[key])
+            out[key] = Remeasured("ok", round(original_ms, 3), round(ms, 3), math.log(original_ms / max(ms, 1e-3)))
+        elif status[key] == "timeout":
+            out[key] = Remeasured("timeout", round(original_ms, 3), float(limit), math.log(first.ms / limit))
+        else:
+            out[key] = Remeasured(status[key], round(original_ms, 3), None, 0.0)
+    return out

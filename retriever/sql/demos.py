@@ -3,7 +3,9 @@
 The pool's queries are encoded (with the encoder's preset: ``sql`` reads structure, ``text`` reads raw SQL)
 into an exact FAISS index; a new query's ``k`` nearest pool queries are its demonstrations. Each demonstration
 votes for every candidate rule set with the effect measured on it (``log`` speedup, 0 when the rules did not
-apply or changed the result); the rule set with the highest total is chosen, or none when no total is positive.
+apply or changed the result, and 0 inside the noise band, see :func:`retriever.sql.pool.gated_log_speedup`); the
+rule set with the highest total is chosen, or none when no total is positive. Gating matters: summing every
+measured 1.2x picks whichever rule set was lucky on the demonstrations, and the held-out query pays for it.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from indexing.errors import RetrieverError
-from retriever.sql.pool import candidate_log_speedup
+from retriever.sql.pool import candidate_log_speedup, gated_log_speedup
 from retriever.sql.rules import CANDIDATES, rule_key
 
 log = logging.getLogger(__name__)
@@ -81,22 +83,25 @@ class DemoRetriever:
 
 
 def demonstration(record: Mapping[str, Any], score: float = 0.0) -> Demonstration:
-    """A pool record as a demonstration: its rules only when they helped (else ``[]``, keep the query)."""
+    """A pool record as a demonstration: the rules of its label (:func:`retriever.sql.pool.label_of`) and their
+    measured speedup when they helped, else ``[]`` (keep the query)."""
     from retriever.sql.pool import label_of
 
     label = label_of(record)
-    rules = [] if label == "none" else list(record["rules"])
-    return Demonstration(record["id"], record["template"], record["sql"], rules,
-                         record.get("speedup") if rules else None, score)
+    if label == "none":
+        return Demonstration(record["id"], record["template"], record["sql"], [], None, score)
+    speedup = math.exp(candidate_log_speedup(record, label))
+    return Demonstration(record["id"], record["template"], record["sql"], label.split("+"), round(speedup, 4), score)
 
 
 def vote(demos: Sequence[Demonstration], records_by_id: Mapping[str, Mapping[str, Any]],
          candidates: Sequence[Sequence[str]] = CANDIDATES) -> tuple[list[str], dict[str, float]]:
-    """The rule set the demonstrations vote for, and every candidate's total (sum of measured log speedups).
+    """The rule set the demonstrations vote for, and every candidate's total (sum of the log speedups measured on
+    the demonstrations, each counted only beyond the noise band: :func:`retriever.sql.pool.gated_log_speedup`).
 
     Returns ``([], totals)`` when no total is positive (keep the query as it is).
     """
-    totals = {rule_key(c): sum(candidate_log_speedup(records_by_id[d.id], rule_key(c)) for d in demos) for c in candidates}
+    totals = {rule_key(c): sum(gated_log_speedup(records_by_id[d.id], rule_key(c)) for d in demos) for c in candidates}
     best = max(totals, key=lambda key: (totals[key], -len(key)), default=None)
     if best is None or totals[best] <= 0:
         return [], totals

@@ -202,16 +202,39 @@ def candidate_log_speedup(record: Mapping[str, Any], key: str) -> float:
     return 0.0
 
 
+def gated_log_speedup(record: Mapping[str, Any], key: str) -> float:
+    """:func:`candidate_log_speedup` with effects inside the noise band (between ``1/HELPFUL`` and ``HELPFUL``x)
+    counted as 0: what a decision may rely on. A single measured 1.3x is as likely noise as a real gain here."""
+    value = candidate_log_speedup(record, key)
+    return value if abs(value) >= math.log(HELPFUL) else 0.0
+
+
 def oracle_log_speedup(record: Mapping[str, Any]) -> float:
     """The best any candidate achieved on the record's query (0 = keep the original)."""
     return max([0.0] + [candidate_log_speedup(record, key) for key in record.get("candidates", {})])
 
 
+def oracle_key(record: Mapping[str, Any]) -> str:
+    """The rule set of :func:`oracle_log_speedup` (``none`` when no candidate was faster than the original)."""
+    effects = {key: candidate_log_speedup(record, key) for key in record.get("candidates", {})}
+    best = max(effects, key=lambda key: (effects[key], -len(key)), default=None)
+    return best if best is not None and effects[best] > 0 else "none"
+
+
 def label_of(record: Mapping[str, Any]) -> str:
-    """The record's class for training: the key of its best rule set when it helps (speedup >= HELPFUL), else ``none``."""
-    if record.get("verified") and (record.get("speedup") or 0.0) >= HELPFUL:
-        return rule_key(record["rules"])
-    return "none"
+    """The record's class for training and for its demonstration: ``none`` unless a verified rewrite helped
+    (speedup >= HELPFUL). Among the helpful rule sets whose effect is within the noise band of the best one
+    (which of them measured fastest is chance), the one with the most rules is the label, so that queries
+    helped alike (e.g. decorrelation, which the whole pipeline does too) share a label rather than split on noise;
+    ties go to the earlier candidate."""
+    helpful = {key: value for key in record.get("candidates", {})
+               if (value := candidate_log_speedup(record, key)) >= math.log(HELPFUL)}
+    if not helpful:
+        return "none"
+    best = max(helpful.values())
+    order = {rule_key(c): i for i, c in enumerate(CANDIDATES)}
+    near = [key for key, value in helpful.items() if value >= best - math.log(HELPFUL)]
+    return min(near, key=lambda key: (-len(key.split("+")), order.get(key, len(order)), key))
 
 
 # --- files ------------------------------------------------------------------------------------------------
