@@ -373,7 +373,7 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
     manifest = {"format_version": FORMAT_VERSION, "kind": "sql-demonstration-pool", "config": settings,
                 "schemas": schemas, "rows_loaded": loaded, "summary": summary,
                 "database": "private cluster" if cluster is not None else "given server",
-                "data_dir": str(data_dir) if data_dir else None, "helpful_speedup": HELPFUL,
+                "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "helpful_speedup": HELPFUL,
                 "complete": not stopped, "stopped_by_time_budget": stopped, "time_budget_s": time_budget_s}
     os.replace(partial, out / POOL_FILE)
     write_json_atomic(out / MANIFEST_FILE, manifest)
