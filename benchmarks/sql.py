@@ -41,6 +41,8 @@ from retriever.sql.pool import candidate_log_speedup, label_of, oracle_key, read
 log = logging.getLogger("benchmarks.sql")
 WORK = CACHE / "sql"
 RANDOM_REPEATS = 5
+RECIPE = "helped anchors, labels-as-groups, qualified"
+"""Names the training recipe in the cache key of trained encoders (a changed recipe retrains)."""
 Effect = Callable[[str, str], float]
 """``effect(query id, rule key) -> log speedup``."""
 
@@ -55,6 +57,18 @@ def split_templates(records: Sequence[Mapping[str, Any]], *, held_out: float = 0
     return chosen
 
 
+def template_folds(records: Sequence[Mapping[str, Any]], folds: int, *, seed: int = 0) -> list[set[str]]:
+    """A partition of every workload's templates into ``folds`` groups (seeded shuffle, dealt round robin):
+    cross-validation by template, every template held out exactly once."""
+    groups: list[set[str]] = [set() for _ in range(folds)]
+    for workload in sorted({r["workload"] for r in records}):
+        templates = sorted({r["template"] for r in records if r["workload"] == workload})
+        random.Random(f"{seed}-{workload}-folds").shuffle(templates)
+        for i, template in enumerate(templates):
+            groups[i % folds].add(template)
+    return groups
+
+
 def score(chosen: Mapping[str, str], effect: Effect) -> dict[str, Any]:
     """Mean log speedup (and geometric-mean speedup) of the chosen rule key per query id, with counts."""
     values = [effect(qid, key) for qid, key in chosen.items()]
@@ -65,8 +79,8 @@ def score(chosen: Mapping[str, str], effect: Effect) -> dict[str, Any]:
             "improved": sum(1 for v in values if v > 0), "slowed": sum(1 for v in values if v < 0)}
 
 
-def choose(retriever: DemoRetriever, test: Sequence[Mapping[str, Any]], by_id, k: int) -> dict[str, str]:
-    found = retriever.search([r["sql"] for r in test], k)
+def choose(retriever: DemoRetriever, test: Sequence[Mapping[str, Any]], by_id, k: int, *, one_per_template: bool = True) -> dict[str, str]:
+    found = retriever.search([r["sql"] for r in test], k, one_per_template=one_per_template)
     return {r["id"]: "+".join(vote(demos, by_id)[0]) or "none" for r, demos in zip(test, found)}
 
 
@@ -103,8 +117,15 @@ def retime(test: Sequence[Mapping[str, Any]], picks: Mapping[str, set[str]], con
 
 
 def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_size: int = 8, max_tokens: int = 128,
-        conninfo: str | None = None, data_dir: Path | None = None, repeats: int = 3, timeout_ms: int = 20_000) -> dict[str, Any]:
-    """The benchmark (see the module docstring); ``conninfo`` or ``data_dir`` name the pool's database."""
+        conninfo: str | None = None, data_dir: Path | None = None, repeats: int = 3, timeout_ms: int = 20_000,
+        dev: bool = False, dev_fold: int = 0, one_per_template: bool = True, sql: Any = None,
+        held_out: set[str] | None = None) -> dict[str, Any]:
+    """The benchmark (see the module docstring); ``conninfo`` or ``data_dir`` name the pool's database.
+
+    With ``dev`` the held-out templates are set aside and the training templates are split again (seed + 1):
+    design choices are made there, and the held-out templates are scored once. ``dev_fold`` picks another inner
+    split (seed + 1 + dev_fold). ``held_out`` replaces the seeded split (a cross-validation fold). ``sql`` is the :class:`training.config.SqlConfig` of the trained encoder.
+    """
     from retriever.encoder import load_encoder
     from retriever.sql.demos import demonstration
     from retriever.sql.postgres import PrivateCluster
@@ -117,27 +138,37 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
         data_dir = Path(stored)
     if data_dir is not None and not (Path(data_dir) / "data" / "PG_VERSION").is_file():
         raise RetrieverError(f"{data_dir}: not a cluster kept by `retriever sql build-pool --data-dir`")
-    held = split_templates(records, seed=seed)
+    held = split_templates(records, seed=seed) if held_out is None else set(held_out)
+    if dev:  # the same protocol inside the training templates only: held-out templates stay unseen
+        records = [r for r in records if r["template"] not in held]
+        held = split_templates(records, seed=seed + 1 + dev_fold)
     train = [r for r in records if r["template"] not in held]
     test = [r for r in records if r["template"] in held]
     by_id = {r["id"]: r for r in records}
     log.info("%d training queries (%d templates), %d held-out queries (%d templates)", len(train),
              len({r["template"] for r in train}), len(test), len(held))
     timings: dict[str, float] = {}
+    schemas = read_manifest(pool).get("schemas") or {}
     if model is None:
-        model = str(train_model(train, steps=steps, seed=seed, batch_size=batch_size, max_tokens=max_tokens, timings=timings))
+        model = str(train_model(train, steps=steps, seed=seed, batch_size=batch_size, max_tokens=max_tokens, timings=timings,
+                                schemas=schemas, sql=sql))
     systems: dict[str, dict[str, str]] = {}
     for name, spec, preset in (("ours (trained sql encoder)", model, "sql"), ("sql preset, untrained (minilm)", "minilm", "sql"),
                                ("text similarity (minilm, raw SQL)", "minilm", "text")):
         start = time.perf_counter()
-        retriever = DemoRetriever(train, load_encoder(spec, preset=preset, device="cpu"))
-        systems[name] = choose(retriever, test, by_id, k)
+        retriever = DemoRetriever(train, load_encoder(spec, preset=preset, device="cpu"),
+                                  schemas=schemas if preset == "sql" else None)
+        systems[name] = choose(retriever, test, by_id, k, one_per_template=one_per_template)
         timings[f"retrieve: {name}"] = round(time.perf_counter() - start, 1)
     random_picks = []
+    by_template: dict[str, list[Mapping[str, Any]]] = {}
+    for r in train:
+        by_template.setdefault(r["template"], []).append(r)
     for rep in range(RANDOM_REPEATS):
         rng = random.Random(f"random-{seed}-{rep}")
-        random_picks.append({r["id"]: "+".join(vote([demonstration(x) for x in rng.sample(train, k)], by_id)[0]) or "none"
-                             for r in test})
+        random_picks.append({r["id"]: "+".join(vote([demonstration(rng.choice(by_template[t]))
+                                                     for t in rng.sample(sorted(by_template), k)], by_id)[0]) or "none"
+                             for r in test})  # k random templates, one draw of each (as retrieval gives)
     systems["oracle (best candidate in the pool)"] = {r["id"]: oracle_key(r) for r in test}
     picks: dict[str, set[str]] = {}
     for chosen in list(systems.values()) + random_picks:
@@ -192,7 +223,7 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     held_labels: dict[str, int] = {}
     for r in test:
         held_labels[label_of(r)] = held_labels.get(label_of(r), 0) + 1
-    return {"pool": str(pool), "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
+    return {"pool": str(pool), "dev": dev, "dev_fold": dev_fold, "sql_config": asdict(sql) if sql is not None else None, "one_per_template": one_per_template, "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
             "model": model, "repeats": repeats, "held_out_templates": sorted(held), "train_queries": len(train),
             "test_queries": len(test), "labels": labels, "held_out_labels": held_labels, "results": results,
             "per_workload": per_workload, "choices": {name: chosen for name, chosen in systems.items()},
@@ -200,14 +231,17 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
 
 
 def train_model(train: Sequence[Mapping[str, Any]], *, steps: int, seed: int, batch_size: int, max_tokens: int,
-                timings: dict[str, float]) -> Path:
+                timings: dict[str, float], schemas: Mapping[str, Any] | None = None, sql: Any = None) -> Path:
     """Train the sql encoder on the training templates' queries (cached by their ids and the settings)."""
     import hashlib
 
     from training.config import SqlConfig, TrainConfig
     from training.run import run_training
 
-    key = hashlib.sha1(json.dumps([sorted(r["id"] for r in train), steps, seed, batch_size, max_tokens]).encode()).hexdigest()[:10]
+    from dataclasses import asdict as _asdict
+
+    recipe = [RECIPE, _asdict(sql) if sql is not None else None]
+    key = hashlib.sha1(json.dumps([recipe, sorted(r["id"] for r in train), steps, seed, batch_size, max_tokens]).encode()).hexdigest()[:10]
     folder = WORK / f"train-{key}"
     model = folder / "model"
     if (model / "config.json").is_file():
@@ -215,8 +249,9 @@ def train_model(train: Sequence[Mapping[str, Any]], *, steps: int, seed: int, ba
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / "pool.jsonl", "w", encoding="utf-8") as handle:
         handle.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in train)
+    (folder / "manifest.json").write_text(json.dumps({"schemas": schemas or {}}), encoding="utf-8")
     config = TrainConfig(objective="sql", data=(str(folder / "pool.jsonl"),), base="minilm", steps=steps, batch_size=batch_size,
-                         lr=2e-5, warmup=max(1, steps // 10), max_tokens=max_tokens, seed=seed, sql=SqlConfig()).validate()
+                         lr=2e-5, warmup=max(1, steps // 10), max_tokens=max_tokens, seed=seed, sql=sql or SqlConfig()).validate()
     start = time.perf_counter()
     run_training(config, model, device="cpu", overwrite=True)
     timings["train"] = round(time.perf_counter() - start, 1)
@@ -224,7 +259,7 @@ def train_model(train: Sequence[Mapping[str, Any]], *, steps: int, seed: int, ba
 
 
 def markdown(data: Mapping[str, Any]) -> str:
-    lines = ["# SQL rewrite demonstrations (issue 8)", "",
+    lines = ["# SQL rewrite demonstrations (issue 8)" + (": development split (inside the training templates)" if data.get("dev") else ""), "",
              f"Pool `{data['pool']}`: {data['train_queries']} training queries, {data['test_queries']} held-out queries from "
              f"{len(data['held_out_templates'])} held-out templates ({', '.join(data['held_out_templates'])}); k = {data['k']} "
              "demonstrations vote for one rule set per query. **Re-timed**: every chosen rewrite measured again against its "
@@ -247,6 +282,33 @@ def markdown(data: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per system, the re-timed mean log speedup over every query of ``runs`` (each query scored once), with the
+    query count and the share of the oracle's."""
+    names = list(runs[0]["results"])
+    total = sum(d["test_queries"] for d in runs)
+    out = {}
+    for name in names:
+        mean = sum(d["results"][name]["mean_log_speedup_retimed"] * d["test_queries"] for d in runs) / total
+        out[name] = {"queries": total, "mean_log_speedup_retimed": round(mean, 4),
+                     "folds": [d["results"][name]["mean_log_speedup_retimed"] for d in runs]}
+    top = out[names[-1]]["mean_log_speedup_retimed"]
+    for value in out.values():
+        value["share_of_oracle_retimed"] = round(value["mean_log_speedup_retimed"] / top, 4) if top > 0 else None
+    return out
+
+
+def pooled_markdown(runs: Sequence[Mapping[str, Any]], title: str) -> str:
+    rows = pooled(runs)
+    lines = ["", f"## Pooled over the {len(runs)} {title} ({next(iter(rows.values()))['queries']} queries)", "",
+             "| system | mean log speedup (re-timed) | geomean | share of oracle | per fold |", "|---|---|---|---|---|"]
+    for name, value in rows.items():
+        share = f"{value['share_of_oracle_retimed']:.0%}" if value["share_of_oracle_retimed"] is not None else "-"
+        lines.append(f"| {name} | {value['mean_log_speedup_retimed']:.4f} | {math.exp(value['mean_log_speedup_retimed']):.3f}x "
+                     f"| {share} | {', '.join(f'{v:.3f}' for v in value['folds'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("pool", type=Path)
@@ -260,12 +322,32 @@ def main() -> None:
     parser.add_argument("--db", default=None, help="The pool's PostgreSQL server (default: the pool's --data-dir cluster).")
     parser.add_argument("--data-dir", type=Path, default=None, help="The cluster kept by build-pool --data-dir.")
     parser.add_argument("--repeats", type=int, default=3, help="Timed runs per query and rewrite when re-timing.")
+    parser.add_argument("--dev", action="store_true", help="Split the training templates again and score there (for design choices; "
+                        "the held-out templates are not read). Results go to NAME-dev.")
+    parser.add_argument("--repeat-templates", action="store_true", help="Ablation: let several draws of one template fill the k demonstrations.")
+    parser.add_argument("--folds", type=int, default=1, help="Cross-validation by template: every template held out once, "
+                        "in this many folds (each trains its own encoder); scores pooled over all queries.")
+    parser.add_argument("--dev-folds", type=int, default=1, help="With --dev: inner splits to average over.")
+    parser.add_argument("--anchors", default="helped", choices=("helped", "all"), help="Training anchors (see retriever train sql).")
+    parser.add_argument("--no-label-groups", action="store_true", help="Plain in-batch negatives in training (ablation).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    data = run(args.pool, model=args.model, steps=args.steps, k=args.k, seed=args.seed, batch_size=args.batch_size,
-               max_tokens=args.max_tokens, conninfo=args.db, data_dir=args.data_dir, repeats=args.repeats)
-    path = write_results(args.name, data, markdown(data))
-    print(markdown(data))
+    from training.config import SqlConfig
+
+    sql = SqlConfig(anchors=args.anchors, label_groups=not args.no_label_groups)
+    common = dict(model=args.model, steps=args.steps, k=args.k, seed=args.seed, batch_size=args.batch_size, max_tokens=args.max_tokens,
+                  conninfo=args.db, data_dir=args.data_dir, repeats=args.repeats, one_per_template=not args.repeat_templates, sql=sql)
+    if args.folds > 1:
+        records = [r for r in read_pool(args.pool) if r["original"]["status"] == "ok"]
+        runs = [run(args.pool, held_out=fold, **common) for fold in template_folds(records, args.folds, seed=args.seed)]
+    else:
+        runs = [run(args.pool, dev=args.dev, dev_fold=fold, **common) for fold in range(args.dev_folds if args.dev else 1)]
+    text = "\n".join(markdown(data) for data in runs)
+    if len(runs) > 1:
+        text += pooled_markdown(runs, "cross-validation by template" if args.folds > 1 else "dev folds")
+    data = runs[0] if len(runs) == 1 else {"folds": runs, "pooled": pooled(runs)}
+    path = write_results(args.name + ("-dev" if args.dev else ""), data, text)
+    print(text)
     print(f"wrote {path}")
 
 

@@ -157,11 +157,12 @@ def rewrite(
 def _retriever(pool: Path, model: str, device: str):
     from retriever.encoder import load_encoder
     from retriever.sql.demos import DemoRetriever
-    from retriever.sql.pool import read_pool
+    from retriever.sql.pool import read_manifest, read_pool
 
     records = read_pool(pool)
     encoder = load_encoder(model, preset="sql", device=device)
-    return DemoRetriever(records, encoder), {r["id"]: r for r in records}
+    schemas = read_manifest(pool).get("schemas") if Path(pool).is_dir() else None
+    return DemoRetriever(records, encoder, schemas=schemas), {r["id"]: r for r in records}
 
 
 def _demo_table(found) -> None:

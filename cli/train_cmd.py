@@ -372,6 +372,8 @@ def sql(
     curriculum: float = typer.Option(0.5, "--curriculum", help="Fraction of the run over which hard positives/negatives phase in (0 = hard from the start)."),
     negatives: int = typer.Option(1, "--negatives", help="Negatives per example: other-label queries, easy (random) early, similar-looking later."),
     hard_pool: int = typer.Option(5, "--hard-pool", help="The most similar-looking other-label queries that count as hard negatives."),
+    anchors: str = typer.Option("helped", "--anchors", help="helped: only queries some rule set sped up are anchors (`none` ones are negatives); all: every query."),
+    label_groups: bool = typer.Option(True, "--label-groups/--no-label-groups", help="Same-label keys of a batch count as positives (supervised contrastive), not negatives."),
     steps: int = typer.Option(150, "--steps", help="Optimizer steps."),
     batch_size: int = typer.Option(16, "--batch-size", help="Anchors per forward pass, over all processes together."),
     accumulate: int = ACCUMULATE,
@@ -401,7 +403,7 @@ def sql(
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
         max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed, precision=precision,
         freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints,
-        sql=SqlConfig(curriculum=curriculum, negatives=negatives, hard_pool=hard_pool),
+        sql=SqlConfig(curriculum=curriculum, negatives=negatives, hard_pool=hard_pool, anchors=anchors, label_groups=label_groups),
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,6 +155,26 @@ def _correlated(tree: Any) -> int:
         return sum(1 for scope in traverse_scope(tree) if scope.is_correlated_subquery)
     except Exception:  # noqa: BLE001 - scope analysis fails on some exotic queries; then report none
         return 0
+
+
+def qualified_sql(sql: str, schema: Mapping[str, Mapping[str, str]] | None) -> str:
+    """``sql`` with every column bound to its table by ``schema`` (``{table: {column: type}}``), PostgreSQL text.
+
+    Structure needs it: without a schema an unqualified column in a subquery cannot be told local from outer, so
+    every subquery with unqualified columns reads as correlated (TPC-DS Q9's fifteen independent scalar subqueries
+    did). Returns ``sql`` unchanged when there is no schema or the query does not parse or qualify.
+    """
+    if not schema:
+        return sql
+    import sqlglot
+    from sqlglot.optimizer.qualify import qualify
+
+    try:
+        tree = qualify(sqlglot.parse_one(sql, read="postgres"), schema=dict(schema), dialect="postgres",
+                       expand_stars=False, quote_identifiers=False, validate_qualify_columns=False)
+        return tree.sql(dialect="postgres")
+    except Exception:  # noqa: BLE001 - sqlglot raises many error types for queries it cannot qualify
+        return sql
 
 
 def normalized_sql(sql: str) -> str:

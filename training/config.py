@@ -215,17 +215,25 @@ class SqlConfig:
         curriculum: fraction of the run over which the chance of hard positives/negatives grows from 0 to 1.
         negatives: negatives per example (besides in-batch ones).
         hard_pool: the most similar-looking other-label queries that count as hard negatives.
+        anchors: ``helped`` (only queries some rule set helped are anchors; ``none`` queries serve as negatives:
+            "nothing helped" is no shared property to pull together) or ``all``.
+        label_groups: in-batch keys with the anchor's label count as positives (supervised contrastive), not as
+            negatives.
     """
 
     curriculum: float = 0.5
     negatives: int = 1
     hard_pool: int = 5
+    anchors: str = "helped"
+    label_groups: bool = True
 
     def validate(self) -> None:
         if not 0.0 <= self.curriculum <= 1.0:
             raise RetrieverError(f"--curriculum must be in [0, 1] (got {self.curriculum})")
         if self.negatives < 0 or self.hard_pool < 1:
             raise RetrieverError("--negatives must be >= 0 and --hard-pool >= 1")
+        if self.anchors not in ("helped", "all"):
+            raise RetrieverError(f"--anchors must be helped or all (got {self.anchors!r})")
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,9 @@ verified rewrite reached :data:`retriever.sql.pool.HELPFUL`). For an anchor:
   probability, among the ``hard_pool`` queries that look most like the anchor (token-set Jaccard similarity of
   their structure text) but were not helped by the same rules.
 
+In-batch keys with the anchor's label are positives, not negatives (the example's ``group`` is its label, see
+:func:`training.losses.supervised_info_nce`).
+
 The probability of the hard choice grows linearly from 0 to 1 over the first ``curriculum`` fraction of the
 run (then stays 1). Texts are the preset's preprocessing (``sql-structure-v1``) of each query, so training
 sees exactly what retrieval encodes. Example ``p`` depends only on ``(seed, p)`` (resumable; see
@@ -55,21 +58,30 @@ class SqlPairData:
         tokenizer: the encoder's tokenizer. total_examples: examples the run will draw (steps x batch x accumulate),
             which sets the schedule. curriculum: fraction of the run over which hardness goes 0 -> 1.
         per_query: negatives per example. hard_pool: how many most-similar other-label queries are "hard".
+        anchors, label_groups: see :class:`training.config.SqlConfig`.
+        schemas: the pool manifest's ``{workload: schema}``; queries are read qualified by them, as retrieval
+            reads them (:class:`retriever.sql.demos.DemoRetriever`).
     Raises:
         RetrieverError: fewer than two labels, or no anchor with a positive.
     """
 
     def __init__(self, records: Sequence[Mapping[str, Any]], tokenizer: Any, *, total_examples: int, curriculum: float = 0.5,
-                 per_query: int = 1, hard_pool: int = 5, max_tokens: int = 256, seed: int = 0):
+                 per_query: int = 1, hard_pool: int = 5, max_tokens: int = 256, seed: int = 0,
+                 schemas: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None, anchors: str = "helped",
+                 label_groups: bool = True):
         from retriever.presets import preprocessor_function
         from retriever.sql.pool import label_of
+        from retriever.sql_features import qualified_sql
+
+        every_query_anchors = anchors == "all"
 
         usable = [r for r in records if r.get("original", {}).get("status") == "ok"]
         self.labels = [label_of(r) for r in usable]
         if len(set(self.labels)) < 2:
             raise RetrieverError(f"the pool needs queries with at least two different labels to train on (got {set(self.labels) or 'none'})")
         prepare = preprocessor_function(PREPROCESSOR)
-        self.texts = [prepare(r["sql"]) for r in usable]
+        schemas = schemas or {}
+        self.texts = [prepare(qualified_sql(r["sql"], schemas.get(r["workload"]))) for r in usable]
         self.templates = [r["template"] for r in usable]
         self.ids = [r["id"] for r in usable]
         similarity = jaccard_matrix(self.texts)
@@ -89,11 +101,16 @@ class SqlPairData:
             self.same_template.append(near)
             self.other_template.append(far)
             self.negatives.append(others)
-            if same and len(others) >= per_query:
+            if (every_query_anchors or label != "none") and same and len(others) >= per_query:
                 anchors.append(i)
         if not anchors:
-            raise RetrieverError("no pool query has another query with the same helpful rules to pair with")
+            raise RetrieverError("no pool query has another query helped by the same rules to pair with")
         self.anchors = anchors
+        # A few labels cover the whole pool, so in-batch keys often share the anchor's label: with plain in-batch
+        # InfoNCE they would be pushed away as negatives. The label is the example's group, so the trainer's
+        # supervised contrastive loss counts every same-label key of the batch as a positive instead.
+        self.label_ids = {label: i for i, label in enumerate(sorted(set(self.labels)))}
+        self.label_groups = label_groups
         self.tokenizer = tokenizer
         self.negatives_per_example = per_query
         self.total = max(1, total_examples)
@@ -140,7 +157,8 @@ class SqlPairData:
         query_ids = tokenize_texts(self.tokenizer, queries, max_length=self.max_tokens)
         doc_ids = tokenize_texts(self.tokenizer, documents, max_length=self.max_tokens)
         width = 1 + self.negatives_per_example
-        return [Example(query_ids[i], doc_ids[i * width], tuple(doc_ids[i * width + 1: (i + 1) * width]))
+        return [Example(query_ids[i], doc_ids[i * width], tuple(doc_ids[i * width + 1: (i + 1) * width]),
+                        group=self.label_ids[self.labels[picks[i][0]]] if self.label_groups else None)
                 for i in range(len(picks))]
 
     def describe(self) -> dict[str, Any]:
@@ -151,10 +169,12 @@ class SqlPairData:
 
 def build_sql_data(config: Any, tokenizer: Any) -> SqlPairData:
     """The pairs of ``retriever train sql`` from ``config.data[0]`` (a pool folder or its ``pool.jsonl``)."""
-    from retriever.sql.pool import read_pool
+    from retriever.sql.pool import read_manifest, read_pool
 
-    records = read_pool(Path(config.data[0]))
+    source = Path(config.data[0])
+    records = read_pool(source)
+    schemas = read_manifest(source if source.is_dir() else source.parent).get("schemas")
     total = config.steps * config.batch_size * config.accumulate
     return SqlPairData(records, tokenizer, total_examples=total, curriculum=config.sql.curriculum,
                        per_query=config.sql.negatives, hard_pool=config.sql.hard_pool, max_tokens=config.max_tokens,
-                       seed=config.seed)
+                       seed=config.seed, schemas=schemas, anchors=config.sql.anchors, label_groups=config.sql.label_groups)

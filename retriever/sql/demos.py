@@ -43,31 +43,57 @@ class DemoRetriever:
     Args:
         records: pool records (only those whose original ran are used).
         encoder: an :class:`retriever.encoder.Encoder` (its preset decides how SQL is read).
+        schemas: ``{workload: {table: {column: type}}}`` (the pool manifest's); when given, pool queries and new
+            queries are read with their columns bound to tables (:func:`retriever.sql_features.qualified_sql`),
+            which the ``sql`` preset needs to tell correlated subqueries from independent ones. A new query's
+            workload is the one whose tables it reads.
     Raises:
         RetrieverError: no usable record.
     """
 
-    def __init__(self, records: Sequence[Mapping[str, Any]], encoder: Any, *, batch_size: int = 32):
+    def __init__(self, records: Sequence[Mapping[str, Any]], encoder: Any, *, batch_size: int = 32,
+                 schemas: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None):
         from indexing.faiss_index import Metric, VectorIndex
 
         self.records = [r for r in records if r.get("original", {}).get("status") == "ok"]
         if not self.records:
             raise RetrieverError("the pool has no query that ran; nothing to retrieve")
         self.encoder = encoder
-        vectors = encoder.encode_documents([r["sql"] for r in self.records], batch_size=batch_size)  # (n, dim)
+        self.schemas = dict(schemas or {})
+        texts = [self.readable(r["sql"], r.get("workload")) for r in self.records]
+        vectors = encoder.encode_documents(texts, batch_size=batch_size)  # (n, dim)
         self.index = VectorIndex.create(vectors.shape[1], "Flat", Metric.IP)
         self.index.add(np.arange(len(self.records), dtype=np.int64), vectors)
 
-    def search(self, queries: Sequence[str], k: int, *, exclude_templates: Sequence[set[str]] | None = None) -> list[list[Demonstration]]:
-        """The ``k`` nearest pool queries of each query, best first; ``exclude_templates[i]`` drops templates for query i."""
+    def readable(self, sql: str, workload: str | None = None) -> str:
+        """``sql`` as the encoder reads it: qualified by its workload's schema when the schemas are known."""
+        from retriever.sql.apply import workload_of
+        from retriever.sql_features import qualified_sql
+
+        if not self.schemas:
+            return sql
+        if workload is None:
+            try:
+                workload = workload_of(sql, self.schemas)
+            except RetrieverError:
+                return sql
+        return qualified_sql(sql, self.schemas.get(workload))
+
+    def search(self, queries: Sequence[str], k: int, *, exclude_templates: Sequence[set[str]] | None = None,
+               one_per_template: bool = True) -> list[list[Demonstration]]:
+        """The ``k`` nearest pool queries of each query, best first, **one per template** (unless
+        ``one_per_template`` is False); ``exclude_templates[i]`` drops templates for query i.
+
+        A pool holds several parameter draws of each template, which read (and embed) almost alike and were helped
+        alike: without the one-per-template rule they fill the ``k`` slots with one example told ``k`` times.
+        """
         if k < 1:
             raise RetrieverError(f"-k must be >= 1 (got {k})")
-        vectors = self.encoder.encode_queries(list(queries))  # (q, dim)
-        depth = len(self.records) if exclude_templates else min(k, len(self.records))
-        scores, ids = self.index.search(vectors, depth)  # (q, depth) each
+        vectors = self.encoder.encode_queries([self.readable(q) for q in queries])  # (q, dim)
+        scores, ids = self.index.search(vectors, len(self.records))  # (q, n) each: every pool query, best first
         out = []
         for i in range(len(queries)):
-            skip = exclude_templates[i] if exclude_templates else set()
+            skip = set(exclude_templates[i]) if exclude_templates else set()
             demos = []
             for score, idx in zip(scores[i], ids[i]):
                 if idx < 0:
@@ -75,6 +101,8 @@ class DemoRetriever:
                 record = self.records[int(idx)]
                 if record["template"] in skip:
                     continue
+                if one_per_template:
+                    skip.add(record["template"])
                 demos.append(demonstration(record, float(score)))
                 if len(demos) == k:
                     break
