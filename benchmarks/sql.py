@@ -298,14 +298,24 @@ def pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def pooled_markdown(runs: Sequence[Mapping[str, Any]], title: str) -> str:
+def folds_markdown(runs: Sequence[Mapping[str, Any]], title: str) -> str:
+    """The pooled table of several runs (folds), with each fold's held-out templates and labels."""
     rows = pooled(runs)
-    lines = ["", f"## Pooled over the {len(runs)} {title} ({next(iter(rows.values()))['queries']} queries)", "",
+    first = runs[0]
+    lines = ["# SQL rewrite demonstrations (issue 8)" + (": development folds (inside the training templates)" if first.get("dev") else ""), "",
+             f"Pool `{first['pool']}`, {len(runs)} {title}: each fold's encoder is trained on the other templates' queries, "
+             f"k = {first['k']} demonstrations (one per template) vote for one rule set per query, and every chosen rewrite "
+             f"(the oracle's included) is re-timed against its original on the pool's PostgreSQL (interleaved, median of "
+             f"{first['repeats']}). Score = mean log speedup over the held-out queries, each query scored once.", "",
              "| system | mean log speedup (re-timed) | geomean | share of oracle | per fold |", "|---|---|---|---|---|"]
     for name, value in rows.items():
         share = f"{value['share_of_oracle_retimed']:.0%}" if value["share_of_oracle_retimed"] is not None else "-"
         lines.append(f"| {name} | {value['mean_log_speedup_retimed']:.4f} | {math.exp(value['mean_log_speedup_retimed']):.3f}x "
                      f"| {share} | {', '.join(f'{v:.3f}' for v in value['folds'])} |")
+    lines += ["", f"{next(iter(rows.values()))['queries']} queries. Per fold: held-out templates, queries and their labels:", ""]
+    for number, data in enumerate(runs, start=1):
+        lines.append(f"- fold {number}: {len(data['held_out_templates'])} templates, {data['test_queries']} queries, "
+                     f"labels {json.dumps(data['held_out_labels'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -342,9 +352,7 @@ def main() -> None:
         runs = [run(args.pool, held_out=fold, **common) for fold in template_folds(records, args.folds, seed=args.seed)]
     else:
         runs = [run(args.pool, dev=args.dev, dev_fold=fold, **common) for fold in range(args.dev_folds if args.dev else 1)]
-    text = "\n".join(markdown(data) for data in runs)
-    if len(runs) > 1:
-        text += pooled_markdown(runs, "cross-validation by template" if args.folds > 1 else "dev folds")
+    text = markdown(runs[0]) if len(runs) == 1 else folds_markdown(runs, "cross-validation folds by template" if args.folds > 1 else "dev folds")
     data = runs[0] if len(runs) == 1 else {"folds": runs, "pooled": pooled(runs)}
     path = write_results(args.name + ("-dev" if args.dev else ""), data, text)
     print(text)
