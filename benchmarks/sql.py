@@ -28,6 +28,7 @@ import logging
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -131,8 +132,9 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     from retriever.sql.postgres import PrivateCluster
 
     records = [r for r in read_pool(pool) if r["original"]["status"] == "ok"]
+    manifest = read_manifest(pool)
     if conninfo is None and data_dir is None:
-        stored = read_manifest(pool).get("data_dir")
+        stored = manifest.get("data_dir")
         if not stored:
             raise RetrieverError(f"{pool}: the pool's database is unknown (built without --data-dir); pass --db or --data-dir")
         data_dir = Path(stored)
@@ -148,7 +150,7 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     log.info("%d training queries (%d templates), %d held-out queries (%d templates)", len(train),
              len({r["template"] for r in train}), len(test), len(held))
     timings: dict[str, float] = {}
-    schemas = read_manifest(pool).get("schemas") or {}
+    schemas = manifest.get("schemas") or {}
     if model is None:
         model = str(train_model(train, steps=steps, seed=seed, batch_size=batch_size, max_tokens=max_tokens, timings=timings,
                                 schemas=schemas, sql=sql))
@@ -217,12 +219,8 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
         per_workload[workload] = {name: score({q: c for q, c in chosen.items() if q in ids}, retimed)["mean_log_speedup"]
                                   for name, chosen in systems.items()}
         per_workload[workload]["queries"] = len(ids)
-    labels: dict[str, int] = {}
-    for r in records:
-        labels[label_of(r)] = labels.get(label_of(r), 0) + 1
-    held_labels: dict[str, int] = {}
-    for r in test:
-        held_labels[label_of(r)] = held_labels.get(label_of(r), 0) + 1
+    labels = dict(Counter(label_of(r) for r in records))
+    held_labels = dict(Counter(label_of(r) for r in test))
     return {"pool": str(pool), "dev": dev, "dev_fold": dev_fold, "sql_config": asdict(sql) if sql is not None else None, "one_per_template": one_per_template, "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
             "model": model, "repeats": repeats, "held_out_templates": sorted(held), "train_queries": len(train),
             "test_queries": len(test), "labels": labels, "held_out_labels": held_labels, "results": results,
@@ -238,9 +236,7 @@ def train_model(train: Sequence[Mapping[str, Any]], *, steps: int, seed: int, ba
     from training.config import SqlConfig, TrainConfig
     from training.run import run_training
 
-    from dataclasses import asdict as _asdict
-
-    recipe = [RECIPE, _asdict(sql) if sql is not None else None]
+    recipe = [RECIPE, asdict(sql) if sql is not None else None]
     key = hashlib.sha1(json.dumps([recipe, sorted(r["id"] for r in train), steps, seed, batch_size, max_tokens]).encode()).hexdigest()[:10]
     folder = WORK / f"train-{key}"
     model = folder / "model"

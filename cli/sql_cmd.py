@@ -161,7 +161,7 @@ def _retriever(pool: Path, model: str, device: str):
 
     records = read_pool(pool)
     encoder = load_encoder(model, preset="sql", device=device)
-    schemas = read_manifest(pool).get("schemas") if Path(pool).is_dir() else None
+    schemas = read_manifest(pool).get("schemas")
     return DemoRetriever(records, encoder, schemas=schemas), {r["id"]: r for r in records}
 
 

@@ -173,7 +173,7 @@ def build_sql_data(config: Any, tokenizer: Any) -> SqlPairData:
 
     source = Path(config.data[0])
     records = read_pool(source)
-    schemas = read_manifest(source if source.is_dir() else source.parent).get("schemas")
+    schemas = read_manifest(source).get("schemas")
     total = config.steps * config.batch_size * config.accumulate
     return SqlPairData(records, tokenizer, total_examples=total, curriculum=config.sql.curriculum,
                        per_query=config.sql.negatives, hard_pool=config.sql.hard_pool, max_tokens=config.max_tokens,

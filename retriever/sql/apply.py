@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -120,15 +121,13 @@ def remeasure(conn, sql: str, rewrites: Mapping[str, str], *, repeats: int = 3, 
     Raises:
         RetrieverError: the original fails or times out.
     """
-    import math
-
     from retriever.sql.postgres import execute
-    from retriever.sql.pool import median
+    from retriever.sql.pool import median, rewrite_limit_ms
 
     first = execute(conn, sql, timeout_ms=timeout_ms)
     if first.status != "ok":
         raise RetrieverError(f"the query did not run on the database ({first.status}: {first.error or 'timeout'})")
-    limit = int(min(timeout_ms, max(1000.0, 3.0 * first.ms)))
+    limit = rewrite_limit_ms(first.ms, timeout_ms)
     ordered = has_order_by(sql)
     status: dict[str, str] = {}
     for key, text in rewrites.items():

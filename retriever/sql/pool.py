@@ -163,9 +163,14 @@ def process_query(conn, query, schema: Mapping[str, Mapping[str, str]], config: 
     return record
 
 
+def rewrite_limit_ms(original_wall_ms: float, timeout_ms: int) -> int:
+    """How long a rewrite may run: ``min(timeout, max(1 s, 3 x the original's wall time))`` (a slower one is of no use)."""
+    return int(min(timeout_ms, max(1000.0, 3.0 * original_wall_ms)))
+
+
 def _run_rewrite(conn, text: str, original_rows: list, ordered: bool, original_ms: float, original_wall_ms: float,
                  config: PoolConfig) -> dict[str, Any]:
-    timeout = int(min(config.timeout_ms, max(1000.0, 3.0 * original_wall_ms)))
+    timeout = rewrite_limit_ms(original_wall_ms, config.timeout_ms)
     entry: dict[str, Any] = {"sql": text, "rule_sets": [], "status": "ok", "verified": False, "ms": None, "timings": [],
                              "speedup": None}
     first, times = time_query(conn, text, timeout_ms=timeout, repeats=config.repeats, slow_ms=config.slow_ms,
@@ -209,16 +214,16 @@ def gated_log_speedup(record: Mapping[str, Any], key: str) -> float:
     return value if abs(value) >= math.log(HELPFUL) else 0.0
 
 
-def oracle_log_speedup(record: Mapping[str, Any]) -> float:
-    """The best any candidate achieved on the record's query (0 = keep the original)."""
-    return max([0.0] + [candidate_log_speedup(record, key) for key in record.get("candidates", {})])
-
-
 def oracle_key(record: Mapping[str, Any]) -> str:
-    """The rule set of :func:`oracle_log_speedup` (``none`` when no candidate was faster than the original)."""
+    """The candidate rule set that measured fastest on the record's query (``none`` when none beat the original)."""
     effects = {key: candidate_log_speedup(record, key) for key in record.get("candidates", {})}
     best = max(effects, key=lambda key: (effects[key], -len(key)), default=None)
     return best if best is not None and effects[best] > 0 else "none"
+
+
+def oracle_log_speedup(record: Mapping[str, Any]) -> float:
+    """The best any candidate achieved on the record's query (0 = keep the original)."""
+    return candidate_log_speedup(record, oracle_key(record))
 
 
 def label_of(record: Mapping[str, Any]) -> str:
@@ -260,8 +265,10 @@ def read_pool(folder: Path) -> list[dict[str, Any]]:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    """The pool's manifest (an empty dict when the folder has none)."""
-    path = Path(folder) / MANIFEST_FILE
+    """The pool's manifest, from its folder or next to a ``pool.jsonl`` given directly (an empty dict when there
+    is none)."""
+    folder = Path(folder)
+    path = (folder if folder.is_dir() else folder.parent) / MANIFEST_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
