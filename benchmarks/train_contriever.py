@@ -50,13 +50,15 @@ def parse_merge_weights(text: str, *, select: bool) -> list[float]:
 
 
 def select_merge(trained: str, base: str, weights: list[float], collection: Path, work: Path, *, device: str,
-                 select: bool, base_index: Path | None = None) -> tuple[str, float, list[dict[str, Any]]]:
+                 select: bool, base_index: Path | None = None,
+                 trained_index: Path | None = None) -> tuple[str, float, list[dict[str, Any]]]:
     """Merge ``trained`` with ``base`` at each weight and pick the best on the train queries.
 
     The base itself (w = 0, scored with ``base_index``) is a row of the table and a candidate: when no merge beats
     it on the train queries, the output is the base model.
 
     Returns (chosen model folder, its weight, the selection table ``[{"weight", "metrics"}]``; empty without a choice).
+    ``trained_index``: an index the trained model searches as it is (a ``--query-only`` model searches the base's).
     """
     from training.merge import merge_models
 
@@ -72,7 +74,7 @@ def select_merge(trained: str, base: str, weights: list[float], collection: Path
     candidates[0.0] = base
     table = []
     for weight, model in sorted(candidates.items()):
-        index = base_index if weight == 0.0 else None
+        index = base_index if weight == 0.0 else trained_index if weight == 1.0 else None
         scores = evaluate_split(model, collection, work, split="train", device=device, index=index)
         table.append({"weight": weight, "metrics": scores["aggregate"], "index": scores["index"]})
         logging.getLogger(__name__).info("merge weight %g: train %s", weight, scores["aggregate"])
@@ -103,6 +105,8 @@ def main() -> None:
                         help="With --mine: 'hybrid' ranks negatives by BM25 + dense fusion and distils its scores.")
     parser.add_argument("--distill-weight", type=float, default=1.0)
     parser.add_argument("--teacher-temperature", type=float, default=0.05)
+    parser.add_argument("--query-only", action="store_true",
+                        help="Train the query side only (documents keep the base's embeddings; the base index is reused).")
     parser.add_argument("--merge-weights", default="",
                         help="Comma-separated weights of the trained model in a merge with the base (base gets 1 - w); "
                              "chosen on train queries, or exactly one for a collection without them.")
@@ -125,6 +129,8 @@ def main() -> None:
     device = resolve_device(args.device)
     select = (collection / "qrels" / "train.tsv").is_file()
     weights = parse_merge_weights(args.merge_weights, select=select)
+    if args.query_only and any(w < 1.0 for w in weights):
+        parser.error("--query-only models are not merged (their two routes would need separate weights)")
     notes = [] if select else [f"{args.collection} has no train split: no model selection, the output is the last step."]
     elsewhere = trained_elsewhere(args.trained, collection) if args.trained is not None else None  # fail before any work
     started = time.perf_counter()
@@ -144,6 +150,7 @@ def main() -> None:
         anchor=args.anchor, negatives=negatives,
         sentence=SentenceConfig(args.sentences_per_doc, args.min_sentence_words, args.keep_sentence),
         eval=EvalConfig(dataset=str(collection), split="train", every=args.eval_every) if select else EvalConfig(),
+        query_only=args.query_only,
     ).validate()
 
     if args.trained is None:
@@ -157,10 +164,13 @@ def main() -> None:
         notes.append(f"Trained beforehand by `retriever train contriever` into {model}; its train_config.json is the recipe "
                      "below and its wall time was measured outside this script (--training-seconds).")
     started = time.perf_counter()
-    chosen, weight, merge_table = select_merge(str(model), args.base, weights, collection, work,
-                                               device=device, select=select, base_index=Path(base["index"]))
+    same_documents = Path(base["index"]) if config.query_only else None  # its documents are the base's
+    chosen, weight, merge_table = select_merge(str(model), args.base, weights, collection, work, device=device,
+                                               select=select, base_index=Path(base["index"]), trained_index=same_documents)
     selection_seconds = time.perf_counter() - started
     chosen_index = next((Path(row["index"]) for row in merge_table if row["weight"] == weight), None)
+    if chosen_index is None and weight == 1.0:
+        chosen_index = same_documents
     trained = evaluate_on_test(chosen, collection, work, device=device, index=chosen_index)
 
     comparison = compare(base, trained)

@@ -54,6 +54,10 @@ NEGATIVE_RANKS = typer.Option("10-50", "--negative-ranks", help="Hit ranks LO-HI
 TEACHER = typer.Option("none", "--teacher", help="'hybrid': negatives ranked by BM25 + dense fusion, whose scores are distilled as soft labels (listwise KL); needs --negatives-from.")
 DISTILL_WEIGHT = typer.Option(1.0, "--distill-weight", help="--teacher hybrid: weight of the distillation loss next to in-batch InfoNCE.")
 TEACHER_TEMPERATURE = typer.Option(0.05, "--teacher-temperature", help="--teacher hybrid: softmax temperature of the teacher's fused scores (in [0, 1]).")
+QUERY_ONLY = typer.Option(
+    False, "--query-only",
+    help="Train the query side only: documents keep the base model's embeddings (indexes built with the base stay "
+         "valid) and the output routes queries through the trained encoder, documents through the base.")
 NEGATIVES_PER_QUERY = typer.Option(None, "--negatives-per-query", help="Hard negatives per pair (default: 1 with --negatives-from, else 0).")
 
 
@@ -89,6 +93,7 @@ def contriever(
     teacher: str = TEACHER,
     distill_weight: float = DISTILL_WEIGHT,
     teacher_temperature: float = TEACHER_TEMPERATURE,
+    query_only: bool = QUERY_ONLY,
     layers: Optional[int] = typer.Option(None, "--layers", help="Scratch model: layers (default: 6)."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help="Scratch model: hidden size (default: 384)."),
     heads: Optional[int] = typer.Option(None, "--heads", help="Scratch model: attention heads (default: 12)."),
@@ -132,7 +137,7 @@ def contriever(
         save_every=save_every, keep_checkpoints=keep_checkpoints, crop=crop, scratch=scratch, anchor=anchor,
         sentence=SentenceConfig(per_document=sentences_per_doc, min_words=min_sentence_words, keep_sentence=keep_sentence),
         negatives=_negatives(negatives_from, negative_ranks, negatives_per_query, teacher, distill_weight, teacher_temperature),
-        eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
+        eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size), query_only=query_only,
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
 
@@ -150,6 +155,7 @@ def finetune(
     teacher: str = TEACHER,
     distill_weight: float = DISTILL_WEIGHT,
     teacher_temperature: float = TEACHER_TEMPERATURE,
+    query_only: bool = QUERY_ONLY,
     steps: int = STEPS,
     batch_size: int = BATCH,
     accumulate: int = ACCUMULATE,
@@ -184,7 +190,7 @@ def finetune(
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
         queue_size=queue_size, momentum=momentum, max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed,
         precision=precision, freeze_embeddings=freeze_embeddings, split=split, save_every=save_every,
-        keep_checkpoints=keep_checkpoints, negatives=negatives,
+        keep_checkpoints=keep_checkpoints, negatives=negatives, query_only=query_only,
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)

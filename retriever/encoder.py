@@ -77,9 +77,12 @@ class SentenceTransformerEncoder:
     def max_seq_length(self) -> int:
         return int(self.model.max_seq_length)
 
-    def _encode(self, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], batch_size: int, *, task: str) -> np.ndarray:
+        """``task`` is ``query`` or ``document``: an asymmetric model (a sentence-transformers ``Router``, e.g. from
+        ``retriever train ... --query-only``) routes each side through its own modules; others ignore it."""
         vectors = self.model.encode(
             list(texts),
+            task=task,
             batch_size=batch_size,
             normalize_embeddings=self.normalized,
             convert_to_numpy=True,
@@ -94,11 +97,11 @@ class SentenceTransformerEncoder:
 
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Encode queries (preprocessed, with the query prefix) into ``(n, dim)`` float32."""
-        return self._encode(self.prepare(texts, queries=True), batch_size)
+        return self._encode(self.prepare(texts, queries=True), batch_size, task="query")
 
     def encode_documents(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Encode documents/passages (preprocessed, with the document prefix) into ``(n, dim)`` float32."""
-        return self._encode(self.prepare(texts, queries=False), batch_size)
+        return self._encode(self.prepare(texts, queries=False), batch_size, task="document")
 
     def describe(self) -> dict[str, Any]:
         """What the index manifest records about this encoder."""

@@ -118,3 +118,63 @@ def test_mined_negatives_skip_known_positives(tmp_path, small_corpus, tiny_model
     for line in (tmp_path / "ft" / "mined_negatives.jsonl").read_text().splitlines():
         entry = json.loads(line)
         assert entry["negative_ids"] and len(entry["negative_ids"]) <= 8
+
+
+def test_query_only_keeps_the_document_side(tmp_path, small_corpus, tiny_model):
+    """--query-only: documents embed exactly as the base embeds them (an index built with the base stays valid),
+    queries through the trained encoder; the output loads in sentence-transformers and in the engine."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from retriever.encoder import load_encoder
+    from retriever.searcher import Searcher
+
+    beir = write_beir(tmp_path / "beir", small_corpus)
+    index = tmp_path / "idx"
+    built = CliRunner().invoke(app, ["index", "build", str(beir), "--out", str(index), "--model", str(tiny_model),
+                                     "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"])
+    assert built.exit_code == 0, built.output
+    out = tmp_path / "qonly"
+    trained = CliRunner().invoke(app, [
+        "train", "finetune", str(beir), "--out", str(out), "--base", str(tiny_model), "--query-only",
+        "--negatives-from", str(index), "--negative-ranks", "1-10", "--teacher", "hybrid", "--steps", "3",
+        "--batch-size", "4", "--lr", "1e-3", "--max-tokens", "32", "--eval", str(beir), "--eval-every", "1",
+        "--device", "cpu", "--json"])
+    assert trained.exit_code == 0, trained.output
+    texts = ["dense retrieval with vectors", "an inverted index of words"]
+    model, base = SentenceTransformer(str(out), device="cpu"), SentenceTransformer(str(tiny_model), device="cpu")
+    np.testing.assert_allclose(model.encode_document(texts), base.encode(texts), atol=1e-6)
+    assert np.abs(model.encode_query(texts) - base.encode(texts)).max() > 1e-3  # the query side did train
+    trained_encoder, base_encoder = load_encoder(str(out), device="cpu"), load_encoder(str(tiny_model), device="cpu")
+    np.testing.assert_allclose(trained_encoder.encode_documents(texts), base_encoder.encode_documents(texts), atol=1e-6)
+    # the base's index, searched with the trained query encoder: scores are the inner products of the new query vectors
+    searcher = Searcher.load(index, device="cpu", encoder=trained_encoder)
+    hits = searcher.search(texts[:1], k=3)[0]
+    vector = trained_encoder.encode_queries(texts[:1])
+    documents = base_encoder.encode_documents([searcher.opened.docstore.documents([h.id for h in hits])[h.id].full_text()
+                                               for h in hits])
+    np.testing.assert_allclose([h.score for h in hits], (documents @ vector[0]).tolist(), atol=1e-5)
+
+
+def test_frozen_keys_are_cached_exactly(tmp_path, small_corpus, tiny_model_no_dropout):
+    """The frozen key encoder's embeddings through the cache equal a direct forward pass, repeats included."""
+    import torch
+
+    from training.data import collate
+    from training.export import load_encoder_for_training, resolve_base
+    from training.trainer import Trainer
+
+    config = _contriever(small_corpus, tiny_model_no_dropout, steps=1, warmup=0, queue_size=0, query_only=True)
+    encoder = load_encoder_for_training(str(tiny_model_no_dropout), max_tokens=32)
+    trainer = Trainer(config, None, encoder, resolve_base(str(tiny_model_no_dropout)), tmp_path / "out",
+                      device="cpu", precision="fp32")
+    sequences = [[5, 6, 7], [8, 9], [5, 6, 7], list(range(10, 60))]
+    first = trainer._frozen_key_embeddings(sequences)
+    assert len(trainer.key_cache) == 3  # one entry per distinct (truncated) sequence
+    again = trainer._frozen_key_embeddings(sequences[::-1])
+    with torch.no_grad():
+        direct = trainer.key_encoder(collate(sequences, trainer.special, 32))["sentence_embedding"]
+    torch.testing.assert_close(first, direct, atol=1e-5, rtol=0)
+    torch.testing.assert_close(again, direct.flip(0), atol=1e-5, rtol=0)

@@ -280,6 +280,9 @@ class TrainConfig:
         momentum: MoCo key encoder momentum (used when ``queue_size > 0`` and not ``teacher_keys``).
         teacher_keys: keys are embedded by a frozen copy of the base model in eval mode (a teacher: its
             embeddings are the targets, as in multilingual distillation); the queue, if any, holds teacher keys.
+        query_only: train the query side only. Keys (documents) are embedded by the frozen base model, as an
+            index built with the base embeds them, and the output is an asymmetric model (query route = the
+            trained encoder, document route = the base), so indexes built with the base stay valid.
         max_tokens: truncation length of every input, special tokens included.
         max_grad_norm: gradient clipping (0 = off).
         seed: seeds data order, crops, negatives sampling and torch.
@@ -310,6 +313,7 @@ class TrainConfig:
     queue_size: int = 0
     momentum: float = 0.999
     teacher_keys: bool = False
+    query_only: bool = False
     max_tokens: int = 128
     max_grad_norm: float = 1.0
     seed: int = 0
@@ -361,6 +365,9 @@ class TrainConfig:
             (self.label_field is None or self.objective == "url", "--label-field applies to the url objective only"),
             (self.label_field is None or self.queue_size == 0, "--label-field needs in-batch negatives (the queue holds no classes)"),
             (not (self.teacher_keys and self.base == SCRATCH), "--teacher-keys needs a trained --base, not scratch"),
+            (not (self.query_only and self.base == SCRATCH), "--query-only needs a trained --base, not scratch"),
+            (not (self.query_only and self.objective not in ("contriever", "finetune")),
+             "--query-only applies to the contriever and finetune objectives"),
         ]
         for ok, message in checks:
             if not ok:

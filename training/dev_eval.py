@@ -62,15 +62,27 @@ class DevSet:
         log.info("evaluation on %s: %d queries, %d documents", self.name, len(self.query_ids), len(self.doc_ids))
 
     @torch.no_grad()
-    def score(self, model) -> dict[str, float]:
+    def encode_documents(self, model) -> torch.Tensor:
+        """The corpus embedded by ``model`` (a SentenceTransformer): ``(n_docs, d)`` float32 on the CPU."""
+        was_training = model.training
+        model.eval()
+        try:
+            return self._encode(model, self.doc_texts)
+        finally:
+            model.train(was_training)
+
+    @torch.no_grad()
+    def score(self, model, *, documents: torch.Tensor | None = None) -> dict[str, float]:
         """Encode corpus and queries with ``model`` (a SentenceTransformer), search exactly, score.
 
+        ``documents``, when given, are the corpus embeddings to search (from :meth:`encode_documents` of another
+        model: an asymmetric model's document side); only the queries are then encoded.
         Returns ``{metric: value}`` with the selection metric first. The model's train/eval mode is restored.
         """
         was_training = model.training
         model.eval()
         try:
-            docs = self._encode(model, self.doc_texts)  # (n_docs, d)
+            docs = self._encode(model, self.doc_texts) if documents is None else documents  # (n_docs, d)
             queries = self._encode(model, self.query_texts)  # (n_queries, d)
         finally:
             model.train(was_training)

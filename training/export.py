@@ -76,6 +76,20 @@ def load_encoder_for_training(path: str, *, max_tokens: int, device: str = "cpu"
     return SentenceTransformer(modules=[transformer, Pooling(dim, pooling_mode="mean"), Normalize()], device=device)
 
 
+def asymmetric_model(query_encoder, document_encoder):
+    """One ``SentenceTransformer`` that embeds queries with ``query_encoder`` and documents with
+    ``document_encoder`` (both SentenceTransformers), through sentence-transformers' ``Router``: ``encode_query``,
+    ``encode_document`` and ``encode(..., task=...)`` pick the route; a plain ``encode`` takes the document route.
+
+    The modules are shared with the two encoders, not copied.
+    """
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Router
+
+    router = Router.for_query_document(query_modules=list(query_encoder), document_modules=list(document_encoder))
+    return SentenceTransformer(modules=[router], device=str(next(query_encoder.parameters()).device))
+
+
 def save_model_folder(model, folder: Path, *, base: BaseModel, extra_files: dict[str, str] | None = None) -> Path:
     """Write ``model`` as a sentence-transformers folder with ``retriever.json`` (the base's preset, the base and
     its prefixes), atomically: written beside ``folder`` and renamed into place (an old folder is replaced).

@@ -169,10 +169,15 @@ class Trainer:
         if config.adversarial and config.freeze_embeddings:
             raise RetrieverError("--adversarial needs trainable input embeddings (drop --freeze-embeddings)")
         self.key_encoder: nn.Module | None = None
-        if config.teacher_keys:
+        self.frozen_keys = config.teacher_keys or config.query_only
+        if self.frozen_keys:
             self.key_encoder = make_key_encoder(encoder).eval()  # the frozen base model: fixed targets, no dropout
         elif config.queue_size:
             self.key_encoder = make_key_encoder(encoder).train()  # dropout on keys, as Contriever
+        # A frozen encoder in eval mode embeds a text alike every time: its keys are computed once per distinct
+        # token sequence (hard negatives recur across epochs). Cleared when full (crops rarely repeat).
+        self.key_cache: dict[tuple[int, ...], Tensor] = {}
+        self.dev_documents: Tensor | None = None
         self.queue = KeyQueue(config.queue_size, encoder.get_embedding_dimension(), device=device) if config.queue_size else None
         # after the key encoder is copied, so that the copy carries no hook
         self.perturbation = _EmbeddingPerturbation(embedding) if config.adversarial else None
@@ -251,7 +256,7 @@ class Trainer:
     def _train_step(self) -> tuple[float, int]:
         """Forward/backward ``accumulate`` batches and step the optimizer. Returns (mean loss, tokens seen globally)."""
         cfg = self.config
-        if self.key_encoder is not None and not cfg.teacher_keys:
+        if self.key_encoder is not None and not self.frozen_keys:
             momentum_update(self.key_encoder, self.encoder, cfg.momentum)
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
@@ -259,8 +264,8 @@ class Trainer:
             position = (self.step * cfg.accumulate + micro) * cfg.batch_size + self.dist.rank * self.local_batch
             examples = self.data.examples(position, self.local_batch)
             queries = self._to_device(collate([e.query for e in examples], self.special, cfg.max_tokens))
-            keys = self._to_device(collate([e.key for e in examples] + [n for e in examples for n in e.negatives],
-                                           self.special, cfg.max_tokens))
+            key_ids = [e.key for e in examples] + [n for e in examples for n in e.negatives]
+            keys = self._to_device(collate(key_ids, self.special, cfg.max_tokens))
             labels = None
             if self.auxiliary is not None and all(e.query_labels is not None for e in examples):
                 labels = collate_labels([e.query_labels for e in examples], self.special, cfg.max_tokens,
@@ -278,7 +283,7 @@ class Trainer:
                 final = last and attempt == passes - 1
                 sync = contextlib.nullcontext() if final or not self.dist.enabled else self.dual.no_sync()
                 with sync:
-                    loss, positives = self._forward_loss(queries, keys, labels, groups, teacher)
+                    loss, positives = self._forward_loss(queries, keys, labels, groups, teacher, key_ids)
                     self.scaler.scale(loss / cfg.accumulate).backward()
                 if attempt == 0:
                     clean, clean_positives = loss.item(), positives
@@ -298,13 +303,17 @@ class Trainer:
         return total, tokens
 
     def _forward_loss(self, queries: dict[str, Tensor], keys: dict[str, Tensor], labels: Tensor | None,
-                      groups: Tensor | None = None, teacher: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                      groups: Tensor | None = None, teacher: Tensor | None = None,
+                      key_ids: list[list[int]] | None = None) -> tuple[Tensor, Tensor]:
         """Contrastive loss (+ weighted auxiliary loss) of one batch, and the gathered positives for the queue."""
         with self._autocast():
             q, k, aux = self.dual(queries, None if self.key_encoder is not None else keys, labels)
             if self.key_encoder is not None:
                 with torch.no_grad():
-                    k = self.key_encoder(dict(keys))["sentence_embedding"]  # (n * (1 + h), d)
+                    if self.frozen_keys and key_ids is not None:
+                        k = self._frozen_key_embeddings(key_ids)  # (n * (1 + h), d)
+                    else:
+                        k = self.key_encoder(dict(keys))["sentence_embedding"]  # (n * (1 + h), d)
         loss, positives = self._loss(q.float(), k.float(), groups, teacher)
         if aux is not None:
             loss = loss + self.auxiliary.weight * aux.float()
@@ -346,6 +355,33 @@ class Trainer:
             loss = loss + distill
         return loss, all_pos.detach()
 
+    KEY_CACHE_SIZE = 200_000
+    """Most key embeddings held by the frozen-key cache (200k x 384 float32 = 300 MB)."""
+
+    def _frozen_key_embeddings(self, key_ids: list[list[int]]) -> Tensor:
+        """The frozen key encoder's embeddings ``(len(key_ids), d)`` of token id lists, through the cache."""
+        assert self.key_encoder is not None
+        room = max(1, self.config.max_tokens - len(self.special.prefix) - len(self.special.suffix))
+        wanted = [tuple(ids[:room]) for ids in key_ids]
+        missing = list(dict.fromkeys(w for w in wanted if w not in self.key_cache))
+        if len(self.key_cache) + len(missing) > self.KEY_CACHE_SIZE:
+            self.key_cache.clear()
+        if missing:
+            batch = self._to_device(collate([list(m) for m in missing], self.special, self.config.max_tokens))
+            vectors = self.key_encoder(batch)["sentence_embedding"].float()  # (m, d)
+            self.key_cache.update(zip(missing, vectors))
+        return torch.stack([self.key_cache[w] for w in wanted])
+
+    def output_model(self) -> nn.Module:
+        """The model to save: the encoder, or (``query_only``) an asymmetric model whose query route is the
+        trained encoder and whose document route is the frozen base (see :func:`training.export.asymmetric_model`)."""
+        if not self.config.query_only:
+            return self.encoder
+        from training.export import asymmetric_model
+
+        assert self.key_encoder is not None
+        return asymmetric_model(self.encoder, self.key_encoder)
+
     def _autocast(self):
         if self.precision in ("bf16", "fp16"):
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
@@ -360,12 +396,18 @@ class Trainer:
         assert self.devset is not None
         if self.dist.is_main:
             started = time.perf_counter()
-            metrics = self.devset.score(self.encoder)
+            documents = None
+            if self.config.query_only:  # the documents keep the base model's embeddings: encoded once
+                assert self.key_encoder is not None
+                if self.dev_documents is None:
+                    self.dev_documents = self.devset.encode_documents(self.key_encoder)
+                documents = self.dev_documents
+            metrics = self.devset.score(self.encoder, documents=documents)
             value = metrics[self.devset.measure]
             improved = self.best is None or value > self.best[0]
             if improved:
                 self.best = (value, self.step)
-                save_model_folder(self.encoder, self.root / "best", base=self.base, extra_files=self.extra_files)
+                save_model_folder(self.output_model(), self.root / "best", base=self.base, extra_files=self.extra_files)
             self.history.append({"step": self.step, "metrics": metrics, "seconds": round(time.perf_counter() - started, 1)})
             log.info("step %d: %s on %s = %.4f%s", self.step, self.devset.measure, self.devset.name, value, " (best)" if improved else "")
             emit(TrainEvent("eval", self.step, self.config.steps, metrics=metrics, improved=improved))
@@ -444,7 +486,7 @@ class Trainer:
         """Publish the output model into ``out``: the best evaluated step, else the final weights (rank 0)."""
         if self.dist.is_main:
             source = self.root / "best" if self.best is not None else save_model_folder(
-                self.encoder, self.root / "final", base=self.base, extra_files=self.extra_files)
+                self.output_model(), self.root / "final", base=self.base, extra_files=self.extra_files)
             publish(source, self.out)
             summary = {"steps": self.step, "best": {"step": self.best[1], "value": self.best[0]} if self.best else None,
                        "metric": self.devset.measure if self.devset else None, "history": self.history}
