@@ -27,6 +27,7 @@ def search(
     mode: Literal["dense", "bm25", "hybrid"] = typer.Option("dense", "--mode", help="dense (vectors), bm25 (INDEX/bm25, built on first use; needs Java) or hybrid (both, fused)."),
     fusion: Optional[Literal["rrf", "score"]] = typer.Option(None, "--fusion", help="Hybrid fusion: rrf or score (min-max normalised scores, weighted by --alpha). Default: score."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Weight of the dense scores in score fusion, 0..1 (default 0.45, chosen on SciFact train)."),
+    query_model: Optional[str] = typer.Option(None, "--query-model", help="Encode the queries with this model instead of the index's (e.g. one from `retriever train ... --query-only` on the model the index was built with: its documents embed as the index's do)."),
     transliterate: bool = typer.Option(False, "--transliterate", help="Romanize the queries (uroman) before encoding, e.g. for a crosslingual model trained on romanizations (--mode dense)."),
 ) -> None:
     """Search an index (dense, BM25 or hybrid)."""
@@ -41,18 +42,24 @@ def search(
     if transliterate and mode != "dense":
         raise RetrieverError("--transliterate applies to --mode dense")
     options = {"filters": parse_filters(filters) or None, "nprobe": nprobe, "ef_search": ef_search}
+    encoder = None
+    if query_model is not None:
+        if transliterate:
+            raise RetrieverError("--query-model and --transliterate do not combine")
+        encoder = _query_encoder(index_dir, query_model, device)
     if mode != "dense":
         from retriever.hybrid import DEFAULT_FUSION, HybridSearcher, check_options
 
         fusion = fusion or DEFAULT_FUSION
         check_options(mode, fusion, alpha)
-        searcher = HybridSearcher.load(index_dir, device=device, index_device=index_device,
+        searcher = HybridSearcher.load(index_dir, device=device, index_device=index_device, encoder=encoder,
                                        announce=lambda message: console.print(message, highlight=False))
         options.update(mode=mode, fusion=fusion, alpha=alpha)
     else:
         from retriever.searcher import Searcher
 
-        searcher = Searcher.load(index_dir, device=device, index_device=index_device, transliterate=transliterate)
+        searcher = Searcher.load(index_dir, device=device, index_device=index_device, transliterate=transliterate,
+                                 encoder=encoder)
     if query is not None:
         ids, texts = ["q"], [query]
     else:
@@ -70,6 +77,15 @@ def search(
     elif output is None:
         for text, hits in zip(texts, results):
             _table(text, hits)
+
+
+def _query_encoder(index_dir: Path, model: str, device: str):
+    """The ``--query-model`` encoder, with the index's preset (its preprocessing must match the documents')."""
+    from indexing.manifest import read_manifest
+    from retriever.encoder import load_encoder
+
+    recorded = read_manifest(index_dir).encoder
+    return load_encoder(model, preset=recorded.get("preset"), device=device)
 
 
 def _read_queries(path: Path) -> tuple[list[str], list[str]]:

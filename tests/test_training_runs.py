@@ -140,8 +140,7 @@ def test_query_only_keeps_the_document_side(tmp_path, small_corpus, tiny_model):
     trained = CliRunner().invoke(app, [
         "train", "finetune", str(beir), "--out", str(out), "--base", str(tiny_model), "--query-only",
         "--negatives-from", str(index), "--negative-ranks", "1-10", "--teacher", "hybrid", "--steps", "3",
-        "--batch-size", "4", "--lr", "1e-3", "--max-tokens", "32", "--eval", str(beir), "--eval-every", "1",
-        "--device", "cpu", "--json"])
+        "--batch-size", "4", "--lr", "1e-3", "--max-tokens", "32", "--device", "cpu", "--json"])
     assert trained.exit_code == 0, trained.output
     texts = ["dense retrieval with vectors", "an inverted index of words"]
     model, base = SentenceTransformer(str(out), device="cpu"), SentenceTransformer(str(tiny_model), device="cpu")
@@ -156,6 +155,22 @@ def test_query_only_keeps_the_document_side(tmp_path, small_corpus, tiny_model):
     documents = base_encoder.encode_documents([searcher.opened.docstore.documents([h.id for h in hits])[h.id].full_text()
                                                for h in hits])
     np.testing.assert_allclose([h.score for h in hits], (documents @ vector[0]).tolist(), atol=1e-5)
+    searched = CliRunner().invoke(app, ["search", str(index), texts[0], "-k", "3", "--query-model", str(out),
+                                        "--device", "cpu", "--json"])
+    assert searched.exit_code == 0, searched.output
+    record = json.loads(searched.output.strip().splitlines()[-1])
+    assert [h["id"] for h in record["hits"]] == [h.id for h in hits]
+    np.testing.assert_allclose([h["score"] for h in record["hits"]], [h.score for h in hits], atol=1e-5)
+    # evaluation during training searches the base's document embeddings: at step 0 it scores the base itself
+    from training.config import EvalConfig
+    from training.dev_eval import DevSet
+
+    config = TrainConfig.from_dict(json.loads((out / "train_config.json").read_text()))
+    config = replace(config, steps=1, warmup=0, eval=EvalConfig(dataset=str(beir), every=1))
+    run_training(config, tmp_path / "evaluated", device="cpu")
+    history = json.loads((tmp_path / "evaluated" / "training.json").read_text())["history"]
+    expected = DevSet(EvalConfig(dataset=str(beir))).score(base)
+    assert history[0]["metrics"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_frozen_keys_are_cached_exactly(tmp_path, small_corpus, tiny_model_no_dropout):
