@@ -193,3 +193,41 @@ def test_frozen_keys_are_cached_exactly(tmp_path, small_corpus, tiny_model_no_dr
         direct = trainer.key_encoder(collate(sequences, trainer.special, 32))["sentence_embedding"]
     torch.testing.assert_close(first, direct, atol=1e-5, rtol=0)
     torch.testing.assert_close(again, direct.flip(0), atol=1e-5, rtol=0)
+
+
+def test_query_only_reads_base_document_embeddings_from_the_index(tmp_path, small_corpus, tiny_model_no_dropout):
+    """The base index's stored vectors are exactly the frozen keys the run would compute; another truncation or a
+    chunked index is not used."""
+    import torch
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from indexing.manifest import read_manifest
+    from training.data import tokenize_texts
+    from training.export import load_encoder_for_training, resolve_base
+    from training.index_keys import base_document_vectors
+    from training.trainer import Trainer
+
+    beir = write_beir(tmp_path / "beir", small_corpus)
+    for name, chunk in (("idx", "0"), ("chunked", "8")):
+        built = CliRunner().invoke(app, ["index", "build", str(beir), "--out", str(tmp_path / name), "--model",
+                                         str(tiny_model_no_dropout), "--index", "Flat", "--chunk-tokens", chunk, "--device", "cpu"])
+        assert built.exit_code == 0, built.output
+    tokens = int(read_manifest(tmp_path / "idx").encoder["max_seq_length"])
+    base = resolve_base(str(tiny_model_no_dropout))
+    texts, vectors = base_document_vectors(tmp_path / "idx", base, max_tokens=tokens)
+    assert len(texts) == vectors.shape[0] == read_manifest(tmp_path / "idx").counts["documents"]
+    assert base_document_vectors(tmp_path / "idx", base, max_tokens=tokens - 1) is None
+    assert base_document_vectors(tmp_path / "chunked", base, max_tokens=tokens) is None
+    config = _contriever(small_corpus, tiny_model_no_dropout, steps=1, warmup=0, queue_size=0, query_only=True,
+                         max_tokens=tokens)
+    encoder = load_encoder_for_training(str(tiny_model_no_dropout), max_tokens=tokens)
+    trainer = Trainer(config, None, encoder, base, tmp_path / "out", device="cpu", precision="fp32")
+    ids = tokenize_texts(encoder.tokenizer, texts, max_length=tokens)
+    computed = trainer._frozen_key_embeddings(ids)
+    torch.testing.assert_close(computed, torch.from_numpy(vectors), atol=1e-5, rtol=0)
+    trainer.key_cache.clear()
+    distinct = len({tuple(i[: tokens - 2]) for i in ids})  # texts cut to the same tokens share one key
+    assert trainer.prefill_keys(texts, vectors) == distinct
+    cached = trainer._frozen_key_embeddings(ids)
+    torch.testing.assert_close(cached, torch.from_numpy(vectors), atol=1e-5, rtol=0)

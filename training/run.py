@@ -150,6 +150,12 @@ def run_training(
                                                 weight=config.mlm.weight)
         trainer = Trainer(config, data, encoder, base, out, device=local_device, precision=precision, dist=dist,
                           devset=devset, extra_files={"train_config.json": config.to_json()}, auxiliary=auxiliary)
+        if config.query_only and config.negatives.index is not None:
+            from training.index_keys import base_document_vectors
+
+            known = base_document_vectors(config.negatives.index, base, max_tokens=config.max_tokens)
+            if known is not None:
+                trainer.prefill_keys(*known)
         if dist.is_main or callback is None:
             return trainer.run(resume=resume, stop_after=stop_after, callback=callback)
         return trainer.run(resume=resume, stop_after=stop_after)

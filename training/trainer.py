@@ -372,6 +372,24 @@ class Trainer:
             self.key_cache.update(zip(missing, vectors))
         return torch.stack([self.key_cache[w] for w in wanted])
 
+    def prefill_keys(self, texts: list[str], vectors: np.ndarray) -> int:
+        """Seed the frozen-key cache with known embeddings ``vectors`` ``(n, d)`` of ``texts`` (as the data feeds
+        them, prefixes included), e.g. read back from an index built with the base model; the evaluation corpus
+        is looked up there too. Returns the number of cached keys. Only for frozen keys (``query_only``)."""
+        from training.data import tokenize_texts
+
+        if not self.config.query_only:
+            raise RetrieverError("known key embeddings apply to --query-only runs only")
+        room = max(1, self.config.max_tokens - len(self.special.prefix) - len(self.special.suffix))
+        tensor = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(self.device)  # (n, d)
+        ids = tokenize_texts(self.encoder.tokenizer, texts, max_length=self.config.max_tokens)
+        self.key_cache.update(zip((tuple(i[:room]) for i in ids), tensor))
+        if self.devset is not None:
+            by_text = dict(zip(texts, tensor.cpu()))
+            if all(text in by_text for text in self.devset.doc_texts):
+                self.dev_documents = torch.stack([by_text[text] for text in self.devset.doc_texts])
+        return len(self.key_cache)
+
     def output_model(self) -> nn.Module:
         """The model to save: the encoder, or (``query_only``) an asymmetric model whose query route is the
         trained encoder and whose document route is the frozen base (see :func:`training.export.asymmetric_model`)."""
