@@ -231,3 +231,30 @@ def test_query_only_reads_base_document_embeddings_from_the_index(tmp_path, smal
     assert trainer.prefill_keys(texts, vectors) == distinct
     cached = trainer._frozen_key_embeddings(ids)
     torch.testing.assert_close(cached, torch.from_numpy(vectors), atol=1e-5, rtol=0)
+
+
+def test_query_only_anchor_pairs_point_at_whole_documents(tmp_path, small_corpus, tiny_model):
+    """Title/sentence pseudo-queries of a query-only run pair with the whole source document (as the frozen index
+    embeds it), not with the rest of it."""
+    from indexing.readers import read_corpus
+    from training.distributed import DistInfo
+    from training.export import load_encoder_for_training, resolve_base
+    from training.run import _build_data
+
+    corpus = tmp_path / "titled.jsonl"
+    topics = ["vitamin intake", "gene expression", "protein folding", "cell division"]
+    corpus.write_text("".join(json.dumps({
+        "_id": f"t{i}", "title": f"A study of {topic} in adult human patients",
+        "text": f"We measured {topic} in {i + 20} patients over two years. The effect of {topic} was large. "
+                f"Follow-up confirmed the role of {topic} in outcome {i}."}) + "\n" for i, topic in enumerate(topics)))
+    whole = {doc.id: doc.full_text() for doc in read_corpus([corpus])}
+    encoder = load_encoder_for_training(str(tiny_model), max_tokens=32)
+    for anchor, query_only in (("title", True), ("sentence", True), ("title", False)):
+        config = _contriever(corpus, tiny_model, queue_size=0, anchor=anchor, query_only=query_only,
+                             negatives=NegativesConfig(per_query=0))
+        (tmp_path / anchor).mkdir(exist_ok=True)
+        data = _build_data(config, encoder.tokenizer, resolve_base(str(tiny_model)), tmp_path / anchor, DistInfo(), "cpu", None)
+        assert len(data.pairs) >= len(topics)
+        sources = [next(d for d, text in whole.items() if pair.query in text) for pair in data.pairs]
+        matches = [pair.positive == whole[source] for pair, source in zip(data.pairs, sources)]
+        assert all(matches) if query_only else not any(matches)

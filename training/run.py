@@ -242,6 +242,9 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
         else:
             chunks = chunk_corpus(docs, tokenizer, config.crop.chunk_tokens)
             return CropData(chunks, token_space(tokenizer), config.crop, seed=config.seed)
+        if config.query_only:  # documents keep their indexed embeddings: a pair's positive is its whole source document
+            whole = {doc.id: doc.full_text() for doc in read_corpus([Path(p) for p in config.data])}
+            labeled = [replace(pair, positive=whole[pair.positive_id]) for pair in labeled]
     if config.objective == "crosslingual":
         from indexing.readers import read_corpus
         from training.transliteration import TransliterationData, build_units
