@@ -276,6 +276,10 @@ class SpecialTokens:
                 return cls(tuple(full[:start]), tuple(full[start + len(bare) :]), int(pad if pad is not None else 0))
         raise RetrieverError("cannot find where the tokenizer puts its special tokens")
 
+    def room(self, max_tokens: int) -> int:
+        """How many ids of a sequence fit in ``max_tokens`` beside the special tokens (at least 1)."""
+        return max(1, max_tokens - len(self.prefix) - len(self.suffix))
+
 
 def collate(sequences: Sequence[Sequence[int]], special: SpecialTokens, max_tokens: int) -> dict[str, Any]:
     """Wrap, truncate and right-pad token id lists into ``input_ids``/``attention_mask`` tensors ``(n, t)``.
@@ -284,7 +288,7 @@ def collate(sequences: Sequence[Sequence[int]], special: SpecialTokens, max_toke
     """
     import torch
 
-    room = max(1, max_tokens - len(special.prefix) - len(special.suffix))
+    room = special.room(max_tokens)
     rows = [list(special.prefix) + list(ids[:room]) + list(special.suffix) for ids in sequences]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), special.pad_id, dtype=torch.long)  # (n, t)
@@ -300,7 +304,7 @@ def collate_labels(labels: Sequence[Sequence[int]], special: SpecialTokens, max_
     tokens, truncated positions and padding."""
     import torch
 
-    room = max(1, max_tokens - len(special.prefix) - len(special.suffix))
+    room = special.room(max_tokens)
     out = torch.full((len(labels), width), -100, dtype=torch.long)  # (n, t)
     for i, row in enumerate(labels):
         kept = list(row[:room])

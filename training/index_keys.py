@@ -25,6 +25,8 @@ def base_document_vectors(index: str | Path, base: BaseModel, *, max_tokens: int
     float32, or None (with the reason logged) when the index's vectors are not what ``base`` would compute at
     ``max_tokens``: another model, preset or prefix, another truncation, chunked documents or a lossy index.
     """
+    from indexing.documents import Document
+    from indexing.errors import ModelError
     from indexing.index_dir import open_index
     from retriever.models.resolve import resolve_model
 
@@ -35,7 +37,7 @@ def base_document_vectors(index: str | Path, base: BaseModel, *, max_tokens: int
         reason = None
         try:
             recorded = resolve_model(encoder.get("path") or encoder["model"]).path
-        except Exception as exc:  # noqa: BLE001 - a model that does not resolve here is simply not the base
+        except ModelError as exc:  # a model that does not resolve here is not the base
             recorded = f"unresolvable ({exc})"
         if recorded != base.path:
             reason = f"built with {encoder.get('model')!r}, not the base {base.name!r}"
@@ -53,7 +55,7 @@ def base_document_vectors(index: str | Path, base: BaseModel, *, max_tokens: int
             log.info("document embeddings are computed (not read from %s: %s)", index, reason)
             return None
         rows = opened.docstore.passage_texts(0, 1 << 62)  # (pid, doc_id, title, text) of every passage
-        texts = [base.document_prefix + (f"{title} {text}".strip() if title else text) for _, _, title, text in rows]
+        texts = [base.document_prefix + Document(doc_id, title, text).full_text() for _, doc_id, title, text in rows]
         vectors = opened.vectors.reconstruct(np.array([pid for pid, *_ in rows], dtype=np.int64))  # (n, d)
     finally:
         opened.close()

@@ -226,6 +226,8 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
         from indexing.readers import read_corpus
 
         docs = read_corpus([Path(p) for p in config.data])
+        if config.query_only and config.anchor != "crop":
+            docs = list(docs)  # read once: the pairs below point back at whole documents
         if config.anchor == "sentence":
             from training.ict import sentence_pairs
 
@@ -243,7 +245,7 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
             chunks = chunk_corpus(docs, tokenizer, config.crop.chunk_tokens)
             return CropData(chunks, token_space(tokenizer), config.crop, seed=config.seed)
         if config.query_only:  # documents keep their indexed embeddings: a pair's positive is its whole source document
-            whole = {doc.id: doc.full_text() for doc in read_corpus([Path(p) for p in config.data])}
+            whole = {doc.id: doc.full_text() for doc in docs}
             labeled = [replace(pair, positive=whole[pair.positive_id]) for pair in labeled]
     if config.objective == "crosslingual":
         from indexing.readers import read_corpus

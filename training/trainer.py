@@ -303,14 +303,14 @@ class Trainer:
         return total, tokens
 
     def _forward_loss(self, queries: dict[str, Tensor], keys: dict[str, Tensor], labels: Tensor | None,
-                      groups: Tensor | None = None, teacher: Tensor | None = None,
-                      key_ids: list[list[int]] | None = None) -> tuple[Tensor, Tensor]:
+                      groups: Tensor | None, teacher: Tensor | None,
+                      key_ids: list[list[int]]) -> tuple[Tensor, Tensor]:
         """Contrastive loss (+ weighted auxiliary loss) of one batch, and the gathered positives for the queue."""
         with self._autocast():
             q, k, aux = self.dual(queries, None if self.key_encoder is not None else keys, labels)
             if self.key_encoder is not None:
                 with torch.no_grad():
-                    if self.frozen_keys and key_ids is not None:
+                    if self.frozen_keys:
                         k = self._frozen_key_embeddings(key_ids)  # (n * (1 + h), d)
                     else:
                         k = self.key_encoder(dict(keys))["sentence_embedding"]  # (n * (1 + h), d)
@@ -361,8 +361,7 @@ class Trainer:
     def _frozen_key_embeddings(self, key_ids: list[list[int]]) -> Tensor:
         """The frozen key encoder's embeddings ``(len(key_ids), d)`` of token id lists, through the cache."""
         assert self.key_encoder is not None
-        room = max(1, self.config.max_tokens - len(self.special.prefix) - len(self.special.suffix))
-        wanted = [tuple(ids[:room]) for ids in key_ids]
+        wanted = [self._key_of(ids) for ids in key_ids]
         missing = list(dict.fromkeys(w for w in wanted if w not in self.key_cache))
         if len(self.key_cache) + len(missing) > self.KEY_CACHE_SIZE:
             self.key_cache.clear()
@@ -372,6 +371,10 @@ class Trainer:
             self.key_cache.update(zip(missing, vectors))
         return torch.stack([self.key_cache[w] for w in wanted])
 
+    def _key_of(self, ids: list[int]) -> tuple[int, ...]:
+        """The cache key of a token id list: the ids that :func:`collate` keeps."""
+        return tuple(ids[: self.special.room(self.config.max_tokens)])
+
     def prefill_keys(self, texts: list[str], vectors: np.ndarray) -> int:
         """Seed the frozen-key cache with known embeddings ``vectors`` ``(n, d)`` of ``texts`` (as the data feeds
         them, prefixes included), e.g. read back from an index built with the base model; the evaluation corpus
@@ -380,10 +383,9 @@ class Trainer:
 
         if not self.config.query_only:
             raise RetrieverError("known key embeddings apply to --query-only runs only")
-        room = max(1, self.config.max_tokens - len(self.special.prefix) - len(self.special.suffix))
         tensor = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(self.device)  # (n, d)
         ids = tokenize_texts(self.encoder.tokenizer, texts, max_length=self.config.max_tokens)
-        self.key_cache.update(zip((tuple(i[:room]) for i in ids), tensor))
+        self.key_cache.update(zip(map(self._key_of, ids), tensor))
         if self.devset is not None:
             by_text = dict(zip(texts, tensor.cpu()))
             if all(text in by_text for text in self.devset.doc_texts):
