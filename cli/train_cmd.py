@@ -369,6 +369,41 @@ def code(
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
 
 
+@app.command("code-pairs")
+@user_errors
+def code_pairs(
+    sources: list[Path] = typer.Argument(..., help="Source trees (folders or .py files) to read functions from."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output BEIR folder (corpus.jsonl, queries.jsonl, qrels/train.tsv)."),
+    exclude: list[Path] = typer.Option([], "--exclude", help="Corpus (e.g. an evaluation set) whose functions are left out, by normalized hash (repeatable)."),
+    keep_docstrings: bool = typer.Option(False, "--keep-docstrings", help="Keep docstrings in the documents (default: removed, as in CodeSearchNet)."),
+    min_lines: int = typer.Option(3, "--min-lines", help="Shortest function kept, in lines."),
+    summaries_only: bool = typer.Option(False, "--summaries-only", help="Only functions with a docstring summary become documents (no distractors; a smaller index)."),
+    as_json: bool = AS_JSON,
+) -> None:
+    """Self-supervised code-search pairs as a BEIR folder: each function is a document, its docstring summary
+    (written as a search) a query. Index it and train on it with `retriever train finetune OUT --negatives-from IDX`."""
+    from training.code_data import collect_functions, corpus_hashes, write_search_folder
+
+    if min_lines < 1:
+        raise RetrieverError("--min-lines must be >= 1")
+    for source in sources:
+        if not source.exists():
+            raise RetrieverError(f"{source}: no such file or directory")
+    excluded = corpus_hashes(exclude) if exclude else set()
+    functions, counts = collect_functions(sources, exclude=excluded, min_lines=min_lines)
+    if not functions:
+        raise RetrieverError("no function found (the sources hold none that parses and is long enough)")
+    if summaries_only:
+        functions = [fn for fn in functions if fn.summary]
+    written = write_search_folder(out, functions, split="train", keep_docstrings=keep_docstrings)
+    result = {**counts, **written, "out": str(out)}
+    if as_json:
+        print_json(result)
+    else:
+        console.print(f"{written['queries']:,} queries over {written['documents']:,} functions "
+                      f"({counts['excluded']} excluded, {counts['duplicates']} duplicates) -> {out}")
+
+
 @app.command()
 @user_errors
 def sql(

@@ -170,3 +170,61 @@ def test_train_code_errors_are_one_line(tmp_path, tiny_model):
     assert result.exit_code == 2 and "--doc-ratio must be in [0, 1]" in result.output
     result = run("train", "code", tmp_path, "--out", tmp_path / "m", "--validation", "0", "--eval-every", "5", "--device", "cpu")
     assert result.exit_code == 2 and "--eval-every needs --validation > 0 or --eval" in result.output
+
+
+def test_code_pairs_folder_trains_a_query_encoder_against_its_index(tmp_path, tiny_model):
+    """`train code-pairs` writes docstring-summary queries and their functions as a BEIR folder (excluded
+    functions left out, docstrings removed unless kept); the folder indexes and feeds `train finetune
+    --negatives-from IDX --query-only`, whose output keeps the base's document side."""
+    import json as _json
+
+    from indexing.code_reader import python_functions
+
+    src = Path(_json.__file__).parent  # the stdlib json package
+    functions = python_functions((src / "decoder.py").read_text(encoding="utf-8"))
+    excluded = next(fn for fn in functions if fn.docstring and fn.end_line - fn.start_line >= 3)
+    exclude = tmp_path / "exclude.jsonl"
+    exclude.write_text(_json.dumps({"_id": "x", "text": excluded.code}) + "\n", encoding="utf-8")
+
+    pairs = tmp_path / "pairs"
+    result = run("train", "code-pairs", src, "--out", pairs, "--exclude", exclude, "--summaries-only", "--json")
+    assert result.exit_code == 0, result.output
+    counts = _json.loads(result.stdout.strip().splitlines()[-1])
+    assert counts["excluded"] == 1 and counts["queries"] == counts["documents"] > 5
+    corpus = [_json.loads(line) for line in (pairs / "corpus.jsonl").read_text().splitlines()]
+    queries = [_json.loads(line) for line in (pairs / "queries.jsonl").read_text().splitlines()]
+    qrels = (pairs / "qrels" / "train.tsv").read_text().splitlines()[1:]
+    assert len(corpus) == len(queries) == len(qrels) == counts["documents"]
+    assert not any(excluded.code.strip() in doc["text"] for doc in corpus)
+    assert all('"""' not in doc["text"] for doc in corpus)  # docstrings removed: the query is not in its document
+    assert all(q["text"] == q["text"].lower() and "." not in q["text"] for q in queries)
+    assert not list(pairs.rglob("*.tmp"))
+
+    kept = tmp_path / "kept"
+    assert run("train", "code-pairs", src, "--out", kept, "--keep-docstrings").exit_code == 0
+    with_docs = [_json.loads(line) for line in (kept / "corpus.jsonl").read_text().splitlines()]
+    assert len(with_docs) > len(corpus)  # distractors without a summary are documents too
+    assert any('"""' in doc["text"] for doc in with_docs)
+
+    index = tmp_path / "idx"
+    built = run("index", "build", pairs, "--out", index, "--model", tiny_model, "--index", "Flat", "--chunk-tokens", "0",
+                "--device", "cpu")
+    assert built.exit_code == 0, built.output
+    out = tmp_path / "q-model"
+    trained = run("train", "finetune", pairs, "--out", out, "--base", tiny_model, "--negatives-from", index,
+                  "--negatives-per-query", "2", "--query-only", "--steps", "2", "--batch-size", "4", "--device", "cpu",
+                  "--json")
+    assert trained.exit_code == 0, trained.output
+    from sentence_transformers import SentenceTransformer
+
+    model, base = SentenceTransformer(str(out), device="cpu"), SentenceTransformer(str(tiny_model), device="cpu")
+    text = corpus[0]["text"]
+    assert abs(model.encode_document([text]) - base.encode([text])).max() < 1e-5
+
+
+def test_code_pairs_errors_are_one_line(tmp_path):
+    result = run("train", "code-pairs", tmp_path / "missing", "--out", tmp_path / "p")
+    assert result.exit_code == 2 and "no such file or directory" in result.output and "Traceback" not in result.output
+    (tmp_path / "empty").mkdir()
+    result = run("train", "code-pairs", tmp_path / "empty", "--out", tmp_path / "p")
+    assert result.exit_code == 2 and "no function found" in result.output

@@ -133,22 +133,36 @@ def split_validation(functions: list[TrainFunction], count: int) -> tuple[list[T
     return [f for i, f in enumerate(functions) if i not in held], [functions[i] for i in sorted(held)]
 
 
-def write_validation(folder: Path, functions: Sequence[TrainFunction]) -> Path:
-    """A BEIR folder: corpus = the functions without docstrings, queries = their summaries, ``qrels/dev.tsv``.
+def write_search_folder(folder: Path, functions: Sequence[TrainFunction], *, split: str = "dev",
+                        keep_docstrings: bool = False) -> dict[str, int]:
+    """Functions as a BEIR code-search folder: ``corpus.jsonl`` holds every function (id ``f<n>``, title "",
+    text = the code, docstrings removed unless ``keep_docstrings``, ``origin`` = where it came from),
+    ``queries.jsonl`` the docstring summaries written as searches (:func:`as_query`, id ``q<n>``), and
+    ``qrels/<split>.tsv`` links each query to its function. Functions without a summary are documents only
+    (distractors). Texts are written raw; indexes and DevSets apply a preset's preprocessing themselves.
 
-    Texts are written raw; the DevSet applies the ``code`` preset's preprocessing, as it does to any ``--eval`` folder.
+    Returns counts: ``documents`` and ``queries``. Each file is written to a temporary name and renamed.
     """
+    folder = Path(folder)
     (folder / "qrels").mkdir(parents=True, exist_ok=True)
-    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as corpus, \
-            open(folder / "queries.jsonl", "w", encoding="utf-8") as queries, \
-            open(folder / "qrels" / "dev.tsv", "w", encoding="utf-8") as qrels:
+    files = {"corpus": folder / "corpus.jsonl", "queries": folder / "queries.jsonl", "qrels": folder / "qrels" / f"{split}.tsv"}
+    temporary = {name: path.with_name(path.name + ".tmp") for name, path in files.items()}
+    queries = 0
+    with open(temporary["corpus"], "w", encoding="utf-8") as corpus, \
+            open(temporary["queries"], "w", encoding="utf-8") as query_file, \
+            open(temporary["qrels"], "w", encoding="utf-8") as qrels:
         qrels.write("query-id\tcorpus-id\tscore\n")
         for number, fn in enumerate(functions):
-            corpus.write(json.dumps({"_id": f"d{number}", "title": "", "text": remove_docstrings(fn.code),
-                                     "origin": fn.origin}) + "\n")
-            queries.write(json.dumps({"_id": f"q{number}", "text": as_query(fn.summary)}) + "\n")
-            qrels.write(f"q{number}\td{number}\t1\n")
-    return folder
+            text = fn.code if keep_docstrings else remove_docstrings(fn.code)
+            corpus.write(json.dumps({"_id": f"f{number}", "title": "", "text": text, "origin": fn.origin}) + "\n")
+            query = as_query(fn.summary)
+            if query:
+                query_file.write(json.dumps({"_id": f"q{number}", "text": query}) + "\n")
+                qrels.write(f"q{number}\tf{number}\t1\n")
+                queries += 1
+    for name, path in files.items():
+        temporary[name].replace(path)
+    return {"documents": len(functions), "queries": queries}
 
 
 class CodeData:
@@ -225,7 +239,7 @@ def build_code_data(config, tokenizer: Any, base, out: Path, dist) -> CodeData:
     if held:
         folder = Path(out) / "validation"
         if dist.is_main:
-            write_validation(folder, held)
+            write_search_folder(folder, held)
             (Path(out) / "code_data.json").write_text(json.dumps({**counts, "validation": len(held)}, indent=2) + "\n",
                                                       encoding="utf-8")
         barrier(dist)
