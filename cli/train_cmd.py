@@ -377,6 +377,7 @@ def code_pairs(
     exclude: list[Path] = typer.Option([], "--exclude", help="Corpus (e.g. an evaluation set) whose functions are left out, by normalized hash (repeatable)."),
     keep_docstrings: bool = typer.Option(False, "--keep-docstrings", help="Keep docstrings in the documents (default: removed, as in CodeSearchNet)."),
     min_lines: int = typer.Option(3, "--min-lines", help="Shortest function kept, in lines."),
+    max_query_words: int = typer.Option(16, "--max-query-words", help="Longest summary used as a query, in words (searches are short; 0 = no limit); longer ones leave their function a document only."),
     summaries_only: bool = typer.Option(False, "--summaries-only", help="Only functions with a docstring summary become documents (no distractors; a smaller index)."),
     as_json: bool = AS_JSON,
 ) -> None:
@@ -384,8 +385,8 @@ def code_pairs(
     (written as a search) a query. Index it and train on it with `retriever train finetune OUT --negatives-from IDX`."""
     from training.code_data import collect_functions, corpus_hashes, write_search_folder
 
-    if min_lines < 1:
-        raise RetrieverError("--min-lines must be >= 1")
+    if min_lines < 1 or max_query_words < 0:
+        raise RetrieverError("--min-lines must be >= 1 and --max-query-words >= 0")
     for source in sources:
         if not source.exists():
             raise RetrieverError(f"{source}: no such file or directory")
@@ -395,7 +396,8 @@ def code_pairs(
         raise RetrieverError("no function found (the sources hold none that parses and is long enough)")
     if summaries_only:
         functions = [fn for fn in functions if fn.summary]
-    written = write_search_folder(out, functions, split="train", keep_docstrings=keep_docstrings)
+    written = write_search_folder(out, functions, split="train", keep_docstrings=keep_docstrings,
+                                  max_query_words=max_query_words)
     result = {**counts, **written, "out": str(out)}
     if as_json:
         print_json(result)

@@ -190,11 +190,16 @@ def test_code_pairs_folder_trains_a_query_encoder_against_its_index(tmp_path, ti
     result = run("train", "code-pairs", src, "--out", pairs, "--exclude", exclude, "--summaries-only", "--json")
     assert result.exit_code == 0, result.output
     counts = _json.loads(result.stdout.strip().splitlines()[-1])
-    assert counts["excluded"] == 1 and counts["queries"] == counts["documents"] > 5
+    assert counts["excluded"] == 1 and counts["documents"] > 5
     corpus = [_json.loads(line) for line in (pairs / "corpus.jsonl").read_text().splitlines()]
     queries = [_json.loads(line) for line in (pairs / "queries.jsonl").read_text().splitlines()]
     qrels = (pairs / "qrels" / "train.tsv").read_text().splitlines()[1:]
-    assert len(corpus) == len(queries) == len(qrels) == counts["documents"]
+    assert len(corpus) == counts["documents"] and len(queries) == len(qrels) == counts["queries"] > 5
+    assert max(len(q["text"].split()) for q in queries) <= 16  # the default --max-query-words
+    unlimited = tmp_path / "unlimited"
+    assert run("train", "code-pairs", src, "--out", unlimited, "--exclude", exclude, "--summaries-only",
+               "--max-query-words", "0").exit_code == 0
+    assert len((unlimited / "queries.jsonl").read_text().splitlines()) == len(corpus) > len(queries)
     assert not any(excluded.code.strip() in doc["text"] for doc in corpus)
     assert all('"""' not in doc["text"] for doc in corpus)  # docstrings removed: the query is not in its document
     assert all(q["text"] == q["text"].lower() and "." not in q["text"] for q in queries)

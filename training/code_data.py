@@ -134,12 +134,12 @@ def split_validation(functions: list[TrainFunction], count: int) -> tuple[list[T
 
 
 def write_search_folder(folder: Path, functions: Sequence[TrainFunction], *, split: str = "dev",
-                        keep_docstrings: bool = False) -> dict[str, int]:
+                        keep_docstrings: bool = False, max_query_words: int = 0) -> dict[str, int]:
     """Functions as a BEIR code-search folder: ``corpus.jsonl`` holds every function (id ``f<n>``, title "",
     text = the code, docstrings removed unless ``keep_docstrings``, ``origin`` = where it came from),
     ``queries.jsonl`` the docstring summaries written as searches (:func:`as_query`, id ``q<n>``), and
-    ``qrels/<split>.tsv`` links each query to its function. Functions without a summary are documents only
-    (distractors). Texts are written raw; indexes and DevSets apply a preset's preprocessing themselves.
+    ``qrels/<split>.tsv`` links each query to its function. Functions without a summary, or (``max_query_words``
+    > 0) with a longer one, are documents only (distractors). Texts are written raw; indexes and DevSets apply a preset's preprocessing themselves.
 
     Returns counts: ``documents`` and ``queries``. Each file is written to a temporary name and renamed.
     """
@@ -156,7 +156,7 @@ def write_search_folder(folder: Path, functions: Sequence[TrainFunction], *, spl
             text = fn.code if keep_docstrings else remove_docstrings(fn.code)
             corpus.write(json.dumps({"_id": f"f{number}", "title": "", "text": text, "origin": fn.origin}) + "\n")
             query = as_query(fn.summary)
-            if query:
+            if query and (max_query_words <= 0 or len(query.split()) <= max_query_words):
                 query_file.write(json.dumps({"_id": f"q{number}", "text": query}) + "\n")
                 qrels.write(f"q{number}\tf{number}\t1\n")
                 queries += 1
