@@ -139,7 +139,8 @@ def write_search_folder(folder: Path, functions: Sequence[TrainFunction], *, spl
     text = the code, docstrings removed unless ``keep_docstrings``, ``origin`` = where it came from),
     ``queries.jsonl`` the docstring summaries written as searches (:func:`as_query`, id ``q<n>``), and
     ``qrels/<split>.tsv`` links each query to its function. Functions without a summary, or (``max_query_words``
-    > 0) with a longer one, are documents only (distractors). Texts are written raw; indexes and DevSets apply a preset's preprocessing themselves.
+    > 0) with a longer one, are documents only (distractors). Texts are written raw; indexes and DevSets apply a
+    preset's preprocessing themselves.
 
     Returns counts: ``documents`` and ``queries``. Each file is written to a temporary name and renamed.
     """
