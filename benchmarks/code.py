@@ -3,7 +3,8 @@
 Systems: BM25 (Pyserini, raw code), the base model (minilm) with the ``code`` preset (identifier splitting,
 applied alike to queries and code), with ``--text-base`` minilm on raw text too, and the trained model with the
 preset its folder records. A ``--query-only`` model (documents embedded by its base) searches the base's index
-of its preset with its own query encoder. The acceptance compares the trained model with the strongest base row. Corpora: CoSQA as published, and the same functions with every local variable and
+of its preset with its own query encoder. The acceptance compares the trained model with the strongest base row.
+Corpora: CoSQA as published, and the same functions with every local variable and
 parameter renamed to ``v0, v1, ...`` (:func:`training.code_augment.rename_variables`, scope-aware); functions
 that do not parse as Python 3 (CoSQA has Python 2) are kept as they are, counted and logged, never dropped.
 Indexes are Flat with ``--chunk-tokens 0``, cached under ``benchmarks/cache/code``. The test split's 500 queries
@@ -61,11 +62,16 @@ def renamed_cosqa(source: Path) -> tuple[Path, dict]:
     return out, counts
 
 
+def index_path(corpus: Path, name: str) -> Path:
+    """Where system ``name``'s index of ``corpus`` is cached."""
+    return WORK / f"{corpus.name}-{name}"
+
+
 def index_for(corpus: Path, name: str, model: str, preset: str) -> Path:
     """Build (once) a Flat, unchunked index of ``corpus`` with ``model``/``preset``."""
     from retriever.encoder import load_encoder
 
-    out = WORK / f"{corpus.name}-{name}"
+    out = index_path(corpus, name)
     if (out / "manifest.json").is_file():
         return out
     encoder = load_encoder(model, preset=preset, device="auto")
@@ -97,7 +103,7 @@ def evaluate(corpus: Path, name: str, model: str | None, preset: str, *, index_n
 
     encoder = None
     if index_name is not None:
-        index = WORK / f"{corpus.name}-{index_name}"
+        index = index_path(corpus, index_name)
         if not (index / "manifest.json").is_file():
             raise SystemExit(f"{index}: the base index to reuse is missing")
         encoder = load_encoder(model, preset=preset, device="auto")
@@ -166,7 +172,6 @@ def main() -> None:
     systems: list[tuple[str, str | None, str, str | None]] = [("bm25", None, "code", None), ("base", args.base, "code", None)]
     if args.text_base:
         systems.append(("base-text", args.base, "text", None))
-    trained_preset = None
     if args.trained:
         from retriever.models.resolve import read_model_card
 

@@ -387,9 +387,6 @@ def code_pairs(
 
     if min_lines < 1 or max_query_words < 0:
         raise RetrieverError("--min-lines must be >= 1 and --max-query-words >= 0")
-    for source in sources:
-        if not source.exists():
-            raise RetrieverError(f"{source}: no such file or directory")
     excluded = corpus_hashes(exclude) if exclude else set()
     functions, counts = collect_functions(sources, exclude=excluded, min_lines=min_lines)
     if not functions:

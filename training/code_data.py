@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from indexing.code_reader import PYTHON_SUFFIXES, python_functions, read_source, source_files
-from indexing.errors import RetrieverError
+from indexing.errors import CorpusError, RetrieverError
 from retriever.code_text import preprocess_code
 from training.code_augment import augment_program, remove_docstrings, token_delete, token_replace, token_swap
 from training.config import CodeConfig
@@ -84,7 +84,13 @@ def collect_functions(paths: Sequence[str | Path], *, exclude: set[str], min_lin
     ``max_chars`` characters, minus those whose hashes are in ``exclude``, duplicates kept once.
 
     Returns the functions (sorted by origin, deterministic) and counts of what was kept and dropped.
+
+    Raises:
+        CorpusError: a path does not exist.
     """
+    for root in paths:
+        if not Path(root).exists():
+            raise CorpusError(root, "no such file or directory")
     kept: list[TrainFunction] = []
     seen: set[str] = set()
     counts = {"files": 0, "unparsable_files": 0, "functions": 0, "too_short_or_long": 0, "excluded": 0,
