@@ -230,3 +230,28 @@ def test_pair_data_keeps_teacher_scores_aligned_with_sampled_negatives(tiny_toke
         assert example.teacher[0] == 1.0 and len(example.teacher) == 4
         assert list(example.teacher[1:]) == [pytest.approx(ids[tuple(n)]) for n in example.negatives]
     assert PairData([Pair("q", "p", negatives)], tiny_tokenizer, per_query=2, max_tokens=16, seed=0).examples(0, 1)[0].teacher is None
+
+
+def test_pair_data_tokenizes_each_document_once_and_gives_the_same_ids(tiny_tokenizer):
+    from training.data import Pair, PairData, tokenize_texts
+
+    negatives = tuple(f"negative document number {i} about retrieval" for i in range(5))
+    pairs = [Pair(f"query {i}", f"positive document {i % 2}", negatives) for i in range(4)]
+    calls: list[int] = []
+
+    class Counting:  # the tiny tokenizer, counting how many texts it is asked to tokenize
+        def __call__(self, texts, **options):
+            calls.append(len(texts))
+            return tiny_tokenizer(texts, **options)
+
+    data = PairData(pairs, Counting(), per_query=2, max_tokens=8, seed=0)
+    data.DOCUMENT_CACHE_SIZE = 100
+    first = data.examples(0, 4)
+    again = data.examples(0, 4)
+    fresh = PairData(pairs, tiny_tokenizer, per_query=2, max_tokens=8, seed=0).examples(0, 4)
+    assert [(e.key, e.negatives) for e in first] == [(e.key, e.negatives) for e in again] == [(e.key, e.negatives) for e in fresh]
+    assert first[0].key == tokenize_texts(tiny_tokenizer, ["positive document 0"], max_length=8)[0]
+    document_texts = sum(calls) - 2 * 4  # minus the queries of the two calls
+    assert document_texts <= 2 + len(negatives)  # each distinct document tokenized once
+    data.DOCUMENT_CACHE_SIZE = 3  # a memo too small for one batch starts over, and stays correct
+    assert [(e.key, e.negatives) for e in data.examples(0, 4)] == [(e.key, e.negatives) for e in fresh]

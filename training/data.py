@@ -198,7 +198,13 @@ class PairData:
 
     Pairs whose pool is smaller than ``per_query`` are dropped (every example needs the same count so that
     batches gather evenly across processes).
+
+    Documents recur across steps (a corpus document sits in many pools, positives return every epoch), so their
+    token ids are memoized by text, up to ``DOCUMENT_CACHE_SIZE`` texts (then the memo starts over): with 16
+    negatives of 256 tokens per query, tokenizing them anew cost more than a query-only training step.
     """
+
+    DOCUMENT_CACHE_SIZE = 100_000
 
     def __init__(
         self,
@@ -225,9 +231,20 @@ class PairData:
         self.query_prefix = query_prefix
         self.document_prefix = document_prefix
         self.order = EpochOrder(len(kept), seed)
+        self._document_ids: dict[str, np.ndarray] = {}  # text -> (t,) int32 token ids
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def _tokenize_documents(self, texts: list[str]) -> list[list[int]]:
+        """Token ids of ``texts`` (truncated to ``max_tokens``), each distinct text tokenized once."""
+        missing = [t for t in dict.fromkeys(texts) if t not in self._document_ids]
+        if len(self._document_ids) + len(missing) > self.DOCUMENT_CACHE_SIZE:
+            self._document_ids.clear()
+            missing = list(dict.fromkeys(texts))
+        for text, ids in zip(missing, tokenize_texts(self.tokenizer, missing, max_length=self.max_tokens)):
+            self._document_ids[text] = np.asarray(ids, dtype=np.int32)
+        return [self._document_ids[t].tolist() for t in texts]
 
     def examples(self, start: int, count: int) -> list[Example]:
         chosen = [(self.pairs[self.order(p)], example_rng(self.seed, p)) for p in range(start, start + count)]
@@ -243,7 +260,7 @@ class PairData:
             scores = pair.teacher_scores
             teachers.append(None if scores is None else (scores[0], *(scores[1 + i] for i in picks)))
         query_ids = tokenize_texts(self.tokenizer, queries, max_length=self.max_tokens)
-        doc_ids = tokenize_texts(self.tokenizer, documents, max_length=self.max_tokens)
+        doc_ids = self._tokenize_documents(documents)
         width = 1 + self.negatives_per_example
         return [
             Example(query_ids[i], doc_ids[i * width], tuple(doc_ids[i * width + 1 : (i + 1) * width]), teacher=teachers[i])
