@@ -51,22 +51,26 @@ def parse_merge_weights(text: str, *, select: bool) -> list[float]:
 
 def select_merge(trained: str, base: str, weights: list[float], collection: Path, work: Path, *, device: str,
                  select: bool, base_index: Path | None = None,
-                 trained_index: Path | None = None) -> tuple[str, float, list[dict[str, Any]]]:
+                 trained_index: Path | None = None, query_only: bool = False) -> tuple[str, float, list[dict[str, Any]]]:
     """Merge ``trained`` with ``base`` at each weight and pick the best on the train queries.
 
     The base itself (w = 0, scored with ``base_index``) is a row of the table and a candidate: when no merge beats
     it on the train queries, the output is the base model.
 
     Returns (chosen model folder, its weight, the selection table ``[{"weight", "metrics"}]``; empty without a choice).
-    ``trained_index``: an index the trained model searches as it is (a ``--query-only`` model searches the base's).
+    ``trained_index``: an index the trained model searches as it is. A ``--query-only`` model searches the base's,
+    and so do its merges: only its query route moves toward the base (:func:`training.merge.merge_query_route`).
     """
-    from training.merge import merge_models
+    from training.merge import merge_models, merge_query_route
 
     candidates: dict[float, str] = {1.0: trained}
     for weight in weights:
         if weight < 1.0:
             out = work / f"merged-{weight:g}"
-            merge_models([trained, base], out, weights=[weight, round(1.0 - weight, 10)], overwrite=True)
+            if query_only:
+                merge_query_route(trained, out, weight=weight, overwrite=True)
+            else:
+                merge_models([trained, base], out, weights=[weight, round(1.0 - weight, 10)], overwrite=True)
             candidates[weight] = str(out)
     if not select:
         weight = weights[0] if weights else 1.0
@@ -74,7 +78,7 @@ def select_merge(trained: str, base: str, weights: list[float], collection: Path
     candidates[0.0] = base
     table = []
     for weight, model in sorted(candidates.items()):
-        index = base_index if weight == 0.0 else trained_index if weight == 1.0 else None
+        index = base_index if weight == 0.0 else trained_index if weight == 1.0 or query_only else None
         scores = evaluate_split(model, collection, work, split="train", device=device, index=index)
         table.append({"weight": weight, "metrics": scores["aggregate"], "index": scores["index"]})
         logging.getLogger(__name__).info("merge weight %g: train %s", weight, scores["aggregate"])
@@ -129,8 +133,6 @@ def main() -> None:
     device = resolve_device(args.device)
     select = (collection / "qrels" / "train.tsv").is_file()
     weights = parse_merge_weights(args.merge_weights, select=select)
-    if args.query_only and any(w < 1.0 for w in weights):
-        parser.error("--query-only models are not merged (their two routes would need separate weights)")
     notes = [] if select else [f"{args.collection} has no train split: no model selection, the output is the last step."]
     elsewhere = trained_elsewhere(args.trained, collection) if args.trained is not None else None  # fail before any work
     started = time.perf_counter()
@@ -166,10 +168,11 @@ def main() -> None:
     started = time.perf_counter()
     same_documents = Path(base["index"]) if config.query_only else None  # its documents are the base's
     chosen, weight, merge_table = select_merge(str(model), args.base, weights, collection, work, device=device,
-                                               select=select, base_index=Path(base["index"]), trained_index=same_documents)
+                                               select=select, base_index=Path(base["index"]), trained_index=same_documents,
+                                               query_only=config.query_only)
     selection_seconds = time.perf_counter() - started
     chosen_index = next((Path(row["index"]) for row in merge_table if row["weight"] == weight), None)
-    if chosen_index is None and weight == 1.0:
+    if chosen_index is None and (weight == 1.0 or config.query_only):
         chosen_index = same_documents
     trained = evaluate_on_test(chosen, collection, work, device=device, index=chosen_index)
 

@@ -53,3 +53,30 @@ def test_select_merge_scores_base_merges_and_trained_on_train_queries(tmp_path, 
     fixed, fixed_weight, no_table = select_merge(str(tiny_model), str(tiny_model), [0.5], folder, tmp_path, device="cpu",
                                                  select=False)
     assert fixed == str(tmp_path / "merged-0.5") and fixed_weight == 0.5 and no_table == []
+
+
+def test_select_merge_of_a_query_only_model_searches_the_base_index(tmp_path, tiny_model) -> None:
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    from benchmarks.train_common import evaluate_split
+    from benchmarks.train_contriever import select_merge
+    from training.export import asymmetric_model
+
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    words = ["vectors", "queries", "indexes", "tokens"]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": w, "text": f"all about {w} here"}) + "\n"
+                                                 for i, w in enumerate(words)))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"{w}?"}) + "\n" for i, w in enumerate(words)))
+    (folder / "qrels" / "train.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in range(4)))
+    encoder = SentenceTransformer(str(tiny_model), device="cpu")
+    trained = tmp_path / "query-only"
+    asymmetric_model(encoder, SentenceTransformer(str(tiny_model), device="cpu")).save(str(trained))
+    base = evaluate_split(str(tiny_model), folder, tmp_path, split="train", device="cpu")
+    chosen, weight, table = select_merge(str(trained), str(tiny_model), [0.5], folder, tmp_path, device="cpu", select=True,
+                                         base_index=base["index"], trained_index=base["index"], query_only=True)
+    assert [row["weight"] for row in table] == [0.0, 0.5, 1.0]
+    assert {str(row["index"]) for row in table} == {str(base["index"])}  # no candidate re-encodes the documents
+    assert json.loads((tmp_path / "merged-0.5" / "merge.json").read_text())["query_route_weight"] == 0.5

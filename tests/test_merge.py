@@ -105,3 +105,43 @@ def test_cli_errors_are_one_line(two_models, tmp_path, tiny_tokenizer):
     SentenceTransformer(modules=[Transformer(str(deeper / "hf"), max_seq_length=128), Pooling(32), Normalize()],
                         device="cpu").save(str(deeper / "st"))
     assert_user_error(run("train", "merge", a, deeper / "st", "--out", tmp_path / "x"), "not the architecture")
+
+
+def _asymmetric(query: Path, document: Path, out: Path) -> Path:
+    from sentence_transformers import SentenceTransformer
+
+    from training.export import asymmetric_model
+
+    asymmetric_model(SentenceTransformer(str(query), device="cpu"), SentenceTransformer(str(document), device="cpu")).save(str(out))
+    return out
+
+
+def test_query_route_merge_interpolates_queries_and_keeps_documents(two_models, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from training.merge import merge_query_route
+
+    trained, base = two_models
+    model = _asymmetric(trained, base, tmp_path / "query-only")
+    out = merge_query_route(str(model), tmp_path / "m", weight=0.25).out
+    merged = SentenceTransformer(str(out), device="cpu")
+    routes = merged[0].sub_modules
+    ours, first, second = routes["query"].state_dict(), _state(trained), _state(base)
+    for name, tensor in ours.items():
+        if tensor.is_floating_point():
+            torch.testing.assert_close(tensor, 0.25 * first[name] + 0.75 * second[name], rtol=1e-5, atol=1e-6)
+    documents = SentenceTransformer(str(base), device="cpu").encode(TEXTS)
+    np.testing.assert_allclose(merged.encode_document(TEXTS), documents, atol=1e-6)  # the base's index still serves it
+    whole = merge_query_route(str(model), tmp_path / "w1", weight=1.0).out
+    np.testing.assert_allclose(SentenceTransformer(str(whole), device="cpu").encode_query(TEXTS),
+                               SentenceTransformer(str(trained), device="cpu").encode(TEXTS), atol=1e-6)
+    assert json.loads((out / MERGE_FILE).read_text())["query_route_weight"] == 0.25
+
+
+def test_query_route_merge_refuses_a_plain_model_and_bad_weights(two_models, tmp_path):
+    from training.merge import merge_query_route
+
+    with pytest.raises(RetrieverError, match="not a query-only model"):
+        merge_query_route(str(two_models[0]), tmp_path / "m", weight=0.5)
+    with pytest.raises(RetrieverError, match=r"in \[0, 1\]"):
+        merge_query_route(str(two_models[0]), tmp_path / "m", weight=1.5)

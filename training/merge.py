@@ -112,3 +112,42 @@ def _load(path: str):
         return SentenceTransformer(str(path), device="cpu")
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load model {path}: {str(exc).splitlines()[0]}") from None
+
+
+def merge_query_route(model: str, out: Path, *, weight: float, overwrite: bool = False) -> MergeResult:
+    """WiSE-FT for a query-only model (``--query-only``): write to ``out`` the model whose query route is
+    ``weight * query + (1 - weight) * document``, parameter by parameter; the document route (the frozen base the
+    query route was trained from) and the rest of the folder stay as they are, so the base's index still serves it.
+
+    ``weight`` 1 is the trained model, 0 the base; one in (0, 1) interpolates. ``merge.json`` records the weight.
+
+    Raises:
+        RetrieverError: ``weight`` outside [0, 1], ``out`` exists without ``overwrite``, or ``model`` is not an
+            asymmetric model with ``query`` and ``document`` routes of one architecture.
+        ModelError: the model cannot be resolved or loaded.
+    """
+    from sentence_transformers.sentence_transformer.modules import Router
+
+    from training.export import resolve_base, save_model_folder
+
+    if not (math.isfinite(weight) and 0.0 <= weight <= 1.0):
+        raise RetrieverError(f"query-route merge weight must be in [0, 1] (got {weight})")
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise RetrieverError(f"{out} exists (pass --overwrite to replace it)")
+    base = resolve_base(str(model))
+    merged = _load(base.path)
+    router = merged[0] if len(merged) else None
+    if not isinstance(router, Router) or set(router.sub_modules) != {"query", "document"}:
+        raise RetrieverError(f"{model}: not a query-only model (no query and document routes to merge)")
+    query, document = router.sub_modules["query"], router.sub_modules["document"]
+    ours, theirs = query.state_dict(), document.state_dict()
+    if ours.keys() != theirs.keys() or any(ours[k].shape != theirs[k].shape for k in ours):
+        raise RetrieverError(f"{model}: its query and document routes are not one architecture")
+    averaged = {name: (weight * tensor.float() + (1.0 - weight) * theirs[name].float()).to(tensor.dtype)
+                for name, tensor in ours.items() if tensor.is_floating_point()}
+    query.load_state_dict({**ours, **averaged})
+    record = {"models": [base.name], "paths": [str(base.path)], "query_route_weight": weight}
+    save_model_folder(merged, out, base=base, extra_files={MERGE_FILE: json.dumps(record, indent=2) + "\n"})
+    log.info("merged the query route of %s with its document route into %s (weight %g)", model, out, weight)
+    return MergeResult(out, [base.name], [weight, 1.0 - weight], len(averaged))
