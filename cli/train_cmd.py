@@ -478,9 +478,11 @@ def _eval(dataset: Optional[Path], split: str, every: int, metric: str, batch_si
 @app.command()
 @user_errors
 def merge(
-    models: list[str] = typer.Argument(..., help="Two or more models of one architecture (aliases, folders or hub ids), e.g. two fine-tunings of one base."),
+    models: list[str] = typer.Argument(..., help="Two or more models of one architecture (aliases, folders or hub ids), e.g. two fine-tunings of one base; or one --query-only model with --query-route."),
     out: Path = typer.Option(..., "--out", "-o", help="Output model folder (sentence-transformers)."),
     weights: Optional[str] = typer.Option(None, "--weights", help="Comma-separated weight per model, summing to 1 (default: equal)."),
+    query_route: Optional[float] = typer.Option(None, "--query-route", min=0.0, max=1.0,
+                                                help="One --query-only model: the weight of its trained query route against its document route (the base); the documents keep their embeddings."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing OUT."),
     as_json: bool = AS_JSON,
 ) -> None:
@@ -488,9 +490,19 @@ def merge(
     skills usually lie between those of its parts, often above the line that joins them."""
     from transformers.utils import logging as hf_logging
 
-    from training.merge import merge_models
+    from training.merge import merge_models, merge_query_route
 
     hf_logging.disable_progress_bar()
+    if query_route is not None:
+        if len(models) != 1 or weights is not None:
+            raise RetrieverError("--query-route takes exactly one (query-only) model and no --weights")
+        result = merge_query_route(models[0], out, weight=query_route, overwrite=overwrite)
+        if as_json:
+            print_json({"out": str(result.out), "models": result.models, "query_route_weight": query_route, "tensors": result.tensors})
+        else:
+            console.print(f"merged [bold]{result.out}[/]: query route {query_route:g} x trained + {1 - query_route:g} x "
+                          f"{result.models[0]}'s document route ({result.tensors} tensors)", highlight=False)
+        return
     parsed = None
     if weights is not None:
         try:

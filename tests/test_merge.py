@@ -145,3 +145,13 @@ def test_query_route_merge_refuses_a_plain_model_and_bad_weights(two_models, tmp
         merge_query_route(str(two_models[0]), tmp_path / "m", weight=0.5)
     with pytest.raises(RetrieverError, match=r"in \[0, 1\]"):
         merge_query_route(str(two_models[0]), tmp_path / "m", weight=1.5)
+
+
+def test_cli_merges_a_query_route(two_models, tmp_path):
+    trained, base = two_models
+    model = _asymmetric(trained, base, tmp_path / "query-only")
+    result = run("train", "merge", model, "--query-route", "0.5", "--out", tmp_path / "m", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout.strip().splitlines()[-1])["query_route_weight"] == 0.5
+    assert_user_error(run("train", "merge", model, base, "--query-route", "0.5", "--out", tmp_path / "x"), "exactly one")
+    assert_user_error(run("train", "merge", base, "--query-route", "0.5", "--out", tmp_path / "x"), "not a query-only model")
