@@ -190,7 +190,7 @@ def main() -> None:
     }
     title = f"Contriever adaptation ({config.anchor} anchors) of {args.base} on {args.collection} ({config.steps} steps, {trained['queries']} test queries)"
     text = markdown(title, recipe, comparison, result.history, notes + [f"Training took {train_seconds / 60:.1f} min on {device}."])
-    text += merge_markdown(weights, weight, merge_table, args.base)
+    text += merge_markdown(weights, weight, merge_table, args.base, query_only=config.query_only)
     path = write(results_name("contriever", args.collection, args.tag), data, text, args.results)
     print(text)
     print(f"wrote {path}")
@@ -223,11 +223,13 @@ def trained_elsewhere(folder: Path, collection: Path) -> tuple[Path, Any, Any]:
     return folder, config, result
 
 
-def merge_markdown(weights: list[float], chosen: float, table: list[dict[str, Any]], base: str) -> str:
+def merge_markdown(weights: list[float], chosen: float, table: list[dict[str, Any]], base: str, *,
+                   query_only: bool = False) -> str:
     """The merge part of the results text: the candidates scored on train queries and the weight kept."""
     if not weights:
         return ""
-    lines = ["", "", f"Merge with {base} (WiSE-FT weight-space ensemble; w = weight of the trained model): w = {chosen:g} kept."]
+    what = "the query route merged with its base route" if query_only else f"merge with {base}"
+    lines = ["", "", f"{what[0].upper()}{what[1:]} (WiSE-FT weight-space ensemble; w = weight of the trained model): w = {chosen:g} kept."]
     if table:
         metrics = list(table[0]["metrics"])
         lines += ["", "Chosen on train queries:", "", "| w | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]

@@ -26,6 +26,8 @@ def test_merge_markdown_reports_the_selection() -> None:
     assert "w = 0.5 kept" in text and "| 0.5 | 0.6100 | 0.9000 |" in text and "| 1 | 0.6000 | 0.9100 |" in text
     assert "fixed beforehand" in merge_markdown([0.5], 0.5, [], "minilm")
     assert merge_markdown([], 1.0, [], "minilm") == ""
+    assert "Merge with minilm" in text and "The query route merged with its base route" in merge_markdown(
+        [0.5], 0.5, table, "minilm", query_only=True)
 
 
 def test_select_merge_scores_base_merges_and_trained_on_train_queries(tmp_path, tiny_model) -> None:
