@@ -111,6 +111,8 @@ def main() -> None:
     parser.add_argument("--teacher-temperature", type=float, default=0.05)
     parser.add_argument("--query-only", action="store_true",
                         help="Train the query side only (documents keep the base's embeddings; the base index is reused).")
+    parser.add_argument("--untitled-keys", action="store_true",
+                        help="--query-only --anchor title: keys are document bodies without titles.")
     parser.add_argument("--merge-weights", default="",
                         help="Comma-separated weights of the trained model in a merge with the base (base gets 1 - w); "
                              "chosen on train queries, or exactly one for a collection without them.")
@@ -152,7 +154,7 @@ def main() -> None:
         anchor=args.anchor, negatives=negatives,
         sentence=SentenceConfig(args.sentences_per_doc, args.min_sentence_words, args.keep_sentence),
         eval=EvalConfig(dataset=str(collection), split="train", every=args.eval_every) if select else EvalConfig(),
-        query_only=args.query_only,
+        query_only=args.query_only, untitled_keys=args.untitled_keys,
     ).validate()
 
     if args.trained is None:

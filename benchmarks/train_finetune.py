@@ -58,6 +58,9 @@ def main() -> None:
     parser.add_argument("--negative-ranks", default="10-50")
     parser.add_argument("--negatives-per-query", type=int, default=1)
     parser.add_argument("--no-hybrid", action="store_true", help="Skip the hybrid (dense + BM25) test figures.")
+    parser.add_argument("--query-only", action="store_true",
+                        help="Train the query side only: documents keep the base's embeddings, and the trained model searches "
+                             "the base index (no hybrid figures: the hybrid searches with its index's own encoder).")
     parser.add_argument("--hybrid-from", type=Path, default=None,
                         help="Results JSON of an earlier run: add its hybrid figures (base and trained index) without retraining.")
     args = parser.parse_args()
@@ -92,12 +95,15 @@ def main() -> None:
         temperature=args.temperature, queue_size=args.queue_size, momentum=args.momentum, max_tokens=args.max_tokens,
         seed=args.seed, split="train",
         negatives=NegativesConfig(index=base["index"], rank_min=low, rank_max=high, per_query=args.negatives_per_query),
-        eval=EvalConfig(dataset=str(pairs), split="dev", every=args.eval_every),
+        eval=EvalConfig(dataset=str(pairs), split="dev", every=args.eval_every), query_only=args.query_only,
     ).validate()
+    if args.query_only and not args.no_hybrid:
+        notes.append("Query-only: no hybrid figures (the hybrid searches with its index's own encoder, the base).")
     started = time.perf_counter()
     result = run_training(config, work / "model", device=device, overwrite=True)
     train_seconds = time.perf_counter() - started
-    trained = evaluate_on_test(str(work / "model"), collection, work, device=device)
+    same_documents = base["index"] if args.query_only else None  # a query-only model's documents are the base's
+    trained = evaluate_on_test(str(work / "model"), collection, work, device=device, index=same_documents)
 
     comparison = compare(base, trained)
     recipe = {"objective": "finetune", "train_split": args.train_split, "train_queries": n_train, "dev_queries": n_dev,
@@ -110,7 +116,7 @@ def main() -> None:
                     "trained_index": trained["build_seconds"]},
         "model": str(work / "model"), "notes": notes,
     }
-    if not args.no_hybrid:
+    if not (args.no_hybrid or args.query_only):
         data["hybrid"] = hybrid_figures(base["index"], trained["index"], collection)
     text = report(data, n_dev)
     path = write(results_name("finetune", args.collection, args.tag), data, text, args.results)

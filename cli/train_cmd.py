@@ -94,6 +94,7 @@ def contriever(
     distill_weight: float = DISTILL_WEIGHT,
     teacher_temperature: float = TEACHER_TEMPERATURE,
     query_only: bool = QUERY_ONLY,
+    untitled_keys: bool = typer.Option(False, "--untitled-keys", help="--query-only --anchor title: keys are document bodies without their titles (a title never meets itself verbatim)."),
     layers: Optional[int] = typer.Option(None, "--layers", help="Scratch model: layers (default: 6)."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help="Scratch model: hidden size (default: 384)."),
     heads: Optional[int] = typer.Option(None, "--heads", help="Scratch model: attention heads (default: 12)."),
@@ -138,6 +139,7 @@ def contriever(
         sentence=SentenceConfig(per_document=sentences_per_doc, min_words=min_sentence_words, keep_sentence=keep_sentence),
         negatives=_negatives(negatives_from, negative_ranks, negatives_per_query, teacher, distill_weight, teacher_temperature),
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size), query_only=query_only,
+        untitled_keys=untitled_keys,
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
 

@@ -258,3 +258,39 @@ def test_query_only_anchor_pairs_point_at_whole_documents(tmp_path, small_corpus
         sources = [next(d for d, text in whole.items() if pair.query in text) for pair in data.pairs]
         matches = [pair.positive == whole[source] for pair, source in zip(data.pairs, sources)]
         assert all(matches) if query_only else not any(matches)
+
+
+def test_untitled_keys_pair_titles_with_bodies_only(tmp_path, tiny_model):
+    """--untitled-keys: a title's positive and its mined negatives are document bodies; no key holds a title."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from indexing.errors import RetrieverError
+    from indexing.readers import read_corpus
+    from training.distributed import DistInfo
+    from training.export import load_encoder_for_training, resolve_base
+    from training.run import _build_data
+
+    corpus = tmp_path / "titled.jsonl"
+    topics = ["vitamin intake", "gene expression", "protein folding", "cell division", "heart rate", "sleep quality"]
+    corpus.write_text("".join(json.dumps({
+        "_id": f"t{i}", "title": f"A study of {topic} in adult human patients",
+        "text": f"We measured {topic} in {i + 20} patients over two years. The effect of {topic} was large."}) + "\n"
+        for i, topic in enumerate(topics)))
+    built = CliRunner().invoke(app, ["index", "build", str(corpus), "--out", str(tmp_path / "idx"), "--model", str(tiny_model),
+                                     "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"])
+    assert built.exit_code == 0, built.output
+    docs = {doc.id: doc for doc in read_corpus([corpus])}
+    bodies = {doc.text for doc in docs.values()}
+    encoder = load_encoder_for_training(str(tiny_model), max_tokens=32)
+    config = _contriever(corpus, tiny_model, queue_size=0, anchor="title", query_only=True, untitled_keys=True,
+                         negatives=NegativesConfig(index=str(tmp_path / "idx"), rank_min=1, rank_max=5, per_query=2))
+    (tmp_path / "out").mkdir()
+    data = _build_data(config, encoder.tokenizer, resolve_base(str(tiny_model)), tmp_path / "out", DistInfo(), "cpu", None)
+    assert len(data.pairs) == len(topics)
+    for pair in data.pairs:
+        source = next(d for d in docs.values() if d.title == pair.query)
+        assert pair.positive == source.text
+        assert pair.negatives and all(n in bodies and n != source.text for n in pair.negatives)
+    with pytest.raises(RetrieverError, match="--untitled-keys"):
+        _contriever(corpus, tiny_model, queue_size=0, anchor="sentence", query_only=True, untitled_keys=True)

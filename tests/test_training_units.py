@@ -255,3 +255,16 @@ def test_pair_data_tokenizes_each_document_once_and_gives_the_same_ids(tiny_toke
     assert document_texts <= 2 + len(negatives)  # each distinct document tokenized once
     data.DOCUMENT_CACHE_SIZE = 3  # a memo too small for one batch starts over, and stays correct
     assert [(e.key, e.negatives) for e in data.examples(0, 4)] == [(e.key, e.negatives) for e in fresh]
+
+
+def test_untitled_negatives_follow_the_mined_order_and_refuse_a_mismatch():
+    from indexing.errors import RetrieverError
+    from training.data import Pair
+    from training.pairs import untitled_negatives
+
+    pair = Pair("a title", "its body", ("Title B. body b", "Title C. body c"), teacher_scores=(1.0, 0.5, 0.4))
+    mined = [{"query": "a title", "negative_ids": ["b", "c"]}]
+    out = untitled_negatives([pair], mined, {"b": "body b", "c": "body c"})
+    assert out[0].negatives == ("body b", "body c") and out[0].teacher_scores == (1.0, 0.5, 0.4)
+    with pytest.raises(RetrieverError, match="mined ids"):
+        untitled_negatives([pair], [{"query": "a title", "negative_ids": ["b"]}], {"b": "body b"})

@@ -283,6 +283,9 @@ class TrainConfig:
         query_only: train the query side only. Keys (documents) are embedded by the frozen base model, as an
             index built with the base embeds them, and the output is an asymmetric model (query route = the
             trained encoder, document route = the base), so indexes built with the base stay valid.
+        untitled_keys: with ``query_only`` and ``anchor="title"``, every key (the positive and the mined negatives)
+            is its document's body without the title, so a title never finds itself verbatim in its positive (the
+            frozen base embeds each body once); otherwise keys are whole documents, as the base index holds them.
         max_tokens: truncation length of every input, special tokens included.
         max_grad_norm: gradient clipping (0 = off).
         seed: seeds data order, crops, negatives sampling and torch.
@@ -314,6 +317,7 @@ class TrainConfig:
     momentum: float = 0.999
     teacher_keys: bool = False
     query_only: bool = False
+    untitled_keys: bool = False
     max_tokens: int = 128
     max_grad_norm: float = 1.0
     seed: int = 0
@@ -368,6 +372,8 @@ class TrainConfig:
             (not (self.query_only and self.base == SCRATCH), "--query-only needs a trained --base, not scratch"),
             (not (self.query_only and self.objective not in ("contriever", "finetune")),
              "--query-only applies to the contriever and finetune objectives"),
+            (not self.untitled_keys or (self.query_only and self.objective == "contriever" and self.anchor == "title"),
+             "--untitled-keys applies to --query-only contriever training with --anchor title"),
         ]
         for ok, message in checks:
             if not ok:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from indexing.errors import CorpusError, RetrieverError
@@ -198,6 +198,22 @@ def _mine_with_hybrid_teacher(
             raise RetrieverError("--teacher hybrid needs pairs with a positive_id (the teacher scores indexed documents)")
         raise RetrieverError(f"--teacher hybrid: the fusion ranks no pair's positive within its top {negatives.rank_max}")
     return out, record
+
+
+def untitled_negatives(pairs: Sequence[Pair], mined: Sequence[dict], bodies: dict[str, str]) -> list[Pair]:
+    """``pairs`` whose mined negatives are replaced, in order, by those documents' ``bodies`` (text without title).
+
+    ``mined`` is :func:`mine_negatives`' record: ``{"query", "negative_ids"}`` per query (or per pair). Teacher scores
+    stay aligned: they follow the pool's order. Raises RetrieverError when a pair's negatives are not its mined ones.
+    """
+    pools = {record["query"]: record["negative_ids"] for record in mined}
+    out = []
+    for pair in pairs:
+        ids = pools.get(pair.query, [])
+        if len(ids) != len(pair.negatives):
+            raise RetrieverError(f"query {pair.query[:60]!r}: {len(pair.negatives)} negatives but {len(ids)} mined ids")
+        out.append(replace(pair, negatives=tuple(bodies[d] for d in ids)))
+    return out
 
 
 def _norm(text: str) -> str:

@@ -244,7 +244,7 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
         else:
             chunks = chunk_corpus(docs, tokenizer, config.crop.chunk_tokens)
             return CropData(chunks, token_space(tokenizer), config.crop, seed=config.seed)
-        if config.query_only:  # documents keep their indexed embeddings: a pair's positive is its whole source document
+        if config.query_only and not config.untitled_keys:  # documents keep their indexed embeddings: a pair's positive is its whole source document
             whole = {doc.id: doc.full_text() for doc in docs}
             labeled = [replace(pair, positive=whole[pair.positive_id]) for pair in labeled]
     if config.objective == "crosslingual":
@@ -260,6 +260,10 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
 
     assert labeled is not None
     pairs, mined = mine_negatives(labeled, config.negatives, device=device)
+    if config.untitled_keys:  # title pairs' positives are bodies already; the mined negatives become bodies too
+        from training.pairs import untitled_negatives
+
+        pairs = untitled_negatives(pairs, mined, {doc.id: doc.text for doc in docs})
     if mined and dist.is_main:
         with open(out / MINED_FILE, "w", encoding="utf-8") as handle:
             handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in mined)
