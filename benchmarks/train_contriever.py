@@ -174,7 +174,7 @@ def main() -> None:
                                                query_only=config.query_only)
     selection_seconds = time.perf_counter() - started
     chosen_index = next((Path(row["index"]) for row in merge_table if row["weight"] == weight), None)
-    if chosen_index is None and (weight == 1.0 or config.query_only):
+    if chosen_index is None:  # no selection table: the trained model or a query-route merge (None otherwise)
         chosen_index = same_documents
     trained = evaluate_on_test(chosen, collection, work, device=device, index=chosen_index)
 
@@ -230,8 +230,8 @@ def merge_markdown(weights: list[float], chosen: float, table: list[dict[str, An
     """The merge part of the results text: the candidates scored on train queries and the weight kept."""
     if not weights:
         return ""
-    what = "the query route merged with its base route" if query_only else f"merge with {base}"
-    lines = ["", "", f"{what[0].upper()}{what[1:]} (WiSE-FT weight-space ensemble; w = weight of the trained model): w = {chosen:g} kept."]
+    what = "The query route merged with its base route" if query_only else f"Merge with {base}"
+    lines = ["", "", f"{what} (WiSE-FT weight-space ensemble; w = weight of the trained model): w = {chosen:g} kept."]
     if table:
         metrics = list(table[0]["metrics"])
         lines += ["", "Chosen on train queries:", "", "| w | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]

@@ -499,21 +499,17 @@ def merge(
         if len(models) != 1 or weights is not None:
             raise RetrieverError("--query-route takes exactly one (query-only) model and no --weights")
         result = merge_query_route(models[0], out, weight=query_route, overwrite=overwrite)
-        if as_json:
-            print_json({"out": str(result.out), "models": result.models, "query_route_weight": query_route, "tensors": result.tensors})
-        else:
-            console.print(f"merged [bold]{result.out}[/]: query route {query_route:g} x trained + {1 - query_route:g} x "
-                          f"{result.models[0]}'s document route ({result.tensors} tensors)", highlight=False)
-        return
-    parsed = None
-    if weights is not None:
-        try:
-            parsed = [float(w) for w in weights.split(",")]
-        except ValueError:
-            raise RetrieverError(f"--weights: not a comma-separated list of numbers: {weights!r}") from None
-    result = merge_models(models, out, weights=parsed, overwrite=overwrite)
+    else:
+        parsed = None
+        if weights is not None:
+            try:
+                parsed = [float(w) for w in weights.split(",")]
+            except ValueError:
+                raise RetrieverError(f"--weights: not a comma-separated list of numbers: {weights!r}") from None
+        result = merge_models(models, out, weights=parsed, overwrite=overwrite)
     if as_json:
-        print_json({"out": str(result.out), "models": result.models, "weights": result.weights, "tensors": result.tensors})
+        record = {"out": str(result.out), "models": result.models, "weights": result.weights, "tensors": result.tensors}
+        print_json(record if query_route is None else {**record, "query_route_weight": query_route})
         return
     parts = ", ".join(f"{w:g} x {m}" for m, w in zip(result.models, result.weights))
     console.print(f"merged [bold]{result.out}[/]: {parts} ({result.tensors} tensors)", highlight=False)

@@ -71,9 +71,7 @@ def merge_models(models: Sequence[str], out: Path, *, weights: Sequence[float] |
     from training.export import resolve_base, save_model_folder
 
     weights = merge_weights(len(models), weights)
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise RetrieverError(f"{out} exists (pass --overwrite to replace it)")
+    out = _writable(out, overwrite)
     bases = [resolve_base(str(m)) for m in models]
     if len({b.preset for b in bases}) > 1:
         log.warning("the models have different presets (%s); the merge keeps the first one's (%s)",
@@ -104,6 +102,14 @@ def merge_models(models: Sequence[str], out: Path, *, weights: Sequence[float] |
     return MergeResult(out, [b.name for b in bases], weights, len(sums))
 
 
+def _writable(out: Path, overwrite: bool) -> Path:
+    """``out`` as a Path; raises RetrieverError when it exists and may not be replaced."""
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise RetrieverError(f"{out} exists (pass --overwrite to replace it)")
+    return out
+
+
 def _load(path: str):
     """A SentenceTransformer from a folder or hub id, its modules as saved (raises ModelError)."""
     from sentence_transformers import SentenceTransformer
@@ -132,9 +138,7 @@ def merge_query_route(model: str, out: Path, *, weight: float, overwrite: bool =
 
     if not (math.isfinite(weight) and 0.0 <= weight <= 1.0):
         raise RetrieverError(f"query-route merge weight must be in [0, 1] (got {weight})")
-    out = Path(out)
-    if out.exists() and not overwrite:
-        raise RetrieverError(f"{out} exists (pass --overwrite to replace it)")
+    out = _writable(out, overwrite)
     base = resolve_base(str(model))
     merged = _load(base.path)
     router = merged[0] if len(merged) else None
@@ -150,4 +154,5 @@ def merge_query_route(model: str, out: Path, *, weight: float, overwrite: bool =
     record = {"models": [base.name], "paths": [str(base.path)], "query_route_weight": weight}
     save_model_folder(merged, out, base=base, extra_files={MERGE_FILE: json.dumps(record, indent=2) + "\n"})
     log.info("merged the query route of %s with its document route into %s (weight %g)", model, out, weight)
-    return MergeResult(out, [base.name], [weight, 1.0 - weight], len(averaged))
+    return MergeResult(out, [f"{base.name} (query route)", f"{base.name} (document route)"], [weight, 1.0 - weight],
+                       len(averaged))
