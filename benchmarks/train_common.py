@@ -29,6 +29,7 @@ def add_recipe_flags(parser: argparse.ArgumentParser, *, lr: float, steps: int, 
     parser.add_argument("--momentum", type=float, default=0.999)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ema", type=float, default=0.0, help="Decay of a moving average of the weights, evaluated and exported (0: off).")
     parser.add_argument("--eval-every", type=int, default=eval_every, help="Select the best step on train queries every N steps (0: start and end only).")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--base-index", type=Path, default=None, help="An existing Flat, unchunked index of the collection built with --base (skips re-encoding it).")

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import require_data
+from training.config import ANCHORS
 from benchmarks.train_common import (add_recipe_flags, compare, evaluate_on_test, evaluate_split, markdown, results_name,
                                      write)
 
@@ -95,9 +96,9 @@ def main() -> None:
     parser.add_argument("--delete", type=float, default=0.1)
     parser.add_argument("--replace", type=float, default=0.0)
     parser.add_argument("--mask", type=float, default=0.0)
-    parser.add_argument("--anchor", choices=("crop", "sentence", "title"), default="crop",
+    parser.add_argument("--anchor", choices=ANCHORS, default="crop",
                         help="crop: two independent crops (Contriever); sentence: a sentence vs the rest of its document; "
-                             "title: a title vs its body.")
+                             "title: a title vs its body; title+sentence: both.")
     parser.add_argument("--sentences-per-doc", type=int, default=4)
     parser.add_argument("--min-sentence-words", type=int, default=6)
     parser.add_argument("--keep-sentence", type=float, default=0.1)
@@ -112,7 +113,8 @@ def main() -> None:
     parser.add_argument("--query-only", action="store_true",
                         help="Train the query side only (documents keep the base's embeddings; the base index is reused).")
     parser.add_argument("--untitled-keys", action="store_true",
-                        help="--query-only --anchor title: keys are document bodies without titles.")
+                        help="--query-only, title/sentence anchors: keys are document bodies without titles "
+                             "(a sentence's positive also without the sentence).")
     parser.add_argument("--merge-weights", default="",
                         help="Comma-separated weights of the trained model in a merge with the base (base gets 1 - w); "
                              "chosen on train queries, or exactly one for a collection without them.")
@@ -149,7 +151,7 @@ def main() -> None:
         objective="contriever", data=(str(collection / "corpus.jsonl"),), base=args.base, steps=args.steps,
         batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr,
         warmup=args.warmup if args.warmup is not None else round(0.1 * args.steps), temperature=args.temperature,
-        queue_size=args.queue_size, momentum=args.momentum, max_tokens=args.max_tokens, seed=args.seed,
+        queue_size=args.queue_size, momentum=args.momentum, max_tokens=args.max_tokens, seed=args.seed, ema=args.ema,
         crop=CropConfig(args.crop_min, args.crop_max, args.chunk_tokens, args.delete, args.replace, args.mask),
         anchor=args.anchor, negatives=negatives,
         sentence=SentenceConfig(args.sentences_per_doc, args.min_sentence_words, args.keep_sentence),

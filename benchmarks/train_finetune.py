@@ -93,7 +93,7 @@ def main() -> None:
         objective="finetune", data=(str(pairs),), base=args.base, steps=args.steps, batch_size=args.batch_size,
         accumulate=args.accumulate, lr=args.lr, warmup=args.warmup if args.warmup is not None else round(0.1 * args.steps),
         temperature=args.temperature, queue_size=args.queue_size, momentum=args.momentum, max_tokens=args.max_tokens,
-        seed=args.seed, split="train",
+        seed=args.seed, ema=args.ema, split="train",
         negatives=NegativesConfig(index=base["index"], rank_min=low, rank_max=high, per_query=args.negatives_per_query),
         eval=EvalConfig(dataset=str(pairs), split="dev", every=args.eval_every), query_only=args.query_only,
     ).validate()

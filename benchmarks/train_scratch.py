@@ -97,7 +97,7 @@ def main() -> None:
         objective="contriever", data=(str(collection / "corpus.jsonl"),), base="scratch", steps=args.steps,
         batch_size=args.batch_size, accumulate=args.accumulate, lr=args.lr,
         warmup=args.warmup if args.warmup is not None else round(0.1 * args.steps), temperature=args.temperature,
-        queue_size=args.queue_size, momentum=args.momentum, max_tokens=args.max_tokens, seed=args.seed,
+        queue_size=args.queue_size, momentum=args.momentum, max_tokens=args.max_tokens, seed=args.seed, ema=args.ema,
         crop=CropConfig(args.crop_min, args.crop_max, args.chunk_tokens, args.delete, 0.0, 0.0),
         scratch=ScratchConfig(args.layers, args.hidden, args.heads, args.vocab_size),
     ).validate()

@@ -34,6 +34,7 @@ TEMPERATURE = typer.Option(0.05, "--temperature", help="InfoNCE temperature (on 
 MOMENTUM = typer.Option(0.999, "--momentum", help="MoCo key encoder momentum (with --queue-size > 0).")
 MAX_TOKENS = typer.Option(128, "--max-tokens", help="Truncation length of every input, special tokens included.")
 MAX_GRAD_NORM = typer.Option(1.0, "--max-grad-norm", help="Gradient clipping norm (0 = off).")
+EMA = typer.Option(0.0, "--ema", help="Decay of a moving average of the weights (e.g. 0.98); the average is evaluated and exported (0 = off).")
 SEED = typer.Option(0, "--seed", help="Seeds data order, crops, negatives and initialization.")
 PRECISION = typer.Option("auto", "--precision", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16 (GPU only).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda[:N] (a GPU asked for and missing is an error).")
@@ -83,7 +84,7 @@ def contriever(
     delete: float = typer.Option(0.1, "--delete", help="Per-token deletion probability."),
     replace: float = typer.Option(0.0, "--replace", help="Per-token random replacement probability."),
     mask: float = typer.Option(0.0, "--mask", help="Per-token masking probability."),
-    anchor: str = typer.Option("crop", "--anchor", help="Pairs from 'crop' (two independent crops of a chunk, Contriever), 'sentence' (a sentence vs the rest of its document, inverse cloze) or 'title' (a title vs its body)."),
+    anchor: str = typer.Option("crop", "--anchor", help="Pairs from 'crop' (two independent crops of a chunk, Contriever), 'sentence' (a sentence vs the rest of its document, inverse cloze), 'title' (a title vs its body) or 'title+sentence' (both)."),
     sentences_per_doc: int = typer.Option(4, "--sentences-per-doc", help="--anchor sentence: pairs drawn per document."),
     min_sentence_words: int = typer.Option(6, "--min-sentence-words", help="--anchor sentence/title: shortest sentence or title used as a query."),
     keep_sentence: float = typer.Option(0.1, "--keep-sentence", help="--anchor sentence: probability the sentence stays in its positive."),
@@ -94,12 +95,13 @@ def contriever(
     distill_weight: float = DISTILL_WEIGHT,
     teacher_temperature: float = TEACHER_TEMPERATURE,
     query_only: bool = QUERY_ONLY,
-    untitled_keys: bool = typer.Option(False, "--untitled-keys", help="--query-only --anchor title: keys are document bodies without their titles (a title never meets itself verbatim)."),
+    untitled_keys: bool = typer.Option(False, "--untitled-keys", help="--query-only with title/sentence anchors: keys are document bodies without their titles, a sentence's positive also without the sentence (a pseudo-query never meets itself verbatim)."),
     layers: Optional[int] = typer.Option(None, "--layers", help="Scratch model: layers (default: 6)."),
     hidden: Optional[int] = typer.Option(None, "--hidden", help="Scratch model: hidden size (default: 384)."),
     heads: Optional[int] = typer.Option(None, "--heads", help="Scratch model: attention heads (default: 12)."),
     vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="Scratch model: WordPiece vocabulary (default: 16384)."),
     max_grad_norm: float = MAX_GRAD_NORM,
+    ema: float = EMA,
     seed: int = SEED,
     precision: str = PRECISION,
     device: str = DEVICE,
@@ -134,7 +136,7 @@ def contriever(
         "contriever", tuple(str(p) for p in corpus), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else (SCRATCH_LR if base == SCRATCH else DEFAULT_LR), weight_decay=weight_decay,
         warmup=warmup, temperature=temperature, queue_size=queue_size, momentum=momentum, max_tokens=max_tokens,
-        max_grad_norm=max_grad_norm, seed=seed, precision=precision, freeze_embeddings=freeze_embeddings,
+        max_grad_norm=max_grad_norm, ema=ema, seed=seed, precision=precision, freeze_embeddings=freeze_embeddings,
         save_every=save_every, keep_checkpoints=keep_checkpoints, crop=crop, scratch=scratch, anchor=anchor,
         sentence=SentenceConfig(per_document=sentences_per_doc, min_words=min_sentence_words, keep_sentence=keep_sentence),
         negatives=_negatives(negatives_from, negative_ranks, negatives_per_query, teacher, distill_weight, teacher_temperature),
@@ -169,6 +171,7 @@ def finetune(
     momentum: float = MOMENTUM,
     max_tokens: int = MAX_TOKENS,
     max_grad_norm: float = MAX_GRAD_NORM,
+    ema: float = EMA,
     seed: int = SEED,
     precision: str = PRECISION,
     device: str = DEVICE,
@@ -190,7 +193,7 @@ def finetune(
     config = _config(
         "finetune", (str(pairs),), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
-        queue_size=queue_size, momentum=momentum, max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed,
+        queue_size=queue_size, momentum=momentum, max_tokens=max_tokens, max_grad_norm=max_grad_norm, ema=ema, seed=seed,
         precision=precision, freeze_embeddings=freeze_embeddings, split=split, save_every=save_every,
         keep_checkpoints=keep_checkpoints, negatives=negatives, query_only=query_only,
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
@@ -224,6 +227,7 @@ def url(
     heads: Optional[int] = typer.Option(None, "--heads", help=f"Scratch model: attention heads (default: {URL_SIZES['heads']})."),
     vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help=f"Scratch model: URL WordPiece vocabulary (default: {URL_SIZES['vocab_size']})."),
     max_grad_norm: float = MAX_GRAD_NORM,
+    ema: float = EMA,
     seed: int = SEED,
     precision: str = PRECISION,
     device: str = DEVICE,
@@ -246,7 +250,7 @@ def url(
     config = _config(
         "url", tuple(str(p) for p in urls), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else (SCRATCH_LR * 5 if base == SCRATCH else DEFAULT_LR), weight_decay=weight_decay,
-        warmup=warmup, temperature=temperature, queue_size=0, max_tokens=max_tokens, max_grad_norm=max_grad_norm,
+        warmup=warmup, temperature=temperature, queue_size=0, max_tokens=max_tokens, max_grad_norm=max_grad_norm, ema=ema,
         seed=seed, precision=precision, save_every=save_every, keep_checkpoints=keep_checkpoints, scratch=scratch,
         adversarial=adversarial, mlm=MlmConfig(mlm_probability, mlm_weight) if mlm_weight > 0 else None,
         label_field=label_field,
@@ -277,6 +281,7 @@ def crosslingual(
     temperature: float = TEMPERATURE,
     max_tokens: int = typer.Option(64, "--max-tokens", help="Truncation length of every input, special tokens included (sentences: keep it short on a CPU)."),
     max_grad_norm: float = MAX_GRAD_NORM,
+    ema: float = EMA,
     seed: int = SEED,
     precision: str = PRECISION,
     device: str = DEVICE,
@@ -304,7 +309,7 @@ def crosslingual(
     config = _config(
         "crosslingual", tuple(str(p) for p in corpus), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
-        queue_size=0, teacher_keys=teacher_keys, max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed,
+        queue_size=0, teacher_keys=teacher_keys, max_tokens=max_tokens, max_grad_norm=max_grad_norm, ema=ema, seed=seed,
         precision=precision, freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints,
         transliteration=TransliterationConfig(translation_ratio=translation_ratio, group_field=group_field, max_chars=max_chars,
                                               anchor_ratio=anchor_ratio),
@@ -336,6 +341,7 @@ def code(
     temperature: float = TEMPERATURE,
     max_tokens: int = MAX_TOKENS,
     max_grad_norm: float = MAX_GRAD_NORM,
+    ema: float = EMA,
     seed: int = SEED,
     precision: str = PRECISION,
     device: str = DEVICE,
@@ -363,7 +369,7 @@ def code(
     config = _config(
         "code", tuple(str(p) for p in sources), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
-        max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed, precision=precision,
+        max_tokens=max_tokens, max_grad_norm=max_grad_norm, ema=ema, seed=seed, precision=precision,
         freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints, code=settings,
         eval=EvalConfig(dataset=str(eval_dataset) if eval_dataset is not None else None, every=eval_every, metric=eval_metric,
                         batch_size=eval_batch_size, split=eval_split if eval_dataset is not None else "dev"),
@@ -425,6 +431,7 @@ def sql(
     temperature: float = TEMPERATURE,
     max_tokens: int = typer.Option(256, "--max-tokens", help="Truncation length (structure words come first, then the query text)."),
     max_grad_norm: float = MAX_GRAD_NORM,
+    ema: float = EMA,
     seed: int = SEED,
     precision: str = PRECISION,
     device: str = DEVICE,
@@ -443,7 +450,7 @@ def sql(
     config = _config(
         "sql", (str(pool),), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
-        max_tokens=max_tokens, max_grad_norm=max_grad_norm, seed=seed, precision=precision,
+        max_tokens=max_tokens, max_grad_norm=max_grad_norm, ema=ema, seed=seed, precision=precision,
         freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints,
         sql=SqlConfig(curriculum=curriculum, negatives=negatives, hard_pool=hard_pool, anchors=anchors, label_groups=label_groups),
     )

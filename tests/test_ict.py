@@ -161,3 +161,10 @@ def test_hybrid_teacher_needs_positive_ids(tmp_path, tiny_model):
                                  "--negatives-from", str(index), "--negative-ranks", "1-8", "--teacher", "hybrid",
                                  "--steps", "1", "--device", "cpu"])
     assert result.exit_code == 2 and "needs pairs with a positive_id" in result.output
+
+
+def test_untitled_sentence_pairs_leave_title_and_sentence_out():
+    doc = _doc(0, ["One two three four.", "Five six seven eight."])
+    pairs = sentence_pairs([doc], SentenceConfig(per_document=2, min_words=1, keep_sentence=0.0), seed=0, untitled=True)
+    assert [(p.query, p.positive) for p in pairs] == [("One two three four.", "Five six seven eight."),
+                                                      ("Five six seven eight.", "One two three four.")]

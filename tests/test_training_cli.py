@@ -83,6 +83,7 @@ def test_finetune_from_jsonl_pairs_and_stop_resume(tmp_path, tiny_model):
         (["contriever", "{tmp}/missing.jsonl"], ["missing.jsonl", "no such file"]),
         (["contriever", "{corpus}", "--crop-min", "0.6", "--crop-max", "0.5"], ["crop-min"]),
         (["contriever", "{corpus}", "--steps", "0"], ["--steps"]),
+        (["contriever", "{corpus}", "--ema", "1"], ["--ema", "[0, 1)"]),
         (["contriever", "{corpus}", "--layers", "2"], ["--layers", "--base scratch"]),
         (["contriever", "{corpus}", "--eval-every", "5"], ["--eval"]),
         (["contriever", "{corpus}", "--device", "cuda"], ["--device cuda", "CUDA"]),

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_training_helpers import max_weight_difference, tiny_model_no_dropout, write_beir  # noqa: F401 (fixture)
-from training.config import NegativesConfig, TrainConfig
+from training.config import NegativesConfig, SentenceConfig, TrainConfig
 from training.run import run_training
 
 
@@ -292,5 +292,38 @@ def test_untitled_keys_pair_titles_with_bodies_only(tmp_path, tiny_model):
         source = next(d for d in docs.values() if d.title == pair.query)
         assert pair.positive == source.text
         assert pair.negatives and all(n in bodies and n != source.text for n in pair.negatives)
+    config = replace(config, anchor="title+sentence", sentence=SentenceConfig(per_document=1, min_words=3, keep_sentence=0.0))
+    data = _build_data(config, encoder.tokenizer, resolve_base(str(tiny_model)), tmp_path / "out", DistInfo(), "cpu", None)
+    titled = [pair for pair in data.pairs if any(d.title == pair.query for d in docs.values())]
+    assert len(titled) == len(topics) and len(data.pairs) == 2 * len(topics)  # titles first, then one sentence each
+    for pair in data.pairs[len(topics):]:
+        source = next(d for d in docs.values() if pair.query in d.text)
+        assert pair.positive == source.text.replace(pair.query, "").strip()  # the body without title or sentence
+        assert all(n in bodies and n != source.text for n in pair.negatives)
     with pytest.raises(RetrieverError, match="--untitled-keys"):
-        _contriever(corpus, tiny_model, queue_size=0, anchor="sentence", query_only=True, untitled_keys=True)
+        _contriever(corpus, tiny_model, queue_size=0, anchor="crop", query_only=True, untitled_keys=True)
+
+
+def test_ema_exports_the_moving_average_and_resumes_exactly(tmp_path, small_corpus, tiny_model):
+    """--ema 0.5: the exported model is e_1 = w_1, e_t = 0.5 e_(t-1) + 0.5 w_t over the raw weights w_t of each
+    step (read from a run without the average, whose trajectory is the same), and a resumed run exports it too."""
+    import torch
+    from safetensors.torch import load_file
+
+    raw = _contriever(small_corpus, tiny_model, steps=4, queue_size=0, save_every=1, keep_checkpoints=10)
+    run_training(raw, tmp_path / "raw", device="cpu")
+    steps = sorted((tmp_path / "raw" / "checkpoints").glob("step-*"))
+    assert len(steps) == 4
+    expected: dict[str, torch.Tensor] = {}
+    for folder in steps:
+        weights = {k.removeprefix("0.model."): v for k, v in load_file(str(folder / "model.safetensors")).items()}
+        expected = weights if not expected else {k: 0.5 * expected[k] + 0.5 * weights[k] for k in weights}
+    averaged = replace(raw, ema=0.5, save_every=0, keep_checkpoints=1)
+    run_training(averaged, tmp_path / "ema", device="cpu")
+    exported = load_file(str(tmp_path / "ema" / "model.safetensors"))
+    assert exported.keys() == expected.keys()
+    assert max(float((exported[k] - expected[k]).abs().max()) for k in expected) <= 1e-6
+    assert max_weight_difference(tmp_path / "ema", tmp_path / "raw") > 1e-5  # the average is not the last step
+    run_training(averaged, tmp_path / "resumed", device="cpu", stop_after=2)
+    run_training(averaged, tmp_path / "resumed", device="cpu", resume=True)
+    assert max_weight_difference(tmp_path / "ema", tmp_path / "resumed") <= 1e-6

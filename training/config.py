@@ -11,8 +11,8 @@ from indexing.errors import RetrieverError
 
 Objective = Literal["contriever", "finetune", "url", "crosslingual", "code", "sql"]
 OBJECTIVES: tuple[str, ...] = ("contriever", "finetune", "url", "crosslingual", "code", "sql")
-Anchor = Literal["crop", "sentence"]
-ANCHORS: tuple[str, ...] = ("crop", "sentence", "title")
+Anchor = Literal["crop", "sentence", "title", "title+sentence"]
+ANCHORS: tuple[str, ...] = ("crop", "sentence", "title", "title+sentence")
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 SCRATCH = "scratch"
@@ -283,11 +283,14 @@ class TrainConfig:
         query_only: train the query side only. Keys (documents) are embedded by the frozen base model, as an
             index built with the base embeds them, and the output is an asymmetric model (query route = the
             trained encoder, document route = the base), so indexes built with the base stay valid.
-        untitled_keys: with ``query_only`` and ``anchor="title"``, every key (the positive and the mined negatives)
-            is its document's body without the title, so a title never finds itself verbatim in its positive (the
-            frozen base embeds each body once); otherwise keys are whole documents, as the base index holds them.
+        untitled_keys: with ``query_only`` and title or sentence anchors, every key (the positive and the mined
+            negatives) is a document body without its title (a sentence's positive also without that sentence,
+            unless ``sentence.keep_sentence`` keeps it), so a pseudo-query never finds itself verbatim in its positive
+            (the frozen base embeds each body once); otherwise keys are whole documents, as the base index holds them.
         max_tokens: truncation length of every input, special tokens included.
         max_grad_norm: gradient clipping (0 = off).
+        ema: decay of an exponential moving average of the trained weights (0 = off). When on, the average is what
+            is evaluated, kept as the best step and exported (Polyak averaging: steadier than any single step).
         seed: seeds data order, crops, negatives sampling and torch.
         precision: ``auto`` (bf16 on GPUs that have it, else fp16; fp32 on CPU), ``fp32``, ``bf16``, ``fp16``.
         freeze_embeddings: keep the input token embeddings fixed.
@@ -295,8 +298,8 @@ class TrainConfig:
         save_every: checkpoint every this many steps (0 = only at the end and on interruption).
         keep_checkpoints: how many recent checkpoints stay on disk.
         anchor: contriever pairs from ``crop`` (two independent crops of a chunk), ``sentence`` (inverse cloze:
-            a sentence against the rest of its document) or ``title`` (a title against its body); the last two with
-            hard negatives when ``negatives.index`` is set.
+            a sentence against the rest of its document), ``title`` (a title against its body) or ``title+sentence``
+            (both sets of pairs); all but ``crop`` with hard negatives when ``negatives.index`` is set.
         adversarial: norm of the adversarial perturbation of each example's input embeddings (FGM); 0 = off.
         mlm: the masked-language-modelling auxiliary loss (``url`` objective only); None = off.
         label_field: ``url`` objective: a field of the URL records naming each URL's class; URLs of one class
@@ -320,6 +323,7 @@ class TrainConfig:
     untitled_keys: bool = False
     max_tokens: int = 128
     max_grad_norm: float = 1.0
+    ema: float = 0.0
     seed: int = 0
     precision: Precision = "auto"
     freeze_embeddings: bool = False
@@ -355,9 +359,10 @@ class TrainConfig:
             (0.0 <= self.momentum < 1.0, f"--momentum must be in [0, 1) (got {self.momentum})"),
             (self.max_tokens >= 4, f"--max-tokens must be >= 4 (got {self.max_tokens})"),
             (self.max_grad_norm >= 0, f"--max-grad-norm must be >= 0 (got {self.max_grad_norm})"),
+            (0.0 <= self.ema < 1.0, f"--ema must be in [0, 1) (got {self.ema})"),
             (self.anchor in ANCHORS, f"--anchor {self.anchor!r}: use one of {', '.join(ANCHORS)}"),
             (self.anchor == "crop" or self.objective == "contriever", "--anchor applies to the contriever objective only"),
-            (self.negatives.index is None or self.objective == "finetune" or self.anchor in ("sentence", "title"),
+            (self.negatives.index is None or self.objective == "finetune" or self.anchor != "crop",
              "--negatives-from needs pairs: finetune, or contriever with --anchor sentence or title"),
             (self.precision in PRECISIONS, f"--precision {self.precision!r}: use one of {', '.join(PRECISIONS)}"),
             (self.save_every >= 0, f"--save-every must be >= 0 (got {self.save_every})"),
@@ -372,8 +377,8 @@ class TrainConfig:
             (not (self.query_only and self.base == SCRATCH), "--query-only needs a trained --base, not scratch"),
             (not (self.query_only and self.objective not in ("contriever", "finetune")),
              "--query-only applies to the contriever and finetune objectives"),
-            (not self.untitled_keys or (self.query_only and self.objective == "contriever" and self.anchor == "title"),
-             "--untitled-keys applies to --query-only contriever training with --anchor title"),
+            (not self.untitled_keys or (self.query_only and self.objective == "contriever" and self.anchor != "crop"),
+             "--untitled-keys applies to --query-only contriever training with title or sentence anchors"),
         ]
         for ok, message in checks:
             if not ok:

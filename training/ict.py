@@ -29,13 +29,14 @@ def split_sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
 
 
-def sentence_pairs(docs: Iterable[Document], config: SentenceConfig, *, seed: int) -> list[LabeledPair]:
+def sentence_pairs(docs: Iterable[Document], config: SentenceConfig, *, seed: int,
+                   untitled: bool = False) -> list[LabeledPair]:
     """Up to ``config.per_document`` pairs per document: (sentence, document without that sentence).
 
     A sentence qualifies with at least ``config.min_words`` words; a document needs at least two sentences
     (one to ask, one to answer). With probability ``config.keep_sentence`` the sentence stays in the
-    positive (as in ICT, so the model still learns lexical matching). The title always stays. Deterministic
-    in ``seed`` and the document order.
+    positive (as in ICT, so the model still learns lexical matching). The title stays, unless ``untitled``
+    (then the positive is the body alone, like a title pair's). Deterministic in ``seed`` and the document order.
 
     Returns pairs whose ``positive_id`` and ``known_positive_ids`` are the source document's id.
     """
@@ -52,7 +53,7 @@ def sentence_pairs(docs: Iterable[Document], config: SentenceConfig, *, seed: in
         for index in sorted(rng.choice(eligible, size=count, replace=False).tolist()):
             keep = rng.random() < config.keep_sentence
             rest = sentences if keep else sentences[:index] + sentences[index + 1 :]
-            positive = Document(doc.id, doc.title, " ".join(rest)).full_text()
+            positive = Document(doc.id, "" if untitled else doc.title, " ".join(rest)).full_text()
             pairs.append(LabeledPair(sentences[index], positive, query_id=f"{doc.id}#s{index}", positive_id=doc.id,
                                      known_positive_ids=frozenset([doc.id])))
     return pairs

@@ -190,6 +190,28 @@ def _prepare_base(config: TrainConfig, root: Path, dist: DistInfo) -> BaseModel:
     return BaseModel(SCRATCH, str(folder), preset=preset or "text")
 
 
+def _anchor_pairs(config: TrainConfig, docs: list) -> list[LabeledPair]:
+    """The pseudo-query pairs of ``--anchor sentence``, ``title`` or ``title+sentence`` (titles first).
+
+    Raises RetrieverError when the corpus yields no pair of a requested kind.
+    """
+    from training.ict import sentence_pairs, title_pairs
+
+    labeled: list[LabeledPair] = []
+    if "title" in config.anchor:
+        titles = title_pairs(docs, min_words=config.sentence.min_words)
+        if not titles:
+            raise RetrieverError(f"--anchor {config.anchor}: no document has a title or first sentence of >= "
+                                 f"{config.sentence.min_words} words and a body")
+        labeled += titles
+    if "sentence" in config.anchor:
+        sentences = sentence_pairs(docs, config.sentence, seed=config.seed, untitled=config.untitled_keys)
+        if not sentences:
+            raise RetrieverError(f"--anchor {config.anchor}: no document has two sentences to make a pair from")
+        labeled += sentences
+    return labeled
+
+
 def _read_urls(config: TrainConfig):
     from indexing.url_readers import read_urls
 
@@ -226,24 +248,11 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
         from indexing.readers import read_corpus
 
         docs = read_corpus([Path(p) for p in config.data])
-        if config.query_only and config.anchor != "crop":
-            docs = list(docs)  # read once: the pairs below point back at whole documents
-        if config.anchor == "sentence":
-            from training.ict import sentence_pairs
-
-            labeled = sentence_pairs(docs, config.sentence, seed=config.seed)
-            if not labeled:
-                raise RetrieverError("--anchor sentence: no document has two sentences to make a pair from")
-        elif config.anchor == "title":
-            from training.ict import title_pairs
-
-            labeled = title_pairs(docs, min_words=config.sentence.min_words)
-            if not labeled:
-                raise RetrieverError(f"--anchor title: no document has a title or first sentence of >= "
-                                     f"{config.sentence.min_words} words and a body")
-        else:
+        if config.anchor == "crop":
             chunks = chunk_corpus(docs, tokenizer, config.crop.chunk_tokens)
             return CropData(chunks, token_space(tokenizer), config.crop, seed=config.seed)
+        docs = list(docs)  # read once: pairs of two kinds and the keys below all point back at the documents
+        labeled = _anchor_pairs(config, docs)
         if config.query_only and not config.untitled_keys:  # documents keep their indexed embeddings: a pair's positive is its whole source document
             whole = {doc.id: doc.full_text() for doc in docs}
             labeled = [replace(pair, positive=whole[pair.positive_id]) for pair in labeled]
@@ -260,7 +269,7 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
 
     assert labeled is not None
     pairs, mined = mine_negatives(labeled, config.negatives, device=device)
-    if config.untitled_keys:  # title pairs' positives are bodies already; the mined negatives become bodies too
+    if config.untitled_keys:  # anchor pairs' positives are bodies already; the mined negatives become bodies too
         from training.pairs import untitled_negatives
 
         pairs = untitled_negatives(pairs, mined, {doc.id: doc.text for doc in docs})

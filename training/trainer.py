@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from indexing.errors import RetrieverError
 from training import checkpoint as ckpt
@@ -179,7 +180,12 @@ class Trainer:
         self.key_cache: dict[tuple[int, ...], Tensor] = {}
         self.dev_documents: Tensor | None = None
         self.queue = KeyQueue(config.queue_size, encoder.get_embedding_dimension(), device=device) if config.queue_size else None
-        # after the key encoder is copied, so that the copy carries no hook
+        self.averaged: AveragedModel | None = None
+        if config.ema:  # an exponential moving average of the weights (torch's swa_utils): evaluated and exported
+            self.averaged = AveragedModel(encoder, multi_avg_fn=get_ema_multi_avg_fn(config.ema))  # parameters only: constant buffers
+            for param in self.averaged.parameters():
+                param.requires_grad_(False)
+        # after the key encoder and the average are copied, so that the copies carry no hook
         self.perturbation = _EmbeddingPerturbation(embedding) if config.adversarial else None
         dual: nn.Module = _Dual(encoder, self.auxiliary)
         if dist.enabled:
@@ -300,6 +306,8 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
+        if self.averaged is not None:
+            self.averaged.update_parameters(self.encoder)
         return total, tokens
 
     def _forward_loss(self, queries: dict[str, Tensor], keys: dict[str, Tensor], labels: Tensor | None,
@@ -392,15 +400,20 @@ class Trainer:
                 self.dev_documents = torch.stack([by_text[text] for text in self.devset.doc_texts])
         return len(self.key_cache)
 
+    @property
+    def evaluated(self) -> nn.Module:
+        """The trained encoder as evaluated and exported: the moving average of its weights with ``--ema``, else itself."""
+        return self.averaged.module if self.averaged is not None else self.encoder
+
     def output_model(self) -> nn.Module:
-        """The model to save: the encoder, or (``query_only``) an asymmetric model whose query route is the
-        trained encoder and whose document route is the frozen base (see :func:`training.export.asymmetric_model`)."""
+        """The model to save: the (averaged) encoder, or (``query_only``) an asymmetric model whose query route is
+        it and whose document route is the frozen base (see :func:`training.export.asymmetric_model`)."""
         if not self.config.query_only:
-            return self.encoder
+            return self.evaluated
         from training.export import asymmetric_model
 
         assert self.key_encoder is not None
-        return asymmetric_model(self.encoder, self.key_encoder)
+        return asymmetric_model(self.evaluated, self.key_encoder)
 
     def _autocast(self):
         if self.precision in ("bf16", "fp16"):
@@ -422,7 +435,7 @@ class Trainer:
                 if self.dev_documents is None:
                     self.dev_documents = self.devset.encode_documents(self.key_encoder)
                 documents = self.dev_documents
-            metrics = self.devset.score(self.encoder, documents=documents)
+            metrics = self.devset.score(self.evaluated, documents=documents)
             value = metrics[self.devset.measure]
             improved = self.best is None or value > self.best[0]
             if improved:
@@ -494,12 +507,14 @@ class Trainer:
         log.info("resumed from %s at step %d", folder, self.step)
 
     def _models(self) -> dict[str, nn.Module]:
-        """The modules a checkpoint holds: the encoder, the MoCo key encoder, the auxiliary head."""
+        """The modules a checkpoint holds: the encoder, the MoCo key encoder, the auxiliary head, the weight average."""
         models: dict[str, nn.Module] = {"model": self.encoder}
         if self.key_encoder is not None:
             models["key_model"] = self.key_encoder
         if self.auxiliary is not None:
             models["auxiliary"] = self.auxiliary
+        if self.averaged is not None:
+            models["averaged_model"] = self.averaged
         return models
 
     def _export(self) -> None:
