@@ -3,7 +3,8 @@
 The pool's templates are split per workload (a seeded 30% held out, decided before anything is measured); the
 encoder is trained on the training templates' queries only (``retriever train sql`` on a pool of them), and every
 held-out query retrieves its ``k`` demonstrations from the training queries. The demonstrations vote for a rule set
-(:func:`retriever.sql.demos.vote`, effects counted beyond the noise band only).
+(:func:`retriever.sql.demos.vote`, effects counted beyond the noise band only); with ``--planner-check`` the
+database's planner then picks among the voted rule sets (:func:`retriever.sql.demos.planner_checked`).
 
 Score = mean log speedup over the held-out queries of the chosen rule set, **measured again**: every rewrite any
 system chose for a held-out query (the oracle's included) is run against the original once more on the pool's
@@ -38,6 +39,7 @@ from benchmarks.common import CACHE, write_results
 from indexing.errors import RetrieverError
 from retriever.sql.demos import DemoRetriever, vote
 from retriever.sql.pool import candidate_log_speedup, label_of, oracle_key, read_manifest, read_pool
+from retriever.sql.rules import CANDIDATES, rule_key
 
 log = logging.getLogger("benchmarks.sql")
 WORK = CACHE / "sql"
@@ -80,9 +82,41 @@ def score(chosen: Mapping[str, str], effect: Effect) -> dict[str, Any]:
             "improved": sum(1 for v in values if v > 0), "slowed": sum(1 for v in values if v < 0)}
 
 
-def choose(retriever: DemoRetriever, test: Sequence[Mapping[str, Any]], by_id, k: int, *, one_per_template: bool = True) -> dict[str, str]:
+def choose(retriever: DemoRetriever, test: Sequence[Mapping[str, Any]], by_id, k: int, *, one_per_template: bool = True,
+           check: PlannerCheck | None = None) -> dict[str, str]:
+    """The rule key each held-out query gets from its ``k`` retrieved demonstrations (see :func:`decide`)."""
     found = retriever.search([r["sql"] for r in test], k, one_per_template=one_per_template)
-    return {r["id"]: "+".join(vote(demos, by_id)[0]) or "none" for r, demos in zip(test, found)}
+    return {r["id"]: decide(r, demos, by_id, check) for r, demos in zip(test, found)}
+
+
+def decide(record: Mapping[str, Any], demos: Sequence[Any], by_id, check: PlannerCheck | None) -> str:
+    """The demonstrations' vote for ``record``'s query, through the planner check when one is given."""
+    rules, totals = vote(demos, by_id)
+    if check is not None:
+        rules = check(record, totals)
+    return "+".join(rules) or "none"
+
+
+class PlannerCheck:
+    """:func:`retriever.sql.demos.planner_checked` on the pool's database: one connection per workload, opened
+    when first needed. ``check(record, totals)`` returns the rules to apply to the record's query."""
+
+    def __init__(self, conninfo: str, schemas: Mapping[str, Mapping[str, Mapping[str, str]]]):
+        self.conninfo, self.schemas, self.connections = conninfo, schemas, {}
+
+    def __call__(self, record: Mapping[str, Any], totals: Mapping[str, float]) -> list[str]:
+        from retriever.sql.demos import planner_checked
+        from retriever.sql.postgres import connect, planned_cost, with_dbname
+
+        workload = record["workload"]
+        if workload not in self.connections:
+            self.connections[workload] = connect(with_dbname(self.conninfo, workload))
+        conn = self.connections[workload]
+        return planner_checked(record["sql"], totals, self.schemas[workload], lambda sql: planned_cost(conn, sql))[0]
+
+    def close(self) -> None:
+        for conn in self.connections.values():
+            conn.close()
 
 
 def verified_text(record: Mapping[str, Any], key: str) -> str | None:
@@ -120,8 +154,10 @@ def retime(test: Sequence[Mapping[str, Any]], picks: Mapping[str, set[str]], con
 def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_size: int = 8, max_tokens: int = 128,
         conninfo: str | None = None, data_dir: Path | None = None, repeats: int = 3, timeout_ms: int = 20_000,
         dev: bool = False, dev_fold: int = 0, one_per_template: bool = True, sql: Any = None,
-        held_out: set[str] | None = None) -> dict[str, Any]:
+        held_out: set[str] | None = None, planner: bool = False) -> dict[str, Any]:
     """The benchmark (see the module docstring); ``conninfo`` or ``data_dir`` name the pool's database.
+    With ``planner`` every demonstration system's vote goes through the planner check (:class:`PlannerCheck`),
+    and "planner alone" (the cheapest-estimated of every candidate rule set, no demonstrations) is reported too.
 
     With ``dev`` the held-out templates are set aside and the training templates are split again (seed + 1):
     design choices are made there, and the held-out templates are scored once. ``dev_fold`` picks another inner
@@ -154,37 +190,45 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     if model is None:
         model = str(train_model(train, steps=steps, seed=seed, batch_size=batch_size, max_tokens=max_tokens, timings=timings,
                                 schemas=schemas, sql=sql))
-    systems: dict[str, dict[str, str]] = {}
-    for name, spec, preset in (("ours (trained sql encoder)", model, "sql"), ("sql preset, untrained (minilm)", "minilm", "sql"),
-                               ("text similarity (minilm, raw SQL)", "minilm", "text")):
-        start = time.perf_counter()
-        retriever = DemoRetriever(train, load_encoder(spec, preset=preset, device="cpu"),
-                                  schemas=schemas if preset == "sql" else None)
-        systems[name] = choose(retriever, test, by_id, k, one_per_template=one_per_template)
-        timings[f"retrieve: {name}"] = round(time.perf_counter() - start, 1)
-    random_picks = []
-    by_template: dict[str, list[Mapping[str, Any]]] = {}
-    for r in train:
-        by_template.setdefault(r["template"], []).append(r)
-    for rep in range(RANDOM_REPEATS):
-        rng = random.Random(f"random-{seed}-{rep}")
-        random_picks.append({r["id"]: "+".join(vote([demonstration(rng.choice(by_template[t]))
-                                                     for t in rng.sample(sorted(by_template), k)], by_id)[0]) or "none"
-                             for r in test})  # k random templates, one draw of each (as retrieval gives)
-    systems["oracle (best candidate in the pool)"] = {r["id"]: oracle_key(r) for r in test}
-    picks: dict[str, set[str]] = {}
-    for chosen in list(systems.values()) + random_picks:
-        for qid, key in chosen.items():
-            picks.setdefault(qid, set()).add(key)
     cluster = PrivateCluster(root=Path(data_dir), keep=True).start() if data_dir is not None else None
-    start = time.perf_counter()
+    check = None
     try:
-        measured = retime(test, picks, cluster.conninfo() if cluster is not None else conninfo, repeats=repeats,
-                          timeout_ms=timeout_ms)
+        server = cluster.conninfo() if cluster is not None else conninfo
+        assert server is not None
+        check = PlannerCheck(server, schemas) if planner else None
+        systems: dict[str, dict[str, str]] = {}
+        for name, spec, preset in (("ours (trained sql encoder)", model, "sql"), ("sql preset, untrained (minilm)", "minilm", "sql"),
+                                   ("text similarity (minilm, raw SQL)", "minilm", "text")):
+            start = time.perf_counter()
+            retriever = DemoRetriever(train, load_encoder(spec, preset=preset, device="cpu"),
+                                      schemas=schemas if preset == "sql" else None)
+            systems[name] = choose(retriever, test, by_id, k, one_per_template=one_per_template, check=check)
+            timings[f"retrieve: {name}"] = round(time.perf_counter() - start, 1)
+        random_picks = []
+        by_template: dict[str, list[Mapping[str, Any]]] = {}
+        for r in train:
+            by_template.setdefault(r["template"], []).append(r)
+        for rep in range(RANDOM_REPEATS):
+            rng = random.Random(f"random-{seed}-{rep}")
+            random_picks.append({r["id"]: decide(r, [demonstration(rng.choice(by_template[t]))
+                                                     for t in rng.sample(sorted(by_template), k)], by_id, check)
+                                 for r in test})  # k random templates, one draw of each (as retrieval gives)
+        if check is not None:  # a reference: the planner's pick among every candidate, no demonstrations
+            every = {rule_key(c): 1.0 for c in CANDIDATES}
+            systems["planner alone (no demonstrations)"] = {r["id"]: "+".join(check(r, every)) or "none" for r in test}
+        systems["oracle (best candidate in the pool)"] = {r["id"]: oracle_key(r) for r in test}
+        picks: dict[str, set[str]] = {}
+        for chosen in list(systems.values()) + random_picks:
+            for qid, key in chosen.items():
+                picks.setdefault(qid, set()).add(key)
+        start = time.perf_counter()
+        measured = retime(test, picks, server, repeats=repeats, timeout_ms=timeout_ms)
+        timings["re-timing"] = round(time.perf_counter() - start, 1)
     finally:
+        if check is not None:
+            check.close()
         if cluster is not None:
             cluster.stop()
-    timings["re-timing"] = round(time.perf_counter() - start, 1)
 
     def retimed(qid: str, key: str) -> float:
         entry = measured[qid].get(key)
@@ -336,13 +380,17 @@ def main() -> None:
     parser.add_argument("--dev-folds", type=int, default=1, help="With --dev: inner splits to average over.")
     parser.add_argument("--anchors", default="helped", choices=("helped", "all"), help="Training anchors (see retriever train sql).")
     parser.add_argument("--no-label-groups", action="store_true", help="Plain in-batch negatives in training (ablation).")
+    parser.add_argument("--planner-check", action="store_true", help="Every system's vote goes through PostgreSQL's planner "
+                        "(the cheapest-estimated voted rule set, applied when estimated at most half the original's cost); "
+                        "adds 'planner alone' as a reference.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from training.config import SqlConfig
 
     sql = SqlConfig(anchors=args.anchors, label_groups=not args.no_label_groups)
     common = dict(model=args.model, steps=args.steps, k=args.k, seed=args.seed, batch_size=args.batch_size, max_tokens=args.max_tokens,
-                  conninfo=args.db, data_dir=args.data_dir, repeats=args.repeats, one_per_template=not args.repeat_templates, sql=sql)
+                  conninfo=args.db, data_dir=args.data_dir, repeats=args.repeats, one_per_template=not args.repeat_templates, sql=sql,
+                  planner=args.planner_check)
     if args.folds > 1:
         records = [r for r in read_pool(args.pool) if r["original"]["status"] == "ok"]
         runs = [run(args.pool, held_out=fold, **common) for fold in template_folds(records, args.folds, seed=args.seed)]

@@ -111,6 +111,8 @@ def rewrite(
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A cluster kept by `build-pool --data-dir` (started and stopped here)."),
     workload: Optional[str] = typer.Option(None, "--workload", help="Database to use (default: the pool workload whose tables the query reads)."),
     repeats: int = typer.Option(3, "--repeats", help="Runs of the original and the rewrite; medians are compared."),
+    planner_check: bool = typer.Option(False, "--planner-check", help="Let PostgreSQL's planner pick among the voted rule sets "
+                                       "(EXPLAIN only); apply one only when it is estimated at most half the original's cost."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     as_json: bool = AS_JSON,
 ) -> None:
@@ -118,9 +120,9 @@ def rewrite(
     from dataclasses import asdict
 
     from retriever.sql.apply import rewrite_on_database, workload_of
-    from retriever.sql.demos import vote
+    from retriever.sql.demos import planner_checked, vote
     from retriever.sql.pool import read_manifest
-    from retriever.sql.postgres import PrivateCluster, connect, table_schema, with_dbname
+    from retriever.sql.postgres import PrivateCluster, connect, planned_cost, table_schema, with_dbname
 
     if (db is None) == (data_dir is None):
         raise RetrieverError("give the database: --db URL or --data-dir DIR (a cluster kept by build-pool --data-dir)")
@@ -129,14 +131,17 @@ def rewrite(
     manifest = read_manifest(pool)
     retriever, records_by_id = _retriever(pool, model, device)
     found = retriever.search([query], k)[0]
-    rules, _ = vote(found, records_by_id)
+    rules, totals = vote(found, records_by_id)
     name = workload or workload_of(query, manifest.get("schemas", {}))
     cluster = PrivateCluster(root=data_dir, keep=True).start() if data_dir is not None else None
     try:
         conninfo = cluster.conninfo() if cluster is not None else db
         assert conninfo is not None
         with connect(with_dbname(conninfo, name) if cluster is not None or workload else conninfo) as conn:
-            outcome = rewrite_on_database(conn, query, rules, table_schema(conn), repeats=repeats)
+            schema = table_schema(conn)
+            if planner_check:
+                rules, _ = planner_checked(query, totals, schema, lambda sql: planned_cost(conn, sql))
+            outcome = rewrite_on_database(conn, query, rules, schema, repeats=repeats)
     finally:
         if cluster is not None:
             cluster.stop()

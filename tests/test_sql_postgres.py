@@ -215,3 +215,20 @@ def test_train_sql_from_a_pool(database, tmp_path, tiny_model):
     refused = CliRunner().invoke(app, ["train", "sql", str(one_label), "--out", str(tmp_path / "m2"), "--base", str(tiny_model),
                                        "--steps", "2", "--max-tokens", "64", "--device", "cpu"])
     assert refused.exit_code == 2 and "two different labels" in refused.output and "Traceback" not in refused.output
+
+
+def test_planner_check_picks_the_voted_rewrite_the_planner_expects_to_gain(database):
+    from retriever.sql.demos import planner_checked
+    from retriever.sql.postgres import connect, planned_cost, table_schema
+
+    _, conninfo = database
+    with connect(conninfo) as conn:
+        schema = table_schema(conn)
+        cost = lambda sql: planned_cost(conn, sql)  # noqa: E731
+        assert cost(CORRELATED) > 0 and cost("select nope from nowhere") is None
+        # the decorrelated rewrite is planned far cheaper (a hash join instead of a sub-plan per customer)
+        rules, ratios = planner_checked(CORRELATED, {"unnest_subqueries": 1.0, "simplify": 0.5}, schema, cost)
+        assert rules == ["unnest_subqueries"] and ratios["unnest_subqueries"] < 0.5 <= ratios["simplify"]
+        # a voted rule set the planner expects nothing from is not applied; nothing voted, nothing planned
+        assert planner_checked(CORRELATED, {"simplify": 2.0}, schema, cost)[0] == []
+        assert planner_checked(CORRELATED, {"unnest_subqueries": 0.0}, schema, cost) == ([], {})

@@ -244,3 +244,26 @@ def test_build_pool_is_one_command(tmp_path):
     assert len(records) == 21 and read_manifest(tmp_path / "pool")["complete"]
     assert sum(r["verified"] for r in records) > 10
     assert all(w["speedup"] is None for r in records for w in r["rewrites"] if w["status"] == "wrong")
+
+
+def test_planner_check_takes_the_cheapest_voted_rule_set_below_the_ratio():
+    from retriever.sql.demos import planner_checked
+    from retriever.sql.rules import apply_rules
+
+    schema = {"t": {"a": "int", "b": "int"}, "u": {"c": "int", "d": "int"}}
+    sql = "select a from t where a > 1 and 1 = 1 and b in (select c from u)"
+    texts = {key: apply_rules(sql, [key], schema) for key in ("simplify", "unnest_subqueries")}
+    assert texts["simplify"] != texts["unnest_subqueries"]
+    costs = {texts["simplify"]: 45.0, texts["unnest_subqueries"]: 40.0}
+    planned: list[str] = []
+
+    def cost(text: str) -> float:  # the original costs 100
+        planned.append(text)
+        return costs.get(text, 100.0)
+
+    totals = {"simplify": 1.2, "unnest_subqueries": 0.7, "merge_subqueries": -1.0, "eliminate_joins": 0.0}
+    rules, ratios = planner_checked(sql, totals, schema, cost)
+    assert rules == ["unnest_subqueries"] and ratios == {"simplify": 0.45, "unnest_subqueries": 0.4}  # positive votes only
+    assert len(planned) == 3  # the original and the two voted rewrites
+    costs[texts["unnest_subqueries"]] = costs[texts["simplify"]] = 80.0
+    assert planner_checked(sql, totals, schema, cost)[0] == []  # estimated 0.8 of the original: not worth it

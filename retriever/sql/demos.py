@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +23,10 @@ from retriever.sql.pool import candidate_log_speedup, gated_log_speedup
 from retriever.sql.rules import CANDIDATES, rule_key
 
 log = logging.getLogger(__name__)
+
+PLANNER_RATIO = 0.5
+""":func:`planner_checked` applies a rewrite only when the planner expects it to halve the cost: the pool's own bar
+for "helped" (:data:`retriever.sql.pool.HELPFUL`, 2x), fixed before any held-out query was planned."""
 
 
 @dataclass(frozen=True)
@@ -134,6 +138,40 @@ def vote(demos: Sequence[Demonstration], records_by_id: Mapping[str, Mapping[str
     if best is None or totals[best] <= 0:
         return [], totals
     return best.split("+"), totals
+
+
+def planner_checked(sql: str, totals: Mapping[str, float], schema: Mapping[str, Mapping[str, str]],
+                    cost: Callable[[str], float | None], *, ratio: float = PLANNER_RATIO) -> tuple[list[str], dict[str, float]]:
+    """Let the database's planner pick among the rule sets the demonstrations voted for.
+
+    ``totals`` are :func:`vote`'s; every rule set with a positive total is a candidate. Each candidate rewrite of
+    ``sql`` is planned (``cost``: the planner's estimated total cost, e.g. :func:`retriever.sql.postgres.planned_cost`
+    on a connection, nothing executed); the cheapest is chosen when its estimate is at most ``ratio`` times the
+    original's, else none (keep the query). A voted rewrite the planner expects to gain little is then not risked,
+    and among several voted rule sets the planner's cost model, not the demonstrations' noise, decides.
+
+    Returns the chosen rules (``[]`` = keep the query) and each candidate's estimated cost ratio (rewrite / original;
+    candidates that fail to rewrite or to plan are left out).
+    """
+    from retriever.sql.rules import apply_rules
+
+    candidates = [key for key, total in sorted(totals.items(), key=lambda item: -item[1]) if total > 0]
+    original = cost(sql) if candidates else None
+    if not original:
+        return [], {}
+    ratios: dict[str, float] = {}
+    for key in candidates:
+        try:
+            text = apply_rules(sql, key.split("+"), schema)
+        except RetrieverError:
+            continue
+        estimate = cost(text)
+        if estimate is not None:
+            ratios[key] = estimate / original
+    best = min(ratios, key=lambda key: (ratios[key], -totals[key]), default=None)
+    if best is None or ratios[best] > ratio:
+        return [], ratios
+    return best.split("+"), ratios
 
 
 def prompt(query: str, demos: Sequence[Demonstration]) -> str:

@@ -7,6 +7,7 @@ PostgreSQL refuses to run as root, so as root the cluster runs as the ``postgres
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -209,6 +210,21 @@ def backend_cpu_ns(conn) -> int | None:
             return int(handle.read().split()[0])
     except (OSError, ValueError, IndexError):
         return None
+
+
+def planned_cost(conn, sql: str) -> float | None:
+    """The planner's estimated total cost of ``sql`` (``EXPLAIN``: planned, not executed), in PostgreSQL's cost
+    units (comparable between plans on one database only); None when the query cannot be planned."""
+    import psycopg
+
+    try:
+        (plan,) = conn.execute("EXPLAIN (FORMAT JSON) " + sql).fetchone()
+    except psycopg.Error as exc:
+        log.debug("EXPLAIN failed: %s", str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        return None
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    return float(plan[0]["Plan"]["Total Cost"])
 
 
 def execute(conn, sql: str, *, timeout_ms: int, fetch: bool = True) -> Run:
