@@ -46,6 +46,8 @@ WORK = CACHE / "sql"
 RANDOM_REPEATS = 5
 RECIPE = "helped anchors, labels-as-groups, qualified"
 """Names the training recipe in the cache key of trained encoders (a changed recipe retrains)."""
+PLANNER_NOTE = (" (**planner check**: PostgreSQL's planner picks the cheapest-estimated of the voted rule sets, "
+                "applied only when estimated at most half the original's cost)")
 Effect = Callable[[str, str], float]
 """``effect(query id, rule key) -> log speedup``."""
 
@@ -265,7 +267,7 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
         per_workload[workload]["queries"] = len(ids)
     labels = dict(Counter(label_of(r) for r in records))
     held_labels = dict(Counter(label_of(r) for r in test))
-    return {"pool": str(pool), "dev": dev, "dev_fold": dev_fold, "sql_config": asdict(sql) if sql is not None else None, "one_per_template": one_per_template, "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
+    return {"pool": str(pool), "dev": dev, "planner": planner, "dev_fold": dev_fold, "sql_config": asdict(sql) if sql is not None else None, "one_per_template": one_per_template, "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
             "model": model, "repeats": repeats, "held_out_templates": sorted(held), "train_queries": len(train),
             "test_queries": len(test), "labels": labels, "held_out_labels": held_labels, "results": results,
             "per_workload": per_workload, "choices": {name: chosen for name, chosen in systems.items()},
@@ -302,7 +304,7 @@ def markdown(data: Mapping[str, Any]) -> str:
     lines = ["# SQL rewrite demonstrations (issue 8)" + (": development split (inside the training templates)" if data.get("dev") else ""), "",
              f"Pool `{data['pool']}`: {data['train_queries']} training queries, {data['test_queries']} held-out queries from "
              f"{len(data['held_out_templates'])} held-out templates ({', '.join(data['held_out_templates'])}); k = {data['k']} "
-             "demonstrations vote for one rule set per query. **Re-timed**: every chosen rewrite measured again against its "
+             f"demonstrations vote for one rule set per query{PLANNER_NOTE if data.get('planner') else ''}. **Re-timed**: every chosen rewrite measured again against its "
              f"original on the pool's PostgreSQL (interleaved, median of {data['repeats']}); **pool**: the effect measured when "
              "the pool was built (the oracle's choice is the best of that measurement, so its pool score is inflated by noise).", "",
              "| system | queries | rewritten | mean log speedup (re-timed) | geomean | share of oracle | mean log speedup (pool) | share |",
@@ -344,7 +346,7 @@ def folds_markdown(runs: Sequence[Mapping[str, Any]], title: str) -> str:
     first = runs[0]
     lines = ["# SQL rewrite demonstrations (issue 8)" + (": development folds (inside the training templates)" if first.get("dev") else ""), "",
              f"Pool `{first['pool']}`, {len(runs)} {title}: each fold's encoder is trained on the other templates' queries, "
-             f"k = {first['k']} demonstrations (one per template) vote for one rule set per query, and every chosen rewrite "
+             f"k = {first['k']} demonstrations (one per template) vote for one rule set per query{PLANNER_NOTE if first.get('planner') else ''}, and every chosen rewrite "
              f"(the oracle's included) is re-timed against its original on the pool's PostgreSQL (interleaved, median of "
              f"{first['repeats']}). Score = mean log speedup over the held-out queries, each query scored once.", "",
              "| system | mean log speedup (re-timed) | geomean | share of oracle | per fold |", "|---|---|---|---|---|"]
