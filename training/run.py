@@ -16,6 +16,7 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
+from indexing.documents import Document
 from indexing.errors import DeviceError, RetrieverError
 from training.config import SCRATCH, TrainConfig
 from training.distributed import DistInfo
@@ -190,7 +191,7 @@ def _prepare_base(config: TrainConfig, root: Path, dist: DistInfo) -> BaseModel:
     return BaseModel(SCRATCH, str(folder), preset=preset or "text")
 
 
-def _anchor_pairs(config: TrainConfig, docs: list) -> list[LabeledPair]:
+def _anchor_pairs(config: TrainConfig, docs: list[Document]) -> list[LabeledPair]:
     """The pseudo-query pairs of ``--anchor sentence``, ``title`` or ``title+sentence`` (titles first).
 
     Raises RetrieverError when the corpus yields no pair of a requested kind.
