@@ -184,6 +184,13 @@ def test_cli_demos_and_rewrite_end_to_end(database, tmp_path, tiny_model):
     assert outcome["status"] in ("applied", "no-rules", "unchanged")
     if outcome["status"] == "applied":
         assert outcome["speedup"] > 0 and outcome["sql"] != query
+    checked = runner.invoke(app, ["sql", "rewrite", str(pool), query, "-k", "4", "--model", str(tiny_model), "--device", "cpu",
+                                  "--db", conninfo, "--repeats", "1", "--planner-check", "--json"], catch_exceptions=False)
+    assert checked.exit_code == 0, checked.output
+    planned = json.loads(checked.stdout)  # the planner applies only a rule set it expects to halve the cost
+    assert planned["status"] in ("applied", "no-rules", "unchanged", "refused")
+    if planned["status"] == "applied":
+        assert planned["speedup"] > 0 and planned["sql"] != query
     bad = runner.invoke(app, ["sql", "rewrite", str(pool), query, "--model", str(tiny_model), "--device", "cpu"])
     assert bad.exit_code == 2 and "--db" in bad.output and "Traceback" not in bad.output
     missing = runner.invoke(app, ["sql", "demos", str(tmp_path / "nope"), query, "--model", str(tiny_model)])
