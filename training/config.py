@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from indexing.errors import RetrieverError
 
 Objective = Literal["contriever", "finetune", "url", "crosslingual", "code", "sql"]
 OBJECTIVES: tuple[str, ...] = ("contriever", "finetune", "url", "crosslingual", "code", "sql")
 Anchor = Literal["crop", "sentence", "title", "title+sentence"]
-ANCHORS: tuple[str, ...] = ("crop", "sentence", "title", "title+sentence")
+ANCHORS: tuple[str, ...] = get_args(Anchor)
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 SCRATCH = "scratch"

@@ -20,7 +20,7 @@ import numpy as np
 
 from indexing.errors import RetrieverError
 from retriever.sql.pool import candidate_log_speedup, gated_log_speedup
-from retriever.sql.rules import CANDIDATES, rule_key
+from retriever.sql.rules import CANDIDATES, apply_rules, rule_key
 
 log = logging.getLogger(__name__)
 
@@ -153,9 +153,7 @@ def planner_checked(sql: str, totals: Mapping[str, float], schema: Mapping[str, 
     Returns the chosen rules (``[]`` = keep the query) and each candidate's estimated cost ratio (rewrite / original;
     candidates that fail to rewrite or to plan are left out).
     """
-    from retriever.sql.rules import apply_rules
-
-    candidates = [key for key, total in sorted(totals.items(), key=lambda item: -item[1]) if total > 0]
+    candidates = [key for key, total in totals.items() if total > 0]
     original = cost(sql) if candidates else None
     if not original:
         return [], {}
