@@ -1,5 +1,5 @@
-"""Inverse-cloze (``--anchor sentence``) and title (``--anchor title``) pairs: splitting, pair construction, runs with
-mined negatives."""
+"""Inverse-cloze (``--anchor sentence``), title (``--anchor title``) and conclusion (``--anchor conclusion``) pairs:
+splitting, pair construction, runs with mined negatives."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cli.main import app
 from indexing.documents import Document
 from training.config import SentenceConfig, TrainConfig
-from training.ict import sentence_pairs, split_sentences, title_pairs
+from training.ict import as_finding, conclusion_pairs, sentence_pairs, split_sentences, title_pairs
 
 runner = CliRunner()
 
@@ -168,3 +168,52 @@ def test_untitled_sentence_pairs_leave_title_and_sentence_out():
     pairs = sentence_pairs([doc], SentenceConfig(per_document=2, min_words=1, keep_sentence=0.0), seed=0, untitled=True)
     assert [(p.query, p.positive) for p in pairs] == [("One two three four.", "Five six seven eight."),
                                                       ("Five six seven eight.", "One two three four.")]
+
+
+def test_as_finding_drops_conclusion_lead_ins_only():
+    assert as_finding("CONCLUSIONS: These results suggest that aspirin lowers the risk of stroke.") == \
+        "Aspirin lowers the risk of stroke."
+    assert as_finding("In conclusion, we found that statins cut mortality.") == "Statins cut mortality."
+    assert as_finding("Here we show that p53 binds DNA in vivo.") == "P53 binds DNA in vivo."
+    assert as_finding("Taken together, our data strongly indicate that sleep restores memory.") == "Sleep restores memory."
+    assert as_finding("Interpretation Statins halve the risk in men.") == "Statins halve the risk in men."
+    assert as_finding("In summary, exercise helps.") == "Exercise helps."
+    # no lead-in: unchanged (a "we" sentence without "that" states no finding to strip down to)
+    for plain in ("Vitamin D lowers fracture risk.", "We propose a model of six cells.", "Data were collected in 2001."):
+        assert as_finding(plain) == plain
+
+
+def test_conclusion_pairs_ask_the_finding_for_the_rest():
+    doc = Document("a", "Aspirin and stroke", "We enrolled 900 adults over age 60. Strokes were counted for five years. "
+                   "CONCLUSIONS: These results suggest that aspirin lowers the risk of stroke. Larger trials are planned.")
+    (pair,) = conclusion_pairs([doc], min_words=4)
+    assert pair.query == "Aspirin lowers the risk of stroke." and pair.positive_id == "a"
+    assert pair.known_positive_ids == frozenset(["a"])
+    rest = "We enrolled 900 adults over age 60. Strokes were counted for five years. Larger trials are planned."
+    assert pair.positive == Document("a", "Aspirin and stroke", rest).full_text()  # the labelled sentence, not the last
+    (untitled,) = conclusion_pairs([doc], min_words=4, untitled=True)
+    assert untitled.positive.startswith("We enrolled") and "aspirin lowers" not in untitled.positive
+    # without a lead-in the last sentence concludes; short abstracts and short findings give no pair
+    plain = Document("b", "", "Mice were fed fat. Weight was measured weekly. Fat feeding doubled liver weight in mice.")
+    assert [p.query for p in conclusion_pairs([plain], min_words=4)] == ["Fat feeding doubled liver weight in mice."]
+    assert conclusion_pairs([Document("c", "t", "Two sentences only. Not enough here at all.")], min_words=1) == []
+    assert conclusion_pairs([plain], min_words=9) == []
+
+
+def test_title_and_conclusion_anchors_train_together(tmp_path, tiny_model):
+    corpus, index = _corpus_and_index(tmp_path, tiny_model)
+    out = tmp_path / "model"
+    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(tiny_model),
+                                 "--anchor", "title+conclusion", "--min-sentence-words", "2", "--negatives-from", str(index),
+                                 "--negative-ranks", "2-10", "--steps", "2", "--batch-size", "4", "--max-tokens", "32",
+                                 "--device", "cpu", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    mined = [json.loads(line)["query"] for line in (out / "mined_negatives.jsonl").read_text().splitlines()]
+    titles = {json.loads(line)["title"] for line in corpus.read_text().splitlines()}
+    findings = [q for q in mined if q not in titles]
+    topics = ["vectors", "queries", "indexes", "tokens", "models", "passages"]
+    assert set(mined) >= titles  # titles first, then each abstract's last sentence (one record per distinct query)
+    assert sorted(findings) == sorted(f"Results about {topic} were mixed." for topic in topics)
+    too_short = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(tmp_path / "m2"), "--base", str(tiny_model),
+                                    "--anchor", "conclusion", "--min-sentence-words", "12", "--steps", "1", "--device", "cpu"])
+    assert too_short.exit_code != 0 and "--anchor conclusion: no document has three sentences" in too_short.output

@@ -11,7 +11,7 @@ from indexing.errors import RetrieverError
 
 Objective = Literal["contriever", "finetune", "url", "crosslingual", "code", "sql"]
 OBJECTIVES: tuple[str, ...] = ("contriever", "finetune", "url", "crosslingual", "code", "sql")
-Anchor = Literal["crop", "sentence", "title", "title+sentence"]
+Anchor = Literal["crop", "sentence", "title", "title+sentence", "conclusion", "title+conclusion"]
 ANCHORS: tuple[str, ...] = get_args(Anchor)
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
@@ -298,8 +298,10 @@ class TrainConfig:
         save_every: checkpoint every this many steps (0 = only at the end and on interruption).
         keep_checkpoints: how many recent checkpoints stay on disk.
         anchor: contriever pairs from ``crop`` (two independent crops of a chunk), ``sentence`` (inverse cloze:
-            a sentence against the rest of its document), ``title`` (a title against its body) or ``title+sentence``
-            (both sets of pairs); all but ``crop`` with hard negatives when ``negatives.index`` is set.
+            a sentence against the rest of its document), ``title`` (a title against its body), ``conclusion`` (an
+            abstract's concluding sentence, stated as a finding, against the rest: :func:`training.ict.conclusion_pairs`)
+            or ``title+sentence`` / ``title+conclusion`` (both sets of pairs); all but ``crop`` with hard negatives when
+            ``negatives.index`` is set.
         adversarial: norm of the adversarial perturbation of each example's input embeddings (FGM); 0 = off.
         mlm: the masked-language-modelling auxiliary loss (``url`` objective only); None = off.
         label_field: ``url`` objective: a field of the URL records naming each URL's class; URLs of one class

@@ -1,6 +1,9 @@
 """Inverse cloze task pairs (Lee et al., 2019; an ablation of Contriever): a sentence of a document is the
 query, the rest of the document is its positive. Title pairs: a document's title is the query, its body the
-positive (the title-body pairs of E5's and GTR's weakly supervised pre-training data).
+positive (the title-body pairs of E5's and GTR's weakly supervised pre-training data). Conclusion pairs: an
+abstract's concluding sentence, stated as a finding (its lead-in such as "CONCLUSIONS" or "These results suggest
+that" dropped), against the rest of the abstract: the kind of statement a fact-checking claim or a citing
+sentence makes about a paper.
 
 Unsupervised: only corpus text is read. The pairs then go through the same hard-negative mining and
 :class:`training.data.PairData` as supervised pairs (the source document is the known positive), so a
@@ -78,4 +81,64 @@ def title_pairs(docs: Iterable[Document], *, min_words: int) -> list[LabeledPair
         if body and len(title.split()) >= min_words:
             pairs.append(LabeledPair(title, body, query_id=f"{doc.id}#title", positive_id=doc.id,
                                      known_positive_ids=frozenset([doc.id])))
+    return pairs
+
+
+# Hand-written: lead-ins that introduce an abstract's conclusion (section labels of structured abstracts, then
+# hedges such as "These results suggest that"). A claim about a paper states the finding without them; no library
+# strips rhetorical lead-ins, and a few patterns cover the usual wording of biomedical and scientific abstracts.
+_SECTION_LABEL = re.compile(r"^(?:conclusions?|interpretations?|significance|implications?|summary)\b\s*[:.-]?\s*", re.I)
+_OPENER = (r"^(?:(?:in (?:conclusion|summary|sum)|taken together|together|overall|collectively|altogether|thus|"
+           r"therefore|hence|in this study|here|finally)\b,?\s*)?")
+_VERBS = (r"(?:strongly |further |thus |therefore |also |now )?(?:suggest|indicate|show|demonstrate|reveal|support|imply|"
+          r"conclude|propose|establish|confirm|identify|find|found|provide evidence|highlight|argue|report)(?:s|ed|d)?\b")
+_LEAD_IN = re.compile(
+    _OPENER + r"(?:(?:(?:these|our|the present|the|this|such) )?(?:results?|findings?|data|observations?|studies|study|"
+    r"experiments?|analys[ie]s|work|evidence)(?: \w+){0,4} " + _VERBS + r"(?: that)?|we " + _VERBS + r" that),?\s*", re.I)
+_SIMPLE_LEAD_IN = re.compile(r"^(?:in (?:conclusion|summary|sum)|taken together|collectively|altogether|overall)\b,?\s*", re.I)
+
+
+def as_finding(sentence: str) -> str:
+    """``sentence`` without the lead-in that introduces a conclusion (a section label such as ``CONCLUSIONS:``,
+    then ``These results suggest that`` / ``In conclusion,`` / ``We show that``), first letter upper-cased.
+    A sentence with no lead-in is returned as it is (trimmed)."""
+    text = _SECTION_LABEL.sub("", sentence.strip(), count=1)
+    stripped = _LEAD_IN.sub("", text, count=1)
+    if stripped == text:
+        stripped = _SIMPLE_LEAD_IN.sub("", text, count=1)
+    stripped = stripped.strip() or text
+    return stripped[:1].upper() + stripped[1:]
+
+
+def _concluding_index(sentences: list[str]) -> int:
+    """The sentence that opens the abstract's conclusion: the last one with a conclusion label or lead-in, else the
+    last sentence (abstracts end on their conclusion)."""
+    for index in range(len(sentences) - 1, -1, -1):
+        sentence = sentences[index]
+        if _SECTION_LABEL.match(sentence) or as_finding(sentence) != sentence[:1].upper() + sentence[1:]:
+            return index
+    return len(sentences) - 1
+
+
+def conclusion_pairs(docs: Iterable[Document], *, min_words: int, untitled: bool = False) -> list[LabeledPair]:
+    """One pair per document: (its concluding sentence as a finding, the document without that sentence).
+
+    A document needs at least three sentences (the conclusion must leave an abstract behind) and a finding of at
+    least ``min_words`` words. The title stays in the positive unless ``untitled``. Deterministic (no sampling).
+
+    Returns pairs whose ``positive_id`` and ``known_positive_ids`` are the document's id.
+    """
+    pairs: list[LabeledPair] = []
+    for doc in docs:
+        sentences = split_sentences(doc.text)
+        if len(sentences) < 3:
+            continue
+        index = _concluding_index(sentences)
+        finding = as_finding(sentences[index])
+        if len(finding.split()) < min_words:
+            continue
+        rest = " ".join(sentences[:index] + sentences[index + 1 :])
+        positive = Document(doc.id, "" if untitled else doc.title, rest).full_text()
+        pairs.append(LabeledPair(finding, positive, query_id=f"{doc.id}#conclusion", positive_id=doc.id,
+                                 known_positive_ids=frozenset([doc.id])))
     return pairs

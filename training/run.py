@@ -192,11 +192,12 @@ def _prepare_base(config: TrainConfig, root: Path, dist: DistInfo) -> BaseModel:
 
 
 def _anchor_pairs(config: TrainConfig, docs: list[Document]) -> list[LabeledPair]:
-    """The pseudo-query pairs of ``--anchor sentence``, ``title`` or ``title+sentence`` (titles first).
+    """The pseudo-query pairs of ``--anchor sentence``, ``title``, ``conclusion``, ``title+sentence`` or
+    ``title+conclusion`` (titles first).
 
     Raises RetrieverError when the corpus yields no pair of a requested kind.
     """
-    from training.ict import sentence_pairs, title_pairs
+    from training.ict import conclusion_pairs, sentence_pairs, title_pairs
 
     labeled: list[LabeledPair] = []
     if "title" in config.anchor:
@@ -210,6 +211,12 @@ def _anchor_pairs(config: TrainConfig, docs: list[Document]) -> list[LabeledPair
         if not sentences:
             raise RetrieverError(f"--anchor {config.anchor}: no document has two sentences to make a pair from")
         labeled += sentences
+    if "conclusion" in config.anchor:
+        conclusions = conclusion_pairs(docs, min_words=config.sentence.min_words, untitled=config.untitled_keys)
+        if not conclusions:
+            raise RetrieverError(f"--anchor {config.anchor}: no document has three sentences and a concluding one of >= "
+                                 f"{config.sentence.min_words} words")
+        labeled += conclusions
     return labeled
 
 
