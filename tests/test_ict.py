@@ -59,11 +59,13 @@ def test_keep_sentence_one_keeps_the_whole_document():
     assert sentence_pairs([_doc(1, ["Only one sentence here."])], SentenceConfig(min_words=1), seed=0) == []
 
 
+TOPICS = ("vectors", "queries", "indexes", "tokens", "models", "passages")
+
+
 def _sentence_corpus(path):
-    topics = ["vectors", "queries", "indexes", "tokens", "models", "passages"]
     with open(path, "w", encoding="utf-8") as fh:
         for i in range(24):
-            topic = topics[i % len(topics)]
+            topic = TOPICS[i % len(TOPICS)]
             text = (f"Dense {topic} help retrieval number {i}. Sparse {topic} differ from dense ones. "
                     f"We measured {topic} on {i} collections today. Results about {topic} were mixed.")
             fh.write(json.dumps({"_id": f"d{i}", "title": f"{topic} {i}", "text": text}) + "\n")
@@ -114,14 +116,21 @@ def test_title_pairs_ask_the_title_for_the_body():
     assert title_pairs([Document("n", "", "only one sentence here .")], min_words=2) == []
 
 
-def test_title_anchor_trains_with_mined_negatives(tmp_path, tiny_model):
-    corpus, index = _corpus_and_index(tmp_path, tiny_model)
+def _train_with_anchor(tmp_path, model, anchor: str):
+    """A 2-step ``train contriever --anchor ANCHOR`` run on the sentence corpus, negatives mined from its index;
+    returns the corpus and the output folder."""
+    corpus, index = _corpus_and_index(tmp_path, model)
     out = tmp_path / "model"
-    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(tiny_model),
-                                 "--anchor", "title", "--min-sentence-words", "2", "--negatives-from", str(index),
+    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(model),
+                                 "--anchor", anchor, "--min-sentence-words", "2", "--negatives-from", str(index),
                                  "--negative-ranks", "2-10", "--steps", "2", "--batch-size", "4", "--max-tokens", "32",
                                  "--device", "cpu", "--json"], catch_exceptions=False)
     assert result.exit_code == 0, result.output
+    return corpus, out
+
+
+def test_title_anchor_trains_with_mined_negatives(tmp_path, tiny_model):
+    corpus, out = _train_with_anchor(tmp_path, tiny_model, "title")
     mined = [json.loads(line) for line in (out / "mined_negatives.jsonl").read_text().splitlines()]
     titles = {json.loads(line)["title"] for line in corpus.read_text().splitlines()}
     assert len(mined) == 24 and {m["query"] for m in mined} == titles and all(m["negative_ids"] for m in mined)
@@ -201,19 +210,12 @@ def test_conclusion_pairs_ask_the_finding_for_the_rest():
 
 
 def test_title_and_conclusion_anchors_train_together(tmp_path, tiny_model):
-    corpus, index = _corpus_and_index(tmp_path, tiny_model)
-    out = tmp_path / "model"
-    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(tiny_model),
-                                 "--anchor", "title+conclusion", "--min-sentence-words", "2", "--negatives-from", str(index),
-                                 "--negative-ranks", "2-10", "--steps", "2", "--batch-size", "4", "--max-tokens", "32",
-                                 "--device", "cpu", "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    corpus, out = _train_with_anchor(tmp_path, tiny_model, "title+conclusion")
     mined = [json.loads(line)["query"] for line in (out / "mined_negatives.jsonl").read_text().splitlines()]
     titles = {json.loads(line)["title"] for line in corpus.read_text().splitlines()}
     findings = [q for q in mined if q not in titles]
-    topics = ["vectors", "queries", "indexes", "tokens", "models", "passages"]
     assert set(mined) >= titles  # titles first, then each abstract's last sentence (one record per distinct query)
-    assert sorted(findings) == sorted(f"Results about {topic} were mixed." for topic in topics)
+    assert sorted(findings) == sorted(f"Results about {topic} were mixed." for topic in TOPICS)
     too_short = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(tmp_path / "m2"), "--base", str(tiny_model),
                                     "--anchor", "conclusion", "--min-sentence-words", "12", "--steps", "1", "--device", "cpu"])
     assert too_short.exit_code != 0 and "--anchor conclusion: no document has three sentences" in too_short.output

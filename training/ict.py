@@ -88,14 +88,15 @@ def title_pairs(docs: Iterable[Document], *, min_words: int) -> list[LabeledPair
 # hedges such as "These results suggest that"). A claim about a paper states the finding without them; no library
 # strips rhetorical lead-ins, and a few patterns cover the usual wording of biomedical and scientific abstracts.
 _SECTION_LABEL = re.compile(r"^(?:conclusions?|interpretations?|significance|implications?|summary)\b\s*[:.-]?\s*", re.I)
-_OPENER = (r"^(?:(?:in (?:conclusion|summary|sum)|taken together|together|overall|collectively|altogether|thus|"
-           r"therefore|hence|in this study|here|finally)\b,?\s*)?")
+_CONCLUDING = r"in (?:conclusion|summary|sum)|taken together|collectively|altogether|overall"
+"""Openers that introduce a conclusion on their own ("In conclusion, ..."); :data:`_LEAD_IN` allows a few more."""
+_OPENER = rf"^(?:(?:{_CONCLUDING}|together|thus|therefore|hence|in this study|here|finally)\b,?\s*)?"
 _VERBS = (r"(?:strongly |further |thus |therefore |also |now )?(?:suggest|indicate|show|demonstrate|reveal|support|imply|"
           r"conclude|propose|establish|confirm|identify|find|found|provide evidence|highlight|argue|report)(?:s|ed|d)?\b")
 _LEAD_IN = re.compile(
     _OPENER + r"(?:(?:(?:these|our|the present|the|this|such) )?(?:results?|findings?|data|observations?|studies|study|"
     r"experiments?|analys[ie]s|work|evidence)(?: \w+){0,4} " + _VERBS + r"(?: that)?|we " + _VERBS + r" that),?\s*", re.I)
-_SIMPLE_LEAD_IN = re.compile(r"^(?:in (?:conclusion|summary|sum)|taken together|collectively|altogether|overall)\b,?\s*", re.I)
+_SIMPLE_LEAD_IN = re.compile(rf"^(?:{_CONCLUDING})\b,?\s*", re.I)
 
 
 def as_finding(sentence: str) -> str:
@@ -114,8 +115,7 @@ def _concluding_index(sentences: list[str]) -> int:
     """The sentence that opens the abstract's conclusion: the last one with a conclusion label or lead-in, else the
     last sentence (abstracts end on their conclusion)."""
     for index in range(len(sentences) - 1, -1, -1):
-        sentence = sentences[index]
-        if _SECTION_LABEL.match(sentence) or as_finding(sentence) != sentence[:1].upper() + sentence[1:]:
+        if any(pattern.match(sentences[index]) for pattern in (_SECTION_LABEL, _LEAD_IN, _SIMPLE_LEAD_IN)):
             return index
     return len(sentences) - 1
 
