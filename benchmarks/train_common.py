@@ -54,8 +54,6 @@ def evaluate_split(model: str, collection: Path, work: Path, *, split: str, devi
 
     Returns ``{"aggregate": {...}, "per_query": {...}, "index": path, "build_seconds": s, "queries": n}``.
     """
-    from indexing.builder import BuildConfig, build_index
-    from indexing.readers import read_corpus
     from retriever.encoder import load_encoder
     from retriever.evaluation import evaluate, load_qrels, load_queries
     from retriever.searcher import Searcher
@@ -65,12 +63,7 @@ def evaluate_split(model: str, collection: Path, work: Path, *, split: str, devi
     encoder = load_encoder(model, device=device)
     seconds = 0.0
     if index is None:
-        index = work / f"index-{Path(model).name}"
-        corpus = collection / "corpus.jsonl"
-        started = time.perf_counter()
-        build_index(index, lambda: read_corpus([corpus]), encoder,
-                    BuildConfig(corpus=(str(corpus),), factory="Flat", chunk_tokens=0, encoder=encoder.describe()), overwrite=True)
-        seconds = time.perf_counter() - started
+        index, seconds = build_collection_index(model, collection, work, device=device, encoder=encoder)
     searcher = Searcher.load(index, device="cpu" if device == "cpu" else "auto", encoder=encoder)
     ids = list(queries)
     run = dict(zip(ids, searcher.retrieve([queries[q] for q in ids], 100)))
@@ -79,6 +72,23 @@ def evaluate_split(model: str, collection: Path, work: Path, *, split: str, devi
     per_query = {q: {name.get(k, k): v for k, v in values.items()} for q, values in result.per_query.items()}
     return {"aggregate": {name[k]: v for k, v in result.aggregate.items()}, "per_query": per_query, "index": str(index), "build_seconds": round(seconds, 1),
             "queries": len(ids)}
+
+
+def build_collection_index(model: str, collection: Path, work: Path, *, device: str,
+                           encoder: Any | None = None) -> tuple[Path, float]:
+    """Build ``work/index-<model name>``: a Flat, unchunked index of the collection's corpus with ``model``
+    (replacing one left there). Returns the index folder and the build's wall time in seconds."""
+    from indexing.builder import BuildConfig, build_index
+    from indexing.readers import read_corpus
+    from retriever.encoder import load_encoder
+
+    encoder = encoder if encoder is not None else load_encoder(model, device=device)
+    index = work / f"index-{Path(model).name}"
+    corpus = collection / "corpus.jsonl"
+    started = time.perf_counter()
+    build_index(index, lambda: read_corpus([corpus]), encoder,
+                BuildConfig(corpus=(str(corpus),), factory="Flat", chunk_tokens=0, encoder=encoder.describe()), overwrite=True)
+    return index, time.perf_counter() - started
 
 
 def hybrid_on_test(index: str | Path, collection: Path) -> dict[str, Any]:

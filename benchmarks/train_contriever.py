@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import require_data
-from training.config import ANCHORS
-from benchmarks.train_common import (add_recipe_flags, compare, evaluate_on_test, evaluate_split, markdown, results_name,
-                                     write)
+from training.config import ANCHORS, parse_weights
+from benchmarks.train_common import (add_recipe_flags, build_collection_index, compare, evaluate_on_test,
+                                     evaluate_split, markdown, results_name, write)
 
 
 def parse_merge_weights(text: str, *, select: bool) -> list[float]:
@@ -110,6 +110,15 @@ def main() -> None:
                         help="With --mine: 'hybrid' ranks negatives by BM25 + dense fusion and distils its scores.")
     parser.add_argument("--distill-weight", type=float, default=1.0)
     parser.add_argument("--teacher-temperature", type=float, default=0.05)
+    parser.add_argument("--teacher-index", type=Path, action="append", default=[],
+                        help="--teacher hybrid: another dense index of the collection's corpus joining the fusion "
+                             "(repeatable; built by `retriever index build` with another model); needs --teacher-weights.")
+    parser.add_argument("--teacher-model", action="append", default=[],
+                        help="--teacher hybrid: build an index of the collection with this model (its time counts) and "
+                             "add it to the fusion, after any --teacher-index; repeatable; needs --teacher-weights.")
+    parser.add_argument("--teacher-weights", default="",
+                        help="With --teacher-index: fusion weights of the base index's dense scores, each teacher "
+                             "index, then BM25 (e.g. 0.3,0.3,0.4).")
     parser.add_argument("--query-only", action="store_true",
                         help="Train the query side only (documents keep the base's embeddings; the base index is reused).")
     parser.add_argument("--untitled-keys", action="store_true",
@@ -142,10 +151,16 @@ def main() -> None:
     started = time.perf_counter()
     base = evaluate_on_test(args.base, collection, work, device=device, index=args.base_index)
     base_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    teacher_indexes = [str(p) for p in args.teacher_index] + [
+        str(build_collection_index(name, collection, work, device=device)[0]) for name in args.teacher_model]
+    teacher_seconds = time.perf_counter() - started
     low, _, high = args.negative_ranks.partition("-")
     negatives = NegativesConfig(index=base["index"], rank_min=int(low), rank_max=int(high),
                                 per_query=args.negatives_per_query, teacher=args.teacher,
-                                distill_weight=args.distill_weight, teacher_temperature=args.teacher_temperature
+                                distill_weight=args.distill_weight, teacher_temperature=args.teacher_temperature,
+                                teacher_indexes=tuple(teacher_indexes),
+                                teacher_weights=parse_weights(args.teacher_weights, "--teacher-weights"),
                                 ) if args.mine else NegativesConfig()
     config = TrainConfig(
         objective="contriever", data=(str(collection / "corpus.jsonl"),), base=args.base, steps=args.steps,
@@ -188,7 +203,8 @@ def main() -> None:
         "best_step": result.best_step, "train_history": result.history, "last_loss": result.last_loss,
         "merge": {"candidates": weights, "chosen_weight": weight,
                   "selection": [{k: v for k, v in row.items() if k != "index"} for row in merge_table]},
-        "seconds": {"base_index_and_eval": round(base_seconds, 1), "training": round(train_seconds, 1),
+        "seconds": {"base_index_and_eval": round(base_seconds, 1), "teacher_indexes": round(teacher_seconds, 1),
+                    "training": round(train_seconds, 1),
                     "merge_selection": round(selection_seconds, 1), "trained_index": trained["build_seconds"]},
         "model": chosen, "notes": notes,
     }

@@ -54,6 +54,8 @@ NEGATIVES_FROM = typer.Option(None, "--negatives-from", help="Index (from `retri
 NEGATIVE_RANKS = typer.Option("10-50", "--negative-ranks", help="Hit ranks LO-HI (1-based, inclusive) that negatives are sampled from.")
 TEACHER = typer.Option("none", "--teacher", help="'hybrid': negatives ranked by BM25 + dense fusion, whose scores are distilled as soft labels (listwise KL); needs --negatives-from.")
 DISTILL_WEIGHT = typer.Option(1.0, "--distill-weight", help="--teacher hybrid: weight of the distillation loss next to in-batch InfoNCE.")
+TEACHER_INDEX = typer.Option(None, "--teacher-index", help="--teacher hybrid: another dense index of the same corpus (another model) whose scores join the fusion; repeatable; needs --teacher-weights.")
+TEACHER_WEIGHTS = typer.Option(None, "--teacher-weights", help="With --teacher-index: comma-separated fusion weights: the --negatives-from index's dense scores, each --teacher-index, then BM25 (e.g. 0.3,0.3,0.4).")
 TEACHER_TEMPERATURE = typer.Option(0.05, "--teacher-temperature", help="--teacher hybrid: softmax temperature of the teacher's fused scores (in [0, 1]).")
 QUERY_ONLY = typer.Option(
     False, "--query-only",
@@ -94,6 +96,8 @@ def contriever(
     teacher: str = TEACHER,
     distill_weight: float = DISTILL_WEIGHT,
     teacher_temperature: float = TEACHER_TEMPERATURE,
+    teacher_index: Optional[list[Path]] = TEACHER_INDEX,
+    teacher_weights: Optional[str] = TEACHER_WEIGHTS,
     query_only: bool = QUERY_ONLY,
     untitled_keys: bool = typer.Option(False, "--untitled-keys", help="--query-only with title/sentence anchors: keys are document bodies without their titles, a sentence's positive also without the sentence (a pseudo-query never meets itself verbatim)."),
     layers: Optional[int] = typer.Option(None, "--layers", help="Scratch model: layers (default: 6)."),
@@ -139,7 +143,8 @@ def contriever(
         max_grad_norm=max_grad_norm, ema=ema, seed=seed, precision=precision, freeze_embeddings=freeze_embeddings,
         save_every=save_every, keep_checkpoints=keep_checkpoints, crop=crop, scratch=scratch, anchor=anchor,
         sentence=SentenceConfig(per_document=sentences_per_doc, min_words=min_sentence_words, keep_sentence=keep_sentence),
-        negatives=_negatives(negatives_from, negative_ranks, negatives_per_query, teacher, distill_weight, teacher_temperature),
+        negatives=_negatives(negatives_from, negative_ranks, negatives_per_query, teacher, distill_weight, teacher_temperature,
+                           teacher_index, teacher_weights),
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size), query_only=query_only,
         untitled_keys=untitled_keys,
     )
@@ -159,6 +164,8 @@ def finetune(
     teacher: str = TEACHER,
     distill_weight: float = DISTILL_WEIGHT,
     teacher_temperature: float = TEACHER_TEMPERATURE,
+    teacher_index: Optional[list[Path]] = TEACHER_INDEX,
+    teacher_weights: Optional[str] = TEACHER_WEIGHTS,
     query_only: bool = QUERY_ONLY,
     steps: int = STEPS,
     batch_size: int = BATCH,
@@ -189,7 +196,8 @@ def finetune(
     as_json: bool = AS_JSON,
 ) -> None:
     """Supervised contrastive fine-tuning on query/positive pairs, with in-batch and mined hard negatives."""
-    negatives = _negatives(negatives_from, negative_ranks, negatives_per_query, teacher, distill_weight, teacher_temperature)
+    negatives = _negatives(negatives_from, negative_ranks, negatives_per_query, teacher, distill_weight, teacher_temperature,
+                           teacher_index, teacher_weights)
     config = _config(
         "finetune", (str(pairs),), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
@@ -467,13 +475,16 @@ def _ranks(text: str) -> tuple[int, int]:
 
 
 def _negatives(index: Optional[Path], ranks: str, per_query: Optional[int], teacher: str, distill_weight: float,
-               teacher_temperature: float):
-    from training.config import NegativesConfig
+               teacher_temperature: float, teacher_indexes: Optional[list[Path]] = None,
+               teacher_weights: Optional[str] = None):
+    from training.config import NegativesConfig, parse_weights
 
     low, high = _ranks(ranks)
     count = per_query if per_query is not None else (1 if index else 0)
     return NegativesConfig(index=str(index) if index else None, rank_min=low, rank_max=high, per_query=count,
-                           teacher=teacher, distill_weight=distill_weight, teacher_temperature=teacher_temperature)
+                           teacher=teacher, distill_weight=distill_weight, teacher_temperature=teacher_temperature,
+                           teacher_indexes=tuple(str(p) for p in teacher_indexes or ()),
+                           teacher_weights=parse_weights(teacher_weights, "--teacher-weights"))
 
 
 def _eval(dataset: Optional[Path], split: str, every: int, metric: str, batch_size: int):

@@ -77,6 +77,34 @@ def _min_max(hits: Hits) -> dict[str, float]:
     return {doc_id: (score - low) / span for doc_id, score in scores.items()}
 
 
+def weighted_score_fusion(runs: Sequence[Hits], weights: Sequence[float]) -> Hits:
+    """Weighted sum of min-max normalised scores: ``score(d) = sum_r weights[r] * norm_r(d)``.
+
+    Each list is normalised to [0, 1] on its own (a list whose scores are all equal becomes all 1.0);
+    a document missing from a list gets 0 from it. Two lists with weights ``(alpha, 1 - alpha)`` are
+    :func:`normalized_score_fusion`.
+
+    Args:
+        runs: result lists to fuse (e.g. several dense runs and a BM25 run), each best first.
+        weights: one weight per list, each >= 0 and finite.
+
+    Returns:
+        The union of the lists, best first, ties by id.
+
+    Raises:
+        ValueError: a different number of weights than lists, or a negative / non-finite weight.
+    """
+    if len(weights) != len(runs):
+        raise ValueError(f"need one weight per list: {len(runs)} lists, {len(weights)} weights")
+    if any(not (math.isfinite(w) and w >= 0.0) for w in weights):
+        raise ValueError(f"weights must be finite and >= 0, got {list(weights)}")
+    fused: dict[str, float] = {}
+    for run, weight in zip(runs, weights):
+        for doc_id, score in _min_max(run).items():
+            fused[doc_id] = fused.get(doc_id, 0.0) + weight * score
+    return _sorted_hits(fused)
+
+
 def normalized_score_fusion(dense: Hits, sparse: Hits, *, alpha: float) -> Hits:
     """Convex combination of min-max normalised scores: ``alpha * dense + (1 - alpha) * sparse``.
 
@@ -96,9 +124,4 @@ def normalized_score_fusion(dense: Hits, sparse: Hits, *, alpha: float) -> Hits:
     """
     if not (0.0 <= alpha <= 1.0):
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    dense_norm = _min_max(dense)
-    sparse_norm = _min_max(sparse)
-    fused: dict[str, float] = {}
-    for doc_id in dense_norm.keys() | sparse_norm.keys():
-        fused[doc_id] = alpha * dense_norm.get(doc_id, 0.0) + (1.0 - alpha) * sparse_norm.get(doc_id, 0.0)
-    return _sorted_hits(fused)
+    return weighted_score_fusion([dense, sparse], [alpha, 1.0 - alpha])

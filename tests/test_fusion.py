@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from retriever.fusion import normalized_score_fusion, reciprocal_rank_fusion
+from retriever.fusion import normalized_score_fusion, reciprocal_rank_fusion, weighted_score_fusion
 from retriever.hits import Hits
 
 
@@ -84,3 +84,27 @@ def test_normalized_fusion_extremes_and_single_score() -> None:
 def test_normalized_fusion_rejects_bad_alpha(alpha: float) -> None:
     with pytest.raises(ValueError):
         normalized_score_fusion(hits(["a"]), hits(["b"]), alpha=alpha)
+
+
+def test_weighted_fusion_hand_computed_over_three_lists() -> None:
+    a = hits(["x", "y"], [2.0, 0.0])        # normalised x 1, y 0
+    b = hits(["y", "z"], [5.0, 1.0])        # y 1, z 0
+    c = hits(["z", "x", "y"], [3.0, 2.0, 1.0])  # z 1, x 0.5, y 0
+    fused = weighted_score_fusion([a, b, c], [0.5, 0.3, 0.2])
+    assert fused.ids == ["x", "y", "z"]
+    assert fused.scores.tolist() == pytest.approx([0.5 + 0.2 * 0.5, 0.3, 0.2])
+
+
+def test_weighted_fusion_of_two_lists_is_normalized_score_fusion() -> None:
+    dense = hits(["a", "b", "c"], [0.9, 0.5, 0.1])
+    sparse = hits(["c", "d", "a"], [12.0, 7.0, 3.0])
+    for alpha in (0.0, 0.3, 0.45, 1.0):
+        expected = normalized_score_fusion(dense, sparse, alpha=alpha)
+        got = weighted_score_fusion([dense, sparse], [alpha, 1.0 - alpha])
+        assert got.ids == expected.ids and got.scores.tolist() == expected.scores.tolist()
+
+
+@pytest.mark.parametrize("weights", [[0.5], [0.5, -0.1], [0.5, math.nan], [0.5, math.inf]])
+def test_weighted_fusion_rejects_bad_weights(weights) -> None:
+    with pytest.raises(ValueError):
+        weighted_score_fusion([hits(["a"]), hits(["b"])], weights)

@@ -4,7 +4,9 @@ splitting, pair construction, runs with mined negatives."""
 from __future__ import annotations
 
 import json
+import shutil
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -170,6 +172,52 @@ def test_hybrid_teacher_needs_positive_ids(tmp_path, tiny_model):
                                  "--negatives-from", str(index), "--negative-ranks", "1-8", "--teacher", "hybrid",
                                  "--steps", "1", "--device", "cpu"])
     assert result.exit_code == 2 and "needs pairs with a positive_id" in result.output
+
+
+def _mined_with(tmp_path, model, corpus, index, name: str, *extra: str):
+    """A 1-step hybrid-teacher run; returns its exit code, output and mined records (query -> record)."""
+    out = tmp_path / name
+    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(model),
+                                 "--anchor", "title", "--min-sentence-words", "2", "--negatives-from", str(index),
+                                 "--negative-ranks", "1-8", "--negatives-per-query", "3", "--teacher", "hybrid",
+                                 "--queue-size", "0", "--steps", "1", "--batch-size", "4", "--max-tokens", "32",
+                                 "--device", "cpu", *extra])
+    path = out / "mined_negatives.jsonl"
+    mined = {json.loads(l)["query"]: json.loads(l) for l in path.read_text().splitlines()} if path.exists() else {}
+    return result.exit_code, result.output, mined
+
+
+def test_teacher_indexes_join_the_fusion_with_their_weights(tmp_path, tiny_model):
+    corpus, index = _corpus_and_index(tmp_path, tiny_model)
+    twin = tmp_path / "twin"
+    shutil.copytree(index, twin)
+    code, output, default = _mined_with(tmp_path, tiny_model, corpus, index, "default")
+    assert code == 0, output
+    # The same dense index twice, weighted 0.2 + 0.25, is the default hybrid (dense 0.45, BM25 0.55).
+    code, output, twice = _mined_with(tmp_path, tiny_model, corpus, index, "twice", "--teacher-index", str(twin),
+                                      "--teacher-weights", "0.2,0.25,0.55")
+    assert code == 0, output
+    assert twice.keys() == default.keys()
+    for query, record in default.items():
+        assert twice[query]["negative_ids"] == record["negative_ids"]
+        assert twice[query]["teacher_scores"] == pytest.approx(record["teacher_scores"], abs=2e-6)
+    # Weighted towards BM25 only, the teacher ranks differently from the default somewhere.
+    code, output, lexical = _mined_with(tmp_path, tiny_model, corpus, index, "lexical", "--teacher-index", str(twin),
+                                        "--teacher-weights", "0,0,1")
+    assert code == 0, output
+    assert any(lexical[q]["teacher_scores"] != default[q]["teacher_scores"] for q in default)
+    code, output, _ = _mined_with(tmp_path, tiny_model, corpus, index, "count", "--teacher-index", str(twin),
+                                  "--teacher-weights", "0.5,0.5")
+    assert code == 2 and "--teacher-weights needs 3 weights with 1 --teacher-index" in output
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"_id": "elsewhere", "title": "Elsewhere", "text": "A document of another corpus."}) + "\n")
+    foreign = tmp_path / "foreign"
+    built = runner.invoke(app, ["index", "build", str(other), "--out", str(foreign), "--model", str(tiny_model),
+                                "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"], catch_exceptions=False)
+    assert built.exit_code == 0, built.output
+    code, output, _ = _mined_with(tmp_path, tiny_model, corpus, index, "foreign", "--teacher-index", str(foreign),
+                                  "--teacher-weights", "0.3,0.3,0.4")
+    assert code == 2 and "documents not in" in output and "'elsewhere'" in output
 
 
 def test_untitled_sentence_pairs_leave_title_and_sentence_out():

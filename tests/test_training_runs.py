@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.test_training_helpers import max_weight_difference, tiny_model_no_dropout, write_beir  # noqa: F401 (fixture)
+from indexing.errors import RetrieverError
 from training.config import NegativesConfig, SentenceConfig, TrainConfig
 from training.run import run_training
 
@@ -37,8 +38,6 @@ def test_resumed_run_equals_uninterrupted_run(tmp_path, small_corpus, tiny_model
 
 
 def test_resume_with_other_settings_is_refused(tmp_path, small_corpus, tiny_model):
-    from indexing.errors import RetrieverError
-
     config = _contriever(small_corpus, tiny_model, steps=2)
     run_training(config, tmp_path / "out", device="cpu", stop_after=1)
     with pytest.raises(RetrieverError, match="lr"):
@@ -327,3 +326,21 @@ def test_ema_exports_the_moving_average_and_resumes_exactly(tmp_path, small_corp
     run_training(averaged, tmp_path / "resumed", device="cpu", stop_after=2)
     run_training(averaged, tmp_path / "resumed", device="cpu", resume=True)
     assert max_weight_difference(tmp_path / "ema", tmp_path / "resumed") <= 1e-6
+
+
+def test_teacher_indexes_round_trip_and_are_validated() -> None:
+    negatives = NegativesConfig(index="idx", rank_min=1, rank_max=30, per_query=16, teacher="hybrid",
+                                teacher_indexes=("idx-e5",), teacher_weights=(0.3, 0.3, 0.4))
+    config = TrainConfig(objective="contriever", data=("c.jsonl",), anchor="title", query_only=True, queue_size=0,
+                         negatives=negatives)
+    assert TrainConfig.from_dict(json.loads(config.to_json())) == config
+    bad = {
+        "need --teacher hybrid": dict(teacher="none"),
+        "needs 3 weights": dict(teacher_weights=(0.5, 0.5)),
+        "goes with --teacher-index": dict(teacher_indexes=()),
+        "not all 0": dict(teacher_weights=(0.0, 0.0, 0.0)),
+        "must be >= 0": dict(teacher_weights=(0.5, -0.1, 0.6)),
+    }
+    for message, change in bad.items():
+        with pytest.raises(RetrieverError, match=message):
+            replace(negatives, **change).validate()

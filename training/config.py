@@ -110,6 +110,16 @@ class MlmConfig:
             raise RetrieverError(f"--mlm-weight must be >= 0 (got {self.weight})")
 
 
+def parse_weights(text: str | None, flag: str) -> tuple[float, ...]:
+    """``"0.3,0.3,0.4"`` -> ``(0.3, 0.3, 0.4)``; None or empty -> ``()``. Raises RetrieverError naming ``flag``."""
+    if not text:
+        return ()
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise RetrieverError(f"{flag} {text!r}: expected comma-separated numbers, e.g. 0.3,0.3,0.4") from None
+
+
 @dataclass(frozen=True)
 class NegativesConfig:
     """Hard negatives mined from an index (supervised pairs and sentence anchors).
@@ -125,6 +135,12 @@ class NegativesConfig:
         distill_weight: weight of that KL term next to the in-batch InfoNCE (``teacher`` hybrid only).
         teacher_temperature: the teacher's fused scores (min-max normalised, in [0, 1]) are divided by this
             before the softmax.
+        teacher_indexes: more dense indexes of the same corpus (built with other models) whose scores join the
+            hybrid teacher's fusion (``teacher`` hybrid only).
+        teacher_weights: with ``teacher_indexes``, the fusion weights: the index's dense scores, then each of
+            ``teacher_indexes``, then BM25 (each list min-max normalised; see
+            :func:`retriever.fusion.weighted_score_fusion`). Empty: the hybrid's default alpha, which needs no
+            ``teacher_indexes``.
     """
 
     index: str | None = None
@@ -134,6 +150,8 @@ class NegativesConfig:
     teacher: Literal["none", "hybrid"] = "none"
     distill_weight: float = 1.0
     teacher_temperature: float = 0.05
+    teacher_indexes: tuple[str, ...] = ()
+    teacher_weights: tuple[float, ...] = ()
 
     def validate(self) -> None:
         if not 1 <= self.rank_min <= self.rank_max:
@@ -146,6 +164,17 @@ class NegativesConfig:
             raise RetrieverError("--teacher hybrid needs --negatives-from INDEX and --negatives-per-query >= 1")
         if self.distill_weight < 0 or self.teacher_temperature <= 0:
             raise RetrieverError("--distill-weight must be >= 0 and --teacher-temperature > 0")
+        if (self.teacher_indexes or self.teacher_weights) and self.teacher != "hybrid":
+            raise RetrieverError("--teacher-index and --teacher-weights need --teacher hybrid")
+        if self.teacher_indexes and len(self.teacher_weights) != len(self.teacher_indexes) + 2:
+            raise RetrieverError(
+                f"--teacher-weights needs {len(self.teacher_indexes) + 2} weights with {len(self.teacher_indexes)} "
+                f"--teacher-index (the index's dense scores, each teacher index, BM25); got {len(self.teacher_weights)}")
+        if self.teacher_weights and not self.teacher_indexes:
+            raise RetrieverError("--teacher-weights goes with --teacher-index (without it, the hybrid's alpha applies)")
+        if any(not (w >= 0.0 and w != float("inf")) for w in self.teacher_weights) or (
+                self.teacher_weights and sum(self.teacher_weights) <= 0.0):
+            raise RetrieverError(f"--teacher-weights must be >= 0, finite, and not all 0 (got {list(self.teacher_weights)})")
 
 
 @dataclass(frozen=True)
@@ -415,7 +444,10 @@ class TrainConfig:
         values["data"] = tuple(values.get("data", ()))
         values["crop"] = CropConfig(**record.get("crop", {}))
         values["sentence"] = SentenceConfig(**record.get("sentence", {}))
-        values["negatives"] = NegativesConfig(**record.get("negatives", {}))
+        negatives = dict(record.get("negatives", {}))
+        values["negatives"] = NegativesConfig(**{**negatives,
+                                                 "teacher_indexes": tuple(negatives.get("teacher_indexes", ())),
+                                                 "teacher_weights": tuple(negatives.get("teacher_weights", ()))})
         values["eval"] = EvalConfig(**record.get("eval", {}))
         values["transliteration"] = TransliterationConfig(**record.get("transliteration", {}))
         code = dict(record.get("code", {}))

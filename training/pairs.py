@@ -7,8 +7,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from indexing.errors import CorpusError, RetrieverError
+from retriever.hits import Hits
 from training.config import NegativesConfig
 from training.data import Pair
 
@@ -171,8 +173,11 @@ def _mine_with_hybrid_teacher(
     searcher = HybridSearcher.load(negatives.index, device=device)
     try:
         queries = list(dict.fromkeys(p.query for p in pairs))
-        fused = {query: dict(zip(h.ids, h.scores.tolist()))
-                 for query, h in zip(queries, searcher.retrieve(queries, k=negatives.rank_max, mode="hybrid"))}
+        if negatives.teacher_indexes:
+            runs = _teacher_fusion(searcher, queries, negatives, device=device)
+        else:
+            runs = searcher.retrieve(queries, k=negatives.rank_max, mode="hybrid")
+        fused = {query: dict(zip(h.ids, h.scores.tolist())) for query, h in zip(queries, runs)}
         ranked = {query: list(scores)[negatives.rank_min - 1 :] for query, scores in fused.items()}
         documents = searcher.searcher.opened.docstore.documents(sorted({d for ids in ranked.values() for d in ids}))
     finally:
@@ -198,6 +203,42 @@ def _mine_with_hybrid_teacher(
             raise RetrieverError("--teacher hybrid needs pairs with a positive_id (the teacher scores indexed documents)")
         raise RetrieverError(f"--teacher hybrid: the fusion ranks no pair's positive within its top {negatives.rank_max}")
     return out, record
+
+
+def _teacher_fusion(searcher: Any, queries: list[str], negatives: NegativesConfig, *, device: str) -> list[Hits]:
+    """Each query's top ``rank_max`` by :func:`~retriever.fusion.weighted_score_fusion` of the index's dense and
+    BM25 lists and the lists of every ``teacher_indexes`` index (each list its top :data:`DEFAULT_DEPTH`).
+
+    Raises:
+        RetrieverError: a teacher index cannot be opened, or holds documents the main index does not.
+    """
+    from retriever.fusion import weighted_score_fusion
+    from retriever.hybrid import DEFAULT_DEPTH
+    from retriever.searcher import Searcher
+
+    depth = max(DEFAULT_DEPTH, negatives.rank_max)
+    dense, sparse = searcher.candidates(queries, depth)
+    extra: list[list[Hits]] = []
+    known = searcher.searcher.opened.docstore
+    for path in negatives.teacher_indexes:
+        teacher = Searcher.load(path, device=device)
+        try:
+            hits = teacher.retrieve(queries, depth)
+        finally:
+            teacher.close()
+        ids = sorted({d for h in hits for d in h.ids})
+        missing = set(ids) - set(known.documents(ids))
+        if missing:
+            raise RetrieverError(f"--teacher-index {path}: {len(missing)} documents not in {negatives.index} "
+                                 f"(e.g. {sorted(missing)[0]!r}); build both indexes from the same corpus")
+        extra.append(hits)
+    weights = negatives.teacher_weights
+    out = []
+    for i in range(len(queries)):
+        lists = [dense[i], *(hits[i] for hits in extra), sparse[i]]
+        fused = weighted_score_fusion(lists, weights)
+        out.append(Hits(fused.ids[: negatives.rank_max], fused.scores[: negatives.rank_max]))
+    return out
 
 
 def untitled_negatives(pairs: Sequence[Pair], mined: Sequence[dict], bodies: dict[str, str]) -> list[Pair]:
