@@ -98,7 +98,8 @@ def main() -> None:
     parser.add_argument("--mask", type=float, default=0.0)
     parser.add_argument("--anchor", choices=ANCHORS, default="crop",
                         help="crop: two independent crops (Contriever); sentence: a sentence vs the rest of its document; "
-                             "title: a title vs its body; conclusion: an abstract's concluding sentence vs the rest; title+X: both.")
+                             "title: a title vs its body; conclusion: an abstract's concluding sentence vs the rest; "
+                             "cited: a sentence vs the other documents, the hybrid teacher's best one its positive; title+X: both.")
     parser.add_argument("--sentences-per-doc", type=int, default=4)
     parser.add_argument("--min-sentence-words", type=int, default=6)
     parser.add_argument("--keep-sentence", type=float, default=0.1)

@@ -86,7 +86,7 @@ def contriever(
     delete: float = typer.Option(0.1, "--delete", help="Per-token deletion probability."),
     replace: float = typer.Option(0.0, "--replace", help="Per-token random replacement probability."),
     mask: float = typer.Option(0.0, "--mask", help="Per-token masking probability."),
-    anchor: str = typer.Option("crop", "--anchor", help="Pairs from 'crop' (two independent crops of a chunk, Contriever), 'sentence' (a sentence vs the rest of its document, inverse cloze), 'title' (a title vs its body), 'conclusion' (an abstract's concluding sentence, as a finding, vs the rest), 'title+sentence' or 'title+conclusion' (both kinds)."),
+    anchor: str = typer.Option("crop", "--anchor", help="Pairs from 'crop' (two independent crops of a chunk, Contriever), 'sentence' (a sentence vs the rest of its document, inverse cloze), 'title' (a title vs its body), 'conclusion' (an abstract's concluding sentence, as a finding, vs the rest), 'title+sentence' or 'title+conclusion' (both kinds), 'cited' (a sentence asked of the other documents, the --teacher hybrid's best one its positive), 'title+conclusion+cited'."),
     sentences_per_doc: int = typer.Option(4, "--sentences-per-doc", help="--anchor sentence: pairs drawn per document."),
     min_sentence_words: int = typer.Option(6, "--min-sentence-words", help="--anchor sentence/title: shortest sentence or title used as a query."),
     keep_sentence: float = typer.Option(0.1, "--keep-sentence", help="--anchor sentence: probability the sentence stays in its positive."),

@@ -220,6 +220,34 @@ def test_teacher_indexes_join_the_fusion_with_their_weights(tmp_path, tiny_model
     assert code == 2 and "documents not in" in output and "'elsewhere'" in output
 
 
+def test_cited_sentences_take_the_teachers_best_other_document_as_positive(tmp_path, tiny_model):
+    corpus, index = _corpus_and_index(tmp_path, tiny_model)
+    out = tmp_path / "cited-model"
+    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(tiny_model),
+                                 "--anchor", "cited", "--min-sentence-words", "2", "--negatives-from", str(index),
+                                 "--negative-ranks", "1-8", "--negatives-per-query", "3", "--teacher", "hybrid",
+                                 "--queue-size", "0", "--steps", "1", "--batch-size", "4", "--max-tokens", "32",
+                                 "--device", "cpu"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    docs = [json.loads(line) for line in corpus.read_text().splitlines()]
+    holders: dict[str, set[str]] = {}
+    for doc in docs:
+        for sentence in split_sentences(doc["text"]):
+            holders.setdefault(sentence, set()).add(doc["_id"])
+    records = [json.loads(line) for line in (out / "mined_negatives.jsonl").read_text().splitlines()]
+    assert records and all(r["query"] in holders for r in records)
+    assert len({r["query"] for r in records}) == len(records)  # a sentence shared by documents is one pair
+    assert any(len(holders[r["query"]]) > 1 for r in records) and any(len(holders[r["query"]]) == 1 for r in records)
+    for record in records:
+        scores = record["teacher_scores"]
+        assert record["positive_id"] not in holders[record["query"]]
+        assert not holders[record["query"]] & set(record["negative_ids"])
+        assert scores == sorted(scores, reverse=True)  # the positive is the teacher's best other document
+    refused = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(tmp_path / "m3"), "--base", str(tiny_model),
+                                  "--anchor", "cited", "--negatives-from", str(index), "--steps", "1", "--device", "cpu"])
+    assert refused.exit_code == 2 and "cited sentences need --teacher hybrid" in refused.output
+
+
 def test_untitled_sentence_pairs_leave_title_and_sentence_out():
     doc = _doc(0, ["One two three four.", "Five six seven eight."])
     pairs = sentence_pairs([doc], SentenceConfig(per_document=2, min_words=1, keep_sentence=0.0), seed=0, untitled=True)

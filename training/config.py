@@ -11,7 +11,8 @@ from indexing.errors import RetrieverError
 
 Objective = Literal["contriever", "finetune", "url", "crosslingual", "code", "sql"]
 OBJECTIVES: tuple[str, ...] = ("contriever", "finetune", "url", "crosslingual", "code", "sql")
-Anchor = Literal["crop", "sentence", "title", "title+sentence", "conclusion", "title+conclusion"]
+Anchor = Literal["crop", "sentence", "title", "title+sentence", "conclusion", "title+conclusion", "cited",
+                 "title+conclusion+cited"]
 ANCHORS: tuple[str, ...] = get_args(Anchor)
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
@@ -330,7 +331,8 @@ class TrainConfig:
             a sentence against the rest of its document), ``title`` (a title against its body), ``conclusion`` (an
             abstract's concluding sentence, stated as a finding, against the rest: :func:`training.ict.conclusion_pairs`)
             or ``title+sentence`` / ``title+conclusion`` (both sets of pairs); all but ``crop`` with hard negatives when
-            ``negatives.index`` is set.
+            ``negatives.index`` is set. ``cited`` (``title+conclusion+cited`` with the other two): sentences asked of
+            the *other* documents, the hybrid teacher's best one the positive (:func:`training.ict.cited_pairs`).
         adversarial: norm of the adversarial perturbation of each example's input embeddings (FGM); 0 = off.
         mlm: the masked-language-modelling auxiliary loss (``url`` objective only); None = off.
         label_field: ``url`` objective: a field of the URL records naming each URL's class; URLs of one class
@@ -393,6 +395,8 @@ class TrainConfig:
             (0.0 <= self.ema < 1.0, f"--ema must be in [0, 1) (got {self.ema})"),
             (self.anchor in ANCHORS, f"--anchor {self.anchor!r}: use one of {', '.join(ANCHORS)}"),
             (self.anchor == "crop" or self.objective == "contriever", "--anchor applies to the contriever objective only"),
+            ("cited" not in self.anchor or self.negatives.teacher == "hybrid",
+             f"--anchor {self.anchor}: cited sentences need --teacher hybrid (the teacher picks their positive)"),
             (self.negatives.index is None or self.objective == "finetune" or self.anchor != "crop",
              "--negatives-from needs pairs: finetune, or contriever with --anchor sentence or title"),
             (self.precision in PRECISIONS, f"--precision {self.precision!r}: use one of {', '.join(PRECISIONS)}"),

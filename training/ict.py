@@ -3,7 +3,8 @@ query, the rest of the document is its positive. Title pairs: a document's title
 positive (the title-body pairs of E5's and GTR's weakly supervised pre-training data). Conclusion pairs: an
 abstract's concluding sentence, stated as a finding (its lead-in such as "CONCLUSIONS" or "These results suggest
 that" dropped), against the rest of the abstract: the kind of statement a fact-checking claim or a citing
-sentence makes about a paper.
+sentence makes about a paper. Cited pairs: a sentence asked of the *other* documents (its own is excluded), the
+hybrid teacher's best answer the positive: the way a citing sentence points at another paper.
 
 Unsupervised: only corpus text is read. The pairs then go through the same hard-negative mining and
 :class:`training.data.PairData` as supervised pairs (the source document is the known positive), so a
@@ -49,17 +50,45 @@ def sentence_pairs(docs: Iterable[Document], config: SentenceConfig, *, seed: in
         sentences = split_sentences(doc.text)
         if len(sentences) < 2:
             continue
-        eligible = [i for i, s in enumerate(sentences) if len(s.split()) >= config.min_words]
-        if not eligible:
-            continue
-        count = min(config.per_document, len(eligible))
-        for index in sorted(rng.choice(eligible, size=count, replace=False).tolist()):
+        for index in _sampled(sentences, config, rng):
             keep = rng.random() < config.keep_sentence
             rest = sentences if keep else sentences[:index] + sentences[index + 1 :]
             positive = Document(doc.id, "" if untitled else doc.title, " ".join(rest)).full_text()
             pairs.append(LabeledPair(sentences[index], positive, query_id=f"{doc.id}#s{index}", positive_id=doc.id,
                                      known_positive_ids=frozenset([doc.id])))
     return pairs
+
+
+def cited_pairs(docs: Iterable[Document], *, per_document: int, min_words: int) -> list[LabeledPair]:
+    """The first ``per_document`` sentences of each document's body (of at least ``min_words`` words: an
+    abstract's opening, where a paper states what is known from others), each a query whose positive the
+    hybrid teacher picks among the *other* documents when negatives are mined (``teacher_positive``). Every
+    document holding the sentence verbatim is a known positive, so it is skipped; a sentence found in several
+    documents is one pair. Deterministic: no sampling.
+    """
+    owners: dict[str, set[str]] = {}
+    drawn: list[tuple[str, str]] = []
+    for doc in docs:
+        sentences = split_sentences(doc.text)
+        for sentence in sentences:
+            owners.setdefault(sentence, set()).add(doc.id)
+        drawn += [(doc.id, s) for s in [s for s in sentences if len(s.split()) >= min_words][:per_document]]
+    pairs: list[LabeledPair] = []
+    for doc_id, sentence in drawn:
+        if sentence in owners:
+            pairs.append(LabeledPair(sentence, "", query_id=f"{doc_id}#cited{len(pairs)}",
+                                     known_positive_ids=frozenset(owners.pop(sentence)), teacher_positive=True))
+    return pairs
+
+
+def _sampled(sentences: list[str], config: SentenceConfig, rng: np.random.Generator) -> list[int]:
+    """Indices of up to ``config.per_document`` sentences of >= ``config.min_words`` words, drawn without
+    replacement, in document order."""
+    eligible = [i for i, s in enumerate(sentences) if len(s.split()) >= config.min_words]
+    if not eligible:
+        return []
+    count = min(config.per_document, len(eligible))
+    return sorted(rng.choice(eligible, size=count, replace=False).tolist())
 
 
 def title_pairs(docs: Iterable[Document], *, min_words: int) -> list[LabeledPair]:

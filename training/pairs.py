@@ -23,6 +23,8 @@ class LabeledPair:
 
     Attributes:
         known_positive_ids: every document id judged relevant to the query (skipped when mining).
+    teacher_positive: the positive is not given: the hybrid teacher's best document outside
+        ``known_positive_ids`` becomes it (``positive`` and ``positive_id`` are then ignored).
     """
 
     query: str
@@ -31,6 +33,7 @@ class LabeledPair:
     positive_id: str | None = None
     negatives: tuple[str, ...] = ()
     known_positive_ids: frozenset[str] = field(default_factory=frozenset)
+    teacher_positive: bool = False
 
 
 def read_pairs(path: Path, *, split: str = "train") -> list[LabeledPair]:
@@ -179,7 +182,9 @@ def _mine_with_hybrid_teacher(
             runs = searcher.retrieve(queries, k=negatives.rank_max, mode="hybrid")
         fused = {query: dict(zip(h.ids, h.scores.tolist())) for query, h in zip(queries, runs)}
         ranked = {query: list(scores)[negatives.rank_min - 1 :] for query, scores in fused.items()}
-        documents = searcher.searcher.opened.docstore.documents(sorted({d for ids in ranked.values() for d in ids}))
+        wanted = {d for ids in ranked.values() for d in ids}
+        wanted |= {d for pair in pairs if pair.teacher_positive for d in fused[pair.query]}
+        documents = searcher.searcher.opened.docstore.documents(sorted(wanted))
     finally:
         searcher.close()
     doc_text = {doc_id: doc.full_text() for doc_id, doc in documents.items()}
@@ -188,14 +193,24 @@ def _mine_with_hybrid_teacher(
     unvouched = 0
     for pair in pairs:
         scores = fused[pair.query]
-        if pair.positive_id is None or pair.positive_id not in scores:
+        if pair.teacher_positive:  # the teacher's best other document is the positive, the rest of its list the pool
+            ranking = [d for d in scores if d in doc_text and d not in pair.known_positive_ids]
+            if len(ranking) < 2:
+                unvouched += 1
+                continue
+            positive_id, pool = ranking[0], ranking[1:]
+            positive = doc_text[positive_id]
+        elif pair.positive_id is None or pair.positive_id not in scores:
             unvouched += 1
             continue
-        skip = pair.known_positive_ids | {pair.positive_id}
-        pool = [d for d in ranked[pair.query] if d in doc_text and d not in skip]
-        teacher = (scores[pair.positive_id], *(scores[d] for d in pool))
-        out.append(Pair(pair.query, pair.positive, tuple(doc_text[d] for d in pool), teacher_scores=teacher))
-        record.append({"query": pair.query, "negative_ids": pool, "teacher_scores": [round(s, 6) for s in teacher]})
+        else:
+            positive_id, positive = pair.positive_id, pair.positive
+            skip = pair.known_positive_ids | {pair.positive_id}
+            pool = [d for d in ranked[pair.query] if d in doc_text and d not in skip]
+        teacher = (scores[positive_id], *(scores[d] for d in pool))
+        out.append(Pair(pair.query, positive, tuple(doc_text[d] for d in pool), teacher_scores=teacher))
+        record.append({"query": pair.query, "negative_ids": pool, "teacher_scores": [round(s, 6) for s in teacher],
+                       **({"positive_id": positive_id} if pair.teacher_positive else {})})
     log.info("hybrid teacher: %d pairs with soft labels from %s; %d dropped (positive not in the fused top %d)",
              len(out), negatives.index, unvouched, negatives.rank_max)
     if not out:
@@ -247,13 +262,15 @@ def untitled_negatives(pairs: Sequence[Pair], mined: Sequence[dict], bodies: dic
     ``mined`` is :func:`mine_negatives`' record: ``{"query", "negative_ids"}`` per query (or per pair). Teacher scores
     stay aligned: they follow the pool's order. Raises RetrieverError when a pair's negatives are not its mined ones.
     """
-    pools = {record["query"]: record["negative_ids"] for record in mined}
+    records = {record["query"]: record for record in mined}
     out = []
     for pair in pairs:
-        ids = pools.get(pair.query, [])
+        record = records.get(pair.query, {})
+        ids = record.get("negative_ids", [])
         if len(ids) != len(pair.negatives):
             raise RetrieverError(f"query {pair.query[:60]!r}: {len(pair.negatives)} negatives but {len(ids)} mined ids")
-        out.append(replace(pair, negatives=tuple(bodies[d] for d in ids)))
+        positive = bodies[record["positive_id"]] if "positive_id" in record else pair.positive  # a teacher's pick
+        out.append(replace(pair, positive=positive, negatives=tuple(bodies[d] for d in ids)))
     return out
 
 

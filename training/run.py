@@ -197,7 +197,7 @@ def _anchor_pairs(config: TrainConfig, docs: list[Document]) -> list[LabeledPair
 
     Raises RetrieverError when the corpus yields no pair of a requested kind.
     """
-    from training.ict import conclusion_pairs, sentence_pairs, title_pairs
+    from training.ict import cited_pairs, conclusion_pairs, sentence_pairs, title_pairs
 
     labeled: list[LabeledPair] = []
     if "title" in config.anchor:
@@ -217,6 +217,13 @@ def _anchor_pairs(config: TrainConfig, docs: list[Document]) -> list[LabeledPair
             raise RetrieverError(f"--anchor {config.anchor}: no document has three sentences and a concluding one of >= "
                                  f"{config.sentence.min_words} words")
         labeled += conclusions
+    if "cited" in config.anchor:
+        asked = {pair.query for pair in labeled}  # one pair per query text: mined records are keyed by it
+        cited = [pair for pair in cited_pairs(docs, per_document=config.sentence.per_document,
+                                                     min_words=config.sentence.min_words) if pair.query not in asked]
+        if not cited:
+            raise RetrieverError(f"--anchor {config.anchor}: no document has a sentence of >= {config.sentence.min_words} words")
+        labeled += cited
     return labeled
 
 
@@ -263,7 +270,7 @@ def _build_data(config: TrainConfig, tokenizer, base: BaseModel, out: Path, dist
         labeled = _anchor_pairs(config, docs)
         if config.query_only and not config.untitled_keys:  # documents keep their indexed embeddings: a pair's positive is its whole source document
             whole = {doc.id: doc.full_text() for doc in docs}
-            labeled = [replace(pair, positive=whole[pair.positive_id]) for pair in labeled]
+            labeled = [pair if pair.teacher_positive else replace(pair, positive=whole[pair.positive_id]) for pair in labeled]
     if config.objective == "crosslingual":
         from indexing.readers import read_corpus
         from training.transliteration import TransliterationData, build_units
