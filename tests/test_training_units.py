@@ -268,3 +268,14 @@ def test_untitled_negatives_follow_the_mined_order_and_refuse_a_mismatch():
     assert out[0].negatives == ("body b", "body c") and out[0].teacher_scores == (1.0, 0.5, 0.4)
     with pytest.raises(RetrieverError, match="mined ids"):
         untitled_negatives([pair], [{"query": "a title", "negative_ids": ["b"]}], {"b": "body b"})
+
+
+def test_untitled_negatives_keep_each_pairs_own_pool_when_query_texts_repeat():
+    from training.data import Pair
+    from training.pairs import untitled_negatives
+
+    first = Pair("same text", "body a", ("B. body b",), teacher_scores=(1.0, 0.5))
+    second = Pair("same text", "body b", ("A. body a", "C. body c"), teacher_scores=(1.0, 0.6, 0.2))
+    mined = [{"query": "same text", "negative_ids": ["b"]}, {"query": "same text", "negative_ids": ["a", "c"]}]
+    out = untitled_negatives([first, second], mined, {"a": "body a", "b": "body b", "c": "body c"})
+    assert [p.negatives for p in out] == [("body b",), ("body a", "body c")]

@@ -259,13 +259,17 @@ def _teacher_fusion(searcher: Any, queries: list[str], negatives: NegativesConfi
 def untitled_negatives(pairs: Sequence[Pair], mined: Sequence[dict], bodies: dict[str, str]) -> list[Pair]:
     """``pairs`` whose mined negatives are replaced, in order, by those documents' ``bodies`` (text without title).
 
-    ``mined`` is :func:`mine_negatives`' record: ``{"query", "negative_ids"}`` per query (or per pair). Teacher scores
+    ``mined`` is :func:`mine_negatives`' record: ``{"query", "negative_ids"}`` per query, or per pair in the pairs'
+    order (then matched by position, so two pairs asking the same text keep their own pools). Teacher scores
     stay aligned: they follow the pool's order. Raises RetrieverError when a pair's negatives are not its mined ones.
     """
-    records = {record["query"]: record for record in mined}
+    if len(mined) == len(pairs) and all(r["query"] == p.query for r, p in zip(mined, pairs)):
+        aligned = list(mined)  # one record per pair (the hybrid teacher's): exact even when query texts repeat
+    else:
+        by_query = {record["query"]: record for record in mined}
+        aligned = [by_query.get(pair.query, {}) for pair in pairs]
     out = []
-    for pair in pairs:
-        record = records.get(pair.query, {})
+    for pair, record in zip(pairs, aligned):
         ids = record.get("negative_ids", [])
         if len(ids) != len(pair.negatives):
             raise RetrieverError(f"query {pair.query[:60]!r}: {len(pair.negatives)} negatives but {len(ids)} mined ids")

@@ -218,7 +218,7 @@ def _anchor_pairs(config: TrainConfig, docs: list[Document]) -> list[LabeledPair
                                  f"{config.sentence.min_words} words")
         labeled += conclusions
     if "cited" in config.anchor:
-        asked = {pair.query for pair in labeled}  # one pair per query text: mined records are keyed by it
+        asked = {pair.query for pair in labeled}  # a text another anchor asks already is not asked twice
         cited = [pair for pair in cited_pairs(docs, per_document=config.sentence.per_document,
                                                      min_words=config.sentence.min_words) if pair.query not in asked]
         if not cited:
