@@ -141,18 +141,31 @@ def test_title_anchor_trains_with_mined_negatives(tmp_path, tiny_model):
     assert too_short.exit_code != 0 and "--anchor title: no document has a title or first sentence" in too_short.output
 
 
+def _mined_with(tmp_path, model, corpus, index, name: str, *extra: str, anchor: str = "title"):
+    """A 1-step hybrid-teacher run into ``tmp_path / name``; returns its exit code, output and mined records."""
+    out = tmp_path / name
+    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(model),
+                                 "--anchor", anchor, "--min-sentence-words", "2", "--negatives-from", str(index),
+                                 "--negative-ranks", "1-8", "--negatives-per-query", "3", "--teacher", "hybrid",
+                                 "--queue-size", "0", "--steps", "1", "--batch-size", "4", "--max-tokens", "32",
+                                 "--device", "cpu", *extra])
+    path = out / "mined_negatives.jsonl"
+    mined = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return result.exit_code, result.output, mined
+
+
+def _by_query(records: list[dict]) -> dict[str, dict]:
+    return {record["query"]: record for record in records}
+
+
 def test_title_anchor_distils_a_hybrid_teacher(tmp_path, tiny_model):
     corpus, index = _corpus_and_index(tmp_path, tiny_model)
     out = tmp_path / "model"
-    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(tiny_model),
-                                 "--anchor", "title", "--min-sentence-words", "2", "--negatives-from", str(index),
-                                 "--negative-ranks", "1-8", "--negatives-per-query", "3", "--teacher", "hybrid",
-                                 "--distill-weight", "0.5", "--queue-size", "0", "--steps", "2", "--batch-size", "4",
-                                 "--max-tokens", "32", "--device", "cpu", "--json"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    code, output, records = _mined_with(tmp_path, tiny_model, corpus, index, "model", "--distill-weight", "0.5")
+    assert code == 0, output
     config = TrainConfig.from_dict(json.loads((out / "train_config.json").read_text()))
     assert config.negatives.teacher == "hybrid" and config.negatives.distill_weight == 0.5
-    mined = {json.loads(line)["query"]: json.loads(line) for line in (out / "mined_negatives.jsonl").read_text().splitlines()}
+    mined = _by_query(records)
     assert mined
     for title, record in mined.items():
         source = next(json.loads(l)["_id"] for l in corpus.read_text().splitlines() if json.loads(l)["title"] == title)
@@ -174,29 +187,18 @@ def test_hybrid_teacher_needs_positive_ids(tmp_path, tiny_model):
     assert result.exit_code == 2 and "needs pairs with a positive_id" in result.output
 
 
-def _mined_with(tmp_path, model, corpus, index, name: str, *extra: str):
-    """A 1-step hybrid-teacher run; returns its exit code, output and mined records (query -> record)."""
-    out = tmp_path / name
-    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(model),
-                                 "--anchor", "title", "--min-sentence-words", "2", "--negatives-from", str(index),
-                                 "--negative-ranks", "1-8", "--negatives-per-query", "3", "--teacher", "hybrid",
-                                 "--queue-size", "0", "--steps", "1", "--batch-size", "4", "--max-tokens", "32",
-                                 "--device", "cpu", *extra])
-    path = out / "mined_negatives.jsonl"
-    mined = {json.loads(l)["query"]: json.loads(l) for l in path.read_text().splitlines()} if path.exists() else {}
-    return result.exit_code, result.output, mined
-
-
 def test_teacher_indexes_join_the_fusion_with_their_weights(tmp_path, tiny_model):
     corpus, index = _corpus_and_index(tmp_path, tiny_model)
     twin = tmp_path / "twin"
     shutil.copytree(index, twin)
     code, output, default = _mined_with(tmp_path, tiny_model, corpus, index, "default")
     assert code == 0, output
+    default = _by_query(default)
     # The same dense index twice, weighted 0.2 + 0.25, is the default hybrid (dense 0.45, BM25 0.55).
     code, output, twice = _mined_with(tmp_path, tiny_model, corpus, index, "twice", "--teacher-index", str(twin),
                                       "--teacher-weights", "0.2,0.25,0.55")
     assert code == 0, output
+    twice = _by_query(twice)
     assert twice.keys() == default.keys()
     for query, record in default.items():
         assert twice[query]["negative_ids"] == record["negative_ids"]
@@ -205,6 +207,7 @@ def test_teacher_indexes_join_the_fusion_with_their_weights(tmp_path, tiny_model
     code, output, lexical = _mined_with(tmp_path, tiny_model, corpus, index, "lexical", "--teacher-index", str(twin),
                                         "--teacher-weights", "0,0,1")
     assert code == 0, output
+    lexical = _by_query(lexical)
     assert any(lexical[q]["teacher_scores"] != default[q]["teacher_scores"] for q in default)
     code, output, _ = _mined_with(tmp_path, tiny_model, corpus, index, "count", "--teacher-index", str(twin),
                                   "--teacher-weights", "0.5,0.5")
@@ -222,19 +225,13 @@ def test_teacher_indexes_join_the_fusion_with_their_weights(tmp_path, tiny_model
 
 def test_cited_sentences_take_the_teachers_best_other_document_as_positive(tmp_path, tiny_model):
     corpus, index = _corpus_and_index(tmp_path, tiny_model)
-    out = tmp_path / "cited-model"
-    result = runner.invoke(app, ["train", "contriever", str(corpus), "--out", str(out), "--base", str(tiny_model),
-                                 "--anchor", "cited", "--min-sentence-words", "2", "--negatives-from", str(index),
-                                 "--negative-ranks", "1-8", "--negatives-per-query", "3", "--teacher", "hybrid",
-                                 "--queue-size", "0", "--steps", "1", "--batch-size", "4", "--max-tokens", "32",
-                                 "--device", "cpu"], catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    code, output, records = _mined_with(tmp_path, tiny_model, corpus, index, "cited-model", anchor="cited")
+    assert code == 0, output
     docs = [json.loads(line) for line in corpus.read_text().splitlines()]
     holders: dict[str, set[str]] = {}
     for doc in docs:
         for sentence in split_sentences(doc["text"]):
             holders.setdefault(sentence, set()).add(doc["_id"])
-    records = [json.loads(line) for line in (out / "mined_negatives.jsonl").read_text().splitlines()]
     assert records and all(r["query"] in holders for r in records)
     assert len({r["query"] for r in records}) == len(records)  # a sentence shared by documents is one pair
     assert any(len(holders[r["query"]]) > 1 for r in records) and any(len(holders[r["query"]]) == 1 for r in records)

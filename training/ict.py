@@ -72,7 +72,8 @@ def cited_pairs(docs: Iterable[Document], *, per_document: int, min_words: int) 
         sentences = split_sentences(doc.text)
         for sentence in sentences:
             owners.setdefault(sentence, set()).add(doc.id)
-        drawn += [(doc.id, s) for s in [s for s in sentences if len(s.split()) >= min_words][:per_document]]
+        opening = [s for s in sentences if len(s.split()) >= min_words][:per_document]
+        drawn += [(doc.id, s) for s in opening]
     pairs: list[LabeledPair] = []
     for doc_id, sentence in drawn:
         if sentence in owners:

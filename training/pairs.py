@@ -23,8 +23,8 @@ class LabeledPair:
 
     Attributes:
         known_positive_ids: every document id judged relevant to the query (skipped when mining).
-    teacher_positive: the positive is not given: the hybrid teacher's best document outside
-        ``known_positive_ids`` becomes it (``positive`` and ``positive_id`` are then ignored).
+        teacher_positive: the positive is not given: the hybrid teacher's best document outside
+            ``known_positive_ids`` becomes it (``positive`` and ``positive_id`` are then ignored).
     """
 
     query: str
@@ -165,7 +165,7 @@ def _mine_with_hybrid_teacher(
     pairs: Sequence[LabeledPair], negatives: NegativesConfig, *, device: str
 ) -> tuple[list[Pair], list[dict]]:
     """Negatives and soft labels from BM25 + dense score fusion (the index's encoder, its BM25 index, default
-    alpha): the fused ranks ``rank_min..rank_max`` without known positives are the pool, and the fused scores of
+    alpha; or with ``teacher_indexes``, see :func:`_teacher_fusion`): the fused ranks ``rank_min..rank_max`` without known positives are the pool, and the fused scores of
     the positive and of each pool document are the teacher's scores.
 
     A pair needs a positive id that the fusion ranks within ``rank_max`` (the teacher must vouch for its own
@@ -176,10 +176,7 @@ def _mine_with_hybrid_teacher(
     searcher = HybridSearcher.load(negatives.index, device=device)
     try:
         queries = list(dict.fromkeys(p.query for p in pairs))
-        if negatives.teacher_indexes:
-            runs = _teacher_fusion(searcher, queries, negatives, device=device)
-        else:
-            runs = searcher.retrieve(queries, k=negatives.rank_max, mode="hybrid")
+        runs = _teacher_fusion(searcher, queries, negatives, device=device)
         fused = {query: dict(zip(h.ids, h.scores.tolist())) for query, h in zip(queries, runs)}
         ranked = {query: list(scores)[negatives.rank_min - 1 :] for query, scores in fused.items()}
         wanted = {d for ids in ranked.values() for d in ids}
@@ -221,37 +218,36 @@ def _mine_with_hybrid_teacher(
 
 
 def _teacher_fusion(searcher: Any, queries: list[str], negatives: NegativesConfig, *, device: str) -> list[Hits]:
-    """Each query's top ``rank_max`` by :func:`~retriever.fusion.weighted_score_fusion` of the index's dense and
-    BM25 lists and the lists of every ``teacher_indexes`` index (each list its top :data:`DEFAULT_DEPTH`).
+    """Each query's top ``rank_max`` by :func:`~retriever.fusion.weighted_score_fusion` of the index's dense list,
+    the list of every ``teacher_indexes`` index, and the BM25 list (each its top :data:`DEFAULT_DEPTH`), weighted
+    by ``teacher_weights``; without teacher indexes, the hybrid's default ``(alpha, 1 - alpha)``.
 
     Raises:
         RetrieverError: a teacher index cannot be opened, or holds documents the main index does not.
     """
     from retriever.fusion import weighted_score_fusion
-    from retriever.hybrid import DEFAULT_DEPTH
+    from retriever.hybrid import DEFAULT_ALPHA, DEFAULT_DEPTH
     from retriever.searcher import Searcher
 
     depth = max(DEFAULT_DEPTH, negatives.rank_max)
     dense, sparse = searcher.candidates(queries, depth)
     extra: list[list[Hits]] = []
-    known = searcher.searcher.opened.docstore
     for path in negatives.teacher_indexes:
         teacher = Searcher.load(path, device=device)
         try:
             hits = teacher.retrieve(queries, depth)
         finally:
             teacher.close()
-        ids = sorted({d for h in hits for d in h.ids})
-        missing = set(ids) - set(known.documents(ids))
+        ids = {d for h in hits for d in h.ids}
+        missing = ids - searcher.searcher.opened.docstore.existing(sorted(ids))
         if missing:
             raise RetrieverError(f"--teacher-index {path}: {len(missing)} documents not in {negatives.index} "
                                  f"(e.g. {sorted(missing)[0]!r}); build both indexes from the same corpus")
         extra.append(hits)
-    weights = negatives.teacher_weights
+    weights = negatives.teacher_weights or (DEFAULT_ALPHA, 1.0 - DEFAULT_ALPHA)
     out = []
     for i in range(len(queries)):
-        lists = [dense[i], *(hits[i] for hits in extra), sparse[i]]
-        fused = weighted_score_fusion(lists, weights)
+        fused = weighted_score_fusion([dense[i], *(hits[i] for hits in extra), sparse[i]], weights)
         out.append(Hits(fused.ids[: negatives.rank_max], fused.scores[: negatives.rank_max]))
     return out
 
