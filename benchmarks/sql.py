@@ -4,7 +4,8 @@ The pool's templates are split per workload (a seeded 30% held out, decided befo
 encoder is trained on the training templates' queries only (``retriever train sql`` on a pool of them), and every
 held-out query retrieves its ``k`` demonstrations from the training queries. The demonstrations vote for a rule set
 (:func:`retriever.sql.demos.vote`, effects counted beyond the noise band only); with ``--planner-check`` the
-database's planner then picks among the voted rule sets (:func:`retriever.sql.demos.planner_checked`).
+database's planner then picks among the voted rule sets (:func:`retriever.sql.demos.planner_checked`), with
+``--timed-check`` a timed trial of them does (:func:`retriever.sql.demos.timed_checked`).
 
 Score = mean log speedup over the held-out queries of the chosen rule set, **measured again**: every rewrite any
 system chose for a held-out query (the oracle's included) is run against the original once more on the pool's
@@ -48,6 +49,13 @@ RECIPE = "helped anchors, labels-as-groups, qualified"
 """Names the training recipe in the cache key of trained encoders (a changed recipe retrains)."""
 PLANNER_NOTE = (" (**planner check**: PostgreSQL's planner picks the cheapest-estimated of the voted rule sets, "
                 "applied only when estimated at most half the original's cost)")
+TIMED_NOTE = (" (**timed check**: the voted rewrites are tried on the database against the original, interleaved, and "
+              "the fastest is applied only when measured at least 2x faster; the scores come from a separate re-timing)")
+
+
+def check_note(data: Mapping[str, Any]) -> str:
+    """How the run's votes were checked on the database, for the tables' headers."""
+    return PLANNER_NOTE if data.get("planner") else TIMED_NOTE if data.get("timed") else ""
 Effect = Callable[[str, str], float]
 """``effect(query id, rule key) -> log speedup``."""
 
@@ -85,40 +93,79 @@ def score(chosen: Mapping[str, str], effect: Effect) -> dict[str, Any]:
 
 
 def choose(retriever: DemoRetriever, test: Sequence[Mapping[str, Any]], by_id, k: int, *, one_per_template: bool = True,
-           check: PlannerCheck | None = None) -> dict[str, str]:
+           check: _DatabaseCheck | None = None) -> dict[str, str]:
     """The rule key each held-out query gets from its ``k`` retrieved demonstrations (see :func:`decide`)."""
     found = retriever.search([r["sql"] for r in test], k, one_per_template=one_per_template)
     return {r["id"]: decide(r, demos, by_id, check) for r, demos in zip(test, found)}
 
 
-def decide(record: Mapping[str, Any], demos: Sequence[Any], by_id, check: PlannerCheck | None) -> str:
-    """The demonstrations' vote for ``record``'s query, through the planner check when one is given."""
+def decide(record: Mapping[str, Any], demos: Sequence[Any], by_id, check: _DatabaseCheck | None) -> str:
+    """The demonstrations' vote for ``record``'s query, through the database check (planner or timed) when one is given."""
     rules, totals = vote(demos, by_id)
     if check is not None:
         rules = check(record, totals)
     return "+".join(rules) or "none"
 
 
-class PlannerCheck:
-    """:func:`retriever.sql.demos.planner_checked` on the pool's database: one connection per workload, opened
-    when first needed. ``check(record, totals)`` returns the rules to apply to the record's query."""
+class _DatabaseCheck:
+    """A check on the pool's database, one connection per workload opened when first needed;
+    ``check(record, totals)`` returns the rules to apply to the record's query. ``trials`` counts the rewrites each
+    call measured or planned (its cost)."""
 
     def __init__(self, conninfo: str, schemas: Mapping[str, Mapping[str, Mapping[str, str]]]):
         self.conninfo, self.schemas, self.connections = conninfo, schemas, {}
+        self.trials: list[int] = []
 
-    def __call__(self, record: Mapping[str, Any], totals: Mapping[str, float]) -> list[str]:
-        from retriever.sql.demos import planner_checked
-        from retriever.sql.postgres import connect, planned_cost, with_dbname
+    def connection(self, workload: str):
+        from retriever.sql.postgres import connect, with_dbname
 
-        workload = record["workload"]
         if workload not in self.connections:
             self.connections[workload] = connect(with_dbname(self.conninfo, workload))
-        conn = self.connections[workload]
-        return planner_checked(record["sql"], totals, self.schemas[workload], lambda sql: planned_cost(conn, sql))[0]
+        return self.connections[workload]
 
     def close(self) -> None:
         for conn in self.connections.values():
             conn.close()
+
+
+class PlannerCheck(_DatabaseCheck):
+    """:func:`retriever.sql.demos.planner_checked`: the planner's cheapest estimate among the voted rule sets."""
+
+    name = "planner"
+
+    def __call__(self, record: Mapping[str, Any], totals: Mapping[str, float]) -> list[str]:
+        from retriever.sql.demos import planner_checked
+        from retriever.sql.postgres import planned_cost
+
+        conn = self.connection(record["workload"])
+        rules, ratios = planner_checked(record["sql"], totals, self.schemas[record["workload"]],
+                                        lambda sql: planned_cost(conn, sql))
+        self.trials.append(len(ratios))
+        return rules
+
+
+class TimedCheck(_DatabaseCheck):
+    """:func:`retriever.sql.demos.timed_checked`: a timed trial of the voted rewrites (``repeats`` interleaved runs,
+    medians), the fastest applied when measured >= 2x. The benchmark's scores come from a separate re-timing, so
+    the trial's lucky draws are not what is scored."""
+
+    name = "timed"
+
+    def __init__(self, conninfo: str, schemas: Mapping[str, Mapping[str, Mapping[str, str]]], *, repeats: int = 3,
+                 timeout_ms: int = 20_000):
+        super().__init__(conninfo, schemas)
+        self.repeats, self.timeout_ms = repeats, timeout_ms
+
+    def __call__(self, record: Mapping[str, Any], totals: Mapping[str, float]) -> list[str]:
+        from retriever.sql.apply import remeasure
+        from retriever.sql.demos import timed_checked, voted_rewrites
+
+        conn = self.connection(record["workload"])
+        rewrites = voted_rewrites(record["sql"], totals, self.schemas[record["workload"]])
+        self.trials.append(len(rewrites))
+        rules, _ = timed_checked(rewrites, lambda texts: remeasure(conn, record["sql"], texts, repeats=self.repeats,
+                                                                   timeout_ms=self.timeout_ms))
+        return rules
 
 
 def verified_text(record: Mapping[str, Any], key: str) -> str | None:
@@ -156,10 +203,12 @@ def retime(test: Sequence[Mapping[str, Any]], picks: Mapping[str, set[str]], con
 def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_size: int = 8, max_tokens: int = 128,
         conninfo: str | None = None, data_dir: Path | None = None, repeats: int = 3, timeout_ms: int = 20_000,
         dev: bool = False, dev_fold: int = 0, one_per_template: bool = True, sql: Any = None,
-        held_out: set[str] | None = None, planner: bool = False) -> dict[str, Any]:
+        held_out: set[str] | None = None, planner: bool = False, timed: bool = False) -> dict[str, Any]:
     """The benchmark (see the module docstring); ``conninfo`` or ``data_dir`` name the pool's database.
     With ``planner`` every demonstration system's vote goes through the planner check (:class:`PlannerCheck`),
     and "planner alone" (the cheapest-estimated of every candidate rule set, no demonstrations) is reported too.
+    With ``timed`` it goes through a timed trial instead (:class:`TimedCheck`); each system's mean number of
+    rewrites tried per query is reported (``trials_per_query``).
 
     With ``dev`` the held-out templates are set aside and the training templates are split again (seed + 1):
     design choices are made there, and the held-out templates are scored once. ``dev_fold`` picks another inner
@@ -169,6 +218,8 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     from retriever.sql.demos import demonstration
     from retriever.sql.postgres import PrivateCluster
 
+    if planner and timed:
+        raise RetrieverError("choose one check: planner or timed")
     records = [r for r in read_pool(pool) if r["original"]["status"] == "ok"]
     manifest = read_manifest(pool)
     if conninfo is None and data_dir is None:
@@ -197,25 +248,33 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     try:
         server = cluster.conninfo() if cluster is not None else conninfo
         assert server is not None
-        check = PlannerCheck(server, schemas) if planner else None
+        check = PlannerCheck(server, schemas) if planner else TimedCheck(server, schemas, repeats=repeats,
+                                                                          timeout_ms=timeout_ms) if timed else None
+        trials: dict[str, float] = {}
         systems: dict[str, dict[str, str]] = {}
         for name, spec, preset in (("ours (trained sql encoder)", model, "sql"), ("sql preset, untrained (minilm)", "minilm", "sql"),
                                    ("text similarity (minilm, raw SQL)", "minilm", "text")):
             start = time.perf_counter()
             retriever = DemoRetriever(train, load_encoder(spec, preset=preset, device="cpu"),
                                       schemas=schemas if preset == "sql" else None)
+            done = len(check.trials) if check is not None else 0
             systems[name] = choose(retriever, test, by_id, k, one_per_template=one_per_template, check=check)
+            if check is not None:
+                trials[name] = round(sum(check.trials[done:]) / len(test), 3)
             timings[f"retrieve: {name}"] = round(time.perf_counter() - start, 1)
         random_picks = []
         by_template: dict[str, list[Mapping[str, Any]]] = {}
         for r in train:
             by_template.setdefault(r["template"], []).append(r)
+        done = len(check.trials) if check is not None else 0
         for rep in range(RANDOM_REPEATS):
             rng = random.Random(f"random-{seed}-{rep}")
             random_picks.append({r["id"]: decide(r, [demonstration(rng.choice(by_template[t]))
                                                      for t in rng.sample(sorted(by_template), k)], by_id, check)
                                  for r in test})  # k random templates, one draw of each (as retrieval gives)
-        if check is not None:  # a reference: the planner's pick among every candidate, no demonstrations
+        if check is not None:
+            trials["random demonstrations (mean of 5)"] = round(sum(check.trials[done:]) / len(test) / RANDOM_REPEATS, 3)
+        if planner:  # a reference: the planner's pick among every candidate, no demonstrations
             every = {rule_key(c): 1.0 for c in CANDIDATES}
             systems["planner alone (no demonstrations)"] = {r["id"]: "+".join(check(r, every)) or "none" for r in test}
         systems["oracle (best candidate in the pool)"] = {r["id"]: oracle_key(r) for r in test}
@@ -267,7 +326,10 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
         per_workload[workload]["queries"] = len(ids)
     labels = dict(Counter(label_of(r) for r in records))
     held_labels = dict(Counter(label_of(r) for r in test))
-    return {"pool": str(pool), "dev": dev, "planner": planner, "dev_fold": dev_fold, "sql_config": asdict(sql) if sql is not None else None, "one_per_template": one_per_template, "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
+    for name, value in results.items():
+        if name in trials:
+            value["trials_per_query"] = trials[name]
+    return {"pool": str(pool), "dev": dev, "planner": planner, "timed": timed, "dev_fold": dev_fold, "sql_config": asdict(sql) if sql is not None else None, "one_per_template": one_per_template, "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
             "model": model, "repeats": repeats, "held_out_templates": sorted(held), "train_queries": len(train),
             "test_queries": len(test), "labels": labels, "held_out_labels": held_labels, "results": results,
             "per_workload": per_workload, "choices": {name: chosen for name, chosen in systems.items()},
@@ -304,7 +366,7 @@ def markdown(data: Mapping[str, Any]) -> str:
     lines = ["# SQL rewrite demonstrations (issue 8)" + (": development split (inside the training templates)" if data.get("dev") else ""), "",
              f"Pool `{data['pool']}`: {data['train_queries']} training queries, {data['test_queries']} held-out queries from "
              f"{len(data['held_out_templates'])} held-out templates ({', '.join(data['held_out_templates'])}); k = {data['k']} "
-             f"demonstrations vote for one rule set per query{PLANNER_NOTE if data.get('planner') else ''}. **Re-timed**: every chosen rewrite measured again against its "
+             f"demonstrations vote for one rule set per query{check_note(data)}. **Re-timed**: every chosen rewrite measured again against its "
              f"original on the pool's PostgreSQL (interleaved, median of {data['repeats']}); **pool**: the effect measured when "
              "the pool was built (the oracle's choice is the best of that measurement, so its pool score is inflated by noise).", "",
              "| system | queries | rewritten | mean log speedup (re-timed) | geomean | share of oracle | mean log speedup (pool) | share |",
@@ -346,7 +408,7 @@ def folds_markdown(runs: Sequence[Mapping[str, Any]], title: str) -> str:
     first = runs[0]
     lines = ["# SQL rewrite demonstrations (issue 8)" + (": development folds (inside the training templates)" if first.get("dev") else ""), "",
              f"Pool `{first['pool']}`, {len(runs)} {title}: each fold's encoder is trained on the other templates' queries, "
-             f"k = {first['k']} demonstrations (one per template) vote for one rule set per query{PLANNER_NOTE if first.get('planner') else ''}, and every chosen rewrite "
+             f"k = {first['k']} demonstrations (one per template) vote for one rule set per query{check_note(first)}, and every chosen rewrite "
              f"(the oracle's included) is re-timed against its original on the pool's PostgreSQL (interleaved, median of "
              f"{first['repeats']}). Score = mean log speedup over the held-out queries, each query scored once.", "",
              "| system | mean log speedup (re-timed) | geomean | share of oracle | per fold |", "|---|---|---|---|---|"]
@@ -385,6 +447,9 @@ def main() -> None:
     parser.add_argument("--planner-check", action="store_true", help="Every system's vote goes through PostgreSQL's planner "
                         "(the cheapest-estimated voted rule set, applied when estimated at most half the original's cost); "
                         "adds 'planner alone' as a reference.")
+    parser.add_argument("--timed-check", action="store_true", help="Every system's vote goes through a timed trial on the "
+                        "database (the voted rewrites run against the original, --repeats interleaved runs; the fastest "
+                        "applied when measured >= 2x); scores still come from a separate re-timing.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from training.config import SqlConfig
@@ -392,7 +457,7 @@ def main() -> None:
     sql = SqlConfig(anchors=args.anchors, label_groups=not args.no_label_groups)
     common = dict(model=args.model, steps=args.steps, k=args.k, seed=args.seed, batch_size=args.batch_size, max_tokens=args.max_tokens,
                   conninfo=args.db, data_dir=args.data_dir, repeats=args.repeats, one_per_template=not args.repeat_templates, sql=sql,
-                  planner=args.planner_check)
+                  planner=args.planner_check, timed=args.timed_check)
     if args.folds > 1:
         records = [r for r in read_pool(args.pool) if r["original"]["status"] == "ok"]
         runs = [run(args.pool, held_out=fold, **common) for fold in template_folds(records, args.folds, seed=args.seed)]

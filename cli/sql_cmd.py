@@ -113,17 +113,22 @@ def rewrite(
     repeats: int = typer.Option(3, "--repeats", help="Runs of the original and the rewrite; medians are compared."),
     planner_check: bool = typer.Option(False, "--planner-check", help="Let PostgreSQL's planner pick among the voted rule sets "
                                        "(EXPLAIN only); apply one only when it is estimated at most half the original's cost."),
+    timed_check: bool = typer.Option(False, "--timed-check", help="Try the voted rule sets on the database first (--repeats "
+                                     "interleaved runs against the original); apply the fastest only when it measured at "
+                                     "least 2x faster."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     as_json: bool = AS_JSON,
 ) -> None:
     """Apply the rules voted by the retrieved demonstrations, verify the result on the database, report the speedup."""
     from dataclasses import asdict
 
-    from retriever.sql.apply import rewrite_on_database, workload_of
-    from retriever.sql.demos import planner_checked, vote
+    from retriever.sql.apply import remeasure, rewrite_on_database, workload_of
+    from retriever.sql.demos import planner_checked, timed_checked, vote, voted_rewrites
     from retriever.sql.pool import read_manifest
     from retriever.sql.postgres import PrivateCluster, connect, planned_cost, table_schema, with_dbname
 
+    if planner_check and timed_check:
+        raise RetrieverError("choose one check: --planner-check or --timed-check")
     if (db is None) == (data_dir is None):
         raise RetrieverError("give the database: --db URL or --data-dir DIR (a cluster kept by build-pool --data-dir)")
     if data_dir is not None and not (data_dir / "data" / "PG_VERSION").is_file():
@@ -141,6 +146,9 @@ def rewrite(
             schema = table_schema(conn)
             if planner_check:
                 rules, _ = planner_checked(query, totals, schema, lambda sql: planned_cost(conn, sql))
+            elif timed_check:
+                rules, _ = timed_checked(voted_rewrites(query, totals, schema),
+                                         lambda texts: remeasure(conn, query, texts, repeats=repeats))
             outcome = rewrite_on_database(conn, query, rules, schema, repeats=repeats)
     finally:
         if cluster is not None:

@@ -163,6 +163,22 @@ def test_benchmark_retimes_every_pick_with_a_verified_rewrite(database, tmp_path
     assert kept["mean_log_speedup"] == 0.0 and kept["rewritten"] == 0 and kept["queries"] == len(records)
 
 
+def test_benchmark_timed_check_tries_only_the_voted_rewrites(database, tmp_path):
+    from benchmarks.sql import TimedCheck
+
+    cluster, conninfo = database
+    records = _write_pool(tmp_path / "pool", conninfo)
+    schemas = json.loads((tmp_path / "pool" / "manifest.json").read_text())["schemas"]
+    check = TimedCheck(cluster.conninfo(), schemas, repeats=1)
+    try:
+        correlated = next(r for r in records if r["template"] == "shop-q1")
+        rules = check(correlated, {"unnest_subqueries": 1.0, "simplify": -0.5})
+        assert rules in ([], ["unnest_subqueries"]) and check.trials == [1]  # one voted rewrite tried
+        assert check(correlated, {"unnest_subqueries": 0.0}) == [] and check.trials == [1, 0]  # nothing voted, nothing run
+    finally:
+        check.close()
+
+
 def test_cli_demos_and_rewrite_end_to_end(database, tmp_path, tiny_model):
     from cli.main import app
 
@@ -191,6 +207,16 @@ def test_cli_demos_and_rewrite_end_to_end(database, tmp_path, tiny_model):
     assert planned["status"] in ("applied", "no-rules", "unchanged", "refused")
     if planned["status"] == "applied":
         assert planned["speedup"] > 0 and planned["sql"] != query
+    timed = runner.invoke(app, ["sql", "rewrite", str(pool), query, "-k", "4", "--model", str(tiny_model), "--device", "cpu",
+                                "--db", conninfo, "--repeats", "1", "--timed-check", "--json"], catch_exceptions=False)
+    assert timed.exit_code == 0, timed.output
+    tried = json.loads(timed.stdout)  # applied only when the trial measured >= 2x, and then verified again
+    assert tried["status"] in ("applied", "no-rules", "unchanged", "refused")
+    if tried["status"] == "applied":
+        assert tried["speedup"] > 0 and tried["sql"] != query
+    both = runner.invoke(app, ["sql", "rewrite", str(pool), query, "--model", str(tiny_model), "--device", "cpu", "--db", conninfo,
+                               "--planner-check", "--timed-check"])
+    assert both.exit_code == 2 and "choose one check" in both.output and "Traceback" not in both.output
     bad = runner.invoke(app, ["sql", "rewrite", str(pool), query, "--model", str(tiny_model), "--device", "cpu"])
     assert bad.exit_code == 2 and "--db" in bad.output and "Traceback" not in bad.output
     missing = runner.invoke(app, ["sql", "demos", str(tmp_path / "nope"), query, "--model", str(tiny_model)])
@@ -222,6 +248,25 @@ def test_train_sql_from_a_pool(database, tmp_path, tiny_model):
     refused = CliRunner().invoke(app, ["train", "sql", str(one_label), "--out", str(tmp_path / "m2"), "--base", str(tiny_model),
                                        "--steps", "2", "--max-tokens", "64", "--device", "cpu"])
     assert refused.exit_code == 2 and "two different labels" in refused.output and "Traceback" not in refused.output
+
+
+def test_timed_check_runs_the_voted_rewrites_and_keeps_the_correct_fastest(database):
+    from retriever.sql.apply import remeasure
+    from retriever.sql.demos import timed_checked, voted_rewrites
+    from retriever.sql.postgres import connect, table_schema
+
+    _, conninfo = database
+    with connect(conninfo) as conn:
+        schema = table_schema(conn)
+        rewrites = voted_rewrites(CORRELATED, {"unnest_subqueries": 1.0, "simplify": 0.5, "optimize_joins": -1.0}, schema)
+        assert "unnest_subqueries" in rewrites and "optimize_joins" not in rewrites
+        rules, logs = timed_checked(rewrites, lambda texts: remeasure(conn, CORRELATED, texts, repeats=1))
+        assert set(logs) <= set(rewrites) and "unnest_subqueries" in logs  # verified equal, so timed
+        best = max(logs, key=logs.get)
+        assert rules == ([] if logs[best] < math.log(2.0) else best.split("+"))
+        # a rewrite returning other rows is measured "wrong" and never chosen, however fast
+        broken = {"simplify": CORRELATED.replace("450", "10") + " limit 0"}
+        assert timed_checked(broken, lambda texts: remeasure(conn, CORRELATED, texts, repeats=1)) == ([], {})
 
 
 def test_planner_check_picks_the_voted_rewrite_the_planner_expects_to_gain(database):

@@ -267,3 +267,34 @@ def test_planner_check_takes_the_cheapest_voted_rule_set_below_the_ratio():
     assert len(planned) == 3  # the original and the two voted rewrites
     costs[texts["unnest_subqueries"]] = costs[texts["simplify"]] = 80.0
     assert planner_checked(sql, totals, schema, cost)[0] == []  # estimated 0.8 of the original: not worth it
+
+
+def test_timed_check_applies_the_fastest_voted_rewrite_only_beyond_the_bar():
+    from retriever.sql.apply import Remeasured
+    from retriever.sql.demos import timed_checked, voted_rewrites
+
+    schema = {"t": {"a": "int", "b": "int"}, "u": {"c": "int", "d": "int"}}
+    sql = "select a from t where a > 1 and 1 = 1 and b in (select c from u)"
+    totals = {"simplify": 1.2, "unnest_subqueries": 0.7, "merge_subqueries": -1.0, "eliminate_joins": 0.0}
+    rewrites = voted_rewrites(sql, totals, schema)
+    assert list(rewrites) == ["simplify", "unnest_subqueries"]  # positive votes only, best-voted first
+    assert all(text != sql for text in rewrites.values())
+    same = voted_rewrites("select a from t", {"simplify": 1.0, "eliminate_joins": 2.0}, schema)
+    assert list(same) == ["eliminate_joins"]  # two rule sets giving one text: tried once, under the better-voted
+    measured: dict[str, Remeasured] = {}
+    asked: list[dict[str, str]] = []
+
+    def measure(texts):
+        asked.append(dict(texts))
+        return {key: measured[key] for key in texts}
+
+    measured = {"simplify": Remeasured("ok", 100.0, 40.0, math.log(2.5)),
+                "unnest_subqueries": Remeasured("ok", 100.0, 20.0, math.log(5.0))}
+    rules, logs = timed_checked(rewrites, measure)
+    assert rules == ["unnest_subqueries"] and logs["simplify"] == pytest.approx(math.log(2.5)) and asked == [rewrites]
+    # a faster rewrite whose result differs is never chosen; below the 2x bar nothing is applied
+    measured["unnest_subqueries"] = Remeasured("wrong", 100.0, None, 0.0)
+    assert timed_checked(rewrites, measure)[0] == ["simplify"]
+    measured["simplify"] = Remeasured("ok", 100.0, 60.0, math.log(100 / 60))
+    assert timed_checked(rewrites, measure) == ([], {"simplify": pytest.approx(math.log(100 / 60))})
+    assert timed_checked({}, measure) == ([], {}) and len(asked) == 3  # nothing voted: nothing run

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from indexing.errors import RetrieverError
-from retriever.sql.pool import candidate_log_speedup, gated_log_speedup
+from retriever.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup
 from retriever.sql.rules import CANDIDATES, apply_rules, rule_key
 
 log = logging.getLogger(__name__)
@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 PLANNER_RATIO = 0.5
 """:func:`planner_checked` applies a rewrite only when the planner expects it to halve the cost: the pool's own bar
 for "helped" (:data:`retriever.sql.pool.HELPFUL`, 2x), fixed before any held-out query was planned."""
+
+TRIAL_SPEEDUP = HELPFUL
+""":func:`timed_checked` applies a rewrite only when a trial measured it at least this much faster: the pool's bar
+for "helped" (:data:`retriever.sql.pool.HELPFUL`, 2x), below which medians of 3 runs on a busy machine are noise."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,43 @@ def planner_checked(sql: str, totals: Mapping[str, float], schema: Mapping[str, 
     if best is None or ratios[best] > ratio:
         return [], ratios
     return best.split("+"), ratios
+
+
+def voted_rewrites(sql: str, totals: Mapping[str, float], schema: Mapping[str, Mapping[str, str]]) -> dict[str, str]:
+    """Each rule set with a positive vote total, as its rewrite of ``sql`` (``{rule key: SQL}``): rule sets that fail
+    to rewrite the query or leave it unchanged are left out, and rule sets giving the same text keep the best-voted."""
+    texts: dict[str, str] = {}
+    for key in sorted((key for key, total in totals.items() if total > 0), key=lambda key: -totals[key]):
+        try:
+            text = apply_rules(sql, key.split("+"), schema)
+        except RetrieverError:
+            continue
+        if " ".join(text.split()) != " ".join(sql.split()) and text not in texts.values():
+            texts[key] = text
+    return texts
+
+
+def timed_checked(rewrites: Mapping[str, str], measure: Callable[[Mapping[str, str]], Mapping[str, Any]], *,
+                  speedup: float = TRIAL_SPEEDUP) -> tuple[list[str], dict[str, float]]:
+    """Let a timed trial on the database pick among the voted rewrites (``rewrites``: :func:`voted_rewrites`).
+
+    ``measure`` runs the original and every rewrite (e.g. :func:`retriever.sql.apply.remeasure` on a connection)
+    and returns ``{key: Remeasured}``; rewrites whose result differs from the original's come back ``wrong`` and are
+    never chosen. The fastest rewrite is chosen when it measured at least ``speedup`` times faster, else none (keep
+    the query). Unlike the planner's estimate, a trial sees every kind of win (a merged CTE, a better join order);
+    its cost is one run of the original and each candidate per repeat, so the demonstrations' job is to keep the
+    candidates few.
+
+    Returns the chosen rules (``[]`` = keep the query) and each candidate's measured log speedup (``ok`` only).
+    """
+    if not rewrites:
+        return [], {}
+    measured = measure(rewrites)
+    logs = {key: m.log_speedup for key, m in measured.items() if m.status == "ok"}
+    best = max(logs, key=lambda key: logs[key], default=None)
+    if best is None or logs[best] < math.log(speedup):
+        return [], logs
+    return best.split("+"), logs
 
 
 def prompt(query: str, demos: Sequence[Demonstration]) -> str:
