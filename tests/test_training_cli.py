@@ -55,6 +55,8 @@ def test_scratch_model_trains(tmp_path, small_corpus):
     result = run("train", "contriever", small_corpus, "--out", out, "--base", "scratch", "--layers", "1", "--hidden", "16",
                  "--heads", "2", "--vocab-size", "120", "--queue-size", "0", "--mask", "0.1", *TINY)
     assert result.exit_code == 0, result.output
+    # no terminal here, so no bar: plain progress lines (every 5% of the run; each step of a 2-step run)
+    assert "step 1/2: loss " in result.output and "step 2/2: loss " in result.output
     model = SentenceTransformer(str(out), device="cpu")
     assert model.encode(["dense retrieval"]).shape == (1, 16)
     assert model.tokenizer("dense")["input_ids"][0] == model.tokenizer.cls_token_id
