@@ -56,6 +56,8 @@ TIMED_NOTE = (" (**timed check**: the voted rewrites are tried on the database a
 def check_note(data: Mapping[str, Any]) -> str:
     """How the run's votes were checked on the database, for the tables' headers."""
     return PLANNER_NOTE if data.get("planner") else TIMED_NOTE if data.get("timed") else ""
+
+
 Effect = Callable[[str, str], float]
 """``effect(query id, rule key) -> log speedup``."""
 
@@ -131,8 +133,6 @@ class _DatabaseCheck:
 class PlannerCheck(_DatabaseCheck):
     """:func:`retriever.sql.demos.planner_checked`: the planner's cheapest estimate among the voted rule sets."""
 
-    name = "planner"
-
     def __call__(self, record: Mapping[str, Any], totals: Mapping[str, float]) -> list[str]:
         from retriever.sql.demos import planner_checked
         from retriever.sql.postgres import planned_cost
@@ -148,8 +148,6 @@ class TimedCheck(_DatabaseCheck):
     """:func:`retriever.sql.demos.timed_checked`: a timed trial of the voted rewrites (``repeats`` interleaved runs,
     medians), the fastest applied when measured >= 2x. The benchmark's scores come from a separate re-timing, so
     the trial's lucky draws are not what is scored."""
-
-    name = "timed"
 
     def __init__(self, conninfo: str, schemas: Mapping[str, Mapping[str, Mapping[str, str]]], *, repeats: int = 3,
                  timeout_ms: int = 20_000):

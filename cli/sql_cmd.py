@@ -115,7 +115,7 @@ def rewrite(
                                        "(EXPLAIN only); apply one only when it is estimated at most half the original's cost."),
     timed_check: bool = typer.Option(False, "--timed-check", help="Try the voted rule sets on the database first (--repeats "
                                      "interleaved runs against the original); apply the fastest only when it measured at "
-                                     "least 2x faster."),
+                                     "least 2x faster (then verified and timed afresh, so the reported speedup is not the trial's lucky draw)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     as_json: bool = AS_JSON,
 ) -> None:

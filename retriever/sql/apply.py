@@ -36,6 +36,11 @@ class RewriteOutcome:
         return asdict(self)
 
 
+def unchanged(sql: str, rewrite: str) -> bool:
+    """True when ``rewrite`` is ``sql`` up to whitespace (nothing to run or apply)."""
+    return " ".join(rewrite.split()) == " ".join(sql.split())
+
+
 def rewrite_on_database(conn, sql: str, rules: Sequence[str], schema: Mapping[str, Mapping[str, str]], *,
                         repeats: int = 3, timeout_ms: int = 60_000) -> RewriteOutcome:
     """Rewrite ``sql`` with ``rules``, check the rewrite returns the original's result, and time both.
@@ -58,7 +63,7 @@ def rewrite_on_database(conn, sql: str, rules: Sequence[str], schema: Mapping[st
         text = apply_rules(sql, rules, schema)
     except RetrieverError as exc:
         return RewriteOutcome("refused", rules, sql, original_ms, reason=str(exc))
-    if " ".join(text.split()) == " ".join(sql.split()):
+    if unchanged(sql, text):
         return RewriteOutcome("unchanged", rules, sql, original_ms)
     second, rewrite_times = time_query(conn, text, timeout_ms=timeout_ms, repeats=repeats, slow_ms=float("inf"),
                                        confirm_below=float("inf"))

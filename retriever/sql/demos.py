@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from indexing.errors import RetrieverError
+from retriever.sql.apply import unchanged
 from retriever.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup
 from retriever.sql.rules import CANDIDATES, apply_rules, rule_key
 
@@ -185,7 +186,7 @@ def voted_rewrites(sql: str, totals: Mapping[str, float], schema: Mapping[str, M
             text = apply_rules(sql, key.split("+"), schema)
         except RetrieverError:
             continue
-        if " ".join(text.split()) != " ".join(sql.split()) and text not in texts.values():
+        if not unchanged(sql, text) and text not in texts.values():
             texts[key] = text
     return texts
 
