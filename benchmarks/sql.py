@@ -16,7 +16,9 @@ with the maximum of a dozen noisy draws (winner's curse), so it is re-timed like
 scores are reported next to it.
 
 Systems: ours (the trained sql-preset encoder), the untrained sql preset (minilm over structure text; ablation),
-SQL-text similarity (minilm on the raw query), random demonstrations (mean of 5 seeds), and the oracle.
+SQL-text similarity (minilm on the raw query), random demonstrations (mean of 5 seeds), and the oracle. Every
+demonstration system draws from the same training queries: with ``--demos helped`` (the default, as
+``retriever sql demos``) only those some rule set helped, random demonstrations included.
 Nothing here is tuned on the held-out queries: k, steps and the split are fixed up front.
 
     python -m benchmarks.sql POOL [--data-dir DIR | --db URL] [--model MODEL] [--steps 60] [--k 3] [--repeats 3]
@@ -51,6 +53,12 @@ PLANNER_NOTE = (" (**planner check**: PostgreSQL's planner picks the cheapest-es
                 "applied only when estimated at most half the original's cost)")
 TIMED_NOTE = (" (**timed check**: the voted rewrites are tried on the database against the original, interleaved, and "
               "the fastest is applied only when measured at least 2x faster; the scores come from a separate re-timing)")
+
+
+def demos_note(data: Mapping[str, Any]) -> str:
+    """Which training queries could be demonstrations (runs before ``demos_from`` existed used all of them)."""
+    return ("helped training queries only" if data.get("demos_from", "all") == "helped"
+            else "any training query, helped or not")
 
 
 def check_note(data: Mapping[str, Any]) -> str:
@@ -201,12 +209,15 @@ def retime(test: Sequence[Mapping[str, Any]], picks: Mapping[str, set[str]], con
 def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_size: int = 8, max_tokens: int = 128,
         conninfo: str | None = None, data_dir: Path | None = None, repeats: int = 3, timeout_ms: int = 20_000,
         dev: bool = False, dev_fold: int = 0, one_per_template: bool = True, sql: Any = None,
-        held_out: set[str] | None = None, planner: bool = False, timed: bool = False) -> dict[str, Any]:
+        held_out: set[str] | None = None, planner: bool = False, timed: bool = False,
+        demos_from: str = "helped") -> dict[str, Any]:
     """The benchmark (see the module docstring); ``conninfo`` or ``data_dir`` name the pool's database.
     With ``planner`` every demonstration system's vote goes through the planner check (:class:`PlannerCheck`),
     and "planner alone" (the cheapest-estimated of every candidate rule set, no demonstrations) is reported too.
     With ``timed`` it goes through a timed trial instead (:class:`TimedCheck`); each system's mean number of
-    rewrites tried per query is reported (``trials_per_query``).
+    rewrites tried per query is reported (``trials_per_query``). ``demos_from`` restricts the demonstrations (every
+    system's, random's included) as :class:`retriever.sql.demos.DemoRetriever` does; the encoder trains on every
+    training query either way.
 
     With ``dev`` the held-out templates are set aside and the training templates are split again (seed + 1):
     design choices are made there, and the held-out templates are scored once. ``dev_fold`` picks another inner
@@ -254,7 +265,7 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
                                    ("text similarity (minilm, raw SQL)", "minilm", "text")):
             start = time.perf_counter()
             retriever = DemoRetriever(train, load_encoder(spec, preset=preset, device="cpu"),
-                                      schemas=schemas if preset == "sql" else None)
+                                      schemas=schemas if preset == "sql" else None, demos_from=demos_from)
             done = len(check.trials) if check is not None else 0
             systems[name] = choose(retriever, test, by_id, k, one_per_template=one_per_template, check=check)
             if check is not None:
@@ -263,12 +274,14 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
         random_picks = []
         by_template: dict[str, list[Mapping[str, Any]]] = {}
         for r in train:
-            by_template.setdefault(r["template"], []).append(r)
+            if demos_from == "all" or label_of(r) != "none":
+                by_template.setdefault(r["template"], []).append(r)
         done = len(check.trials) if check is not None else 0
         for rep in range(RANDOM_REPEATS):
             rng = random.Random(f"random-{seed}-{rep}")
             random_picks.append({r["id"]: decide(r, [demonstration(rng.choice(by_template[t]))
-                                                     for t in rng.sample(sorted(by_template), k)], by_id, check)
+                                                     for t in rng.sample(sorted(by_template), min(k, len(by_template)))],
+                                              by_id, check)
                                  for r in test})  # k random templates, one draw of each (as retrieval gives)
         if check is not None:
             trials["random demonstrations (mean of 5)"] = round(sum(check.trials[done:]) / len(test) / RANDOM_REPEATS, 3)
@@ -327,7 +340,7 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     for name, value in results.items():
         if name in trials:
             value["trials_per_query"] = trials[name]
-    return {"pool": str(pool), "dev": dev, "planner": planner, "timed": timed, "dev_fold": dev_fold, "sql_config": asdict(sql) if sql is not None else None, "one_per_template": one_per_template, "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
+    return {"pool": str(pool), "dev": dev, "planner": planner, "timed": timed, "dev_fold": dev_fold, "sql_config": asdict(sql) if sql is not None else None, "one_per_template": one_per_template, "demos_from": demos_from, "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
             "model": model, "repeats": repeats, "held_out_templates": sorted(held), "train_queries": len(train),
             "test_queries": len(test), "labels": labels, "held_out_labels": held_labels, "results": results,
             "per_workload": per_workload, "choices": {name: chosen for name, chosen in systems.items()},
@@ -364,7 +377,7 @@ def markdown(data: Mapping[str, Any]) -> str:
     lines = ["# SQL rewrite demonstrations (issue 8)" + (": development split (inside the training templates)" if data.get("dev") else ""), "",
              f"Pool `{data['pool']}`: {data['train_queries']} training queries, {data['test_queries']} held-out queries from "
              f"{len(data['held_out_templates'])} held-out templates ({', '.join(data['held_out_templates'])}); k = {data['k']} "
-             f"demonstrations vote for one rule set per query{check_note(data)}. **Re-timed**: every chosen rewrite measured again against its "
+             f"demonstrations ({demos_note(data)}) vote for one rule set per query{check_note(data)}. **Re-timed**: every chosen rewrite measured again against its "
              f"original on the pool's PostgreSQL (interleaved, median of {data['repeats']}); **pool**: the effect measured when "
              "the pool was built (the oracle's choice is the best of that measurement, so its pool score is inflated by noise).", "",
              "| system | queries | rewritten | mean log speedup (re-timed) | geomean | share of oracle | mean log speedup (pool) | share |",
@@ -394,6 +407,9 @@ def pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
         mean = sum(d["results"][name]["mean_log_speedup_retimed"] * d["test_queries"] for d in runs) / total
         out[name] = {"queries": total, "mean_log_speedup_retimed": round(mean, 4),
                      "folds": [d["results"][name]["mean_log_speedup_retimed"] for d in runs]}
+        if all("trials_per_query" in d["results"][name] for d in runs):
+            out[name]["trials_per_query"] = round(sum(d["results"][name]["trials_per_query"] * d["test_queries"]
+                                                      for d in runs) / total, 3)
     top = out[names[-1]]["mean_log_speedup_retimed"]
     for value in out.values():
         value["share_of_oracle_retimed"] = round(value["mean_log_speedup_retimed"] / top, 4) if top > 0 else None
@@ -406,14 +422,16 @@ def folds_markdown(runs: Sequence[Mapping[str, Any]], title: str) -> str:
     first = runs[0]
     lines = ["# SQL rewrite demonstrations (issue 8)" + (": development folds (inside the training templates)" if first.get("dev") else ""), "",
              f"Pool `{first['pool']}`, {len(runs)} {title}: each fold's encoder is trained on the other templates' queries, "
-             f"k = {first['k']} demonstrations (one per template) vote for one rule set per query{check_note(first)}, and every chosen rewrite "
+             f"k = {first['k']} demonstrations (one per template, {demos_note(first)}) vote for one rule set per query{check_note(first)}, and every chosen rewrite "
              f"(the oracle's included) is re-timed against its original on the pool's PostgreSQL (interleaved, median of "
              f"{first['repeats']}). Score = mean log speedup over the held-out queries, each query scored once.", "",
-             "| system | mean log speedup (re-timed) | geomean | share of oracle | per fold |", "|---|---|---|---|---|"]
+             "| system | mean log speedup (re-timed) | geomean | share of oracle | per fold | rewrites tried per query |",
+             "|---|---|---|---|---|---|"]
     for name, value in rows.items():
         share = f"{value['share_of_oracle_retimed']:.0%}" if value["share_of_oracle_retimed"] is not None else "-"
+        tried = f"{value['trials_per_query']:.2f}" if "trials_per_query" in value else "-"
         lines.append(f"| {name} | {value['mean_log_speedup_retimed']:.4f} | {math.exp(value['mean_log_speedup_retimed']):.3f}x "
-                     f"| {share} | {', '.join(f'{v:.3f}' for v in value['folds'])} |")
+                     f"| {share} | {', '.join(f'{v:.3f}' for v in value['folds'])} | {tried} |")
     lines += ["", f"{next(iter(rows.values()))['queries']} queries. Per fold: held-out templates, queries and their labels:", ""]
     for number, data in enumerate(runs, start=1):
         lines.append(f"- fold {number}: {len(data['held_out_templates'])} templates, {data['test_queries']} queries, "
@@ -440,6 +458,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=1, help="Cross-validation by template: every template held out once, "
                         "in this many folds (each trains its own encoder); scores pooled over all queries.")
     parser.add_argument("--dev-folds", type=int, default=1, help="With --dev: inner splits to average over.")
+    parser.add_argument("--demos", default="helped", choices=("helped", "all"), help="Which training queries may be "
+                        "demonstrations (every system's, random's too): helped ones (default, as `retriever sql demos`) or all.")
     parser.add_argument("--anchors", default="helped", choices=("helped", "all"), help="Training anchors (see retriever train sql).")
     parser.add_argument("--no-label-groups", action="store_true", help="Plain in-batch negatives in training (ablation).")
     parser.add_argument("--planner-check", action="store_true", help="Every system's vote goes through PostgreSQL's planner "
@@ -455,7 +475,7 @@ def main() -> None:
     sql = SqlConfig(anchors=args.anchors, label_groups=not args.no_label_groups)
     common = dict(model=args.model, steps=args.steps, k=args.k, seed=args.seed, batch_size=args.batch_size, max_tokens=args.max_tokens,
                   conninfo=args.db, data_dir=args.data_dir, repeats=args.repeats, one_per_template=not args.repeat_templates, sql=sql,
-                  planner=args.planner_check, timed=args.timed_check)
+                  planner=args.planner_check, timed=args.timed_check, demos_from=args.demos)
     if args.folds > 1:
         records = [r for r in read_pool(args.pool) if r["original"]["status"] == "ok"]
         runs = [run(args.pool, held_out=fold, **common) for fold in template_folds(records, args.folds, seed=args.seed)]

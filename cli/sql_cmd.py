@@ -15,6 +15,8 @@ app = typer.Typer(help="SQL query rewriting with retrieved demonstrations (LLM-R
 MODEL = typer.Option("minilm", "--model", help="Encoder of the sql preset: a model from `retriever train sql`, or a base (default: minilm).")
 AS_JSON = typer.Option(False, "--json", help="Print the result as one JSON document.")
 K = typer.Option(3, "-k", "--k", help="Demonstrations to retrieve.")
+DEMOS = typer.Option("helped", "--demos", help="Which pool queries may be demonstrations: helped (a rule set made them >= 2x "
+                     "faster; LLM-R2's pool of effective rewrites) or all (\"nothing helped\" examples too).")
 
 
 @app.command("build-pool")
@@ -78,6 +80,7 @@ def demos(
     query: str = typer.Argument(..., help="The SQL query to find demonstrations for."),
     k: int = K,
     model: str = MODEL,
+    demos_from: str = DEMOS,
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     as_json: bool = AS_JSON,
 ) -> None:
@@ -86,7 +89,7 @@ def demos(
 
     from retriever.sql.demos import prompt, vote
 
-    retriever, records_by_id = _retriever(pool, model, device)
+    retriever, records_by_id = _retriever(pool, model, device, demos_from)
     found = retriever.search([query], k)[0]
     rules, totals = vote(found, records_by_id)
     text = prompt(query, found)
@@ -107,6 +110,7 @@ def rewrite(
     query: str = typer.Argument(..., help="The SQL query to rewrite."),
     k: int = K,
     model: str = MODEL,
+    demos_from: str = DEMOS,
     db: Optional[str] = typer.Option(None, "--db", help="PostgreSQL server URL holding the workload's tables."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="A cluster kept by `build-pool --data-dir` (started and stopped here)."),
     workload: Optional[str] = typer.Option(None, "--workload", help="Database to use (default: the pool workload whose tables the query reads)."),
@@ -134,7 +138,7 @@ def rewrite(
     if data_dir is not None and not (data_dir / "data" / "PG_VERSION").is_file():
         raise RetrieverError(f"{data_dir}: not a cluster kept by `retriever sql build-pool --data-dir`")
     manifest = read_manifest(pool)
-    retriever, records_by_id = _retriever(pool, model, device)
+    retriever, records_by_id = _retriever(pool, model, device, demos_from)
     found = retriever.search([query], k)[0]
     rules, totals = vote(found, records_by_id)
     name = workload or workload_of(query, manifest.get("schemas", {}))
@@ -167,7 +171,7 @@ def rewrite(
         out.print(f"no rewrite ({outcome.status}): the demonstrations vote for no rule that changes this query", highlight=False)
 
 
-def _retriever(pool: Path, model: str, device: str):
+def _retriever(pool: Path, model: str, device: str, demos_from: str):
     from retriever.encoder import load_encoder
     from retriever.sql.demos import DemoRetriever
     from retriever.sql.pool import read_manifest, read_pool
@@ -175,7 +179,7 @@ def _retriever(pool: Path, model: str, device: str):
     records = read_pool(pool)
     encoder = load_encoder(model, preset="sql", device=device)
     schemas = read_manifest(pool).get("schemas")
-    return DemoRetriever(records, encoder, schemas=schemas), {r["id"]: r for r in records}
+    return DemoRetriever(records, encoder, schemas=schemas, demos_from=demos_from), {r["id"]: r for r in records}
 
 
 def _demo_table(found) -> None:

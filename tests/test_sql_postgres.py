@@ -187,28 +187,29 @@ def test_cli_demos_and_rewrite_end_to_end(database, tmp_path, tiny_model):
     _write_pool(pool, conninfo)
     runner = CliRunner()
     query = CORRELATED.replace("450", "430")
-    shown = runner.invoke(app, ["sql", "demos", str(pool), query, "-k", "2", "--model", str(tiny_model), "--device", "cpu", "--json"],
-                          catch_exceptions=False)
+    # Which queries were helped varies by machine: "all" makes every pool query a candidate demonstration here.
+    shown = runner.invoke(app, ["sql", "demos", str(pool), query, "-k", "2", "--model", str(tiny_model), "--device", "cpu",
+                                "--demos", "all", "--json"], catch_exceptions=False)
     assert shown.exit_code == 0, shown.output
     result = json.loads(shown.stdout)
     assert len(result["demonstrations"]) == 2 and result["prompt"].endswith("Rules:")
     assert {"id", "sql", "rules", "speedup", "score"} <= set(result["demonstrations"][0])
     done = runner.invoke(app, ["sql", "rewrite", str(pool), query, "-k", "4", "--model", str(tiny_model), "--device", "cpu",
-                               "--db", conninfo, "--repeats", "1", "--json"], catch_exceptions=False)
+                               "--db", conninfo, "--demos", "all", "--repeats", "1", "--json"], catch_exceptions=False)
     assert done.exit_code == 0, done.output
     outcome = json.loads(done.stdout)
     assert outcome["status"] in ("applied", "no-rules", "unchanged")
     if outcome["status"] == "applied":
         assert outcome["speedup"] > 0 and outcome["sql"] != query
     checked = runner.invoke(app, ["sql", "rewrite", str(pool), query, "-k", "4", "--model", str(tiny_model), "--device", "cpu",
-                                  "--db", conninfo, "--repeats", "1", "--planner-check", "--json"], catch_exceptions=False)
+                                  "--db", conninfo, "--demos", "all", "--repeats", "1", "--planner-check", "--json"], catch_exceptions=False)
     assert checked.exit_code == 0, checked.output
     planned = json.loads(checked.stdout)  # the planner applies only a rule set it expects to halve the cost
     assert planned["status"] in ("applied", "no-rules", "unchanged", "refused")
     if planned["status"] == "applied":
         assert planned["speedup"] > 0 and planned["sql"] != query
     timed = runner.invoke(app, ["sql", "rewrite", str(pool), query, "-k", "4", "--model", str(tiny_model), "--device", "cpu",
-                                "--db", conninfo, "--repeats", "1", "--timed-check", "--json"], catch_exceptions=False)
+                                "--db", conninfo, "--demos", "all", "--repeats", "1", "--timed-check", "--json"], catch_exceptions=False)
     assert timed.exit_code == 0, timed.output
     tried = json.loads(timed.stdout)  # applied only when the trial measured >= 2x, and then verified again
     assert tried["status"] in ("applied", "no-rules", "unchanged", "refused")
@@ -221,6 +222,29 @@ def test_cli_demos_and_rewrite_end_to_end(database, tmp_path, tiny_model):
     assert bad.exit_code == 2 and "--db" in bad.output and "Traceback" not in bad.output
     missing = runner.invoke(app, ["sql", "demos", str(tmp_path / "nope"), query, "--model", str(tiny_model)])
     assert missing.exit_code == 2 and "not a pool" in missing.output
+
+
+def test_cli_demos_come_from_helped_queries(database, tmp_path, tiny_model):
+    from cli.main import app
+
+    _, conninfo = database
+    pool = tmp_path / "pool"
+    records = _write_pool(pool, conninfo)
+    # Fixed effects (measured ones vary by machine): the correlated template was helped, the filter one was not.
+    helped = {r["template"] for r in records if r["template"] == "shop-q1"}
+    fixed = [_with_effect(r, 3.0 if r["template"] in helped else 1.0) for r in records]
+    (pool / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fixed))
+    runner = CliRunner()
+    args = ["sql", "demos", str(pool), CORRELATED.replace("450", "430"), "-k", "3", "--model", str(tiny_model), "--device", "cpu"]
+    shown = runner.invoke(app, args + ["--json"], catch_exceptions=False)
+    assert shown.exit_code == 0, shown.output
+    demos = json.loads(shown.stdout)["demonstrations"]
+    assert demos and all(d["template"] in helped and d["rules"] == ["unnest_subqueries"] for d in demos)
+    every = json.loads(runner.invoke(app, args + ["--demos", "all", "--json"], catch_exceptions=False).stdout)["demonstrations"]
+    assert {d["template"] for d in every} > helped  # unhelped templates are demonstrations only when asked for
+    (pool / "pool.jsonl").write_text("".join(json.dumps(_with_effect(r, 1.0)) + "\n" for r in records))
+    none = runner.invoke(app, args)
+    assert none.exit_code == 2 and "no helped query" in none.output and "Traceback" not in none.output
 
 
 def test_train_sql_from_a_pool(database, tmp_path, tiny_model):

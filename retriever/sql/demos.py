@@ -1,7 +1,10 @@
 """Retrieve demonstrations from a pool, vote on rules, and write an LLM-R2-style prompt.
 
 The pool's queries are encoded (with the encoder's preset: ``sql`` reads structure, ``text`` reads raw SQL)
-into an exact FAISS index; a new query's ``k`` nearest pool queries are its demonstrations. Each demonstration
+into an exact FAISS index; a new query's ``k`` nearest pool queries are its demonstrations. By default only
+*helped* pool queries (some rule set made them at least 2x faster) can be demonstrations, as in LLM-R2, whose pool
+holds queries with their effective rewrites: a demonstration that nothing helped proposes nothing, so a query
+whose nearest neighbours were not helped would get no candidate at all. Each demonstration
 votes for every candidate rule set with the effect measured on it (``log`` speedup, 0 when the rules did not
 apply or changed the result, and 0 inside the noise band, see :func:`retriever.sql.pool.gated_log_speedup`); the
 rule set with the highest total is chosen, or none when no total is positive. Gating matters: summing every
@@ -34,6 +37,10 @@ TRIAL_SPEEDUP = HELPFUL
 for "helped" (:data:`retriever.sql.pool.HELPFUL`, 2x), below which medians of 3 runs on a busy machine are noise."""
 
 
+DEMONSTRATIONS_FROM = ("helped", "all")
+"""Which pool queries may be demonstrations: ``helped`` ones only (LLM-R2's pool of effective rewrites) or ``all``."""
+
+
 @dataclass(frozen=True)
 class Demonstration:
     """One retrieved pool query: its id, template, SQL, best rules (``[]`` = leave it), measured speedup, similarity."""
@@ -51,22 +58,32 @@ class DemoRetriever:
 
     Args:
         records: pool records (only those whose original ran are used).
+        demos_from: ``helped`` (default): only records some rule set helped (:func:`retriever.sql.pool.label_of` is
+            not ``none``) can be demonstrations; ``all``: every record, "nothing helped" examples included.
         encoder: an :class:`retriever.encoder.Encoder` (its preset decides how SQL is read).
         schemas: ``{workload: {table: {column: type}}}`` (the pool manifest's); when given, pool queries and new
             queries are read with their columns bound to tables (:func:`retriever.sql_features.qualified_sql`),
             which the ``sql`` preset needs to tell correlated subqueries from independent ones. A new query's
             workload is the one whose tables it reads.
     Raises:
-        RetrieverError: no usable record.
+        RetrieverError: no usable record (with ``helped``: no helped record), or an unknown ``demos_from``.
     """
 
     def __init__(self, records: Sequence[Mapping[str, Any]], encoder: Any, *, batch_size: int = 32,
-                 schemas: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None):
+                 schemas: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None, demos_from: str = "helped"):
         from indexing.faiss_index import Metric, VectorIndex
+        from retriever.sql.pool import label_of
 
+        if demos_from not in DEMONSTRATIONS_FROM:
+            raise RetrieverError(f"--demos must be one of {', '.join(DEMONSTRATIONS_FROM)} (got {demos_from!r})")
         self.records = [r for r in records if r.get("original", {}).get("status") == "ok"]
         if not self.records:
             raise RetrieverError("the pool has no query that ran; nothing to retrieve")
+        if demos_from == "helped":
+            self.records = [r for r in self.records if label_of(r) != "none"]
+            if not self.records:
+                raise RetrieverError(f"the pool has no helped query (no verified rewrite reached {HELPFUL:g}x); "
+                                     "use --demos all to retrieve among every query")
         self.encoder = encoder
         self.schemas = dict(schemas or {})
         texts = [self.readable(r["sql"], r.get("workload")) for r in self.records]
