@@ -175,6 +175,9 @@ def test_benchmark_timed_check_tries_only_the_voted_rewrites(database, tmp_path)
         rules = check(correlated, {"unnest_subqueries": 1.0, "simplify": -0.5})
         assert rules in ([], ["unnest_subqueries"]) and check.trials == [1]  # one voted rewrite tried
         assert check(correlated, {"unnest_subqueries": 0.0}) == [] and check.trials == [1, 0]  # nothing voted, nothing run
+        first = dict(check.tried)
+        assert len(first) == 1 and check(correlated, {"unnest_subqueries": 2.0}) == rules  # another system, same rewrite:
+        assert check.tried == first and check.trials == [1, 0, 1]  # the trial is shared, not run again, but counted
     finally:
         check.close()
 
