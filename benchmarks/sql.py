@@ -47,7 +47,7 @@ from retriever.sql.rules import CANDIDATES, rule_key
 log = logging.getLogger("benchmarks.sql")
 WORK = CACHE / "sql"
 RANDOM_REPEATS = 5
-RECIPE = "helped anchors, labels-as-groups, qualified"
+RECIPE = "labels-as-groups, qualified"
 """Names the training recipe in the cache key of trained encoders (a changed recipe retrains)."""
 PLANNER_NOTE = (" (**planner check**: PostgreSQL's planner picks the cheapest-estimated of the voted rule sets, "
                 "applied only when estimated at most half the original's cost)")
@@ -476,7 +476,7 @@ def main() -> None:
     parser.add_argument("--dev-folds", type=int, default=1, help="With --dev: inner splits to average over.")
     parser.add_argument("--demos", default="helped", choices=("helped", "all"), help="Which training queries may be "
                         "demonstrations (every system's, random's too): helped ones (default, as `retriever sql demos`) or all.")
-    parser.add_argument("--anchors", default="helped", choices=("helped", "all"), help="Training anchors (see retriever train sql).")
+    parser.add_argument("--anchors", default="all", choices=("helped", "all"), help="Training anchors (see retriever train sql).")
     parser.add_argument("--no-label-groups", action="store_true", help="Plain in-batch negatives in training (ablation).")
     parser.add_argument("--planner-check", action="store_true", help="Every system's vote goes through PostgreSQL's planner "
                         "(the cheapest-estimated voted rule set, applied when estimated at most half the original's cost); "

@@ -428,7 +428,7 @@ def sql(
     curriculum: float = typer.Option(0.5, "--curriculum", help="Fraction of the run over which hard positives/negatives phase in (0 = hard from the start)."),
     negatives: int = typer.Option(1, "--negatives", help="Negatives per example: other-label queries, easy (random) early, similar-looking later."),
     hard_pool: int = typer.Option(5, "--hard-pool", help="The most similar-looking other-label queries that count as hard negatives."),
-    anchors: str = typer.Option("helped", "--anchors", help="helped: only queries some rule set sped up are anchors (`none` ones are negatives); all: every query."),
+    anchors: str = typer.Option("all", "--anchors", help="all: every query is an anchor; helped: only queries some rule set sped up (`none` ones are negatives only)."),
     label_groups: bool = typer.Option(True, "--label-groups/--no-label-groups", help="Same-label keys of a batch count as positives (supervised contrastive), not negatives."),
     steps: int = typer.Option(150, "--steps", help="Optimizer steps."),
     batch_size: int = typer.Option(16, "--batch-size", help="Anchors per forward pass, over all processes together."),

@@ -147,7 +147,8 @@ def test_curriculum_moves_from_easy_to_hard_pairs(tiny_tokenizer):
             sql = (f"select c_name from customer where c_nation = {seed} and 1 < (select count(*) from orders where o_cust = c_id)"
                    if template in ("t1", "t3") else f"select o_id from orders where o_total > {seed} order by o_id")
             records.append(_record(f"{template}-s{seed}", template, {"unnest_subqueries": label_speed}) | {"sql": sql})
-    data = SqlPairData(records, tiny_tokenizer, total_examples=100, curriculum=0.5, per_query=1, hard_pool=1, seed=0)
+    data = SqlPairData(records, tiny_tokenizer, total_examples=100, curriculum=0.5, per_query=1, hard_pool=1, seed=0,
+                       anchors="helped")
     assert data.hardness(0) == 0.0 and data.hardness(50) == 1.0 and data.hardness(99) == 1.0
     labels, templates = data.labels, data.templates
     for position in range(0, 4):  # easy: positives from the anchor's own template

@@ -245,8 +245,10 @@ class SqlConfig:
         curriculum: fraction of the run over which the chance of hard positives/negatives grows from 0 to 1.
         negatives: negatives per example (besides in-batch ones).
         hard_pool: the most similar-looking other-label queries that count as hard negatives.
-        anchors: ``helped`` (only queries some rule set helped are anchors; ``none`` queries serve as negatives:
-            "nothing helped" is no shared property to pull together) or ``all``.
+        anchors: ``all`` (every query is an anchor, ``none`` ones too: retrieval among helped demonstrations then
+            also learns where a query that nothing helped sits; chosen on the dev splits, 78% of the oracle against
+            65%, ``benchmarks/results/sql-dev-anchors.notes.md``) or ``helped`` (only queries some rule set helped
+            are anchors; ``none`` queries serve as negatives only).
         label_groups: in-batch keys with the anchor's label count as positives (supervised contrastive), not as
             negatives.
     """
@@ -254,7 +256,7 @@ class SqlConfig:
     curriculum: float = 0.5
     negatives: int = 1
     hard_pool: int = 5
-    anchors: str = "helped"
+    anchors: str = "all"
     label_groups: bool = True
 
     def validate(self) -> None:

@@ -67,7 +67,7 @@ class SqlPairData:
 
     def __init__(self, records: Sequence[Mapping[str, Any]], tokenizer: Any, *, total_examples: int, curriculum: float = 0.5,
                  per_query: int = 1, hard_pool: int = 5, max_tokens: int = 256, seed: int = 0,
-                 schemas: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None, anchors: str = "helped",
+                 schemas: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None, anchors: str = "all",
                  label_groups: bool = True):
         from retriever.presets import preprocessor_function
         from retriever.sql.pool import label_of
