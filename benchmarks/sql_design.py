@@ -1,0 +1,134 @@
+"""Issue 8 design probe: which demonstrations and which training recipe, decided on dev splits only.
+
+Fast and offline (no database): the held-out templates of the seeded split are set aside, the training templates
+are split again ``--dev-folds`` times (as ``benchmarks.sql --dev``), and each dev split's held-out queries are scored
+with the effects **measured when the pool was built**. The timed trial is simulated by that measurement: every rule
+set with a positive vote is "tried", and the best is applied when its pool effect is at least 2x. This is optimistic
+(the pool's measurement is the one the oracle was picked on) and is only for choosing between designs; the
+acceptance figures come from ``benchmarks.sql`` with a real trial and a separate re-timing.
+
+For each system (the trained sql encoder per ``--anchors`` recipe, the untrained sql preset, text similarity,
+random demonstrations), demonstrations from ``all`` or ``helped`` training queries, and k in ``--ks``: the share of
+the oracle's pool score, per dev split and averaged, and the rewrites a trial would run per query.
+
+    python -m benchmarks.sql_design POOL [--anchors all helped] [--dev-folds 3] [--ks 1 2 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import write_results
+from benchmarks.sql import split_templates, train_model
+from retriever.sql.demos import DemoRetriever, Demonstration, demonstration, vote
+from retriever.sql.pool import HELPFUL, candidate_log_speedup, label_of, oracle_log_speedup, read_manifest, read_pool
+
+log = logging.getLogger("benchmarks.sql_design")
+RANDOM_REPEATS = 5
+
+
+def simulated_trial(record: Mapping[str, Any], demos: Sequence[Demonstration], by_id) -> tuple[float, int]:
+    """The pool effect of what a timed trial of the demonstrations' vote would apply to ``record``'s query, and the
+    number of rule sets it would try."""
+    _, totals = vote(demos, by_id)
+    effects = {key: candidate_log_speedup(record, key) for key, total in totals.items() if total > 0}
+    best = max(effects.values(), default=0.0)
+    return (best if best >= math.log(HELPFUL) else 0.0), len(effects)
+
+
+def run(pool: Path, *, anchors: Sequence[str], dev_folds: int, ks: Sequence[int], steps: int = 60, seed: int = 0) -> dict[str, Any]:
+    """Shares of the oracle per ``(system, demonstrations, k)`` over the dev splits (see the module docstring)."""
+    from retriever.encoder import load_encoder
+    from training.config import SqlConfig
+
+    records = [r for r in read_pool(pool) if r["original"]["status"] == "ok"]
+    schemas = read_manifest(pool).get("schemas") or {}
+    held = split_templates(records, seed=seed)
+    inside = [r for r in records if r["template"] not in held]
+    by_id = {r["id"]: r for r in records}
+    rows: dict[str, dict[str, Any]] = {}
+
+    def add(name: str, share: float, trials: float | None) -> None:
+        row = rows.setdefault(name, {"shares": [], "trials": []})
+        row["shares"].append(round(share, 4))
+        if trials is not None:
+            row["trials"].append(round(trials, 3))
+
+    for fold in range(dev_folds):
+        dev_held = split_templates(inside, seed=seed + 1 + fold)
+        train = [r for r in inside if r["template"] not in dev_held]
+        test = [r for r in inside if r["template"] in dev_held]
+        oracle = sum(oracle_log_speedup(r) for r in test) / len(test)
+        log.info("dev split %d: %d training queries, %d held out, oracle %.4f", fold, len(train), len(test), oracle)
+        systems = [(f"ours (anchors {a})", str(train_model(train, steps=steps, seed=seed, batch_size=8, max_tokens=128,
+                                                           timings={}, schemas=schemas, sql=SqlConfig(anchors=a))), "sql")
+                   for a in anchors]
+        systems += [("sql preset, untrained", "minilm", "sql"), ("text similarity", "minilm", "text")]
+        for name, spec, preset in systems:
+            encoder = load_encoder(spec, preset=preset, device="cpu")
+            for demos_from in ("all", "helped"):
+                retriever = DemoRetriever(train, encoder, schemas=schemas if preset == "sql" else None, demos_from=demos_from)
+                for k in ks:
+                    found = retriever.search([r["sql"] for r in test], k)
+                    outcomes = [simulated_trial(r, demos, by_id) for r, demos in zip(test, found)]
+                    add(f"{name} | {demos_from} | k={k}", sum(v for v, _ in outcomes) / len(test) / oracle,
+                        sum(n for _, n in outcomes) / len(test))
+        for demos_from in ("all", "helped"):
+            by_template: dict[str, list[Mapping[str, Any]]] = {}
+            for r in train:
+                if demos_from == "all" or label_of(r) != "none":
+                    by_template.setdefault(r["template"], []).append(r)
+            for k in ks:
+                means = []
+                for rep in range(RANDOM_REPEATS):
+                    rng = random.Random(f"random-{seed}-{rep}")
+                    outcomes = [simulated_trial(r, [demonstration(rng.choice(by_template[t])) for t in
+                                                    rng.sample(sorted(by_template), min(k, len(by_template)))], by_id)
+                                for r in test]
+                    means.append(sum(v for v, _ in outcomes) / len(test))
+                add(f"random demonstrations | {demos_from} | k={k}", sum(means) / len(means) / oracle, None)
+    for row in rows.values():
+        row["mean_share"] = round(sum(row["shares"]) / len(row["shares"]), 4)
+        row["trials_per_query"] = round(sum(row["trials"]) / len(row["trials"]), 3) if row["trials"] else None
+        del row["trials"]
+    return {"pool": str(pool), "dev_folds": dev_folds, "ks": list(ks), "anchors": list(anchors), "steps": steps, "rows": rows}
+
+
+def markdown(data: Mapping[str, Any]) -> str:
+    lines = ["# SQL demonstrations: design probe on dev splits (issue 8)", "",
+             f"Pool `{data['pool']}`, {data['dev_folds']} dev splits inside the training templates (held-out templates "
+             "unread). Share of the oracle's **pool-measured** score, the trial simulated by the pool's measurement "
+             "(optimistic; for design choices only).", "",
+             "| system | demonstrations | k | mean share | per split | rule sets tried per query |", "|---|---|---|---|---|---|"]
+    for name, row in data["rows"].items():
+        system, demos_from, k = name.split(" | ")
+        tried = f"{row['trials_per_query']:.2f}" if row["trials_per_query"] is not None else "-"
+        lines.append(f"| {system} | {demos_from} | {k[2:]} | {row['mean_share']:.0%} | "
+                     f"{', '.join(f'{v:.0%}' for v in row['shares'])} | {tried} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pool", type=Path)
+    parser.add_argument("--anchors", nargs="+", default=["all", "helped"], choices=("all", "helped"))
+    parser.add_argument("--dev-folds", type=int, default=3)
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--name", default="sql-design")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    data = run(args.pool, anchors=args.anchors, dev_folds=args.dev_folds, ks=args.ks)
+    text = markdown(data)
+    path = write_results(args.name, data, text)
+    print(text)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
