@@ -247,7 +247,7 @@ class SqlConfig:
         hard_pool: the most similar-looking other-label queries that count as hard negatives.
         anchors: ``all`` (every query is an anchor, ``none`` ones too: retrieval among helped demonstrations then
             also learns where a query that nothing helped sits; chosen on the dev splits, 78% of the oracle against
-            65%, ``benchmarks/results/sql-dev-anchors.notes.md``) or ``helped`` (only queries some rule set helped
+            65%, ``benchmarks/results/sql-design.md``) or ``helped`` (only queries some rule set helped
             are anchors; ``none`` queries serve as negatives only).
         label_groups: in-batch keys with the anchor's label count as positives (supervised contrastive), not as
             negatives.
