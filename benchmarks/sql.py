@@ -40,7 +40,7 @@ from typing import Any
 
 from benchmarks.common import CACHE, write_results
 from indexing.errors import RetrieverError
-from retriever.sql.demos import DemoRetriever, vote
+from retriever.sql.demos import DemoRetriever, Demonstration, demonstration, vote
 from retriever.sql.pool import candidate_log_speedup, label_of, oracle_key, read_manifest, read_pool
 from retriever.sql.rules import CANDIDATES, rule_key
 
@@ -240,7 +240,6 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     split (seed + 1 + dev_fold). ``held_out`` replaces the seeded split (a cross-validation fold). ``sql`` is the :class:`training.config.SqlConfig` of the trained encoder.
     """
     from retriever.encoder import load_encoder
-    from retriever.sql.demos import demonstration
     from retriever.sql.postgres import PrivateCluster
 
     if planner and timed:
@@ -288,17 +287,10 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
                 trials[name] = round(sum(check.trials[done:]) / len(test), 3)
             timings[f"retrieve: {name}"] = round(time.perf_counter() - start, 1)
         random_picks = []
-        by_template: dict[str, list[Mapping[str, Any]]] = {}
-        for r in train:
-            if demos_from == "all" or label_of(r) != "none":
-                by_template.setdefault(r["template"], []).append(r)
         done = len(check.trials) if check is not None else 0
         for rep in range(RANDOM_REPEATS):
-            rng = random.Random(f"random-{seed}-{rep}")
-            random_picks.append({r["id"]: decide(r, [demonstration(rng.choice(by_template[t]))
-                                                     for t in rng.sample(sorted(by_template), min(k, len(by_template)))],
-                                              by_id, check)
-                                 for r in test})  # k random templates, one draw of each (as retrieval gives)
+            drawn = random_demonstrations(train, len(test), k, demos_from=demos_from, seed=seed, rep=rep)
+            random_picks.append({r["id"]: decide(r, demos, by_id, check) for r, demos in zip(test, drawn)})
         if check is not None:
             trials["random demonstrations (mean of 5)"] = round(sum(check.trials[done:]) / len(test) / RANDOM_REPEATS, 3)
         if planner:  # a reference: the planner's pick among every candidate, no demonstrations
@@ -361,6 +353,20 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
             "test_queries": len(test), "labels": labels, "held_out_labels": held_labels, "results": results,
             "per_workload": per_workload, "choices": {name: chosen for name, chosen in systems.items()},
             "retimed": measured, "timings_s": timings}
+
+
+def random_demonstrations(train: Sequence[Mapping[str, Any]], queries: int, k: int, *, demos_from: str, seed: int,
+                          rep: int) -> list[list[Demonstration]]:
+    """Random demonstrations for ``queries`` held-out queries, as retrieval gives them: ``k`` different templates of
+    the training queries (helped ones only when ``demos_from`` is ``helped``), one draw of each; seeded by
+    ``(seed, rep)``."""
+    by_template: dict[str, list[Mapping[str, Any]]] = {}
+    for r in train:
+        if demos_from == "all" or label_of(r) != "none":
+            by_template.setdefault(r["template"], []).append(r)
+    rng = random.Random(f"random-{seed}-{rep}")
+    return [[demonstration(rng.choice(by_template[t])) for t in rng.sample(sorted(by_template), min(k, len(by_template)))]
+            for _ in range(queries)]
 
 
 def train_model(train: Sequence[Mapping[str, Any]], *, steps: int, seed: int, batch_size: int, max_tokens: int,

@@ -19,18 +19,16 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from benchmarks.common import write_results
-from benchmarks.sql import split_templates, train_model
-from retriever.sql.demos import DemoRetriever, Demonstration, demonstration, vote
-from retriever.sql.pool import HELPFUL, candidate_log_speedup, label_of, oracle_log_speedup, read_manifest, read_pool
+from benchmarks.sql import RANDOM_REPEATS, random_demonstrations, split_templates, train_model
+from retriever.sql.demos import DemoRetriever, Demonstration, vote
+from retriever.sql.pool import HELPFUL, candidate_log_speedup, oracle_log_speedup, read_manifest, read_pool
 
 log = logging.getLogger("benchmarks.sql_design")
-RANDOM_REPEATS = 5
 
 
 def simulated_trial(record: Mapping[str, Any], demos: Sequence[Demonstration], by_id) -> tuple[float, int]:
@@ -80,17 +78,11 @@ def run(pool: Path, *, anchors: Sequence[str], dev_folds: int, ks: Sequence[int]
                     add(f"{name} | {demos_from} | k={k}", sum(v for v, _ in outcomes) / len(test) / oracle,
                         sum(n for _, n in outcomes) / len(test))
         for demos_from in ("all", "helped"):
-            by_template: dict[str, list[Mapping[str, Any]]] = {}
-            for r in train:
-                if demos_from == "all" or label_of(r) != "none":
-                    by_template.setdefault(r["template"], []).append(r)
             for k in ks:
                 means = []
                 for rep in range(RANDOM_REPEATS):
-                    rng = random.Random(f"random-{seed}-{rep}")
-                    outcomes = [simulated_trial(r, [demonstration(rng.choice(by_template[t])) for t in
-                                                    rng.sample(sorted(by_template), min(k, len(by_template)))], by_id)
-                                for r in test]
+                    drawn = random_demonstrations(train, len(test), k, demos_from=demos_from, seed=seed, rep=rep)
+                    outcomes = [simulated_trial(r, demos, by_id) for r, demos in zip(test, drawn)]
                     means.append(sum(v for v, _ in outcomes) / len(test))
                 add(f"random demonstrations | {demos_from} | k={k}", sum(means) / len(means) / oracle, None)
     for row in rows.values():

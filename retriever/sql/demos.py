@@ -23,7 +23,7 @@ import numpy as np
 
 from indexing.errors import RetrieverError
 from retriever.sql.apply import unchanged
-from retriever.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup
+from retriever.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup, label_of
 from retriever.sql.rules import CANDIDATES, apply_rules, rule_key
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,6 @@ class DemoRetriever:
     def __init__(self, records: Sequence[Mapping[str, Any]], encoder: Any, *, batch_size: int = 32,
                  schemas: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None, demos_from: str = "helped"):
         from indexing.faiss_index import Metric, VectorIndex
-        from retriever.sql.pool import label_of
 
         if demos_from not in DEMONSTRATIONS_FROM:
             raise RetrieverError(f"--demos must be one of {', '.join(DEMONSTRATIONS_FROM)} (got {demos_from!r})")
@@ -139,8 +138,6 @@ class DemoRetriever:
 def demonstration(record: Mapping[str, Any], score: float = 0.0) -> Demonstration:
     """A pool record as a demonstration: the rules of its label (:func:`retriever.sql.pool.label_of`) and their
     measured speedup when they helped, else ``[]`` (keep the query)."""
-    from retriever.sql.pool import label_of
-
     label = label_of(record)
     if label == "none":
         return Demonstration(record["id"], record["template"], record["sql"], [], None, score)
