@@ -395,14 +395,17 @@ def code_pairs(
     min_lines: int = typer.Option(3, "--min-lines", help="Shortest function kept, in lines."),
     max_query_words: int = typer.Option(16, "--max-query-words", help="Longest summary used as a query, in words (searches are short; 0 = no limit); longer ones leave their function a document only."),
     summaries_only: bool = typer.Option(False, "--summaries-only", help="Only functions with a docstring summary become documents (no distractors; a smaller index)."),
+    queries: str = typer.Option("summaries", "--queries", help="Queries from 'summaries' (docstring summaries), 'names' (the function's name as a search, e.g. 'python read all lines', the function renamed in its document) or 'both'."),
     as_json: bool = AS_JSON,
 ) -> None:
     """Self-supervised code-search pairs as a BEIR folder: each function is a document, its docstring summary
-    (written as a search) a query. Index it and train on it with `retriever train finetune OUT --negatives-from IDX`."""
-    from training.code_data import collect_functions, corpus_hashes, write_search_folder
+    or its name (written as a search) a query. Index it and train on it with `retriever train finetune OUT --negatives-from IDX`."""
+    from training.code_data import QUERY_KINDS, collect_functions, corpus_hashes, write_search_folder
 
     if min_lines < 1 or max_query_words < 0:
         raise RetrieverError("--min-lines must be >= 1 and --max-query-words >= 0")
+    if queries not in QUERY_KINDS:
+        raise RetrieverError(f"--queries must be one of {', '.join(QUERY_KINDS)}, not {queries!r}")
     excluded = corpus_hashes(exclude) if exclude else set()
     functions, counts = collect_functions(sources, exclude=excluded, min_lines=min_lines)
     if not functions:
@@ -410,7 +413,7 @@ def code_pairs(
     if summaries_only:
         functions = [fn for fn in functions if fn.summary]
     written = write_search_folder(out, functions, split="train", keep_docstrings=keep_docstrings,
-                                  max_query_words=max_query_words)
+                                  max_query_words=max_query_words, queries=queries)
     result = {**counts, **written, "out": str(out)}
     if as_json:
         print_json(result)

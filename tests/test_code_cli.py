@@ -233,3 +233,46 @@ def test_code_pairs_errors_are_one_line(tmp_path):
     (tmp_path / "empty").mkdir()
     result = run("train", "code-pairs", tmp_path / "empty", "--out", tmp_path / "p")
     assert result.exit_code == 2 and "no function found" in result.output
+
+
+def test_name_query_reads_a_function_name_as_a_search():
+    from training.code_data import name_query
+
+    query = name_query("lib/io.py:Reader.read_all_lines:12")
+    assert sorted(query.split()) == ["all", "lines", "python", "read"]
+    assert query.split()[0] == "python" or query.split()[-1] == "python"
+    assert name_query("a.py:parseHTTPResponse:3").replace("python", "").split() == ["parse", "http", "response"]
+    assert name_query("a.py:C.__init__:3") == name_query("a.py:_private_helper:3") == ""
+    assert name_query("a.py:run:3") == name_query("a.py:test_read_lines:3") == ""
+    assert name_query("a.py:read_lines:3") == name_query("a.py:read_lines:3")  # deterministic
+
+
+def test_code_pairs_name_queries_rename_the_function_in_its_document(tmp_path):
+    """`--queries names`: the function's name written as a search is the query, and the document's function is
+    renamed (v0), so the query is not found verbatim; `both` adds the docstring summary as a second query."""
+    import ast
+    import json as _json
+
+    src = Path(_json.__file__).parent  # the stdlib json package
+    names = tmp_path / "names"
+    result = run("train", "code-pairs", src, "--out", names, "--keep-docstrings", "--queries", "names", "--json")
+    assert result.exit_code == 0, result.output
+    corpus = {d["_id"]: d for d in map(_json.loads, (names / "corpus.jsonl").read_text().splitlines())}
+    queries = [_json.loads(line) for line in (names / "queries.jsonl").read_text().splitlines()]
+    qrels = [line.split("\t") for line in (names / "qrels" / "train.tsv").read_text().splitlines()[1:]]
+    assert queries and all(q["_id"].startswith("n") and "python" in q["text"].split() for q in queries)
+    assert {(q["_id"], "f" + q["_id"][1:]) for q in queries} == {(qid, doc) for qid, doc, _ in qrels}
+    for query in queries:
+        doc = corpus["f" + query["_id"][1:]]
+        name = doc["origin"].rsplit(":", 2)[1].split(".")[-1]
+        tree = ast.parse(doc["text"])  # still parses
+        assert tree.body[0].name == "v0" and f"def {name}(" not in doc["text"]
+    unnamed = [d for d in corpus.values() if not d["text"].startswith(("def v0", "async def v0"))]
+    assert unnamed  # functions whose names say too little are documents only, not renamed
+
+    both = tmp_path / "both"
+    assert run("train", "code-pairs", src, "--out", both, "--keep-docstrings", "--queries", "both").exit_code == 0
+    kinds = {q["_id"][0] for q in map(_json.loads, (both / "queries.jsonl").read_text().splitlines())}
+    assert kinds == {"q", "n"}
+    bad = run("train", "code-pairs", src, "--out", tmp_path / "bad", "--queries", "titles")
+    assert bad.exit_code == 2 and "--queries must be one of summaries, names, both" in bad.output
