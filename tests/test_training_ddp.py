@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from tests.test_training_helpers import max_weight_difference, tiny_model_no_dropout  # noqa: F401 (fixture)
+from tests.test_training_helpers import max_weight_difference, tiny_model_no_dropout, weight_differences  # noqa: F401 (fixture)
 
 TORCHRUN = Path(sys.executable).with_name("torchrun")
 
@@ -49,7 +49,13 @@ def _assert_two_processes_equal_one(tmp_path, recipe, base, *, steps: int = 3):
     result = json.loads(done.stdout.strip().splitlines()[-1])  # rank 0 alone prints
     assert result["finished"] and result["steps_done"] == steps
     assert len([line for line in done.stdout.splitlines() if line.startswith("{")]) == 1
-    assert max_weight_difference(tmp_path / "one", tmp_path / "two") <= 1e-5
+    # Same global batch, same gradients up to float summation order (two halves all-reduced vs one sum). AdamW's
+    # first steps move each weight by about +-lr whatever the gradient's size, so a weight whose gradient is ~0
+    # can take a rounding-noise sign and land up to 2 * lr away (seen once: 3.3e-5). Such weights must stay rare;
+    # a real divergence (keys not gathered, a different batch) moves nearly every weight.
+    differences = weight_differences(tmp_path / "one", tmp_path / "two")
+    assert float(differences.median()) <= 1e-7 and float(differences.max()) <= 1e-3
+    assert int((differences > 1e-5).sum()) <= differences.numel() // 1000, differences.topk(5).values
     assert max_weight_difference(tmp_path / "two", base) > 1e-5
     state = json.loads((tmp_path / "two" / "checkpoints" / f"step-{steps:07d}" / "state.json").read_text())
     assert state["world_size"] == 2 and len(state["rng"]) == 2

@@ -51,6 +51,16 @@ def write_beir(folder: Path, corpus: Path, *, queries: int = 12) -> Path:
     return folder
 
 
+def weight_differences(a: Path, b: Path) -> torch.Tensor:
+    """Absolute differences between the weights of two model folders, every tensor flattened into one vector."""
+    import torch
+    from safetensors.torch import load_file
+
+    first, second = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert first.keys() == second.keys()
+    return torch.cat([(first[k].float() - second[k].float()).abs().flatten() for k in sorted(first)])
+
+
 def max_weight_difference(a: Path, b: Path) -> float:
     """Largest absolute difference between the weights of two model folders."""
     from safetensors.torch import load_file
