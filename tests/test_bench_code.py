@@ -34,3 +34,20 @@ def test_query_only_models_are_recognized_by_their_training_config(tmp_path: Pat
     assert query_only_base(str(model)) is None
     (model / "train_config.json").write_text(json.dumps({"base": "minilm", "query_only": True}))
     assert query_only_base(str(model)) == "minilm"
+
+
+def test_teacher_fusion_weights_the_second_ranker() -> None:
+    """benchmarks.code_teachers fuses minilm with another ranker per query: w = 0 keeps the first order, w = 1
+    the second's, in between min-max normalised scores add up."""
+    import numpy as np
+
+    from benchmarks.code_teachers import fused
+    from retriever.hits import Hits
+
+    first = {"q": Hits(["a", "b", "c"], np.array([0.9, 0.5, 0.1], dtype=np.float32))}
+    second = {"q": Hits(["c", "b", "a"], np.array([3.0, 2.0, 1.0], dtype=np.float32))}
+    assert fused(first, second, 0.0)["q"].ids[:1] == ["a"]
+    assert fused(first, second, 1.0)["q"].ids[:1] == ["c"]
+    leaning_first, leaning_second = fused(first, second, 0.25)["q"], fused(first, second, 0.75)["q"]
+    assert leaning_first.ids == ["a", "b", "c"] and np.allclose(leaning_first.scores, [0.75, 0.5, 0.25])
+    assert leaning_second.ids == ["c", "b", "a"] and np.allclose(leaning_second.scores, [0.75, 0.5, 0.25])
