@@ -46,11 +46,16 @@ def simulated_trial(record: Mapping[str, Any], demos: Sequence[Demonstration], b
     return (best if best >= math.log(HELPFUL) else 0.0), len(effects)
 
 
-def ceiling_trial(record: Mapping[str, Any], train: Sequence[Mapping[str, Any]]) -> tuple[float, int]:
-    """Like :func:`simulated_trial` with every rule set that helped some helped training query (beyond the noise
-    band) tried at once: the best a trial fed by any helped demonstrations could apply to ``record``'s query."""
+def ceiling_keys(train: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Every rule set that helped some helped training query beyond the noise band (what all of them, as
+    demonstrations, would propose together)."""
     helped = [r for r in train if label_of(r) != "none"]
-    keys = {rule_key(c) for c in CANDIDATES if any(gated_log_speedup(r, rule_key(c)) > 0 for r in helped)}
+    return {rule_key(c) for c in CANDIDATES if any(gated_log_speedup(r, rule_key(c)) > 0 for r in helped)}
+
+
+def ceiling_trial(record: Mapping[str, Any], keys: set[str]) -> tuple[float, int]:
+    """Like :func:`simulated_trial` with every rule set of :func:`ceiling_keys` tried at once: the best a trial fed
+    by any helped demonstrations could apply to ``record``'s query, and the number of rule sets tried."""
     best = max((candidate_log_speedup(record, key) for key in keys), default=0.0)
     return (best if best >= math.log(HELPFUL) else 0.0), len(keys)
 
@@ -100,7 +105,8 @@ def run(pool: Path, *, anchors: Sequence[str], dev_folds: int, ks: Sequence[int]
                     outcomes = [simulated_trial(r, demos, by_id) for r, demos in zip(test, found)]
                     add(f"{name} | {demos_from} | k={k}", sum(v for v, _ in outcomes) / len(test) / oracle,
                         sum(n for _, n in outcomes) / len(test))
-        outcomes = [ceiling_trial(r, train) for r in test]
+        keys = ceiling_keys(train)
+        outcomes = [ceiling_trial(r, keys) for r in test]
         add(CEILING, sum(v for v, _ in outcomes) / len(test) / oracle, sum(n for _, n in outcomes) / len(test))
         for demos_from in ("all", "helped"):
             for k in ks:

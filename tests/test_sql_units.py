@@ -242,16 +242,17 @@ def test_design_probe_simulates_the_trial_with_the_pool_measurement():
 
 
 def test_design_probe_ceiling_tries_every_rule_set_that_helped_a_training_query():
-    from benchmarks.sql_design import ceiling_trial
+    from benchmarks.sql_design import ceiling_keys, ceiling_trial
 
     query = _record("q", "t", {"simplify": 3.0, "merge_subqueries": 1.5, "unnest_subqueries": 9.0},
                     statuses={"unnest_subqueries": "wrong"})
     helped = _record("d1", "u", {"simplify": 4.0, "merge_subqueries": 5.0, "unnest_subqueries": 6.0})
     missed = _record("d2", "v", {"simplify": 1.0})
     only_merge = _record("d3", "w", {"merge_subqueries": 5.0})
-    assert ceiling_trial(query, [helped, missed]) == (pytest.approx(math.log(3.0)), 3)
-    assert ceiling_trial(query, [only_merge, missed]) == (0.0, 1)  # merging alone gives 1.5x: below the bar
-    assert ceiling_trial(query, [missed]) == (0.0, 0)  # no helped training query: nothing to try
+    assert ceiling_keys([helped, missed]) == {"simplify", "merge_subqueries", "unnest_subqueries"}
+    assert ceiling_trial(query, ceiling_keys([helped, missed])) == (pytest.approx(math.log(3.0)), 3)
+    assert ceiling_trial(query, ceiling_keys([only_merge, missed])) == (0.0, 1)  # merging gives 1.5x: below the bar
+    assert ceiling_keys([missed]) == set() and ceiling_trial(query, set()) == (0.0, 0)  # nothing helped, nothing tried
 
 
 def test_random_demonstrations_draw_distinct_templates_from_the_allowed_queries():
