@@ -28,15 +28,14 @@ WEIGHTS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 log = logging.getLogger("benchmarks.code_teachers")
 
 
-def runs_of(index, queries: dict[str, str], *, mode: str) -> dict[str, Hits]:
-    """``{query id: hits}`` (top :data:`DEPTH`) of one index in ``mode`` (``dense`` or ``bm25``)."""
+def runs_of(index, queries: dict[str, str], *, modes: tuple[str, ...] = ("dense",)) -> list[dict[str, Hits]]:
+    """``{query id: hits}`` (top :data:`DEPTH`) of one index, per mode of ``modes`` (``dense``, ``bm25``), in order."""
     searcher = HybridSearcher.load(index, device="auto")
+    ids, texts = list(queries), list(queries.values())
     try:
-        ids = list(queries)
-        hits = searcher.retrieve([queries[q] for q in ids], k=DEPTH, mode=mode)
+        return [dict(zip(ids, searcher.retrieve(texts, k=DEPTH, mode=mode))) for mode in modes]
     finally:
         searcher.close()
-    return dict(zip(ids, hits))
 
 
 def fused(first: dict[str, Hits], second: dict[str, Hits], weight: float) -> dict[str, Hits]:
@@ -57,8 +56,8 @@ def main() -> None:
 
     minilm = index_for(cosqa, "base-text", "minilm", "text")
     e5 = index_for(cosqa, "e5-text", "multilingual-e5-small", "text")
-    runs = {"minilm": runs_of(minilm, queries, mode="dense"), "e5": runs_of(e5, queries, mode="dense"),
-            "bm25": runs_of(minilm, queries, mode="bm25")}
+    (minilm_run, bm25_run), (e5_run,) = runs_of(minilm, queries, modes=("dense", "bm25")), runs_of(e5, queries)
+    runs = {"minilm": minilm_run, "e5": e5_run, "bm25": bm25_run}
     rows = {name: evaluate(run, qrels, metrics).aggregate for name, run in runs.items()}
     for other in ("e5", "bm25"):
         for weight in WEIGHTS:

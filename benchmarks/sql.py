@@ -41,7 +41,7 @@ from typing import Any
 from benchmarks.common import CACHE, write_results
 from indexing.errors import RetrieverError
 from retriever.sql.demos import DemoRetriever, Demonstration, demonstration, vote
-from retriever.sql.pool import candidate_log_speedup, label_of, oracle_key, read_manifest, read_pool
+from retriever.sql.pool import candidate_log_speedup, is_helped, label_of, oracle_key, read_manifest, read_pool
 from retriever.sql.rules import CANDIDATES, rule_key
 
 log = logging.getLogger("benchmarks.sql")
@@ -362,7 +362,7 @@ def random_demonstrations(train: Sequence[Mapping[str, Any]], queries: int, k: i
     ``(seed, rep)``."""
     by_template: dict[str, list[Mapping[str, Any]]] = {}
     for r in train:
-        if demos_from == "all" or label_of(r) != "none":
+        if demos_from == "all" or is_helped(r):
             by_template.setdefault(r["template"], []).append(r)
     rng = random.Random(f"random-{seed}-{rep}")
     return [[demonstration(rng.choice(by_template[t])) for t in rng.sample(sorted(by_template), min(k, len(by_template)))]

@@ -29,7 +29,7 @@ from typing import Any
 from benchmarks.common import write_results
 from benchmarks.sql import RANDOM_REPEATS, random_demonstrations, split_templates, template_folds, train_model
 from retriever.sql.demos import DemoRetriever, Demonstration, vote
-from retriever.sql.pool import (HELPFUL, candidate_log_speedup, gated_log_speedup, label_of, oracle_log_speedup,
+from retriever.sql.pool import (HELPFUL, candidate_log_speedup, gated_log_speedup, is_helped, oracle_log_speedup,
                                 read_manifest, read_pool)
 from retriever.sql.rules import CANDIDATES, rule_key
 
@@ -49,8 +49,8 @@ def simulated_trial(record: Mapping[str, Any], demos: Sequence[Demonstration], b
 def ceiling_keys(train: Sequence[Mapping[str, Any]]) -> set[str]:
     """Every rule set that helped some helped training query beyond the noise band (what all of them, as
     demonstrations, would propose together)."""
-    helped = [r for r in train if label_of(r) != "none"]
-    return {rule_key(c) for c in CANDIDATES if any(gated_log_speedup(r, rule_key(c)) > 0 for r in helped)}
+    helped = [r for r in train if is_helped(r)]
+    return {key for key in map(rule_key, CANDIDATES) if any(gated_log_speedup(r, key) > 0 for r in helped)}
 
 
 def ceiling_trial(record: Mapping[str, Any], keys: set[str]) -> tuple[float, int]:

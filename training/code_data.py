@@ -202,9 +202,9 @@ def write_search_folder(folder: Path, functions: Sequence[TrainFunction], *, spl
             if named:
                 text = _without_name(text)
             corpus.write(json.dumps({"_id": f"f{number}", "title": "", "text": text, "origin": fn.origin}) + "\n")
-            written = [(f"n{number}", named)] if named else []
-            if queries != "names":
-                written.insert(0, (f"q{number}", as_query(fn.summary)))
+            written = [(f"q{number}", as_query(fn.summary))] if queries != "names" else []
+            if named:
+                written.append((f"n{number}", named))
             for query_id, query in written:
                 if query and (max_query_words <= 0 or len(query.split()) <= max_query_words):
                     query_file.write(json.dumps({"_id": query_id, "text": query}) + "\n")

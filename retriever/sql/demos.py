@@ -23,7 +23,7 @@ import numpy as np
 
 from indexing.errors import RetrieverError
 from retriever.sql.apply import unchanged
-from retriever.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup, label_of
+from retriever.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup, is_helped, label_of
 from retriever.sql.rules import CANDIDATES, apply_rules, rule_key
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ class DemoRetriever:
         if not self.records:
             raise RetrieverError("the pool has no query that ran; nothing to retrieve")
         if demos_from == "helped":
-            self.records = [r for r in self.records if label_of(r) != "none"]
+            self.records = [r for r in self.records if is_helped(r)]
             if not self.records:
                 raise RetrieverError(f"the pool has no helped query (no verified rewrite reached {HELPFUL:g}x); "
                                      "use --demos all to retrieve among every query")

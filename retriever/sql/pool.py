@@ -226,6 +226,12 @@ def oracle_log_speedup(record: Mapping[str, Any]) -> float:
     return candidate_log_speedup(record, oracle_key(record))
 
 
+def is_helped(record: Mapping[str, Any]) -> bool:
+    """Whether some verified rewrite made the record's query at least :data:`HELPFUL` times faster (its label is
+    not ``none``)."""
+    return label_of(record) != "none"
+
+
 def label_of(record: Mapping[str, Any]) -> str:
     """The record's class for training and for its demonstration: ``none`` unless a verified rewrite helped
     (speedup >= HELPFUL). Among the helpful rule sets whose effect is within the noise band of the best one
@@ -289,7 +295,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "templates": len({r["template"] for r in chosen}),
             "ran": sum(1 for r in chosen if r["original"]["status"] == "ok"),
             "verified_rewrites": sum(1 for r in chosen if r["verified"]),
-            "helped": sum(1 for r in chosen if label_of(r) != "none"),
+            "helped": sum(1 for r in chosen if is_helped(r)),
             "rewrites_tried": sum(len(r["rewrites"]) for r in chosen),
             "refused_wrong_result": sum(1 for r in chosen for w in r["rewrites"] if w["status"] == "wrong"),
             "timed_out": sum(1 for r in chosen for w in r["rewrites"] if w["status"] == "timeout"),
