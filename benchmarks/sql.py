@@ -43,6 +43,7 @@ from indexing.errors import RetrieverError
 from retriever.sql.demos import DemoRetriever, Demonstration, demonstration, vote
 from retriever.sql.pool import candidate_log_speedup, is_helped, label_of, oracle_key, read_manifest, read_pool
 from retriever.sql.rules import CANDIDATES, rule_key
+from retriever.sql.workloads import database_of, template_group
 
 log = logging.getLogger("benchmarks.sql")
 WORK = CACHE / "sql"
@@ -70,26 +71,36 @@ Effect = Callable[[str, str], float]
 """``effect(query id, rule key) -> log speedup``."""
 
 
+def _groups(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, set[str]]]:
+    """``{workload of the group: {group: its templates}}`` (see :func:`retriever.sql.workloads.template_group`)."""
+    out: dict[str, dict[str, set[str]]] = {}
+    for r in records:
+        group = template_group(r["template"])
+        out.setdefault(group.split("-", 1)[0], {}).setdefault(group, set()).add(r["template"])
+    return out
+
+
 def split_templates(records: Sequence[Mapping[str, Any]], *, held_out: float = 0.3, seed: int = 0) -> set[str]:
-    """The held-out templates: a seeded ``held_out`` share of each workload's templates (at least one)."""
+    """The held-out templates: a seeded ``held_out`` share of each workload's template groups (at least one), every
+    template of a chosen group (a TPC-H query and its TPC-Havoc variants go together)."""
     chosen: set[str] = set()
-    for workload in sorted({r["workload"] for r in records}):
-        templates = sorted({r["template"] for r in records if r["workload"] == workload})
+    for workload, groups in sorted(_groups(records).items()):
         rng = random.Random(f"{seed}-{workload}")
-        chosen |= set(rng.sample(templates, max(1, round(held_out * len(templates)))))
+        for group in rng.sample(sorted(groups), max(1, round(held_out * len(groups)))):
+            chosen |= groups[group]
     return chosen
 
 
 def template_folds(records: Sequence[Mapping[str, Any]], folds: int, *, seed: int = 0) -> list[set[str]]:
-    """A partition of every workload's templates into ``folds`` groups (seeded shuffle, dealt round robin):
-    cross-validation by template, every template held out exactly once."""
-    groups: list[set[str]] = [set() for _ in range(folds)]
-    for workload in sorted({r["workload"] for r in records}):
-        templates = sorted({r["template"] for r in records if r["workload"] == workload})
-        random.Random(f"{seed}-{workload}-folds").shuffle(templates)
-        for i, template in enumerate(templates):
-            groups[i % folds].add(template)
-    return groups
+    """A partition of the templates into ``folds`` sets: each workload's template groups in a seeded shuffle, dealt
+    round robin (cross-validation by template, every template held out exactly once, with its group)."""
+    parts: list[set[str]] = [set() for _ in range(folds)]
+    for workload, groups in sorted(_groups(records).items()):
+        names = sorted(groups)
+        random.Random(f"{seed}-{workload}-folds").shuffle(names)
+        for i, group in enumerate(names):
+            parts[i % folds] |= groups[group]
+    return parts
 
 
 def score(chosen: Mapping[str, str], effect: Effect) -> dict[str, Any]:
@@ -130,7 +141,7 @@ class _DatabaseCheck:
         from retriever.sql.postgres import connect, with_dbname
 
         if workload not in self.connections:
-            self.connections[workload] = connect(with_dbname(self.conninfo, workload))
+            self.connections[workload] = connect(with_dbname(self.conninfo, database_of(workload)))
         return self.connections[workload]
 
     def close(self) -> None:
@@ -213,7 +224,7 @@ def retime(test: Sequence[Mapping[str, Any]], picks: Mapping[str, set[str]], con
     for number, record in enumerate(test, start=1):
         texts = {key: text for key in sorted(picks.get(record["id"], ())) if (text := verified_text(record, key))}
         distinct = {text: key for key, text in texts.items()}  # one run per distinct rewritten text
-        with connect(with_dbname(conninfo, record["workload"])) as conn:
+        with connect(with_dbname(conninfo, database_of(record["workload"]))) as conn:
             measured = remeasure(conn, record["sql"], {key: text for text, key in distinct.items()}, repeats=repeats,
                                  timeout_ms=timeout_ms)
         out[record["id"]] = {key: asdict(measured[distinct[text]]) for key, text in texts.items()}

@@ -22,7 +22,7 @@ DEMOS = typer.Option("helped", "--demos", help="Which pool queries may be demons
 @app.command("build-pool")
 @user_errors
 def build_pool(
-    workloads: list[str] = typer.Argument(..., help="Workloads: tpch and/or tpcds."),
+    workloads: list[str] = typer.Argument(..., help="Workloads: tpch, tpcds and/or tpchavoc (TPC-H syntax variants, on the TPC-H database)."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Pool folder to write (pool.jsonl + manifest.json)."),
     db: Optional[str] = typer.Option(None, "--db", help="PostgreSQL server URL (postgresql://...); default: a private cluster started and stopped here."),
     data_dir: Optional[Path] = typer.Option(None, "--data-dir", help="Keep the private cluster's data here (reused later, e.g. by `sql rewrite --data-dir`)."),

