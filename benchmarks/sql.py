@@ -1,6 +1,7 @@
 """Issue 8 SQL rewrite benchmark: rules chosen via retrieved demonstrations, on held-out templates.
 
-The pool's templates are split per workload (a seeded 30% held out, decided before anything is measured); the
+The pool's templates are split per workload (a seeded 30% held out, decided before anything is measured), by template
+group: a TPC-H query is held out with its TPC-Havoc variants (:func:`retriever.sql.workloads.template_group`); the
 encoder is trained on the training templates' queries only (``retriever train sql`` on a pool of them), and every
 held-out query retrieves its ``k`` demonstrations from the training queries. The demonstrations vote for a rule set
 (:func:`retriever.sql.demos.vote`, effects counted beyond the noise band only); with ``--planner-check`` the

@@ -86,18 +86,18 @@ def workload_of(sql: str, schemas: Mapping[str, Mapping[str, Any]]) -> str:
     import sqlglot
     from sqlglot import exp
 
+    from retriever.sql.workloads import database_of
+
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
     except Exception as exc:  # noqa: BLE001
         raise RetrieverError(f"the query does not parse: {str(exc).splitlines()[0][:200]}") from None
     ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     tables = {t.name.lower() for t in tree.find_all(exp.Table)} - ctes
-    from retriever.sql.workloads import database_of
-
     matches = sorted({database_of(name) for name, schema in schemas.items() if tables <= {t.lower() for t in schema}})
     if len(matches) != 1:
         raise RetrieverError(f"cannot tell which workload's database holds tables {', '.join(sorted(tables)) or '(none)'}; "
-                             f"pass --workload ({', '.join(schemas) or 'the pool has no schema'})")
+                             f"pass --workload ({', '.join(sorted({database_of(n) for n in schemas})) or 'the pool has no schema'})")
     return matches[0]
 
 
