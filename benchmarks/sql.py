@@ -141,9 +141,10 @@ class _DatabaseCheck:
     def connection(self, workload: str):
         from retriever.sql.postgres import connect, with_dbname
 
-        if workload not in self.connections:
-            self.connections[workload] = connect(with_dbname(self.conninfo, database_of(workload)))
-        return self.connections[workload]
+        database = database_of(workload)  # one connection per database (TPC-H and its variants share one)
+        if database not in self.connections:
+            self.connections[database] = connect(with_dbname(self.conninfo, database))
+        return self.connections[database]
 
     def close(self) -> None:
         for conn in self.connections.values():

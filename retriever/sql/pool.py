@@ -358,12 +358,12 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
                 ensure_database(conninfo, database)
                 with connect(with_dbname(conninfo, database)) as conn:
                     scale = float(config.scales.get(database, 0.1))
-                    if not has_tables(conn, workload):
+                    if not has_tables(conn, database):  # data functions take the database's name (its generator)
                         if time.monotonic() > deadline:
                             stopped = True
                             continue
-                        log.info("generating and loading %s at scale %g", workload, scale)
-                        loaded[workload] = generate_and_load(conn, workload, scale, nice=nice)
+                        log.info("generating and loading %s at scale %g", database, scale)
+                        loaded[database] = generate_and_load(conn, database, scale, nice=nice)
                     schema = table_schema(conn)
                     schemas[workload] = schema
                     queries = workload_queries(workload, range(config.per_template), scale=scale)

