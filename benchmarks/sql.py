@@ -239,7 +239,7 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
         conninfo: str | None = None, data_dir: Path | None = None, repeats: int = 3, timeout_ms: int = 20_000,
         dev: bool = False, dev_fold: int = 0, one_per_template: bool = True, sql: Any = None,
         held_out: set[str] | None = None, planner: bool = False, timed: bool = False,
-        demos_from: str = "helped") -> dict[str, Any]:
+        demos_from: str = "helped", merge_weight: float | None = None) -> dict[str, Any]:
     """The benchmark (see the module docstring); ``conninfo`` or ``data_dir`` name the pool's database.
     With ``planner`` every demonstration system's vote goes through the planner check (:class:`PlannerCheck`),
     and "planner alone" (the cheapest-estimated of every candidate rule set, no demonstrations) is reported too.
@@ -250,7 +250,9 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
 
     With ``dev`` the held-out templates are set aside and the training templates are split again (seed + 1):
     design choices are made there, and the held-out templates are scored once. ``dev_fold`` picks another inner
-    split (seed + 1 + dev_fold). ``held_out`` replaces the seeded split (a cross-validation fold). ``sql`` is the :class:`training.config.SqlConfig` of the trained encoder.
+    split (seed + 1 + dev_fold). ``held_out`` replaces the seeded split (a cross-validation fold). ``sql`` is the :class:`training.config.SqlConfig` of the trained encoder. With ``merge_weight`` w the trained
+    encoder is replaced by its weight-space merge with its base, ``w * trained + (1 - w) * minilm``
+    (:func:`merged_model`; WiSE-FT, as ``retriever train merge``).
     """
     from retriever.encoder import load_encoder
     from retriever.sql.postgres import PrivateCluster
@@ -280,6 +282,8 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     if model is None:
         model = str(train_model(train, steps=steps, seed=seed, batch_size=batch_size, max_tokens=max_tokens, timings=timings,
                                 schemas=schemas, sql=sql))
+        if merge_weight is not None:
+            model = str(merged_model(Path(model), merge_weight))
     cluster = PrivateCluster(root=Path(data_dir), keep=True).start() if data_dir is not None else None
     check = None
     try:
@@ -289,7 +293,8 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
                                                                           timeout_ms=timeout_ms) if timed else None
         trials: dict[str, float] = {}
         systems: dict[str, dict[str, str]] = {}
-        for name, spec, preset in (("ours (trained sql encoder)", model, "sql"), ("sql preset, untrained (minilm)", "minilm", "sql"),
+        ours = "ours (trained sql encoder)" if merge_weight is None else f"ours (trained sql encoder, merged {merge_weight:g} with minilm)"
+        for name, spec, preset in ((ours, model, "sql"), ("sql preset, untrained (minilm)", "minilm", "sql"),
                                    ("text similarity (minilm, raw SQL)", "minilm", "text")):
             start = time.perf_counter()
             retriever = DemoRetriever(train, load_encoder(spec, preset=preset, device="cpu"),
@@ -362,7 +367,7 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
         if name in trials:
             value["trials_per_query"] = trials[name]
     return {"pool": str(pool), "dev": dev, "planner": planner, "timed": timed, "dev_fold": dev_fold, "sql_config": asdict(sql) if sql is not None else None, "one_per_template": one_per_template, "demos_from": demos_from, "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
-            "model": model, "repeats": repeats, "held_out_templates": sorted(held), "train_queries": len(train),
+            "model": model, "merge_weight": merge_weight, "repeats": repeats, "held_out_templates": sorted(held), "train_queries": len(train),
             "test_queries": len(test), "labels": labels, "held_out_labels": held_labels, "results": results,
             "per_workload": per_workload, "choices": {name: chosen for name, chosen in systems.items()},
             "retimed": measured, "timings_s": timings}
@@ -406,6 +411,25 @@ def train_model(train: Sequence[Mapping[str, Any]], *, steps: int, seed: int, ba
     run_training(config, model, device="cpu", overwrite=True)
     timings["train"] = round(time.perf_counter() - start, 1)
     return model
+
+
+def merged_model(model: Path, weight: float) -> Path:
+    """``weight * model + (1 - weight) * minilm``, parameter by parameter (the trained encoder's base; WiSE-FT),
+    written next to ``model`` and reused when present. ``weight`` 1 is ``model`` itself.
+
+    Raises:
+        RetrieverError: ``weight`` outside [0, 1].
+    """
+    from training.merge import merge_models
+
+    if not 0.0 <= weight <= 1.0:
+        raise RetrieverError(f"merge weight must be in [0, 1] (got {weight})")
+    if weight == 1.0:
+        return model
+    out = model.parent / f"merged-{weight:g}"
+    if not (out / "config.json").is_file():
+        merge_models([str(model), "minilm"], out, weights=[weight, 1.0 - weight], overwrite=True)
+    return out
 
 
 def markdown(data: Mapping[str, Any]) -> str:
@@ -503,6 +527,8 @@ def main() -> None:
     parser.add_argument("--timed-check", action="store_true", help="Every system's vote goes through a timed trial on the "
                         "database (the voted rewrites run against the original, --repeats interleaved runs; the fastest "
                         "applied when measured >= 2x); scores still come from a separate re-timing.")
+    parser.add_argument("--merge-weight", type=float, default=None, help="Replace the trained encoder by its merge with its "
+                        "base minilm: W * trained + (1 - W) * base (choose W on dev splits: benchmarks.sql_design --merge-weights).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from training.config import SqlConfig
@@ -510,7 +536,8 @@ def main() -> None:
     sql = SqlConfig(anchors=args.anchors, label_groups=not args.no_label_groups)
     common = dict(model=args.model, steps=args.steps, k=args.k, seed=args.seed, batch_size=args.batch_size, max_tokens=args.max_tokens,
                   conninfo=args.db, data_dir=args.data_dir, repeats=args.repeats, one_per_template=not args.repeat_templates, sql=sql,
-                  planner=args.planner_check, timed=args.timed_check, demos_from=args.demos)
+                  planner=args.planner_check, timed=args.timed_check, demos_from=args.demos,
+                  merge_weight=args.merge_weight)
     if args.folds > 1:
         records = [r for r in read_pool(args.pool) if r["original"]["status"] == "ok"]
         runs = [run(args.pool, held_out=fold, **common) for fold in template_folds(records, args.folds, seed=args.seed)]

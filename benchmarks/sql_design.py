@@ -15,6 +15,7 @@ were a demonstration and each proposed what helped it), the most any choice of h
 can reach in this pool.
 
     python -m benchmarks.sql_design POOL [--anchors all helped] [--dev-folds 3] [--ks 1 2 3] [--held-out-folds 4]
+        [--merge-weights 0.25 0.5 0.75] [--demos all helped]
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.common import write_results
-from benchmarks.sql import RANDOM_REPEATS, random_demonstrations, split_templates, template_folds, train_model
+from benchmarks.sql import RANDOM_REPEATS, merged_model, random_demonstrations, split_templates, template_folds, train_model
 from retriever.sql.demos import DemoRetriever, Demonstration, vote
 from retriever.sql.pool import (HELPFUL, candidate_log_speedup, gated_log_speedup, is_helped, oracle_log_speedup,
                                 read_manifest, read_pool)
@@ -61,10 +62,12 @@ def ceiling_trial(record: Mapping[str, Any], keys: set[str]) -> tuple[float, int
 
 
 def run(pool: Path, *, anchors: Sequence[str], dev_folds: int, ks: Sequence[int], steps: int = 60, seed: int = 0,
-        held_out_folds: int = 0) -> dict[str, Any]:
+        held_out_folds: int = 0, merge_weights: Sequence[float] = (), demo_sources: Sequence[str] = ("all", "helped")) -> dict[str, Any]:
     """Shares of the oracle per ``(system, demonstrations, k)`` over the dev splits (see the module docstring), or,
     with ``held_out_folds``, over the benchmark's cross-validation folds by template (a diagnostic of the acceptance
-    folds with the simulated trial, not a place to choose designs)."""
+    folds with the simulated trial, not a place to choose designs). Each weight w of ``merge_weights`` adds, per
+    anchors recipe, the trained encoder merged with its base (``w * trained + (1 - w) * minilm``); ``demo_sources``
+    lists which training queries may be demonstrations."""
     from retriever.encoder import load_encoder
     from training.config import SqlConfig
 
@@ -95,10 +98,12 @@ def run(pool: Path, *, anchors: Sequence[str], dev_folds: int, ks: Sequence[int]
         systems = [(f"ours (anchors {a})", str(train_model(train, steps=steps, seed=seed, batch_size=8, max_tokens=128,
                                                            timings={}, schemas=schemas, sql=SqlConfig(anchors=a))), "sql")
                    for a in anchors]
+        systems += [(f"{name}, merged {w:g}", str(merged_model(Path(spec), w)), preset)
+                    for name, spec, preset in list(systems) for w in merge_weights]
         systems += [("sql preset, untrained", "minilm", "sql"), ("text similarity", "minilm", "text")]
         for name, spec, preset in systems:
             encoder = load_encoder(spec, preset=preset, device="cpu")
-            for demos_from in ("all", "helped"):
+            for demos_from in demo_sources:
                 retriever = DemoRetriever(train, encoder, schemas=schemas if preset == "sql" else None, demos_from=demos_from)
                 for k in ks:
                     found = retriever.search([r["sql"] for r in test], k)
@@ -108,7 +113,7 @@ def run(pool: Path, *, anchors: Sequence[str], dev_folds: int, ks: Sequence[int]
         keys = ceiling_keys(train)
         outcomes = [ceiling_trial(r, keys) for r in test]
         add(CEILING, sum(v for v, _ in outcomes) / len(test) / oracle, sum(n for _, n in outcomes) / len(test))
-        for demos_from in ("all", "helped"):
+        for demos_from in demo_sources:
             for k in ks:
                 means = []
                 for rep in range(RANDOM_REPEATS):
@@ -120,7 +125,8 @@ def run(pool: Path, *, anchors: Sequence[str], dev_folds: int, ks: Sequence[int]
         row["mean_share"] = round(sum(row["shares"]) / len(row["shares"]), 4)
         row["trials_per_query"] = round(sum(row["trials"]) / len(row["trials"]), 3) if row["trials"] else None
         del row["trials"]
-    return {"pool": str(pool), "dev_folds": dev_folds, "held_out_folds": held_out_folds, "ks": list(ks), "anchors": list(anchors), "steps": steps, "rows": rows}
+    return {"pool": str(pool), "dev_folds": dev_folds, "held_out_folds": held_out_folds, "ks": list(ks), "anchors": list(anchors), "steps": steps,
+            "merge_weights": list(merge_weights), "rows": rows}
 
 
 def markdown(data: Mapping[str, Any]) -> str:
@@ -147,10 +153,14 @@ def main() -> None:
     parser.add_argument("--held-out-folds", type=int, default=0,
                         help="score the benchmark's N folds by template instead of dev splits (a diagnostic; never choose designs on it)")
     parser.add_argument("--ks", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--merge-weights", type=float, nargs="*", default=[],
+                        help="also score each trained encoder merged with its base minilm at these weights of the trained one")
+    parser.add_argument("--demos", nargs="+", default=["all", "helped"], choices=("all", "helped"))
     parser.add_argument("--name", default="sql-design")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    data = run(args.pool, anchors=args.anchors, dev_folds=args.dev_folds, ks=args.ks, held_out_folds=args.held_out_folds)
+    data = run(args.pool, anchors=args.anchors, dev_folds=args.dev_folds, ks=args.ks, held_out_folds=args.held_out_folds,
+               merge_weights=args.merge_weights, demo_sources=args.demos)
     text = markdown(data)
     path = write_results(args.name, data, text)
     print(text)

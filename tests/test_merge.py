@@ -155,3 +155,21 @@ def test_cli_merges_a_query_route(two_models, tmp_path):
     assert json.loads(result.stdout.strip().splitlines()[-1])["query_route_weight"] == 0.5
     assert_user_error(run("train", "merge", model, base, "--query-route", "0.5", "--out", tmp_path / "x"), "exactly one")
     assert_user_error(run("train", "merge", base, "--query-route", "0.5", "--out", tmp_path / "x"), "not a query-only model")
+
+
+def test_sql_benchmark_merges_a_trained_encoder_with_its_minilm_base(tmp_path):
+    from benchmarks.sql import merged_model
+    from training.export import resolve_base
+
+    base = resolve_base("minilm").path
+    trained = _perturbed_copy(Path(base), tmp_path / "train" / "model", 3)
+    assert merged_model(trained, 1.0) == trained
+    out = merged_model(trained, 0.75)
+    assert out == tmp_path / "train" / "merged-0.75"
+    merged, ours, theirs = _state(out), _state(trained), _state(Path(base))
+    name = next(n for n, t in ours.items() if t.is_floating_point() and t.ndim == 2)
+    torch.testing.assert_close(merged[name], 0.75 * ours[name] + 0.25 * theirs[name], rtol=1e-5, atol=1e-6)
+    stamp = (out / MERGE_FILE).stat().st_mtime_ns
+    assert merged_model(trained, 0.75) == out and (out / MERGE_FILE).stat().st_mtime_ns == stamp  # reused, not rewritten
+    with pytest.raises(RetrieverError, match="merge weight"):
+        merged_model(trained, 1.5)
