@@ -122,6 +122,8 @@ def main() -> None:
                              "index, then BM25 (e.g. 0.3,0.3,0.4).")
     parser.add_argument("--query-only", action="store_true",
                         help="Train the query side only (documents keep the base's embeddings; the base index is reused).")
+    parser.add_argument("--freeze-layers", type=int, default=0,
+                        help="keep the embeddings and the first N transformer layers fixed (partial fine-tuning)")
     parser.add_argument("--untitled-keys", action="store_true",
                         help="--query-only, title/sentence anchors: keys are document bodies without titles "
                              "(a sentence's positive also without the sentence).")
@@ -172,7 +174,7 @@ def main() -> None:
         anchor=args.anchor, negatives=negatives,
         sentence=SentenceConfig(args.sentences_per_doc, args.min_sentence_words, args.keep_sentence),
         eval=EvalConfig(dataset=str(collection), split="train", every=args.eval_every) if select else EvalConfig(),
-        query_only=args.query_only, untitled_keys=args.untitled_keys,
+        query_only=args.query_only, untitled_keys=args.untitled_keys, freeze_layers=args.freeze_layers,
     ).validate()
 
     if args.trained is None:

@@ -39,6 +39,8 @@ SEED = typer.Option(0, "--seed", help="Seeds data order, crops, negatives and in
 PRECISION = typer.Option("auto", "--precision", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16 (GPU only).")
 DEVICE = typer.Option("auto", "--device", help="auto, cpu or cuda[:N] (a GPU asked for and missing is an error).")
 FREEZE = typer.Option(False, "--freeze-embeddings", help="Keep the input token embeddings fixed.")
+FREEZE_LAYERS = typer.Option(0, "--freeze-layers", help="Keep the embeddings and the first N transformer layers fixed "
+                             "(partial fine-tuning: fewer weights move, faster steps; 0 = train all).")
 EVAL = typer.Option(None, "--eval", help="BEIR folder to evaluate on with exact search; the best step becomes the output model.")
 EVAL_SPLIT = typer.Option("train", "--eval-split", help="Qrels split used to select (train or dev; never select on test).")
 EVAL_EVERY = typer.Option(0, "--eval-every", help="Evaluate every N steps (also at step 0 and at the end).")
@@ -110,6 +112,7 @@ def contriever(
     precision: str = PRECISION,
     device: str = DEVICE,
     freeze_embeddings: bool = FREEZE,
+    freeze_layers: int = FREEZE_LAYERS,
     eval_dataset: Optional[Path] = EVAL,
     eval_split: str = EVAL_SPLIT,
     eval_every: int = EVAL_EVERY,
@@ -140,7 +143,7 @@ def contriever(
         "contriever", tuple(str(p) for p in corpus), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else (SCRATCH_LR if base == SCRATCH else DEFAULT_LR), weight_decay=weight_decay,
         warmup=warmup, temperature=temperature, queue_size=queue_size, momentum=momentum, max_tokens=max_tokens,
-        max_grad_norm=max_grad_norm, ema=ema, seed=seed, precision=precision, freeze_embeddings=freeze_embeddings,
+        max_grad_norm=max_grad_norm, ema=ema, seed=seed, precision=precision, freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers,
         save_every=save_every, keep_checkpoints=keep_checkpoints, crop=crop, scratch=scratch, anchor=anchor,
         sentence=SentenceConfig(per_document=sentences_per_doc, min_words=min_sentence_words, keep_sentence=keep_sentence),
         negatives=_negatives(negatives_from, negative_ranks, negatives_per_query, teacher, distill_weight, teacher_temperature,
@@ -183,6 +186,7 @@ def finetune(
     precision: str = PRECISION,
     device: str = DEVICE,
     freeze_embeddings: bool = FREEZE,
+    freeze_layers: int = FREEZE_LAYERS,
     eval_dataset: Optional[Path] = EVAL,
     eval_split: str = EVAL_SPLIT,
     eval_every: int = EVAL_EVERY,
@@ -202,7 +206,7 @@ def finetune(
         "finetune", (str(pairs),), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
         queue_size=queue_size, momentum=momentum, max_tokens=max_tokens, max_grad_norm=max_grad_norm, ema=ema, seed=seed,
-        precision=precision, freeze_embeddings=freeze_embeddings, split=split, save_every=save_every,
+        precision=precision, freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers, split=split, save_every=save_every,
         keep_checkpoints=keep_checkpoints, negatives=negatives, query_only=query_only,
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
     )
@@ -297,6 +301,7 @@ def crosslingual(
         True, "--freeze-embeddings/--train-embeddings",
         help="Keep the input token embedding matrix fixed (default: frozen; in multilingual-e5-small it is 96M of the 118M "
              "parameters, so freezing makes CPU training practical and keeps every language's vocabulary where it was)."),
+    freeze_layers: int = FREEZE_LAYERS,
     eval_dataset: Optional[Path] = EVAL,
     eval_split: str = EVAL_SPLIT,
     eval_every: int = EVAL_EVERY,
@@ -318,7 +323,7 @@ def crosslingual(
         "crosslingual", tuple(str(p) for p in corpus), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
         queue_size=0, teacher_keys=teacher_keys, max_tokens=max_tokens, max_grad_norm=max_grad_norm, ema=ema, seed=seed,
-        precision=precision, freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints,
+        precision=precision, freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers, save_every=save_every, keep_checkpoints=keep_checkpoints,
         transliteration=TransliterationConfig(translation_ratio=translation_ratio, group_field=group_field, max_chars=max_chars,
                                               anchor_ratio=anchor_ratio),
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
@@ -354,6 +359,7 @@ def code(
     precision: str = PRECISION,
     device: str = DEVICE,
     freeze_embeddings: bool = FREEZE,
+    freeze_layers: int = FREEZE_LAYERS,
     eval_dataset: Optional[Path] = typer.Option(None, "--eval", help="A BEIR folder of code search (e.g. CoSQA) whose --eval-split queries pick the best step, instead of the held-out docstrings; texts get the code preprocessing."),
     eval_split: str = EVAL_SPLIT,
     eval_every: int = EVAL_EVERY,
@@ -378,7 +384,7 @@ def code(
         "code", tuple(str(p) for p in sources), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
         max_tokens=max_tokens, max_grad_norm=max_grad_norm, ema=ema, seed=seed, precision=precision,
-        freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints, code=settings,
+        freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers, save_every=save_every, keep_checkpoints=keep_checkpoints, code=settings,
         eval=EvalConfig(dataset=str(eval_dataset) if eval_dataset is not None else None, every=eval_every, metric=eval_metric,
                         batch_size=eval_batch_size, split=eval_split if eval_dataset is not None else "dev"),
     )
@@ -447,6 +453,7 @@ def sql(
     precision: str = PRECISION,
     device: str = DEVICE,
     freeze_embeddings: bool = FREEZE,
+    freeze_layers: int = FREEZE_LAYERS,
     save_every: int = SAVE_EVERY,
     keep_checkpoints: int = KEEP,
     resume: bool = RESUME,
@@ -462,7 +469,7 @@ def sql(
         "sql", (str(pool),), base=base, steps=steps, batch_size=batch_size, accumulate=accumulate,
         lr=lr if lr is not None else DEFAULT_LR, weight_decay=weight_decay, warmup=warmup, temperature=temperature,
         max_tokens=max_tokens, max_grad_norm=max_grad_norm, ema=ema, seed=seed, precision=precision,
-        freeze_embeddings=freeze_embeddings, save_every=save_every, keep_checkpoints=keep_checkpoints,
+        freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers, save_every=save_every, keep_checkpoints=keep_checkpoints,
         sql=SqlConfig(curriculum=curriculum, negatives=negatives, hard_pool=hard_pool, anchors=anchors, label_groups=label_groups),
     )
     _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)

@@ -344,3 +344,21 @@ def test_teacher_indexes_round_trip_and_are_validated() -> None:
     for message, change in bad.items():
         with pytest.raises(RetrieverError, match=message):
             replace(negatives, **change).validate()
+
+
+def test_freeze_layers_trains_only_the_layers_above(tmp_path, small_corpus, tiny_model):
+    from sentence_transformers import SentenceTransformer
+
+    run_training(_contriever(small_corpus, tiny_model, steps=3, queue_size=0, freeze_layers=1), tmp_path / "out", device="cpu")
+    before = SentenceTransformer(str(tiny_model), device="cpu").state_dict()
+    after = SentenceTransformer(str(tmp_path / "out"), device="cpu").state_dict()
+    moved = {name for name, tensor in after.items() if tensor.is_floating_point() and not (tensor == before[name]).all()}
+    assert moved, "the layers above the frozen ones trained"
+    assert all(".encoder.layer.1." in name or "pooler" in name for name in moved), sorted(moved)[:5]
+
+
+def test_freeze_layers_must_leave_a_layer_to_train(tmp_path, small_corpus, tiny_model):
+    with pytest.raises(RetrieverError, match="--freeze-layers 2: the model has 2 layers"):
+        run_training(_contriever(small_corpus, tiny_model, steps=2, freeze_layers=2), tmp_path / "out", device="cpu")
+    with pytest.raises(RetrieverError, match="--freeze-layers must be >= 0"):
+        _contriever(small_corpus, tiny_model, freeze_layers=-1)

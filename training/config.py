@@ -326,6 +326,8 @@ class TrainConfig:
         seed: seeds data order, crops, negatives sampling and torch.
         precision: ``auto`` (bf16 on GPUs that have it, else fp16; fp32 on CPU), ``fp32``, ``bf16``, ``fp16``.
         freeze_embeddings: keep the input token embeddings fixed.
+        freeze_layers: also keep the embeddings and the first this many transformer layers fixed (0 = none):
+            fewer weights move away from the base and backward stops at the first trained layer (faster steps).
         split: for a BEIR folder as finetune data, the qrels split of the training pairs.
         save_every: checkpoint every this many steps (0 = only at the end and on interruption).
         keep_checkpoints: how many recent checkpoints stay on disk.
@@ -362,6 +364,7 @@ class TrainConfig:
     seed: int = 0
     precision: Precision = "auto"
     freeze_embeddings: bool = False
+    freeze_layers: int = 0
     split: str = "train"
     save_every: int = 0
     keep_checkpoints: int = 1
@@ -407,6 +410,8 @@ class TrainConfig:
             ((self.base == SCRATCH) == (self.scratch is not None), "scratch sizes are given only with --base scratch"),
             (not (self.base == SCRATCH and self.objective not in ("contriever", "url")), f"{self.objective} needs a trained --base, not scratch"),
             (self.adversarial >= 0, f"--adversarial must be >= 0 (got {self.adversarial})"),
+            (self.freeze_layers >= 0, f"--freeze-layers must be >= 0 (got {self.freeze_layers})"),
+            (not (self.freeze_layers and self.base == SCRATCH), "--freeze-layers needs a trained --base, not scratch"),
             (self.mlm is None or self.objective == "url", "masked-language modelling is part of the url objective only"),
             (self.label_field is None or self.objective == "url", "--label-field applies to the url objective only"),
             (self.label_field is None or self.queue_size == 0, "--label-field needs in-batch negatives (the queue holds no classes)"),

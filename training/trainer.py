@@ -35,6 +35,7 @@ from training.data import SpecialTokens, TrainingData, collate, collate_labels
 from training.dev_eval import DevSet
 from training.distributed import DistInfo, barrier, gather, gather_objects
 from training.export import BaseModel, publish, save_model_folder
+from training.freezing import freeze_bottom_layers
 from training.losses import info_nce, listwise_distillation, supervised_info_nce
 from training.moco import KeyQueue, make_key_encoder, momentum_update
 
@@ -165,10 +166,12 @@ class Trainer:
         self.encoder = encoder.to(device)
         self.auxiliary = auxiliary.to(device) if auxiliary is not None else None
         embedding = encoder[0].auto_model.get_input_embeddings()
-        if config.freeze_embeddings:
+        if config.freeze_embeddings or config.freeze_layers:
             embedding.weight.requires_grad_(False)
-        if config.adversarial and config.freeze_embeddings:
-            raise RetrieverError("--adversarial needs trainable input embeddings (drop --freeze-embeddings)")
+        if config.freeze_layers:
+            freeze_bottom_layers(encoder[0].auto_model, config.freeze_layers)
+        if config.adversarial and (config.freeze_embeddings or config.freeze_layers):
+            raise RetrieverError("--adversarial needs trainable input embeddings (drop --freeze-embeddings / --freeze-layers)")
         self.key_encoder: nn.Module | None = None
         self.frozen_keys = config.teacher_keys or config.query_only
         if self.frozen_keys:
