@@ -135,9 +135,14 @@ def main() -> None:
                              "train_config.json is the recipe; the recipe flags are ignored): skip training.")
     parser.add_argument("--training-seconds", type=float, default=None,
                         help="With --trained: the wall time its training took (e.g. from /usr/bin/time).")
+    parser.add_argument("--max-minutes", type=float, default=None,
+                        help="Wall-clock budget of the training phase: the step that crosses it is the last one, "
+                             "evaluated and exported (the schedule still decays towards --steps).")
     args = parser.parse_args()
     if (args.trained is None) != (args.training_seconds is None):
         parser.error("--trained and --training-seconds go together")
+    if args.max_minutes is not None and not args.max_minutes > 0:
+        parser.error("--max-minutes must be > 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
     from retriever.devices import resolve_device
@@ -180,8 +185,12 @@ def main() -> None:
     if args.trained is None:
         model = work / "model"
         started = time.perf_counter()
-        result = run_training(config, model, device=device, overwrite=True)
+        result = run_training(config, model, device=device, overwrite=True,
+                              time_limit_s=args.max_minutes * 60 if args.max_minutes is not None else None)
         train_seconds = time.perf_counter() - started
+        if result.timed_out:
+            notes.append(f"The training budget (--max-minutes {args.max_minutes:g}) ended the run after step "
+                         f"{result.steps_done} of {config.steps}.")
     else:
         model, config, result = elsewhere
         train_seconds = args.training_seconds

@@ -51,6 +51,8 @@ KEEP = typer.Option(1, "--keep-checkpoints", help="Checkpoints kept on disk.")
 RESUME = typer.Option(False, "--resume", help="Continue the run in OUT from its latest checkpoint.")
 OVERWRITE = typer.Option(False, "--overwrite", help="Discard the checkpoints of an earlier run in OUT.")
 STOP_AFTER = typer.Option(None, "--stop-after", help="Stop after N steps of this invocation (checkpointed; continue with --resume).")
+MAX_MINUTES = typer.Option(None, "--max-minutes", help="Wall-clock budget of this invocation: the step that crosses it is the last; "
+                           "it is evaluated, checkpointed and exported (continue with --resume).")
 AS_JSON = typer.Option(False, "--json", help="Print the result as JSON.")
 NEGATIVES_FROM = typer.Option(None, "--negatives-from", help="Index (from `retriever index build`) to mine hard negatives from.")
 NEGATIVE_RANKS = typer.Option("10-50", "--negative-ranks", help="Hit ranks LO-HI (1-based, inclusive) that negatives are sampled from.")
@@ -123,6 +125,7 @@ def contriever(
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     stop_after: Optional[int] = STOP_AFTER,
+    max_minutes: Optional[float] = MAX_MINUTES,
     as_json: bool = AS_JSON,
 ) -> None:
     """Unsupervised contrastive training (Contriever): two independent random crops of a chunk are a positive pair.
@@ -151,7 +154,7 @@ def contriever(
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size), query_only=query_only,
         untitled_keys=untitled_keys,
     )
-    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, max_minutes=max_minutes, as_json=as_json)
 
 
 @app.command()
@@ -197,6 +200,7 @@ def finetune(
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     stop_after: Optional[int] = STOP_AFTER,
+    max_minutes: Optional[float] = MAX_MINUTES,
     as_json: bool = AS_JSON,
 ) -> None:
     """Supervised contrastive fine-tuning on query/positive pairs, with in-batch and mined hard negatives."""
@@ -210,7 +214,7 @@ def finetune(
         keep_checkpoints=keep_checkpoints, negatives=negatives, query_only=query_only,
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
     )
-    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, max_minutes=max_minutes, as_json=as_json)
 
 
 URL_SIZES = {"layers": 4, "hidden": 128, "heads": 4, "vocab_size": 8192}  # ~1.7 CPU-s per step of 64 URLs
@@ -248,6 +252,7 @@ def url(
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     stop_after: Optional[int] = STOP_AFTER,
+    max_minutes: Optional[float] = MAX_MINUTES,
     as_json: bool = AS_JSON,
 ) -> None:
     """URL encoder (URLBERT-style): masked-language modelling + SimCSE (two dropout views), optionally adversarial;
@@ -267,7 +272,7 @@ def url(
         adversarial=adversarial, mlm=MlmConfig(mlm_probability, mlm_weight) if mlm_weight > 0 else None,
         label_field=label_field,
     )
-    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, max_minutes=max_minutes, as_json=as_json)
 
 
 @app.command()
@@ -312,6 +317,7 @@ def crosslingual(
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     stop_after: Optional[int] = STOP_AFTER,
+    max_minutes: Optional[float] = MAX_MINUTES,
     as_json: bool = AS_JSON,
 ) -> None:
     """Transliteration contrast (TransliCo): each sentence vs its uroman romanization, in-batch InfoNCE on mean-pooled
@@ -328,7 +334,7 @@ def crosslingual(
                                               anchor_ratio=anchor_ratio),
         eval=_eval(eval_dataset, eval_split, eval_every, eval_metric, eval_batch_size),
     )
-    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, max_minutes=max_minutes, as_json=as_json)
 
 
 @app.command()
@@ -370,6 +376,7 @@ def code(
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     stop_after: Optional[int] = STOP_AFTER,
+    max_minutes: Optional[float] = MAX_MINUTES,
     as_json: bool = AS_JSON,
 ) -> None:
     """Contrastive code-search training (ContraBERT-style): docstring vs code and code vs augmented code, from source trees."""
@@ -388,7 +395,7 @@ def code(
         eval=EvalConfig(dataset=str(eval_dataset) if eval_dataset is not None else None, every=eval_every, metric=eval_metric,
                         batch_size=eval_batch_size, split=eval_split if eval_dataset is not None else "dev"),
     )
-    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, max_minutes=max_minutes, as_json=as_json)
 
 
 @app.command("code-pairs")
@@ -459,6 +466,7 @@ def sql(
     resume: bool = RESUME,
     overwrite: bool = OVERWRITE,
     stop_after: Optional[int] = STOP_AFTER,
+    max_minutes: Optional[float] = MAX_MINUTES,
     as_json: bool = AS_JSON,
 ) -> None:
     """SQL demonstration encoder (LLM-R2-style): queries helped by the same rewrite rules are positives, similar-looking
@@ -472,7 +480,7 @@ def sql(
         freeze_embeddings=freeze_embeddings, freeze_layers=freeze_layers, save_every=save_every, keep_checkpoints=keep_checkpoints,
         sql=SqlConfig(curriculum=curriculum, negatives=negatives, hard_pool=hard_pool, anchors=anchors, label_groups=label_groups),
     )
-    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, as_json=as_json)
+    _run(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, max_minutes=max_minutes, as_json=as_json)
 
 
 # --- helpers --------------------------------------------------------------------------------------------
@@ -551,7 +559,8 @@ def _config(objective: str, data: tuple[str, ...], *, warmup: Optional[int], ste
     return TrainConfig(objective=objective, data=data, steps=steps, warmup=warmup, **values).validate()  # type: ignore[arg-type]
 
 
-def _run(config, out: Path, *, device: str, resume: bool, overwrite: bool, stop_after: Optional[int], as_json: bool) -> None:
+def _run(config, out: Path, *, device: str, resume: bool, overwrite: bool, stop_after: Optional[int],
+         max_minutes: Optional[float], as_json: bool) -> None:
     from transformers.utils import logging as hf_logging
 
     from training.run import run_training
@@ -559,9 +568,13 @@ def _run(config, out: Path, *, device: str, resume: bool, overwrite: bool, stop_
     hf_logging.disable_progress_bar()  # the CLI draws its own bar
     if stop_after is not None and stop_after < 1:
         raise RetrieverError(f"--stop-after must be >= 1 (got {stop_after})")
+    if max_minutes is not None and not max_minutes > 0:
+        raise RetrieverError(f"--max-minutes must be > 0 (got {max_minutes})")
+    time_limit_s = max_minutes * 60 if max_minutes is not None else None
     main = int(os.environ.get("RANK", "0")) == 0
     with TrainProgress(config.steps, enabled=main and not as_json) as progress:
-        result = run_training(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after, callback=progress)
+        result = run_training(config, out, device=device, resume=resume, overwrite=overwrite, stop_after=stop_after,
+                              time_limit_s=time_limit_s, callback=progress)
     if not main:
         return
     if as_json:
@@ -570,10 +583,12 @@ def _run(config, out: Path, *, device: str, resume: bool, overwrite: bool, stop_
         print_json(record)
         return
     loss = f"{result.last_loss:.4f}" if result.last_loss is not None else "-"
-    if not result.finished:
+    if not result.finished and not result.timed_out:
         console.print(f"stopped at step {result.steps_done}/{config.steps} (loss {loss}); continue with --resume", highlight=False)
         return
     line = f"trained [bold]{out}[/]: {result.steps_done} steps, last loss {loss}"
+    if result.timed_out:
+        line += f" (time limit: {result.steps_done} of {config.steps} steps; continue with --resume)"
     if result.best_step is not None and result.best_metrics:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in result.best_metrics.items())
         line += f"; output = step {result.best_step} ({shown} on {config.eval.split})"

@@ -79,6 +79,18 @@ def test_finetune_from_jsonl_pairs_and_stop_resume(tmp_path, tiny_model):
     assert (out / "model.safetensors").is_file() and "trained" in resumed.output
 
 
+def test_max_minutes_ends_with_an_exported_model(tmp_path, tiny_model):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("\n".join(json.dumps({"query": f"query {i} about vectors", "positive": f"passage {i} on vectors"})
+                               for i in range(8)) + "\n")
+    out = tmp_path / "ft"
+    refused = run("train", "finetune", pairs, "--out", out, "--base", tiny_model, *TINY, "--max-minutes", "0")
+    assert_user_error(refused, "--max-minutes")
+    timed = run("train", "finetune", pairs, "--out", out, "--base", tiny_model, *TINY, "--max-minutes", "0.000001")
+    assert timed.exit_code == 0, timed.output
+    assert "time limit: 1 of" in timed.output and (out / "model.safetensors").is_file()
+
+
 @pytest.mark.parametrize(
     "args, fragments",
     [

@@ -362,3 +362,17 @@ def test_freeze_layers_must_leave_a_layer_to_train(tmp_path, small_corpus, tiny_
         run_training(_contriever(small_corpus, tiny_model, steps=2, freeze_layers=2), tmp_path / "out", device="cpu")
     with pytest.raises(RetrieverError, match="--freeze-layers must be >= 0"):
         _contriever(small_corpus, tiny_model, freeze_layers=-1)
+
+
+def test_time_limit_exports_the_last_step_and_resume_continues_exactly(tmp_path, small_corpus, tiny_model):
+    """A crossed time limit ends the run after that step with an exported model; --resume then equals one long run."""
+    config = _contriever(small_corpus, tiny_model)
+    full = run_training(config, tmp_path / "full", device="cpu")
+    timed = run_training(config, tmp_path / "timed", device="cpu", time_limit_s=1e-9)
+    assert timed.timed_out and not timed.finished and timed.steps_done == 1
+    assert max_weight_difference(tmp_path / "timed", tiny_model) > 1e-6  # step 1's weights, exported
+    rest = run_training(config, tmp_path / "timed", device="cpu", resume=True)
+    assert rest.finished and not rest.timed_out and rest.steps_done == 6
+    assert max_weight_difference(tmp_path / "full", tmp_path / "timed") <= 1e-6
+    untimed = run_training(config, tmp_path / "ample", device="cpu", time_limit_s=3600)
+    assert untimed.finished and not untimed.timed_out

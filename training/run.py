@@ -77,6 +77,7 @@ def run_training(
     resume: bool = False,
     overwrite: bool = False,
     stop_after: int | None = None,
+    time_limit_s: float | None = None,
     callback: Callback | None = None,
 ) -> TrainResult:
     """Train as ``config`` says and write the model to ``out`` (a sentence-transformers folder).
@@ -86,6 +87,8 @@ def run_training(
         resume: continue from ``out/checkpoints`` (settings must match; no checkpoint = start from step 0).
         overwrite: discard the checkpoints of an earlier run in ``out``.
         stop_after: stop (with a checkpoint, without exporting) after this many steps of this call.
+        time_limit_s: end this call after the step that crosses this many wall-clock seconds, evaluated,
+            checkpointed and exported (``TrainResult.timed_out``); ``resume`` continues towards ``config.steps``.
         callback: receives :class:`training.trainer.TrainEvent` s (rank 0 only).
 
     Raises:
@@ -158,8 +161,8 @@ def run_training(
             if known is not None:
                 trainer.prefill_keys(*known)
         if dist.is_main or callback is None:
-            return trainer.run(resume=resume, stop_after=stop_after, callback=callback)
-        return trainer.run(resume=resume, stop_after=stop_after)
+            return trainer.run(resume=resume, stop_after=stop_after, time_limit_s=time_limit_s, callback=callback)
+        return trainer.run(resume=resume, stop_after=stop_after, time_limit_s=time_limit_s)
     finally:
         shutdown(dist)
 

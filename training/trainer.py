@@ -33,7 +33,7 @@ from training import checkpoint as ckpt
 from training.config import TrainConfig
 from training.data import SpecialTokens, TrainingData, collate, collate_labels
 from training.dev_eval import DevSet
-from training.distributed import DistInfo, barrier, gather, gather_objects
+from training.distributed import DistInfo, barrier, broadcast_object, gather, gather_objects
 from training.export import BaseModel, publish, save_model_folder
 from training.freezing import freeze_bottom_layers
 from training.losses import info_nce, listwise_distillation, supervised_info_nce
@@ -71,6 +71,7 @@ class TrainResult:
     best_step: int | None = None
     best_metrics: dict[str, float] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    timed_out: bool = False  # ended by ``time_limit_s`` before ``config.steps``; the model was exported all the same
 
 
 Callback = Callable[[TrainEvent], None]
@@ -210,11 +211,16 @@ class Trainer:
         self.best: tuple[float, int] | None = None
 
     # --- public -------------------------------------------------------------------------------------
-    def run(self, *, resume: bool = False, stop_after: int | None = None, callback: Callback | None = None) -> TrainResult:
+    def run(self, *, resume: bool = False, stop_after: int | None = None, time_limit_s: float | None = None,
+            callback: Callback | None = None) -> TrainResult:
         """Train until ``config.steps`` (or ``stop_after`` more steps), checkpointing and evaluating as configured.
 
+        ``time_limit_s`` (wall-clock seconds of this call, the first evaluation included) ends the run after the step
+        that crosses it: the last step is evaluated, checkpointed (``resume`` continues it) and exported like a
+        finished run, so a time budget always leaves a usable model. Under DDP rank 0's clock decides for every rank.
         An interrupted run (KeyboardInterrupt, single process) leaves a checkpoint of its last finished step.
         """
+        clock = time.monotonic()
         emit = callback or (lambda event: None)
         cfg = self.config
         if resume and ckpt.latest_checkpoint(self.root) is not None:
@@ -229,8 +235,9 @@ class Trainer:
         last_loss: float | None = None
         target = cfg.steps if stop_after is None else min(cfg.steps, self.step + stop_after)
         self.encoder.train()
+        timed_out = False
         try:
-            while self.step < target:
+            while self.step < target and not timed_out:
                 started = time.perf_counter()
                 lr = self.scheduler.get_last_lr()[0]
                 last_loss, tokens = self._train_step()
@@ -243,23 +250,33 @@ class Trainer:
                     self._evaluate(emit)
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < target:
                     emit(TrainEvent("checkpoint", self.step, cfg.steps, path=str(self._save())))
+                if time_limit_s is not None and self.step < cfg.steps:
+                    timed_out = self._out_of_time(clock, time_limit_s)
         except KeyboardInterrupt:
             if not self.dist.enabled and self.step > 0:
                 log.warning("interrupted: saving a checkpoint of step %d", self.step)
                 self._save()
             raise
         finished = self.step >= cfg.steps
-        if finished and self.devset is not None and (not self.history or self.history[-1]["step"] != self.step):
+        if timed_out:
+            log.info("time limit of %.0f s reached at step %d of %d", time_limit_s, self.step, cfg.steps)
+        if (finished or timed_out) and self.devset is not None and (not self.history or self.history[-1]["step"] != self.step):
             self._evaluate(emit)
         emit(TrainEvent("checkpoint", self.step, cfg.steps, path=str(self._save())))
-        if finished:
+        if finished or timed_out:
             self._export()
         emit(TrainEvent("done", self.step, cfg.steps, loss=last_loss))
         best_step, best_metrics = None, None
         if self.best is not None:
             best_step = self.best[1]
             best_metrics = next(h["metrics"] for h in self.history if h["step"] == best_step)
-        return TrainResult(self.out, self.step, finished, last_loss, best_step, best_metrics, list(self.history))
+        return TrainResult(self.out, self.step, finished, last_loss, best_step, best_metrics, list(self.history),
+                           timed_out=timed_out)
+
+    def _out_of_time(self, clock: float, limit_s: float) -> bool:
+        """Whether ``limit_s`` seconds have passed since ``clock`` (``time.monotonic``); rank 0 decides for all."""
+        over = time.monotonic() - clock >= limit_s
+        return bool(broadcast_object(over, self.dist)) if self.dist.enabled else over
 
     # --- one optimizer step -----------------------------------------------------------------------
     def _train_step(self) -> tuple[float, int]:
