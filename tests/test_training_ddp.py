@@ -38,6 +38,20 @@ def test_two_processes_equal_one_with_a_hybrid_teacher(tmp_path, small_corpus, t
     _assert_two_processes_equal_one(tmp_path, recipe, tiny_model_no_dropout, steps=2)  # the first run builds the BM25 index
 
 
+@pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed beside this python")
+def test_time_limit_stops_every_rank_at_the_same_step(tmp_path, small_corpus, tiny_model_no_dropout):
+    """Rank 0's clock decides: both ranks end after step 1 (else the collectives of step 2 would hang)."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    command = [str(TORCHRUN), "--nproc_per_node", "2", "--standalone", "-m", "cli", "train", "contriever", str(small_corpus),
+               "--base", str(tiny_model_no_dropout), "--steps", "5", "--batch-size", "4", "--queue-size", "8",
+               "--max-tokens", "32", "--device", "cpu", "--max-minutes", "0.000001", "--out", str(tmp_path / "two"), "--json"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["timed_out"] and not result["finished"] and result["steps_done"] == 1
+    assert (tmp_path / "two" / "model.safetensors").is_file()
+
+
 def _assert_two_processes_equal_one(tmp_path, recipe, base, *, steps: int = 3):
     single = CliRunner().invoke(app, [*recipe, "--out", str(tmp_path / "one")], catch_exceptions=False)
     assert single.exit_code == 0, single.output
