@@ -33,6 +33,11 @@ def result_names(results: Path) -> list[str]:
     return names + sorted(p.stem for p in results.glob("*.md") if p.stem not in names and not p.stem.endswith(".notes"))
 
 
+def headline_names(results: Path) -> list[str]:
+    """The results files the README shows: ``HEADLINE`` order, those present."""
+    return [n for n in HEADLINE if (results / f"{n}.md").is_file()]
+
+
 def section(results: Path, name: str, *, depth: int, link_prefix: str) -> str:
     """One results file as Markdown: its headings pushed ``depth`` levels down, its notes appended.
 
@@ -72,7 +77,7 @@ def render_readme(text: str, results: Path) -> str:
     Raises:
         ValueError: the README has neither the markers nor the placeholder line.
     """
-    names = [n for n in HEADLINE if (results / f"{n}.md").is_file()]
+    names = headline_names(results)
     more = len(result_names(results)) - len(names)
     sections = [section(results, name, depth=2, link_prefix="benchmarks/results/") for name in names]
     sections.append(f"Every other results file ({more} more: the training recipes tried, the SQL design probes) is in "
@@ -91,7 +96,7 @@ def write(repo: Path = REPO, results: Path = RESULTS) -> tuple[int, int]:
     readme = repo / "README.md"
     readme.write_text(render_readme(readme.read_text(encoding="utf-8"), results), encoding="utf-8")
     (repo / "benchmarks" / "RESULTS.md").write_text(render_all(results), encoding="utf-8")
-    return sum(1 for n in HEADLINE if (results / f"{n}.md").is_file()), len(result_names(results))
+    return len(headline_names(results)), len(result_names(results))
 
 
 def main() -> None:

@@ -260,10 +260,11 @@ class Trainer:
         finished = self.step >= cfg.steps
         if timed_out:
             log.info("time limit of %.0f s reached at step %d of %d", time_limit_s, self.step, cfg.steps)
-        if (finished or timed_out) and self.devset is not None and (not self.history or self.history[-1]["step"] != self.step):
+        ended = finished or timed_out  # a run that ends (not one paused by stop_after) is evaluated and exported
+        if ended and self.devset is not None and (not self.history or self.history[-1]["step"] != self.step):
             self._evaluate(emit)
         emit(TrainEvent("checkpoint", self.step, cfg.steps, path=str(self._save())))
-        if finished or timed_out:
+        if ended:
             self._export()
         emit(TrainEvent("done", self.step, cfg.steps, loss=last_loss))
         best_step, best_metrics = None, None
