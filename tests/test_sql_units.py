@@ -82,6 +82,24 @@ def test_rules_rewrite_after_qualification_and_unknown_rules_are_errors():
     assert rule_key([]) == "none" and parse_rule_key("none") == ()
 
 
+SHARED_CTE = ("with totals as (select o_cust, sum(o_total) as total from orders group by o_cust), "
+              "once as (select c_id from customer where c_nation = 1) "
+              "select a.o_cust from totals a join totals b on a.o_cust = b.o_cust join once on once.c_id = a.o_cust "
+              "where a.total > 10")
+
+
+def test_inline_ctes_marks_only_ctes_read_more_than_once_not_materialized():
+    rewritten = apply_rules(SHARED_CTE, ["inline_ctes"], SCHEMA)
+    assert "totals AS NOT MATERIALIZED" in rewritten  # read twice: PostgreSQL would materialize it
+    assert "once AS (" in rewritten and "once AS NOT MATERIALIZED" not in rewritten  # read once: already inlined
+    assert apply_rules(CORRELATED, ["inline_ctes"], SCHEMA) == apply_rules(CORRELATED, [], SCHEMA)  # no CTE: unchanged
+    recursive = "with recursive r(n) as (select 1 union all select n + 1 from r where n < 3) select a.n from r a, r b"
+    assert "NOT MATERIALIZED" not in apply_rules(recursive, ["inline_ctes"], None)
+    assert parse_rule_key("inline_ctes+simplify") == ("inline_ctes", "simplify")
+    with pytest.raises(RetrieverError, match="inline_ctes"):  # the error lists our rules with sqlglot's
+        parse_rule_key("inline_everything")
+
+
 def _record(qid: str, template: str, speedups: dict[str, float | None], *, statuses: dict[str, str] | None = None) -> dict:
     rewrites, candidates = [], {}
     for key, speedup in speedups.items():

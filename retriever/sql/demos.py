@@ -230,10 +230,11 @@ def timed_checked(rewrites: Mapping[str, str], measure: Callable[[Mapping[str, s
 
 def prompt(query: str, demos: Sequence[Demonstration]) -> str:
     """A prompt asking a language model for rewrite rules, with the demonstrations as worked examples."""
-    from retriever.sql.rules import RULE_NAMES
+    from retriever.sql.rules import CUSTOM_RULES, RULE_NAMES
 
-    lines = ["You rewrite slow SQL queries for PostgreSQL by choosing rewrite rules (sqlglot optimizer rules).",
-             f"Available rules: {', '.join(RULE_NAMES)}.",
+    lines = ["You rewrite slow SQL queries for PostgreSQL by choosing rewrite rules (sqlglot optimizer rules, and "
+             "inline_ctes: mark CTEs read more than once NOT MATERIALIZED).",
+             f"Available rules: {', '.join((*RULE_NAMES, *CUSTOM_RULES))}.",
              "Here are queries like the one to rewrite, with the rules that made them faster (measured):", ""]
     for number, demo in enumerate(demos, start=1):
         effect = (f"speedup {demo.speedup:.2f}x" if demo.rules and demo.speedup else "no rule helped")
