@@ -32,7 +32,8 @@ def build_pool(
     repeats: int = typer.Option(3, "--repeats", help="Runs per query and rewrite; the median cost is kept."),
     timeout_ms: int = typer.Option(20_000, "--timeout-ms", help="Statement timeout of an original query (wall clock, ms)."),
     time_budget: Optional[float] = typer.Option(None, "--time-budget", help="Minutes after which no new query is started; the pool is written from the queries done (the manifest says it stopped early)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build from OUT/pool.jsonl.partial."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build (OUT/pool.jsonl.partial), or extend the finished pool in OUT: "
+                                "its queries are tried with the candidate rule sets they lack (rules added since)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing pool in OUT."),
     as_json: bool = AS_JSON,
 ) -> None:

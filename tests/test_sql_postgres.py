@@ -333,3 +333,51 @@ def test_inline_ctes_lets_postgres_push_filters_into_a_cte_read_twice(database):
         original, inlined = execute(conn, sql, timeout_ms=10_000), execute(conn, rewritten, timeout_ms=10_000)
     assert original.status == inlined.status == "ok" and len(original.rows) == 4
     assert same_result(original.rows, inlined.rows, ordered=True)
+
+
+SELECT_LIST = ("select c_nation, c_name, (select sum(o_total) from orders where o_cust = c_id and o_total > 95) as big, "
+               "(select count(*) from orders where o_cust = c_id and o_total > 99.5) as top "
+               "from customer where c_id <= 40 order by c_name")
+
+
+def test_unnest_select_subqueries_joins_once_and_keeps_the_result(database):
+    from retriever.sql.equivalence import same_result
+    from retriever.sql.postgres import connect, execute, table_schema
+    from retriever.sql.rules import apply_rules
+
+    _, conninfo = database
+    with connect(conninfo) as conn:
+        rewritten = apply_rules(SELECT_LIST, ["unnest_select_subqueries"], table_schema(conn))
+
+        def plan(text: str) -> str:
+            return "\n".join(row[0] for row in conn.execute("EXPLAIN " + text).fetchall())
+
+        assert "SubPlan" in plan(SELECT_LIST) and "SubPlan" not in plan(rewritten)  # per row vs one join
+        original, unnested = execute(conn, SELECT_LIST, timeout_ms=10_000), execute(conn, rewritten, timeout_ms=10_000)
+    assert original.status == unnested.status == "ok" and len(original.rows) == 40
+    assert any(row[2] is None for row in original.rows) and any(row[3] == 0 for row in original.rows)  # misses occur
+    assert same_result(original.rows, unnested.rows, ordered=True)  # NULL sums and 0 counts survive the LEFT JOIN
+
+
+def test_extending_a_record_runs_only_the_new_candidates(database):
+    from retriever.sql.pool import PoolConfig, extend_record, label_of, process_query
+    from retriever.sql.postgres import connect, table_schema
+    from retriever.sql.workloads import Query
+
+    _, conninfo = database
+    old = PoolConfig(workloads=("tpch",), candidates=(("simplify",),), repeats=1)
+    new = PoolConfig(workloads=("tpch",), candidates=(("simplify",), ("unnest_select_subqueries",), ("inline_ctes",)),
+                     repeats=1)
+    with connect(conninfo) as conn:
+        schema = table_schema(conn)
+        record = process_query(conn, Query("shop-q9-s0", "shop", "shop-q9", SELECT_LIST), schema, old)
+        before = json.loads(json.dumps(record))
+        assert extend_record(conn, record, schema, new)
+        assert not extend_record(conn, record, schema, new)  # nothing missing any more
+    assert record["original"] == before["original"] and record["rewrites"][0] == before["rewrites"][0]
+    assert set(record["candidates"]) == {"simplify", "unnest_select_subqueries", "inline_ctes"}
+    texts = [rewrite["sql"] for rewrite in record["rewrites"]]
+    assert len(texts) == len(set(texts)) == 3 and all(len(r["rule_sets"]) == 1 for r in record["rewrites"])
+    unnested = record["rewrites"][record["candidates"]["unnest_select_subqueries"]]
+    assert unnested["verified"] and unnested["status"] == "ok" and "LEFT JOIN" in unnested["sql"]
+    assert record["verified"] and label_of(record) in ("none", "unnest_select_subqueries")

@@ -100,6 +100,28 @@ def test_inline_ctes_marks_only_ctes_read_more_than_once_not_materialized():
         parse_rule_key("inline_everything")
 
 
+def test_unnest_select_subqueries_only_where_the_result_provably_stays():
+    rule = ["unnest_select_subqueries"]
+    counted = apply_rules("select c_name, (select count(*) from orders where o_cust = c_id) as n from customer", rule, SCHEMA)
+    assert "LEFT JOIN" in counted and "COALESCE(_u0._v, 0) AS n" in counted and "GROUP BY\n    orders.o_cust" in counted
+    grouped = apply_rules("select c_nation, (select max(o_total) from orders where o_cust = c_nation) as m "
+                          "from customer group by c_nation", rule, SCHEMA)
+    assert "GROUP BY\n  customer.c_nation,\n  _u0._v" in grouped  # the new column joins the outer GROUP BY
+    commas = apply_rules("select c_name, (select avg(o_total) from orders o where o.o_cust = c_id) as a "
+                         "from customer, orders x where x.o_id = c_id", rule, SCHEMA)
+    assert "CROSS JOIN" in commas and "LEFT JOIN" in commas  # PostgreSQL binds JOIN tighter than a comma
+    unchanged = [
+        "select c_name, (select sum(o_total) from orders where o_cust > c_id) from customer",  # not an equality
+        "select c_name, (select coalesce(sum(o_total), 0) from orders where o_cust = c_id) from customer",  # not NULL on no rows
+        "select c_name, (select count(*) + 1 from orders where o_cust = c_id) from customer",  # count inside arithmetic
+        "select c_name, (select o_total from orders where o_cust = c_id limit 1) from customer",  # not an aggregate
+        "select c_name, (select sum(o_total) from orders where o_cust = c_id group by o_id) from customer",
+        "select c_name, (select sum(o_total) from orders) from customer",  # not correlated
+    ]
+    for sql in unchanged:
+        assert apply_rules(sql, rule, SCHEMA) == apply_rules(sql, [], SCHEMA), sql
+
+
 def _record(qid: str, template: str, speedups: dict[str, float | None], *, statuses: dict[str, str] | None = None) -> dict:
     rewrites, candidates = [], {}
     for key, speedup in speedups.items():

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from indexing.errors import RetrieverError
+from indexing.manifest import write_json_atomic
 from retriever.sql.equivalence import has_order_by, same_result
 from retriever.sql.postgres import Run, execute
 from retriever.sql.rules import CANDIDATES, RuleSet, apply_rules, rule_key
@@ -135,23 +135,54 @@ def process_query(conn, query, schema: Mapping[str, Mapping[str, str]], config: 
     record["original"] = {"status": "ok", "ms": round(original_ms, 3), "timings": [round(t, 3) for t in times],
                           "wall_ms": round(first.ms, 3), "clock": "server-cpu" if first.cpu_ms is not None else "wall",
                           "rows": len(first.rows or [])}
-    rewrites: list[dict[str, Any]] = []
-    by_text: dict[str, int] = {}
-    candidates: dict[str, int | None] = {}
-    failures: dict[str, str] = {}
-    for rules in config.candidates:
+    record.update(rewrites=[], candidates={}, failures={}, original_ms=round(original_ms, 3))
+    _try_candidates(conn, record, config.candidates, schema, config, first.rows or [], first.ms)
+    return record
+
+
+def extend_record(conn, record: dict[str, Any], schema: Mapping[str, Mapping[str, str]], config: PoolConfig) -> bool:
+    """Try on ``record``'s query the candidates of ``config`` that it lacks (a pool built before rules were added).
+
+    The original runs once more, for its rows (a rewrite is verified against them) and its wall time (a rewrite's
+    time limit); new rewrites are timed against the record's stored original median, as the old ones were.
+    Returns whether the record changed (False when nothing is missing or the original did not run).
+    """
+    missing = [rules for rules in config.candidates if rule_key(rules) not in record.get("candidates", {})]
+    if not missing or record.get("original", {}).get("status") != "ok":
+        return False
+    first = execute(conn, record["sql"], timeout_ms=config.timeout_ms)
+    if first.status != "ok":
+        log.warning("%s: the original failed when extending the pool (%s); new candidates not tried", record["id"],
+                    first.error or first.status)
+        return False
+    _try_candidates(conn, record, missing, schema, config, first.rows or [], first.ms)
+    return True
+
+
+def _lacks_candidates(record: Mapping[str, Any], config: PoolConfig) -> bool:
+    return record.get("original", {}).get("status") == "ok" and any(
+        rule_key(rules) not in record.get("candidates", {}) for rules in config.candidates)
+
+
+def _try_candidates(conn, record: dict[str, Any], candidates: Sequence[RuleSet], schema: Mapping[str, Mapping[str, str]],
+                    config: PoolConfig, original_rows: list, original_wall_ms: float) -> None:
+    """Apply and run every rule set of ``candidates`` on the record's query (rewrites deduplicated by text, also
+    against the record's earlier rewrites), then set the record's best verified rewrite."""
+    rewrites, mapping, failures = record["rewrites"], record["candidates"], record["failures"]
+    by_text = {rewrite["sql"]: i for i, rewrite in enumerate(rewrites)}
+    for rules in candidates:
         key = rule_key(rules)
         try:
-            text = apply_rules(query.sql, rules, schema)
+            text = apply_rules(record["sql"], rules, schema)
         except RetrieverError as exc:
-            candidates[key], failures[key] = None, str(exc)
+            mapping[key], failures[key] = None, str(exc)
             continue
         if text not in by_text:
             by_text[text] = len(rewrites)
-            rewrites.append(_run_rewrite(conn, text, first.rows or [], ordered, original_ms, first.ms, config))
+            rewrites.append(_run_rewrite(conn, text, original_rows, record["ordered"], record["original_ms"],
+                                         original_wall_ms, config))
         rewrites[by_text[text]]["rule_sets"].append(key)
-        candidates[key] = by_text[text]
-    record.update(rewrites=rewrites, candidates=candidates, failures=failures, original_ms=round(original_ms, 3))
+        mapping[key] = by_text[text]
     verified = [r for r in rewrites if r["verified"]]
     best = max(verified, key=lambda r: r["speedup"], default=None)
     if best is None:
@@ -160,7 +191,6 @@ def process_query(conn, query, schema: Mapping[str, Mapping[str, str]], config: 
         shortest = min(best["rule_sets"], key=lambda k: (len(k.split("+")), k))
         record.update(rules=shortest.split("+"), rewrite_sql=best["sql"], rewrite_ms=best["ms"], speedup=best["speedup"],
                       verified=True)
-    return record
 
 
 def rewrite_limit_ms(original_wall_ms: float, timeout_ms: int) -> int:
@@ -278,13 +308,6 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Counts per workload: queries, queries that ran, verified rewrites, helped queries, wrong rewrites refused."""
     out: dict[str, Any] = {}
@@ -320,7 +343,9 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
     Args:
         conninfo: a PostgreSQL server (URL or key=value) to use; None = start a private cluster (stopped at the end).
         data_dir: keep the private cluster's data here (reused by a later build or ``retriever sql rewrite``).
-        resume: continue from ``out/pool.jsonl.partial``. overwrite: replace an existing pool.
+        resume: continue from ``out/pool.jsonl.partial``, or extend the finished pool in ``out``: queries not in it
+            are run, and its records are tried with the candidates they lack (:func:`extend_record`), so rules
+            added since the pool was built need no rebuild. overwrite: replace an existing pool.
         nice: niceness of the private server and the data generators.
         time_budget_s: stop starting new queries (and loading new workloads) after this many seconds and write the
             pool from the queries done so far (the manifest says so); None = run every query.
@@ -334,13 +359,15 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
 
     config.validate()
     out = Path(out)
-    if (out / POOL_FILE).exists() and not overwrite:
-        raise RetrieverError(f"{out} already holds a pool; pass --overwrite to replace it")
+    if (out / POOL_FILE).exists() and not (overwrite or resume):
+        raise RetrieverError(f"{out} already holds a pool; pass --overwrite to replace it or --resume to extend it")
     out.mkdir(parents=True, exist_ok=True)
     partial = out / (POOL_FILE + ".partial")
     done: dict[str, dict[str, Any]] = {}
-    if resume and partial.is_file():
-        done = {r["id"]: r for r in read_pool(partial)}
+    if resume:
+        for source in (out / POOL_FILE, partial):  # a record extended after the pool was written comes later
+            if source.is_file():
+                done.update((r["id"], r) for r in read_pool(source))
     elif partial.exists():
         partial.unlink()
     cluster = None
@@ -368,14 +395,17 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
                     schemas[workload] = schema
                     queries = workload_queries(workload, range(config.per_template), scale=scale)
                     for number, query in enumerate(queries, start=1):
-                        if query.id not in done and time.monotonic() > deadline:
+                        record = done.get(query.id)
+                        if (record is None or _lacks_candidates(record, config)) and time.monotonic() > deadline:
                             stopped = True
                             break
-                        if query.id not in done:
-                            record = process_query(conn, query, schema, config)
+                        if record is None:
+                            record = done[query.id] = process_query(conn, query, schema, config)
+                        elif not extend_record(conn, record, schema, config):
+                            record = None
+                        if record is not None:
                             sink.write(json.dumps(record, ensure_ascii=False) + "\n")
                             sink.flush()
-                            done[query.id] = record
                         if progress:
                             progress(query.id, number, len(queries))
     finally:
@@ -389,6 +419,7 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
                 "database": "private cluster" if cluster is not None else "given server",
                 "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "helpful_speedup": HELPFUL,
                 "complete": not stopped, "stopped_by_time_budget": stopped, "time_budget_s": time_budget_s}
-    os.replace(partial, out / POOL_FILE)
-    write_json_atomic(out / MANIFEST_FILE, manifest)
+    write_json_atomic(out / POOL_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    partial.unlink(missing_ok=True)
+    write_json_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return PoolResult(out, summary, settings)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from indexing.errors import RetrieverError
+from retriever.sql.own_rules import inline_ctes, unnest_select_subqueries
 
 log = logging.getLogger(__name__)
 
@@ -36,11 +37,12 @@ CANDIDATES: tuple[RuleSet, ...] = (
     ("eliminate_subqueries", "merge_subqueries"),
     ("merge_subqueries", "pushdown_predicates"),
     ("inline_ctes",),
+    ("unnest_select_subqueries",),
     ("pushdown_projections", "normalize", "unnest_subqueries", "pushdown_predicates", "optimize_joins",
      "eliminate_subqueries", "merge_subqueries", "eliminate_joins", "eliminate_ctes", "simplify"),
 )
-"""The rule sets tried on every pool query (the last is sqlglot's whole optimizer pipeline; ``inline_ctes`` is ours,
-see :data:`CUSTOM_RULES`)."""
+"""The rule sets tried on every pool query (the last is sqlglot's whole optimizer pipeline; ``inline_ctes`` and
+``unnest_select_subqueries`` are ours, see :mod:`retriever.sql.own_rules`)."""
 
 
 def rule_key(rules: Sequence[str]) -> str:
@@ -59,46 +61,7 @@ def parse_rule_key(key: str) -> RuleSet:
     return rules
 
 
-def _cte_references(tree: Any) -> dict[int, int]:
-    """How often each non-recursive CTE of ``tree`` is read, by ``id()`` of its ``exp.CTE`` node.
-
-    A CTE is read by a table reference without schema whose name is its alias, anywhere below the WITH that
-    defines it (sqlglot resolves no CTE scopes for us, so an inner CTE of the same name is counted for both).
-    """
-    from sqlglot import exp
-
-    counts: dict[int, int] = {}
-    for with_ in tree.find_all(exp.With):
-        if with_.args.get("recursive"):
-            continue
-        owner = with_.parent
-        if owner is None:
-            continue
-        for cte in with_.expressions:
-            name = cte.alias_or_name
-            counts[id(cte)] = sum(1 for table in owner.find_all(exp.Table) if not table.db and table.name == name)
-    return counts
-
-
-def inline_ctes(expression: Any) -> Any:
-    """Mark every CTE that is read more than once ``NOT MATERIALIZED`` (PostgreSQL 12+).
-
-    PostgreSQL computes a CTE read twice or more once, into a work table that no predicate reaches; inlined, each
-    reference gets the outer query's filters pushed into it (TPC-DS Q4/Q11/Q74 filter one ``year_total`` CTE six
-    ways by channel and year: 3-7x faster). It can also be far slower (a CTE read again by a correlated subquery
-    is recomputed per row), which is why it is a rule to choose, not a default. Written here because sqlglot's
-    optimizer has no PostgreSQL materialization rule.
-    """
-    from sqlglot import exp
-
-    references = _cte_references(expression)
-    for cte in list(expression.find_all(exp.CTE)):
-        if references.get(id(cte), 0) > 1:
-            cte.set("materialized", False)
-    return expression
-
-
-CUSTOM_RULES: dict[str, Callable[..., Any]] = {"inline_ctes": inline_ctes}
+CUSTOM_RULES: dict[str, Callable[..., Any]] = {"inline_ctes": inline_ctes, "unnest_select_subqueries": unnest_select_subqueries}
 """Rules beyond sqlglot's, by name: ``fn(expression, schema=...) -> expression`` (sqlglot rule conventions).
 Every rewrite, whatever rule made it, is verified against the original's result before it is kept or applied."""
 
