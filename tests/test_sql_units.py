@@ -122,6 +122,23 @@ def test_unnest_select_subqueries_only_where_the_result_provably_stays():
         assert apply_rules(sql, rule, SCHEMA) == apply_rules(sql, [], SCHEMA), sql
 
 
+def test_simplify_case_predicates_unwraps_only_cases_whose_truth_it_keeps():
+    rule = ["simplify_case_predicates"]
+    sql = ("select c_name from customer, orders where case when c_id = o_cust then c_id else null end = o_cust "
+           "and case when o_total > 5 then 1 else 0 end = 1 and o_id > 0")
+    plain = apply_rules(sql, rule, SCHEMA)
+    assert "CASE" not in plain and plain.count("customer.c_id = orders.o_cust") == 2 and "orders.o_total > 5" in plain
+    unchanged = [
+        "select c_name from customer where case when c_nation = 1 then 'a' else 'b' end = 'b'",  # true when c is not
+        "select c_name from customer where case when c_nation = 1 then 1 when c_id > 3 then 1 end = 1",  # two WHENs
+        "select c_name from customer where case when c_nation = 1 then 1 else 0 end > 0",  # literal form: only =
+        "select c_name from customer where not (case when c_nation = 1 then c_id end = 2)",  # not a conjunct
+        "select case when c_nation = 1 then c_id end = 2 from customer",  # not a filter
+    ]
+    for query in unchanged:
+        assert apply_rules(query, rule, SCHEMA) == apply_rules(query, [], SCHEMA), query
+
+
 def _record(qid: str, template: str, speedups: dict[str, float | None], *, statuses: dict[str, str] | None = None) -> dict:
     rewrites, candidates = [], {}
     for key, speedup in speedups.items():
