@@ -400,3 +400,30 @@ def test_simplify_case_predicates_keeps_the_result_on_postgres(database):
     assert any(f"{kind} Cond" in plan for kind in ("Hash", "Merge", "Index"))  # the planner joins on it again
     assert original.status == plain.status == "ok" and len(original.rows) > 10
     assert same_result(original.rows, plain.rows, ordered=True)
+
+
+def test_build_pool_resume_extends_a_finished_pool_with_new_rules(database, tmp_path, monkeypatch):
+    from indexing.errors import RetrieverError
+    from retriever.sql import workloads
+    from retriever.sql.pool import PoolConfig, build_pool, read_manifest, read_pool
+    from retriever.sql.workloads import Query
+
+    cluster, _ = database
+    queries = [Query("shop-q1-s0", "shop", "shop-q1", CORRELATED), Query("shop-q9-s0", "shop", "shop-q9", SELECT_LIST)]
+    monkeypatch.setattr(workloads, "database_of", lambda workload: "shop")  # the test database stands in for TPC-H's
+    monkeypatch.setattr(workloads, "has_tables", lambda conn, database: True)
+    monkeypatch.setattr(workloads, "workload_queries", lambda workload, seeds, scale: queries)
+    out = tmp_path / "pool"
+    old = PoolConfig(workloads=("tpch",), candidates=(("simplify",),), repeats=1)
+    build_pool(old, out, conninfo=cluster.conninfo())
+    first = {r["id"]: r for r in read_pool(out)}
+    with pytest.raises(RetrieverError, match="--resume to extend"):
+        build_pool(old, out, conninfo=cluster.conninfo())
+    new = PoolConfig(workloads=("tpch",), candidates=(("simplify",), ("unnest_select_subqueries",)), repeats=1)
+    build_pool(new, out, conninfo=cluster.conninfo(), resume=True)
+    records = read_pool(out)
+    assert [r["id"] for r in records] == ["shop-q1-s0", "shop-q9-s0"]  # one record each, extended in place
+    assert all(set(r["candidates"]) == {"simplify", "unnest_select_subqueries"} for r in records)
+    assert all(r["original"] == first[r["id"]]["original"] for r in records)  # the originals were not re-timed
+    assert records[1]["rewrites"][records[1]["candidates"]["unnest_select_subqueries"]]["verified"]
+    assert read_manifest(out)["complete"] and not (out / "pool.jsonl.partial").exists()
