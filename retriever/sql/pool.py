@@ -2,7 +2,8 @@
 
 A pool is a folder: ``pool.jsonl`` (one record per query, see :func:`process_query`) and ``manifest.json``
 (settings, schemas, counts). Records are appended to ``pool.jsonl.partial`` as queries finish (``resume``
-continues from it) and the folder's files are renamed into place at the end, so a pool is never half written.
+continues from it) and the pool is written atomically (temporary file + rename) at the end, so it is never half
+written. ``resume`` on a finished pool extends it: its records are tried with the candidates they lack.
 
 A rewrite is *verified* when it ran to completion and returned the original's result (see
 :mod:`retriever.sql.equivalence`); only verified rewrites get a speedup and can be chosen or applied.
