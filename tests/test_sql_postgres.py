@@ -313,24 +313,27 @@ def test_planner_check_picks_the_voted_rewrite_the_planner_expects_to_gain(datab
         assert planner_checked(CORRELATED, {"unnest_subqueries": 0.0}, schema, cost) == ([], {})
 
 
-def test_inline_ctes_lets_postgres_push_filters_into_a_cte_read_twice(database):
-    from retriever.sql.equivalence import same_result
+def _rewritten_on_postgres(conninfo, sql: str, rule: str):
+    """``rule`` applied to ``sql`` on the test database: (rewrite, original's plan, rewrite's plan, both runs)."""
     from retriever.sql.postgres import connect, execute, table_schema
     from retriever.sql.rules import apply_rules
 
-    _, conninfo = database
+    with connect(conninfo) as conn:
+        rewritten = apply_rules(sql, [rule], table_schema(conn))
+        plans = ["\n".join(row[0] for row in conn.execute("EXPLAIN " + text).fetchall()) for text in (sql, rewritten)]
+        runs = [execute(conn, text, timeout_ms=10_000) for text in (sql, rewritten)]
+    return rewritten, *plans, *runs
+
+
+def test_inline_ctes_lets_postgres_push_filters_into_a_cte_read_twice(database):
+    from retriever.sql.equivalence import same_result
+
     sql = ("with totals as (select o_cust, sum(o_total) as total from orders group by o_cust) "
            "select a.o_cust, a.total from totals a join totals b on a.o_cust = b.o_cust "
            "where a.o_cust < 5 and b.o_cust < 5 order by a.o_cust")
-    with connect(conninfo) as conn:
-        rewritten = apply_rules(sql, ["inline_ctes"], table_schema(conn))
-
-        def plan(text: str) -> str:
-            return "\n".join(row[0] for row in conn.execute("EXPLAIN " + text).fetchall())
-
-        assert "CTE Scan" in plan(sql)  # read twice: materialized once, no filter reaches it
-        assert "CTE Scan" not in plan(rewritten) and "o_cust < 5" in plan(rewritten)  # inlined, filter pushed in
-        original, inlined = execute(conn, sql, timeout_ms=10_000), execute(conn, rewritten, timeout_ms=10_000)
+    _, before, after, original, inlined = _rewritten_on_postgres(database[1], sql, "inline_ctes")
+    assert "CTE Scan" in before  # read twice: materialized once, no filter reaches it
+    assert "CTE Scan" not in after and "o_cust < 5" in after  # inlined, filter pushed in
     assert original.status == inlined.status == "ok" and len(original.rows) == 4
     assert same_result(original.rows, inlined.rows, ordered=True)
 
@@ -342,18 +345,9 @@ SELECT_LIST = ("select c_nation, c_name, (select sum(o_total) from orders where 
 
 def test_unnest_select_subqueries_joins_once_and_keeps_the_result(database):
     from retriever.sql.equivalence import same_result
-    from retriever.sql.postgres import connect, execute, table_schema
-    from retriever.sql.rules import apply_rules
 
-    _, conninfo = database
-    with connect(conninfo) as conn:
-        rewritten = apply_rules(SELECT_LIST, ["unnest_select_subqueries"], table_schema(conn))
-
-        def plan(text: str) -> str:
-            return "\n".join(row[0] for row in conn.execute("EXPLAIN " + text).fetchall())
-
-        assert "SubPlan" in plan(SELECT_LIST) and "SubPlan" not in plan(rewritten)  # per row vs one join
-        original, unnested = execute(conn, SELECT_LIST, timeout_ms=10_000), execute(conn, rewritten, timeout_ms=10_000)
+    _, before, after, original, unnested = _rewritten_on_postgres(database[1], SELECT_LIST, "unnest_select_subqueries")
+    assert "SubPlan" in before and "SubPlan" not in after  # per row vs one join
     assert original.status == unnested.status == "ok" and len(original.rows) == 40
     assert any(row[2] is None for row in original.rows) and any(row[3] == 0 for row in original.rows)  # misses occur
     assert same_result(original.rows, unnested.rows, ordered=True)  # NULL sums and 0 counts survive the LEFT JOIN
@@ -385,17 +379,11 @@ def test_extending_a_record_runs_only_the_new_candidates(database):
 
 def test_simplify_case_predicates_keeps_the_result_on_postgres(database):
     from retriever.sql.equivalence import same_result
-    from retriever.sql.postgres import connect, execute, table_schema
-    from retriever.sql.rules import apply_rules
 
-    _, conninfo = database
     sql = ("select c_name, o_id from customer, orders where case when c_id = o_cust then c_id end = o_cust "
            "and case when o_total > 90 then 1 else 0 end = 1 and case when c_nation = 2 then c_nation end >= 2 "
            "order by o_id")
-    with connect(conninfo) as conn:
-        rewritten = apply_rules(sql, ["simplify_case_predicates"], table_schema(conn))
-        plan = "\n".join(row[0] for row in conn.execute("EXPLAIN " + rewritten).fetchall())
-        original, plain = execute(conn, sql, timeout_ms=10_000), execute(conn, rewritten, timeout_ms=10_000)
+    rewritten, _, plan, original, plain = _rewritten_on_postgres(database[1], sql, "simplify_case_predicates")
     assert "CASE" not in rewritten and "CASE" not in plan
     assert any(f"{kind} Cond" in plan for kind in ("Hash", "Merge", "Index"))  # the planner joins on it again
     assert original.status == plain.status == "ok" and len(original.rows) > 10

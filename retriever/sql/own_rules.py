@@ -75,7 +75,7 @@ def unnest_select_subqueries(expression: Any) -> Any:
         outer = _sources(select)
         for projection in list(select.expressions):
             for subquery in list(projection.find_all(exp.Subquery)):
-                if not isinstance(subquery.this, exp.Select) or _enclosing_select(subquery) is not select:
+                if not isinstance(subquery.this, exp.Select) or subquery.find_ancestor(exp.Select) is not select:
                     continue
                 plan = _plan(subquery.this, outer)
                 if plan is None:
@@ -98,15 +98,6 @@ def _sources(select: Any) -> set[str]:
 def _from(select: Any) -> Any:
     """``select``'s FROM clause, or None (sqlglot names the argument ``from_`` since 28, ``from`` before)."""
     return select.args.get("from_", select.args.get("from"))
-
-
-def _enclosing_select(node: Any) -> Any:
-    from sqlglot import exp
-
-    parent = node.parent
-    while parent is not None and not isinstance(parent, exp.Select):
-        parent = parent.parent
-    return parent
 
 
 def _conjuncts(condition: Any) -> list[Any]:

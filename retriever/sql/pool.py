@@ -148,8 +148,8 @@ def extend_record(conn, record: dict[str, Any], schema: Mapping[str, Mapping[str
     time limit); new rewrites are timed against the record's stored original median, as the old ones were.
     Returns whether the record changed (False when nothing is missing or the original did not run).
     """
-    missing = [rules for rules in config.candidates if rule_key(rules) not in record.get("candidates", {})]
-    if not missing or record.get("original", {}).get("status") != "ok":
+    missing = missing_candidates(record, config)
+    if not missing:
         return False
     first = execute(conn, record["sql"], timeout_ms=config.timeout_ms)
     if first.status != "ok":
@@ -160,9 +160,11 @@ def extend_record(conn, record: dict[str, Any], schema: Mapping[str, Mapping[str
     return True
 
 
-def _lacks_candidates(record: Mapping[str, Any], config: PoolConfig) -> bool:
-    return record.get("original", {}).get("status") == "ok" and any(
-        rule_key(rules) not in record.get("candidates", {}) for rules in config.candidates)
+def missing_candidates(record: Mapping[str, Any], config: PoolConfig) -> list[RuleSet]:
+    """The candidates of ``config`` that ``record`` has not been tried with (none when its original did not run)."""
+    if record.get("original", {}).get("status") != "ok":
+        return []
+    return [rules for rules in config.candidates if rule_key(rules) not in record.get("candidates", {})]
 
 
 def _try_candidates(conn, record: dict[str, Any], candidates: Sequence[RuleSet], schema: Mapping[str, Mapping[str, str]],
@@ -397,7 +399,7 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
                     queries = workload_queries(workload, range(config.per_template), scale=scale)
                     for number, query in enumerate(queries, start=1):
                         record = done.get(query.id)
-                        if (record is None or _lacks_candidates(record, config)) and time.monotonic() > deadline:
+                        if (record is None or missing_candidates(record, config)) and time.monotonic() > deadline:
                             stopped = True
                             break
                         if record is None:
