@@ -389,14 +389,15 @@ def random_demonstrations(train: Sequence[Mapping[str, Any]], queries: int, k: i
 
 def train_model(train: Sequence[Mapping[str, Any]], *, steps: int, seed: int, batch_size: int, max_tokens: int,
                 timings: dict[str, float], schemas: Mapping[str, Any] | None = None, sql: Any = None) -> Path:
-    """Train the sql encoder on the training templates' queries (cached by their ids and the settings)."""
+    """Train the sql encoder on the training templates' queries (cached by their ids, labels and the settings)."""
     import hashlib
 
     from training.config import SqlConfig, TrainConfig
     from training.run import run_training
 
     recipe = [RECIPE, asdict(sql) if sql is not None else None]
-    key = hashlib.sha1(json.dumps([recipe, sorted(r["id"] for r in train), steps, seed, batch_size, max_tokens]).encode()).hexdigest()[:10]
+    examples = sorted((r["id"], label_of(r)) for r in train)  # a pool extended with new rules relabels: retrain
+    key = hashlib.sha1(json.dumps([recipe, examples, steps, seed, batch_size, max_tokens]).encode()).hexdigest()[:10]
     folder = WORK / f"train-{key}"
     model = folder / "model"
     if (model / "config.json").is_file():

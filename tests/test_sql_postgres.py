@@ -353,6 +353,19 @@ def test_unnest_select_subqueries_joins_once_and_keeps_the_result(database):
     assert same_result(original.rows, unnested.rows, ordered=True)  # NULL sums and 0 counts survive the LEFT JOIN
 
 
+def test_unnest_scalar_subqueries_decorrelates_a_filter_and_keeps_the_result(database):
+    from retriever.sql.equivalence import same_result
+
+    sql = ("select c_nation, count(*) as n, sum(c_id) as s from customer "
+           "where c_id * 2.5 > (select avg(o_total) from orders where o_cust = c_id and o_total > 97) "
+           "or c_id > coalesce((select count(*) from orders where o_cust = c_id and o_total > 99.5), 0) + 45 "
+           "group by c_nation order by c_nation")
+    _, before, after, original, unnested = _rewritten_on_postgres(database[1], sql, "unnest_scalar_subqueries")
+    assert "SubPlan" in before and "SubPlan" not in after
+    assert original.status == unnested.status == "ok" and original.rows
+    assert same_result(original.rows, unnested.rows, ordered=True)  # customers without orders: NULL avg, 0 count
+
+
 def test_extending_a_record_runs_only_the_new_candidates(database):
     from retriever.sql.pool import PoolConfig, extend_record, label_of, process_query
     from retriever.sql.postgres import connect, table_schema

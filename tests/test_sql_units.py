@@ -122,6 +122,31 @@ def test_unnest_select_subqueries_only_where_the_result_provably_stays():
         assert apply_rules(sql, rule, SCHEMA) == apply_rules(sql, [], SCHEMA), sql
 
 
+def test_unnest_scalar_subqueries_also_decorrelates_filters():
+    rule = ["unnest_scalar_subqueries"]
+    filtered = apply_rules("select c_nation, count(*) from customer where c_id < (select 0.5 * avg(o_total) from orders "
+                           "where o_cust = c_id) group by c_nation", rule, SCHEMA)
+    assert "LEFT JOIN" in filtered and "customer.c_id < _u0._v" in filtered and "SELECT\n" in filtered
+    assert "GROUP BY\n  customer.c_nation\n" in filtered + "\n"  # WHERE runs before grouping: GROUP BY unchanged
+    nested = apply_rules("select c_name from customer where c_id in (select o_cust from orders where o_total > "
+                         "(select sum(o_total) from orders o2 where o2.o_cust = orders.o_cust))", rule, SCHEMA)
+    assert "_u0._v" in nested and "IN (" in nested  # the subquery's own filter, inside an IN
+    # the SELECT-list form is the same as unnest_select_subqueries'
+    sql = "select c_name, (select count(*) from orders where o_cust = c_id) as n from customer"
+    assert apply_rules(sql, rule, SCHEMA) == apply_rules(sql, ["unnest_select_subqueries"], SCHEMA)
+    unchanged = [
+        "select c_name from customer where c_id in (select max(o_cust) from orders where o_id = c_id)",  # IN, not scalar
+        "select c_name from customer where exists (select sum(o_total) from orders where o_cust = c_id)",
+        "select c_name from customer where c_id > all (select max(o_cust) from orders where o_id = c_id)",
+        "select c_name from customer where c_id < (select avg(o_total) from orders where o_cust > c_id)",  # not equality
+        "select c_name from customer where c_id < (select o_total from orders where o_cust = c_id limit 1)",
+    ]
+    for query in unchanged:
+        assert apply_rules(query, rule, SCHEMA) == apply_rules(query, [], SCHEMA), query
+    select_only = "select c_name from customer where c_id < (select avg(o_total) from orders where o_cust = c_id)"
+    assert apply_rules(select_only, ["unnest_select_subqueries"], SCHEMA) == apply_rules(select_only, [], SCHEMA)
+
+
 def test_simplify_case_predicates_unwraps_only_cases_whose_truth_it_keeps():
     rule = ["simplify_case_predicates"]
     sql = ("select c_name from customer, orders where case when c_id = o_cust then c_id else null end = o_cust "

@@ -67,16 +67,41 @@ def unnest_select_subqueries(expression: Any) -> Any:
     The outer query's comma joins become CROSS JOINs (PostgreSQL binds an explicit JOIN tighter than a comma),
     and a grouped outer query gets the new column in its GROUP BY (it depends on grouped columns only).
     """
+    return _unnest_scalar(expression, where=False)
+
+
+def unnest_scalar_subqueries(expression: Any) -> Any:
+    """:func:`unnest_select_subqueries` for correlated scalar subqueries in WHERE as well as in the SELECT list.
+
+    ``... FROM part, lineitem WHERE l_quantity < (SELECT 0.2 * avg(l2.l_quantity) FROM lineitem AS l2
+    WHERE l2.l_partkey = p_partkey)`` (TPC-H Q17) joins the grouped table once, as the SELECT-list form does, and
+    the filter compares with its column. The column has the subquery's value on every outer row (NULL where the
+    subquery had no rows, 0 for a count), so the filter keeps the same rows; WHERE runs before grouping, so a
+    grouped outer query's GROUP BY is left as it is. One rule for both places, so that a query helped by
+    decorrelating its SELECT list demonstrates the rule to a query with the same subquery in its filter, which is
+    what the retrieved demonstrations are for (sqlglot's ``unnest_subqueries`` decorrelates the filter only, in
+    its own forms).
+    """
+    return _unnest_scalar(expression, where=True)
+
+
+def _unnest_scalar(expression: Any, *, where: bool) -> Any:
+    """Decorrelate the scalar subqueries of every SELECT's list (and of its WHERE when ``where``), see
+    :func:`unnest_select_subqueries`."""
     from sqlglot import exp
 
     taken = {table.alias_or_name for table in expression.find_all(exp.Table)}
     counter = 0
     for select in list(expression.find_all(exp.Select)):
         outer = _sources(select)
-        for projection in list(select.expressions):
-            for subquery in list(projection.find_all(exp.Subquery)):
-                if not isinstance(subquery.this, exp.Select) or subquery.find_ancestor(exp.Select) is not select:
-                    continue
+        clauses = [(projection, True) for projection in select.expressions]
+        if where and select.args.get("where") is not None:
+            clauses.append((select.args["where"], False))
+        for clause, in_projection in clauses:
+            for subquery in list(clause.find_all(exp.Subquery)):
+                if not isinstance(subquery.this, exp.Select) or subquery.find_ancestor(exp.Select) is not select \
+                        or isinstance(subquery.parent, (exp.In, exp.Exists, exp.Any, exp.All)):
+                    continue  # not a scalar subquery of this SELECT
                 plan = _plan(subquery.this, outer)
                 if plan is None:
                     continue
@@ -84,7 +109,7 @@ def unnest_select_subqueries(expression: Any) -> Any:
                     counter += 1
                 alias = f"_u{counter}"
                 taken.add(alias)
-                _attach(select, subquery, plan, alias)
+                _attach(select, subquery, plan, alias, group=in_projection)
     return expression
 
 
@@ -181,8 +206,9 @@ def _plan(inner: Any, outer: set[str]) -> dict[str, Any] | None:
     return {"inner": inner, "value": value, "kind": kind, "keep": keep, "keys": keys}
 
 
-def _attach(select: Any, subquery: Any, plan: dict[str, Any], alias: str) -> None:
-    """Rewrite ``select`` per ``plan``: the grouped derived table joins as ``alias``, the subquery becomes its column."""
+def _attach(select: Any, subquery: Any, plan: dict[str, Any], alias: str, *, group: bool = True) -> None:
+    """Rewrite ``select`` per ``plan``: the grouped derived table joins as ``alias``, the subquery becomes its column
+    (added to a grouped ``select``'s GROUP BY when ``group``: a SELECT-list column outside any aggregate)."""
     from sqlglot import exp
 
     derived = plan["inner"].copy()
@@ -201,7 +227,7 @@ def _attach(select: Any, subquery: Any, plan: dict[str, Any], alias: str) -> Non
     column = exp.column("_v", table=alias)
     inside_aggregate = subquery.find_ancestor(exp.AggFunc) is not None
     subquery.replace(exp.Coalesce(this=column, expressions=[exp.Literal.number(0)]) if plan["kind"] == "count" else column.copy())
-    if select.args.get("group") and not inside_aggregate:
+    if group and select.args.get("group") and not inside_aggregate:
         select.args["group"].append("expressions", column)
 
 

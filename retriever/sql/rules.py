@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from indexing.errors import RetrieverError
-from retriever.sql.own_rules import inline_ctes, simplify_case_predicates, unnest_select_subqueries
+from retriever.sql.own_rules import inline_ctes, simplify_case_predicates, unnest_scalar_subqueries, unnest_select_subqueries
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +39,12 @@ CANDIDATES: tuple[RuleSet, ...] = (
     ("inline_ctes",),
     ("unnest_select_subqueries",),
     ("simplify_case_predicates",),
+    ("unnest_scalar_subqueries",),
     ("pushdown_projections", "normalize", "unnest_subqueries", "pushdown_predicates", "optimize_joins",
      "eliminate_subqueries", "merge_subqueries", "eliminate_joins", "eliminate_ctes", "simplify"),
 )
 """The rule sets tried on every pool query (the last is sqlglot's whole optimizer pipeline; ``inline_ctes``,
-``unnest_select_subqueries`` and ``simplify_case_predicates`` are ours, see :mod:`retriever.sql.own_rules`)."""
+``unnest_select_subqueries``, ``simplify_case_predicates`` and ``unnest_scalar_subqueries`` are ours, see :mod:`retriever.sql.own_rules`)."""
 
 
 def rule_key(rules: Sequence[str]) -> str:
@@ -64,7 +65,7 @@ def parse_rule_key(key: str) -> RuleSet:
 
 CUSTOM_RULES: dict[str, Callable[..., Any]] = {
     "inline_ctes": inline_ctes, "unnest_select_subqueries": unnest_select_subqueries,
-    "simplify_case_predicates": simplify_case_predicates,
+    "simplify_case_predicates": simplify_case_predicates, "unnest_scalar_subqueries": unnest_scalar_subqueries,
 }
 """Rules beyond sqlglot's, by name: ``fn(expression, schema=...) -> expression`` (sqlglot rule conventions).
 Every rewrite, whatever rule made it, is verified against the original's result before it is kept or applied."""
