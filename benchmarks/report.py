@@ -21,7 +21,7 @@ ORDER = ["quality", "engine_quality", "overhead", "speed", "memory", "cold_start
 HEADLINE = ORDER + [
     "scale", "serve", "train_finetune_scifact", "train_scratch_npl", "train_contriever-qR_scifact",
     "train_contriever-qH_cisi", "train_contriever-qH_cranfield", "train_contriever-qH_medline",
-    "url", "crosslingual", "code_cosqa", "sql-rules-k1",
+    "url", "crosslingual", "code_cosqa", "sql-scalar-k1",
 ]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 ALL_RESULTS_TITLE = "# Benchmark results"
