@@ -117,6 +117,7 @@ def test_unnest_select_subqueries_only_where_the_result_provably_stays():
         "select c_name, (select o_total from orders where o_cust = c_id limit 1) from customer",  # not an aggregate
         "select c_name, (select sum(o_total) from orders where o_cust = c_id group by o_id) from customer",
         "select c_name, (select sum(o_total) from orders) from customer",  # not correlated
+        "select c_name, c_id in (select max(o_cust) from orders where o_id = c_id) from customer",  # IN, not scalar
     ]
     for sql in unchanged:
         assert apply_rules(sql, rule, SCHEMA) == apply_rules(sql, [], SCHEMA), sql
