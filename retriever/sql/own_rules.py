@@ -206,7 +206,7 @@ def _plan(inner: Any, outer: set[str]) -> dict[str, Any] | None:
     return {"inner": inner, "value": value, "kind": kind, "keep": keep, "keys": keys}
 
 
-def _attach(select: Any, subquery: Any, plan: dict[str, Any], alias: str, *, group: bool = True) -> None:
+def _attach(select: Any, subquery: Any, plan: dict[str, Any], alias: str, *, group: bool) -> None:
     """Rewrite ``select`` per ``plan``: the grouped derived table joins as ``alias``, the subquery becomes its column
     (added to a grouped ``select``'s GROUP BY when ``group``: a SELECT-list column outside any aggregate)."""
     from sqlglot import exp
