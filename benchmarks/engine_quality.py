@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import require_data, write_results
-from indexing.builder import BuildConfig, build_from_vectors, build_index
+from indexing.builder import BuildConfig, build_index
+from indexing.from_vectors import build_from_vectors
 from indexing.readers import read_corpus
 from retriever.encoder import load_encoder
 from retriever.evaluation import evaluate, load_qrels, load_queries

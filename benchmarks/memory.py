@@ -49,7 +49,8 @@ class LazyIds:
 
 
 def child(vectors: Path, n: int, factory: str, out: Path) -> None:
-    from indexing.builder import BuildConfig, build_from_vectors
+    from indexing.builder import BuildConfig
+    from indexing.from_vectors import build_from_vectors
 
     from indexing.npy_file import NpyFile
 

@@ -24,7 +24,8 @@ import faiss
 import numpy as np
 
 from benchmarks.common import RESULTS, distinct_texts, real_embeddings, require_data, write_results
-from indexing.builder import BuildConfig, build_from_vectors, build_index
+from indexing.builder import BuildConfig, build_index
+from indexing.from_vectors import build_from_vectors
 from indexing.documents import Document
 from indexing.readers import read_corpus
 from retriever.searcher import Searcher

@@ -87,7 +87,8 @@ def bench_encode(texts: int, repeats: int, work: Path) -> dict:
 
 # --- sharded ------------------------------------------------------------------------------------------
 def bench_sharded(work: Path, shards: int, repeats: int) -> dict:
-    from indexing.builder import BuildConfig, build_from_vectors
+    from indexing.builder import BuildConfig
+    from indexing.from_vectors import build_from_vectors
     from retriever.searcher import Searcher
 
     vectors = np.load(REAL, mmap_mode="r")

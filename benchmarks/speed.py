@@ -49,7 +49,8 @@ def perturbed(path: Path, real: np.ndarray, n: int, *, seed: int = 0) -> None:
 
 
 def build_child(vectors: Path, factory: str, out: Path) -> None:
-    from indexing.builder import BuildConfig, build_from_vectors
+    from indexing.builder import BuildConfig
+    from indexing.from_vectors import build_from_vectors
 
     from indexing.npy_file import NpyFile
 

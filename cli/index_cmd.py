@@ -13,6 +13,8 @@ from indexing.errors import RetrieverError
 
 app = typer.Typer(help="Build and update indexes.", no_args_is_help=True)
 
+WAIT_HELP = "Seconds to wait for another process writing this index (default: fail at once, naming it)."
+
 CORPUS_HELP = ("Corpus files or folders: JSONL, TSV, CSV, Parquet (gzip ok), a BEIR folder, a folder of .txt/.md; "
                "with --encoder code, source trees (one document per function).")
 
@@ -72,6 +74,7 @@ def build(
     shard_id: int = typer.Option(0, "--shard-id", help="Which slice (0..N-1): documents at positions I, I+N, I+2N, ..."),
     index_shards: int = typer.Option(1, "--index-shards", help="Split the FAISS index into K shards searched in parallel."),
     on_disk: bool = typer.Option(False, "--on-disk", help="IVF only: keep inverted lists in a memory-mapped file (indexes larger than RAM)."),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
     """Encode a corpus and build an index (streaming, resumable, committed atomically)."""
     from indexing.builder import BuildConfig, build_index
@@ -128,7 +131,7 @@ def build(
         records = len(range(shard_id, records, num_shards))
     with BuildProgress(records, enabled=not as_json) as progress:
         manifest = build_index(
-            out_dir, read, enc, config, resume=resume, overwrite=overwrite, progress=progress, pool=pool,
+            out_dir, read, enc, config, resume=resume, overwrite=overwrite, progress=progress, pool=pool, wait=wait,
         )
     if bm25:
         from retriever.sparse import bm25_of
@@ -167,11 +170,12 @@ def merge(
     nprobe: Optional[int] = typer.Option(None, "--nprobe", help="Default IVF lists visited per query."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index at --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
     """Merge indexes built alike (same model, dim, metric, chunking) into one: same ids, vectors and documents."""
     from indexing.merge import merge_indexes
 
-    manifest = merge_indexes(inputs, out_dir, factory=index, sharded=sharded, on_disk=on_disk, nprobe=nprobe, overwrite=overwrite)
+    manifest = merge_indexes(inputs, out_dir, factory=index, sharded=sharded, on_disk=on_disk, nprobe=nprobe, overwrite=overwrite, wait=wait)
     if as_json:
         print_json(json.loads(manifest.to_json()))
         return
@@ -214,9 +218,11 @@ def from_vectors(
     resume: bool = typer.Option(False, "--resume"),
     index_shards: int = typer.Option(1, "--index-shards", help="Split the FAISS index into K shards searched in parallel."),
     on_disk: bool = typer.Option(False, "--on-disk", help="IVF only: keep inverted lists in a memory-mapped file."),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
     """Build an index from vectors you already have (search them by vector, or by text with --model)."""
-    from indexing.builder import BuildConfig, build_from_vectors
+    from indexing.builder import BuildConfig
+    from indexing.from_vectors import build_from_vectors
     from indexing.npy_file import NpyFile
 
     if not vectors.is_file():
@@ -236,7 +242,7 @@ def from_vectors(
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(ids_file, encoding="utf-8") as fh:  # ids are streamed, memory stays flat
         ids = (line.rstrip("\n") for line in fh if line.strip())
-        manifest = build_from_vectors(out_dir, array, ids, config, encoder_record=record, overwrite=overwrite, resume=resume)
+        manifest = build_from_vectors(out_dir, array, ids, config, encoder_record=record, overwrite=overwrite, resume=resume, wait=wait)
     console.print(f"built [bold]{out_dir}[/]: {manifest.counts['passages']:,} vectors, index {manifest.factory}", highlight=False)
 
 
@@ -252,16 +258,20 @@ def add(
     title_field: Optional[str] = typer.Option(None, "--title-field"),
     text_field: Optional[str] = typer.Option(None, "--text-field"),
     as_json: bool = typer.Option(False, "--json"),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
     """Add documents to an index (a failed add leaves the index as it was)."""
+    from indexing.lock import writer_lock
     from indexing.manifest import read_manifest
     from indexing.updates import add_documents
     from retriever.encoder import encoder_from_manifest
 
     manifest = read_manifest(index_dir)
     docs = _reader(manifest.encoder.get("preset") or "text", corpus, id_field, title_field, text_field)()
-    enc = encoder_from_manifest(manifest.encoder, device=device)
-    report = add_documents(index_dir, docs, enc, upsert=upsert, batch_size=batch_size)
+    # the lock is taken before the model loads, so a second writer hears at once who holds the index
+    with writer_lock(index_dir, "retriever index add" + (" --upsert" if upsert else ""), wait=wait):
+        enc = encoder_from_manifest(manifest.encoder, device=device)
+        report = add_documents(index_dir, docs, enc, upsert=upsert, batch_size=batch_size)
     _report(report, as_json, f"added {report.added:,}, replaced {report.replaced:,}, unchanged {report.unchanged:,}")
 
 
@@ -272,6 +282,7 @@ def delete(
     ids: Optional[str] = typer.Option(None, "--ids", help="Comma-separated document ids."),
     ids_file: Optional[Path] = typer.Option(None, "--ids-file", help="File with one id per line."),
     as_json: bool = typer.Option(False, "--json"),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
     """Delete documents by id."""
     from indexing.updates import delete_documents
@@ -283,7 +294,7 @@ def delete(
         wanted += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not wanted:
         raise RetrieverError("give the ids to delete with --ids or --ids-file")
-    report = delete_documents(index_dir, wanted)
+    report = delete_documents(index_dir, wanted, wait=wait)
     message = f"deleted {report.deleted:,} documents"
     if report.missing:
         message += f"; {len(report.missing)} id(s) not in the index: {', '.join(report.missing[:5])}"
@@ -292,11 +303,15 @@ def delete(
 
 @app.command()
 @user_errors
-def compact(index_dir: Path = typer.Argument(..., help="Index directory."), as_json: bool = typer.Option(False, "--json")) -> None:
+def compact(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    as_json: bool = typer.Option(False, "--json"),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+) -> None:
     """Drop deleted vectors that an index type (HNSW) keeps until compaction."""
     from indexing.updates import compact as compact_index
 
-    report = compact_index(index_dir)
+    report = compact_index(index_dir, wait=wait)
     _report(report, as_json, f"compacted: {report.deleted:,} deleted vectors dropped")
 
 

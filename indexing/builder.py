@@ -33,8 +33,9 @@ from indexing.documents import Document, Passage
 from indexing.errors import CorpusError, IndexDirError, RetrieverError
 from indexing.factory import choose_factory, ivf_lists, training_sample_size
 from indexing.faiss_index import Metric, VectorIndex
-from indexing.index_dir import commit, docstore_file, file_facts
+from indexing.index_dir import commit, docstore_file, file_facts, new_tag, remove_tagged
 from indexing.layout import balanced_partition, write_vector_files
+from indexing.lock import writer_lock
 from indexing.manifest import MANIFEST, Manifest, now, read_manifest, write_json_atomic
 from indexing.shards import read_shard, sample_vectors, write_shard
 
@@ -157,8 +158,9 @@ def build_index(
     overwrite: bool = False,
     progress: Progress | None = None,
     pool: ShardPool | None = None,
+    wait: float = 0.0,
 ) -> Manifest:
-    """Build (or resume building) an index at ``out`` and commit it.
+    """Build (or resume building) an index at ``out`` and commit it, holding the index's writer lock.
 
     Args:
         documents: returns a fresh iterator over the corpus (called once; resumed builds skip what is done).
@@ -167,10 +169,12 @@ def build_index(
         overwrite: replace an existing index at ``out`` (the old one stays loadable until the new one commits).
         pool: encode planned shards with this pool (``config.engine`` names it) instead of ``encoder``;
             ``encoder`` then only chunks and describes.
+        wait: seconds to wait for another writer of ``out`` (see :func:`indexing.lock.writer_lock`).
 
     Raises:
         IndexDirError: ``out`` holds an index (without ``overwrite``) or an unfinished build (without
             ``resume``/``overwrite``), or the unfinished build used other settings.
+        IndexLockedError: another process writes ``out``.
         CorpusError: bad corpus input (nothing is committed).
     """
     if (pool is None) != (config.engine == "local"):
@@ -178,6 +182,21 @@ def build_index(
     if config.num_shards > 1:
         whole = documents
         documents = lambda: itertools.islice(iter(whole()), config.shard_id, None, config.num_shards)  # noqa: E731
+    with writer_lock(out, "index build", wait=wait, create=True):
+        return _build_locked(out, documents, encoder, config, resume=resume, overwrite=overwrite, progress=progress, pool=pool)
+
+
+def _build_locked(
+    out: Path,
+    documents: Callable[[], Iterable[Document]],
+    encoder: DocumentEncoder,
+    config: BuildConfig,
+    *,
+    resume: bool,
+    overwrite: bool,
+    progress: Progress | None,
+    pool: ShardPool | None,
+) -> Manifest:
     work, previous = _open_workspace(out, config, resume=resume, overwrite=overwrite)
 
     store = DocStore(work / "docstore.sqlite", readonly=False)
@@ -378,16 +397,21 @@ def _finalize(
         lengths = [read_shard(work / "shards", n)[0].shape[0] for n in range(shards)]
         starts = balanced_partition(lengths, config.index_shards) if config.index_shards > 1 else [0]
     shard_dir = work / "shards"
-    names = write_vector_files(
-        out, version, index, lambda n: read_shard(shard_dir, n), shards,
-        starts=starts, on_disk=config.on_disk, scratch=work / "blocks",
-    )
-    names["docstore"] = docstore_file(version)
-    _link_or_copy(work / "docstore.sqlite", out / names["docstore"])
-    store = DocStore(out / names["docstore"], readonly=True)
-    max_passages = store.max_passages_per_document()
-    store.close()
-    checksums, sizes = file_facts(out, list(names.values()))
+    tag = new_tag(version)
+    try:
+        names = write_vector_files(
+            out, tag, index, lambda n: read_shard(shard_dir, n), shards,
+            starts=starts, on_disk=config.on_disk, scratch=work / "blocks",
+        )
+        names["docstore"] = docstore_file(tag)
+        _link_or_copy(work / "docstore.sqlite", out / names["docstore"])
+        store = DocStore(out / names["docstore"], readonly=True)
+        max_passages = store.max_passages_per_document()
+        store.close()
+        checksums, sizes = file_facts(out, list(names.values()))
+    except BaseException:
+        remove_tagged(out, tag)  # only this build's files; the committed version stays as it was
+        raise
     stamp = now()
     manifest = Manifest(
         version=version,
@@ -416,67 +440,6 @@ def peak_rss_bytes() -> int:
     import resource
 
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def build_from_vectors(
-    out: Path,
-    vectors: np.ndarray,
-    ids: Iterable[str],
-    config: BuildConfig,
-    *,
-    encoder_record: dict[str, Any] | None = None,
-    documents: Callable[[str], Document] | None = None,
-    resume: bool = False,
-    overwrite: bool = False,
-    progress: Progress | None = None,
-) -> Manifest:
-    """Build an index from vectors the user already has, through the same shards and finalize as a corpus build.
-
-    Args:
-        vectors: ``(n, dim)`` float32: an array, or an :class:`indexing.npy_file.NpyFile` for a large .npy
-            (read block by block with file reads, so memory stays flat).
-        ids: ``n`` unique string ids aligned with ``vectors``, consumed lazily (a file's lines, a generator).
-        encoder_record: what the manifest records as the encoder (e.g. the model that made the vectors, so
-            text queries can be encoded); default: an anonymous encoder (search by vector only).
-        documents: optional ``id -> Document`` lookup for titles, text and metadata (default: id only).
-
-    Raises:
-        RetrieverError: fewer or more ids than vectors; IndexDirError/CorpusError as :func:`build_index`.
-    """
-    if vectors.ndim != 2:
-        raise RetrieverError(f"vectors must be a 2-d array (n, dim), got shape {vectors.shape}")
-    dim, count = int(vectors.shape[1]), int(vectors.shape[0])
-    record = encoder_record or {"model": None, "path": None, "preset": None, "dim": dim, "normalized": False}
-    work, previous = _open_workspace(out, config, resume=resume, overwrite=overwrite)
-    store = DocStore(work / "docstore.sqlite", readonly=False)
-    try:
-        shards = int(store.get_meta("shards_done", "0"))
-        store.rollback_shards(shards)
-        step = config.docs_per_shard
-        id_stream = itertools.islice(iter(ids), shards * step, None)
-        for start in range(shards * step, count, step):
-            chunk_ids = [str(i).strip() for i in itertools.islice(id_stream, min(step, count - start))]
-            if len(chunk_ids) < min(step, count - start):
-                raise RetrieverError(f"{count} vectors but only {start + len(chunk_ids)} ids")
-            docs = [documents(i) if documents else Document(i, "", "", origin=f"ids:{start + n + 1}") for n, i in enumerate(chunk_ids)]
-            _reject_duplicates(store, docs)
-            windows = [[Passage(d.id, 0, 0, len(d.text), d.text)] for d in docs]
-            first_pid = int(store.get_meta("next_pid", "0"))
-            pids = np.arange(first_pid, first_pid + len(docs), dtype=np.int64)
-            write_shard(work / "shards", shards, pids, np.asarray(vectors[start : start + step], dtype=np.float32))
-            meta = {"shards_done": str(shards + 1), "docs_done": str(start + len(docs))}
-            store.add(docs, windows, shard=shards, meta=meta)
-            shards += 1
-            if progress:
-                progress(start + len(docs), start + len(docs))
-        if next(id_stream, None) is not None:
-            raise RetrieverError(f"more ids than the {count} vectors")
-        total = store.count_passages()
-    finally:
-        store.close()
-    if total == 0:
-        raise CorpusError("vectors", "empty corpus")
-    return _finalize(out, work, shards, total, total, record, dim, config, previous)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -28,7 +28,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from indexing.errors import RetrieverError
+from indexing.errors import IndexDirError, RetrieverError
 from indexing.faiss_index import Metric, VectorIndex
 from indexing.manifest import Manifest
 
@@ -77,7 +77,7 @@ def balanced_partition(lengths: Sequence[int], parts: int) -> list[int]:
 
 def write_vector_files(
     out: Path,
-    version: int,
+    tag: str,
     template: VectorIndex,
     read_shard: ShardReader,
     count: int,
@@ -89,6 +89,7 @@ def write_vector_files(
     """Fill copies of the trained ``template`` from build shards ``0..count-1`` and write them into ``out``.
 
     Args:
+        tag: the writer's file stem for the version (see :func:`indexing.index_dir.new_tag`).
         starts: first build shard of each index shard (``(0,)``: one index).
         on_disk: keep IVF lists in ``*.ivfdata`` files (the template must be IVF).
         scratch: a folder for temporary blocks (emptied afterwards).
@@ -105,7 +106,7 @@ def write_vector_files(
     bounds = list(starts) + [count]
     sharded = len(starts) > 1
     for part in range(len(starts)):
-        stem = f"index.v{version}.s{part}" if sharded else f"index.v{version}"
+        stem = f"index.{tag}.s{part}" if sharded else f"index.{tag}"
         suffix = f".{part}" if sharded else ""
         shards = range(bounds[part], bounds[part + 1])
         if on_disk:
@@ -165,12 +166,21 @@ def load_vectors(directory: Path, manifest: Manifest, *, mmap: bool) -> VectorIn
     on_disk = is_on_disk(manifest)
     with _c_stdout_to_stderr() if on_disk else contextlib.nullcontext():
         if not roles:
-            return VectorIndex.load(directory / manifest.files["index"], manifest.factory, metric, mmap=mmap, on_disk=on_disk)
+            return _same_dim(VectorIndex.load(directory / manifest.files["index"], manifest.factory, metric, mmap=mmap,
+                                              on_disk=on_disk), directory / manifest.files["index"], manifest.dim)
         shards = faiss.IndexShards(manifest.dim, True, False)  # threaded, ids kept as stored
         for role in roles:
-            part = VectorIndex.load(directory / manifest.files[role], manifest.factory, metric, mmap=mmap, on_disk=on_disk)
+            path = directory / manifest.files[role]
+            part = _same_dim(VectorIndex.load(path, manifest.factory, metric, mmap=mmap, on_disk=on_disk), path, manifest.dim)
             shards.add_shard(part.index)  # the faiss wrapper keeps a reference to the shard
     return VectorIndex(shards, manifest.factory, metric)
+
+
+def _same_dim(index: VectorIndex, path: Path, dim: int) -> VectorIndex:
+    """``index``, when it holds ``dim``-d vectors as the manifest says; else IndexDirError naming ``path``."""
+    if index.dim != dim:
+        raise IndexDirError(f"{path}: holds {index.dim}-d vectors, the manifest says {dim}-d")
+    return index
 
 
 @contextlib.contextmanager

@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from indexing.errors import IndexDirError
+from indexing.faults import fault_point
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -73,19 +75,22 @@ def sha256_file(path: Path) -> str:
     return f"sha256:{digest.hexdigest()}"
 
 
-def write_json_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file, fsync and rename."""
+def write_json_atomic(path: Path, text: str, *, before_rename: Callable[[], None] | None = None) -> None:
+    """Write ``text`` to ``path`` through a temp file, fsync and rename (``before_rename`` runs in between)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())
+    if before_rename is not None:
+        before_rename()
     os.replace(tmp, path)
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
-    """Commit ``manifest`` (atomic replace of ``manifest.json``)."""
-    write_json_atomic(directory / MANIFEST, manifest.to_json() + "\n")
+    """Commit ``manifest`` (atomic replace of ``manifest.json``, then fsync of the directory)."""
+    write_json_atomic(directory / MANIFEST, manifest.to_json() + "\n",
+                      before_rename=lambda: fault_point("before-manifest-rename"))
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)

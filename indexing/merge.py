@@ -21,6 +21,7 @@ from indexing.docstore import DocStore
 from indexing.documents import Passage
 from indexing.errors import IndexDirError, RetrieverError
 from indexing.index_dir import open_index
+from indexing.lock import writer_lock
 from indexing.layout import is_sharded
 from indexing.manifest import Manifest, read_manifest
 from indexing.shards import write_shard
@@ -69,8 +70,10 @@ def merge_indexes(
     on_disk: bool = False,
     nprobe: int | None = None,
     overwrite: bool = False,
+    wait: float = 0.0,
 ) -> Manifest:
-    """Merge ``inputs`` (same encoder, dim, metric and chunking) into a new index at ``out``.
+    """Merge ``inputs`` (same encoder, dim, metric and chunking) into a new index at ``out``, holding the
+    writer lock of ``out`` (``wait``: seconds to wait for another writer). The inputs are only read.
 
     Args:
         factory: FAISS factory of the merged index (default: what the inputs asked for, if they agree, else auto).
@@ -78,8 +81,16 @@ def merge_indexes(
 
     Raises:
         IndexDirError: incompatible or unreadable inputs, or ``out`` exists (without ``overwrite``).
+        IndexLockedError: another process writes ``out``.
         CorpusError: a document id is in two inputs.
     """
+    with writer_lock(out, "index merge", wait=wait, create=True):
+        return _merge_locked(inputs, out, factory=factory, sharded=sharded, on_disk=on_disk, nprobe=nprobe, overwrite=overwrite)
+
+
+def _merge_locked(
+    inputs: Sequence[Path], out: Path, *, factory: str | None, sharded: bool, on_disk: bool, nprobe: int | None, overwrite: bool
+) -> Manifest:
     if not inputs:
         raise RetrieverError("give the indexes to merge")
     inputs = [Path(p) for p in inputs]
@@ -100,7 +111,6 @@ def merge_indexes(
         encoder=first.encoder,
         on_disk=on_disk,
     )
-    out.mkdir(parents=True, exist_ok=True)
     work, previous = _open_workspace(out, config, resume=False, overwrite=True if overwrite else _fresh(out))
     store = DocStore(work / "docstore.sqlite", readonly=False)
     starts, shards, docs = [], 0, 0

@@ -1,15 +1,23 @@
 """Updates of a committed index: add (with upsert), delete, compact. Copy-on-write and atomic.
 
-Each update writes the next version's index and doc store beside the current ones and commits by
-rewriting the manifest; any failure before that leaves the index exactly as it was.
+Each update holds the index's writer lock (:mod:`indexing.lock`) from reading the manifest to committing,
+writes the next version's index and doc store beside the current ones under names only it produces
+(:func:`indexing.index_dir.new_tag`) and commits by rewriting the manifest; any failure before that removes
+its own files and leaves the index exactly as it was.
+
+Files derived from the documents (the BM25 index, built by ``retriever.sparse``, which this layer must not
+import) join the same commit through a :data:`BeforeCommit` callback.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -20,10 +28,20 @@ from indexing.documents import Document
 from indexing.errors import IndexDirError, ModelError
 from indexing.faiss_index import Metric, VectorIndex
 from indexing.layout import is_on_disk, is_sharded
-from indexing.index_dir import commit, copy_docstore, docstore_file, file_facts, index_file
+from indexing.index_dir import commit, copy_docstore, docstore_file, file_facts, index_file, new_tag, remove_tagged
+from indexing.faults import fault_point
+from indexing.lock import writer_lock
 from indexing.manifest import Manifest, read_manifest, verify_files
 
 log = logging.getLogger(__name__)
+
+BeforeCommit = Callable[[Path, Manifest, Path], dict[str, Any]]
+"""Called under the writer lock with (index folder, the next manifest as drafted, its doc store file).
+
+The draft's files are written and checksummed but not committed; ``draft.version`` is the version being
+committed and ``draft.extras["content_version"]`` is set. The doc store file is closed. It returns changes
+merged into the committed manifest's ``extras``; if it raises, nothing is committed (it removes what it made).
+"""
 
 
 @dataclass(frozen=True)
@@ -49,20 +67,25 @@ def content_version(manifest: Manifest) -> int:
 
 
 class _Transaction:
-    """Next-version files of an index; ``commit`` makes them current, ``abort`` removes them."""
+    """Next-version files of an index; ``commit`` makes them current, ``abort`` removes them.
 
-    def __init__(self, path: Path):
+    Create it only while holding the index's writer lock (see :func:`_transaction`).
+    """
+
+    def __init__(self, path: Path, before_commit: BeforeCommit | None = None):
         self.path = path
+        self.before_commit = before_commit
         self.manifest = read_manifest(path)
         if is_sharded(self.manifest) or is_on_disk(self.manifest):
             kind = "sharded" if is_sharded(self.manifest) else "on-disk IVF"
             raise IndexDirError(f"{path}: a {kind} index cannot be updated in place; rebuild it (or merge) with the new documents")
         verify_files(path, self.manifest, checksums=False)
         self.version = self.manifest.version + 1
+        self.tag = new_tag(self.version)
         self.vectors = VectorIndex.load(
             path / self.manifest.files["index"], self.manifest.factory, Metric(self.manifest.metric)
         )
-        self.store: DocStore = copy_docstore(path, self.manifest.files["docstore"], docstore_file(self.version))
+        self.store: DocStore = copy_docstore(path, self.manifest.files["docstore"], docstore_file(self.tag))
 
     def delete(self, doc_ids: Sequence[str]) -> int:
         """Delete documents from the store and their vectors from the index (or tombstone them)."""
@@ -74,8 +97,9 @@ class _Transaction:
     def commit(self, *, content_changed: bool = False) -> Manifest:
         """Make this version current. ``content_changed``: documents were added or replaced (not only
         deleted), which moves ``extras["content_version"]`` to this version (see :func:`content_version`)."""
-        names = {"index": index_file(self.version), "docstore": docstore_file(self.version)}
+        names = {"index": index_file(self.tag), "docstore": docstore_file(self.tag)}
         self.vectors.save(self.path / names["index"])
+        fault_point("after-index-write")
         counts = {
             "documents": self.store.count_documents(),
             "passages": self.store.count_passages(),
@@ -89,13 +113,29 @@ class _Transaction:
         manifest = self.manifest.next(
             files=names, checksums=checksums, sizes=sizes, counts=counts, chunking=chunking, extras=extras
         )
+        if self.before_commit is not None:
+            manifest = replace(manifest, extras={
+                **manifest.extras, **self.before_commit(self.path, manifest, self.path / names["docstore"])})
         commit(self.path, manifest)
         return manifest
 
     def abort(self) -> None:
+        """Close and remove this transaction's own files (never a file another version names)."""
         self.store.close()
-        for name in (index_file(self.version), docstore_file(self.version)):
-            (self.path / name).unlink(missing_ok=True)
+        remove_tagged(self.path, self.tag)
+
+
+@contextmanager
+def _transaction(path: Path, command: str, wait: float, before_commit: BeforeCommit | None = None) -> Iterator[_Transaction]:
+    """Hold the writer lock and open a transaction; abort it when the block raises (or is killed by a signal)."""
+    with writer_lock(path, command, wait=wait):
+        txn = _Transaction(path, before_commit)
+        try:
+            yield txn
+        except BaseException:
+            txn.abort()
+            raise
+
 
 
 def add_documents(
@@ -106,23 +146,28 @@ def add_documents(
     upsert: bool = False,
     batch_size: int = 64,
     docs_per_batch: int = 4096,
+    wait: float = 0.0,
+    before_commit: BeforeCommit | None = None,
 ) -> UpdateReport:
-    """Encode and add documents to the index at ``path``.
+    """Encode and add documents to the index at ``path``, holding its writer lock.
 
     With ``upsert``, documents whose id exists are replaced when their title, text or metadata changed and
     skipped when identical (not re-encoded). Without it an existing id is an error.
 
+    Args:
+        wait: seconds to wait for another writer (see :func:`indexing.lock.writer_lock`).
+        before_commit: joins derived files (BM25) to the commit, see :data:`BeforeCommit`.
+
     Raises:
+        IndexLockedError: another process writes the index.
         ModelError: the encoder's dimension differs from the index's.
         CorpusError: bad input or (without ``upsert``) an id already in the index; the index is unchanged.
     """
-    txn = _Transaction(path)
-    if encoder.dim != txn.manifest.dim:
-        txn.abort()
-        raise ModelError(f"the model gives {encoder.dim}-d vectors, the index at {path} holds {txn.manifest.dim}-d")
-    added = replaced = unchanged = 0
-    chunking = txn.manifest.chunking
-    try:
+    with _transaction(path, "index add --upsert" if upsert else "index add", wait, before_commit) as txn:
+        if encoder.dim != txn.manifest.dim:
+            raise ModelError(f"the model gives {encoder.dim}-d vectors, the index at {path} holds {txn.manifest.dim}-d")
+        added = replaced = unchanged = 0
+        chunking = txn.manifest.chunking
         for batch in _batched(iter(documents), docs_per_batch):
             _check_unique(batch)
             stored = txn.store.documents([d.id for d in batch])
@@ -143,9 +188,6 @@ def add_documents(
             txn.vectors.add(pids, vectors)
             added += len(fresh) - len(changed)
         manifest = txn.commit(content_changed=added + replaced > 0)
-    except BaseException:
-        txn.abort()
-        raise
     return UpdateReport(added=added, replaced=replaced, unchanged=unchanged, version=manifest.version)
 
 
@@ -161,33 +203,33 @@ def _same(a: Document, b: Document) -> bool:
     return (a.title, a.text, a.metadata) == (b.title, b.text, b.metadata)
 
 
-def delete_documents(path: Path, doc_ids: Sequence[str]) -> UpdateReport:
-    """Delete documents by id; unknown ids are reported in ``missing``, not an error."""
-    txn = _Transaction(path)
-    try:
-        present = txn.store.existing(list(doc_ids))
-        missing = tuple(d for d in dict.fromkeys(doc_ids) if d not in present)
-        if present:
-            txn.delete(sorted(present))
-            manifest = txn.commit()
-            version = manifest.version
-        else:
-            txn.abort()
-            version = txn.manifest.version
-    except BaseException:
-        txn.abort()
-        raise
-    return UpdateReport(deleted=len(present), missing=missing, version=version)
-
-
-def compact(path: Path) -> UpdateReport:
-    """Rebuild the vectors of an index that keeps deleted vectors (HNSW) without them.
+def delete_documents(
+    path: Path, doc_ids: Sequence[str], *, wait: float = 0.0, before_commit: BeforeCommit | None = None
+) -> UpdateReport:
+    """Delete documents by id, holding the writer lock; unknown ids are reported in ``missing``, not an error.
 
     Raises:
+        IndexLockedError: another process writes the index (after ``wait`` seconds).
+    """
+    with _transaction(path, "index delete", wait, before_commit) as txn:
+        present = txn.store.existing(list(doc_ids))
+        missing = tuple(d for d in dict.fromkeys(doc_ids) if d not in present)
+        if not present:
+            txn.abort()
+            return UpdateReport(missing=missing, version=txn.manifest.version)
+        txn.delete(sorted(present))
+        manifest = txn.commit()
+    return UpdateReport(deleted=len(present), missing=missing, version=manifest.version)
+
+
+def compact(path: Path, *, wait: float = 0.0) -> UpdateReport:
+    """Rebuild the vectors of an index that keeps deleted vectors (HNSW) without them, holding the writer lock.
+
+    Raises:
+        IndexLockedError: another process writes the index (after ``wait`` seconds).
         IndexDirError: the index type cannot reconstruct its vectors.
     """
-    txn = _Transaction(path)
-    try:
+    with _transaction(path, "index compact", wait) as txn:
         dead = txn.store.tombstones()
         if not len(dead):
             txn.abort()
@@ -200,7 +242,21 @@ def compact(path: Path) -> UpdateReport:
         txn.vectors = fresh
         txn.store.clear_tombstones()
         manifest = txn.commit()
-    except BaseException:
-        txn.abort()
-        raise
     return UpdateReport(deleted=len(dead), version=manifest.version)
+
+
+def update_extras(path: Path, before_commit: BeforeCommit, *, command: str, wait: float = 0.0) -> Manifest:
+    """Commit the next version with the same files and ``extras`` changed by ``before_commit`` (e.g. a new BM25
+    index), holding the writer lock.
+
+    Raises:
+        IndexLockedError: another process writes the index (after ``wait`` seconds).
+        IndexDirError: no index at ``path``.
+    """
+    with writer_lock(path, command, wait=wait):
+        current = read_manifest(path)
+        verify_files(path, current, checksums=False)
+        draft = current.next(extras={**current.extras, "content_version": content_version(current)})
+        draft = replace(draft, extras={**draft.extras, **before_commit(path, draft, path / current.files["docstore"])})
+        commit(path, draft)
+    return draft

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexing.builder import BuildConfig, build_from_vectors
+from indexing.builder import BuildConfig
+from indexing.from_vectors import build_from_vectors
 from indexing.docstore import DocStore
 from indexing.documents import Document
-from indexing.index_dir import docstore_file
+from indexing.manifest import read_manifest
 from retriever.hits import FIELDS, Hit
 
 
@@ -49,7 +50,7 @@ def store_dir(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("preload", [True, False])
 def test_hit_records_skip_unknown_pids_and_keep_order(store_dir, preload):
-    store = DocStore(store_dir / docstore_file(1))
+    store = DocStore(store_dir / read_manifest(store_dir).files["docstore"])
     if preload:
         store.preload()
     records, scores = store.hit_records([3, 0, 7], [0.9, 0.8, 0.7])
@@ -69,10 +70,10 @@ def test_hit_records_skip_deleted_documents(tmp_path, store_dir):
 
     copy_dir = tmp_path / "idx"
     shutil.copytree(store_dir, copy_dir)
-    writable = DocStore(copy_dir / docstore_file(1), readonly=False)
+    writable = DocStore(copy_dir / read_manifest(copy_dir).files["docstore"], readonly=False)
     writable.delete(["d1"], tombstone=True)
     writable.close()
-    store = DocStore(copy_dir / docstore_file(1))
+    store = DocStore(copy_dir / read_manifest(copy_dir).files["docstore"])
     store.preload()
     records, scores = store.hit_records([0, 1, 2], [0.3, 0.2, 0.1])
     assert [r[0] for r in records] == ["d0", "d2"] and list(scores) == [0.3, 0.1]

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexing.builder import BuildConfig, build_from_vectors, build_index
+from indexing.builder import BuildConfig, build_index
+from indexing.from_vectors import build_from_vectors
 from indexing.documents import Document
 from indexing.errors import CorpusError, IndexDirError, ModelError, RetrieverError
 from indexing.manifest import read_manifest

@@ -15,7 +15,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from indexing.builder import BuildConfig, build_from_vectors, build_index, shard_inputs
+from indexing.builder import BuildConfig, build_index, shard_inputs
+from indexing.from_vectors import build_from_vectors
+from indexing.manifest import read_manifest
 from indexing.errors import IndexDirError, RetrieverError
 from indexing.index_dir import open_index
 from indexing.layout import balanced_partition, is_on_disk, is_sharded
@@ -181,9 +183,10 @@ def test_on_disk_ivf_lists_search_like_in_memory_and_move_with_the_index(tmp_pat
     ids = [f"v{i}" for i in range(5000)]
     for name, on_disk in (("ram", False), ("disk", True)):
         build_from_vectors(tmp_path / name, vecs, iter(ids), BuildConfig(corpus=("v",), factory="IVF16,Flat", docs_per_shard=1000, on_disk=on_disk))
-    files = sorted(p.name for p in (tmp_path / "disk").iterdir())
-    assert files == ["docstore.v1.sqlite", "index.v1.faiss", "index.v1.ivfdata", "manifest.json"]
-    assert (tmp_path / "disk" / "index.v1.faiss").stat().st_size < 100_000  # the lists are in the .ivfdata file
+    files = sorted(p.name for p in (tmp_path / "disk").iterdir() if not p.name.startswith("."))
+    tag = read_manifest(tmp_path / "disk").files["index"].removeprefix("index.").removesuffix(".faiss")
+    assert files == [f"docstore.{tag}.sqlite", f"index.{tag}.faiss", f"index.{tag}.ivfdata", "manifest.json"]
+    assert (tmp_path / "disk" / f"index.{tag}.faiss").stat().st_size < 100_000  # the lists are in the .ivfdata file
     shutil.move(tmp_path / "disk", tmp_path / "moved")
     searcher = Searcher.load(tmp_path / "moved", device="cpu")
     invlists = faiss.downcast_InvertedLists(faiss.extract_index_ivf(searcher.opened.vectors.index).invlists)
