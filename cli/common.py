@@ -62,7 +62,15 @@ def parse_filters(items: Sequence[str]) -> dict[str, str]:
 
 
 def count_records(paths: Sequence[Path]) -> int | None:
-    """Cheap count of records for a progress bar's total (line-based formats only; None when unknown)."""
+    """Cheap count of records for a progress bar's total (line-based formats only; None when unknown).
+
+    Raises:
+        CorpusError: a file cannot be read to its end (a truncated or corrupt gzip file, an I/O error).
+    """
+    import zlib
+
+    from indexing.errors import CorpusError
+
     total = 0
     for path in paths:
         if path.is_dir() and (path / "corpus.jsonl").is_file():
@@ -71,8 +79,15 @@ def count_records(paths: Sequence[Path]) -> int | None:
         if not path.is_file() or not name.endswith((".jsonl", ".json", ".tsv", ".csv")):
             return None
         opener = gzip.open if path.name.endswith(".gz") else open
-        with opener(path, "rb") as fh:
-            lines = sum(1 for line in fh if line.strip())
+        try:
+            with opener(path, "rb") as fh:
+                lines = sum(1 for line in fh if line.strip())
+        except EOFError:
+            raise CorpusError(path, "truncated gzip file (it ends before the compressed stream does)") from None
+        except (gzip.BadGzipFile, zlib.error) as exc:
+            raise CorpusError(path, f"corrupt gzip file ({' '.join(str(exc).split())})") from None
+        except OSError as exc:
+            raise CorpusError(path, f"cannot read ({' '.join(str(exc).split())})") from None
         total += lines - (1 if name.endswith(".csv") else 0)
     return total
 

@@ -35,6 +35,13 @@ def search(
         raise RetrieverError(f"-k must be >= 1 (got {k})")
     if (query is None) == (queries is None):
         raise RetrieverError("give either a query or --queries FILE")
+    if query is not None:
+        from retriever.searcher import check_queries
+
+        check_queries([query])  # before the index loads: a blank query is refused at once
+        ids, texts = ["q"], [query]
+    else:
+        ids, texts = _read_queries(queries)
     if output is not None and queries is None:
         raise RetrieverError("--output needs --queries")
     if mode != "hybrid" and (fusion is not None or alpha is not None):
@@ -60,10 +67,6 @@ def search(
 
         searcher = Searcher.load(index_dir, device=device, index_device=index_device, transliterate=transliterate,
                                  encoder=encoder)
-    if query is not None:
-        ids, texts = ["q"], [query]
-    else:
-        ids, texts = _read_queries(queries)
     results = searcher.search(texts, k, **options)
     if output is not None:
         _write_run(output, ids, results)
@@ -89,9 +92,22 @@ def _query_encoder(index_dir: Path, model: str, device: str):
 
 
 def _read_queries(path: Path) -> tuple[list[str], list[str]]:
-    from indexing.readers import read_corpus
+    """Ids and texts of a queries file; a blank query is an error naming file and line."""
+    import logging
 
-    docs = list(read_corpus([path]))
+    from indexing.readers import read_corpus
+    from retriever.searcher import is_blank
+
+    readers_log = logging.getLogger("indexing.readers")
+    level = readers_log.level
+    readers_log.setLevel(logging.ERROR)  # its "empty document, indexed as empty" warning is wrong for queries
+    try:
+        docs = list(read_corpus([path]))
+    finally:
+        readers_log.setLevel(level)
+    for doc in docs:
+        if is_blank(doc.full_text()):
+            raise RetrieverError(f"{doc.origin or path}: query {doc.id!r} is blank: give some text to search for")
     return [d.id for d in docs], [d.full_text() for d in docs]
 
 

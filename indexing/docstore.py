@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote
 
 import numpy as np
 
@@ -37,6 +38,9 @@ CREATE INDEX IF NOT EXISTS passages_doc ON passages(doc_id);
 CREATE TABLE IF NOT EXISTS tombstones (pid INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
+
+REQUIRED_TABLES = frozenset({"documents", "passages", "tombstones", "meta"})
+"""The tables a read-only open checks for (every doc store written since the first version has them)."""
 
 
 PassageRow = tuple[str, str, str, str, Any]
@@ -77,14 +81,30 @@ class DocStore:
     """
 
     def __init__(self, path: Path, *, readonly: bool = True):
+        """Open ``path``; read-only opens check that it is a regular SQLite file with the doc store's tables.
+
+        Raises:
+            IndexDirError: (read-only) the file is missing, a symbolic link, not a database or not a doc store.
+        """
         self.path = path
         self._rows: list[_Row | None] | None = None
         if readonly:
+            if path.is_symlink():
+                raise IndexDirError(f"{path}: doc store is a symbolic link; index files must be regular files")
             if not path.is_file():
                 raise IndexDirError(f"{path}: doc store is missing")
-            uri = f"file:{path}?mode=ro&immutable=1"
+            uri = f"file:{quote(str(path))}?mode=ro&immutable=1"
             self.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
-            self.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages for repeated hit lookups
+            try:
+                self.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages for repeated hit lookups
+                tables = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            except sqlite3.DatabaseError as exc:  # "file is not a database", a damaged page, ...
+                self.conn.close()
+                raise IndexDirError(f"{path}: cannot read doc store ({exc})") from None
+            lacking = sorted(REQUIRED_TABLES - tables)
+            if lacking:
+                self.conn.close()
+                raise IndexDirError(f"{path}: not a doc store (table {lacking[0]!r} is missing)")
         else:
             self.conn = sqlite3.connect(str(path), check_same_thread=False)
             self.conn.executescript(_SCHEMA)

@@ -202,8 +202,10 @@ class VectorIndex:
         IO_FLAG_MMAP itself crashes on such an index).
 
         Raises:
-            IndexDirError: the file is missing or unreadable.
+            IndexDirError: the file is missing, a symbolic link, unreadable, or its metric is not ``metric``.
         """
+        if path.is_symlink():
+            raise IndexDirError(f"{path}: index file is a symbolic link; index files must be regular files")
         if not path.is_file():
             raise IndexDirError(f"{path}: index file is missing")
         if on_disk:
@@ -213,7 +215,10 @@ class VectorIndex:
         try:
             index = faiss.read_index(str(path), flags)
         except RuntimeError as exc:
-            raise IndexDirError(f"{path}: cannot read FAISS index ({str(exc).strip().splitlines()[-1]})") from None
+            lines = str(exc).strip().splitlines() or ["unknown error"]
+            raise IndexDirError(f"{path}: cannot read FAISS index ({lines[-1].strip()})") from None
+        if index.metric_type != metric.faiss_metric:
+            raise IndexDirError(f"{path}: the FAISS index does not use the {metric.value} metric the manifest records")
         return cls(index, factory, metric)
 
 

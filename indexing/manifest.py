@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
@@ -99,11 +100,16 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
 
 
 def read_manifest(directory: Path) -> Manifest:
-    """Read and check ``directory/manifest.json``.
+    """Read ``directory/manifest.json`` and check it against the manifest schema
+    (:data:`indexing.manifest_schema.MANIFEST_SCHEMA`: types, required fields, allowed values, plain file names).
 
     Raises:
-        IndexDirError: no index there, an unfinished build, an unreadable manifest or a newer format.
+        IndexDirError: no index there, an unfinished build, an unreadable manifest, a newer format, or a field
+            that breaks the schema (one line naming the field: ``IDX/manifest.json: field 'metric': 'cosine'
+            is not one of ip, l2``).
     """
+    from indexing.manifest_schema import check_manifest
+
     path = directory / MANIFEST
     if not directory.exists():
         raise IndexDirError(f"{directory}: no such index directory")
@@ -112,26 +118,59 @@ def read_manifest(directory: Path) -> Manifest:
         raise IndexDirError(f"{directory}: not an index, {MANIFEST} is missing{hint}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        manifest = Manifest(**data)
-    except (json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
-        raise IndexDirError(f"{path}: unreadable manifest ({exc})") from None
-    if manifest.format_version > FORMAT_VERSION:
-        raise IndexDirError(f"{path}: format version {manifest.format_version} is newer than this retriever supports")
-    return manifest
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError, huge ints
+        raise IndexDirError(f"{path}: unreadable manifest ({_one_line(exc)})") from None
+    if not isinstance(data, dict):
+        raise IndexDirError(f"{path}: unreadable manifest (expected a JSON object, got {type(data).__name__})")
+    newer = data.get("format_version")
+    if isinstance(newer, int) and not isinstance(newer, bool) and newer > FORMAT_VERSION:
+        raise IndexDirError(f"{path}: format version {newer} is newer than this retriever supports")
+    try:
+        check_manifest(data)
+    except ValueError as exc:
+        raise IndexDirError(f"{path}: {_one_line(exc)}") from None
+    return Manifest(**data)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300]
 
 
 def verify_files(directory: Path, manifest: Manifest, *, checksums: bool) -> None:
-    """Check that every file of the manifest exists with its size (and checksum when asked).
+    """Check that every file of the manifest is a regular file of the folder with its size (and checksum when asked).
+
+    Every file named in ``manifest.files`` must have a checksum and a size; every name (``files`` values,
+    ``checksums``/``sizes`` keys) must be a plain name, and the file a regular file, not a symbolic link.
 
     Raises:
-        IndexDirError: a file is missing, truncated or corrupted.
+        IndexDirError: a file is listed without a checksum or size, is missing, is a link or not a regular
+            file, is truncated or corrupted.
     """
-    for name, expected in manifest.checksums.items():
+    from indexing.manifest_schema import is_plain_name
+
+    where = directory / MANIFEST
+    if manifest.files and not manifest.checksums:
+        raise IndexDirError(f"{where}: lists {len(manifest.files)} file(s) but no checksums (damaged manifest)")
+    for role, name in manifest.files.items():
+        if name not in manifest.checksums:
+            raise IndexDirError(f"{where}: file {name!r} (role {role!r}) is listed without a checksum (damaged manifest)")
+    for name in dict.fromkeys([*manifest.files.values(), *manifest.checksums]):
+        if not is_plain_name(name):
+            raise IndexDirError(f"{where}: {name!r} is not a plain file name in the index folder")
+        if name not in manifest.sizes:
+            raise IndexDirError(f"{where}: file {name!r} is listed without a size (damaged manifest)")
         path = directory / name
-        if not path.is_file():
-            raise IndexDirError(f"{path}: file listed in the manifest is missing")
-        size = path.stat().st_size
-        if size != manifest.sizes.get(name, size):
-            raise IndexDirError(f"{path}: size {size} differs from the manifest's {manifest.sizes[name]} (corrupted)")
-        if checksums and sha256_file(path) != expected:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            raise IndexDirError(f"{path}: file listed in the manifest is missing") from None
+        except OSError as exc:
+            raise IndexDirError(f"{path}: cannot read ({_one_line(exc)})") from None
+        if stat.S_ISLNK(info.st_mode):
+            raise IndexDirError(f"{path}: is a symbolic link; index files must be regular files in the index folder")
+        if not stat.S_ISREG(info.st_mode):
+            raise IndexDirError(f"{path}: not a regular file")
+        if info.st_size != manifest.sizes[name]:
+            raise IndexDirError(f"{path}: size {info.st_size} differs from the manifest's {manifest.sizes[name]} (corrupted)")
+        if checksums and sha256_file(path) != manifest.checksums[name]:
             raise IndexDirError(f"{path}: checksum mismatch (corrupted); rebuild the index or restore the file")

@@ -26,7 +26,7 @@ from retriever.bm25 import LuceneBM25
 from retriever.fusion import normalized_score_fusion, reciprocal_rank_fusion
 from retriever.hits import Hits
 from retriever.hits import Hit
-from retriever.searcher import Searcher
+from retriever.searcher import Searcher, check_queries
 
 logger = logging.getLogger(__name__)
 
@@ -161,10 +161,11 @@ class HybridSearcher:
         its best dense passage when the dense list holds it, else the document text.
 
         Raises:
-            RetrieverError: bad k/mode/fusion/alpha, or BM25 cannot be built or loaded.
+            RetrieverError: bad k/mode/fusion/alpha, a blank query, or BM25 cannot be built or loaded.
         """
         _check_k(k)
         check_options(mode, fusion, alpha)
+        check_queries(queries)
         if mode == "dense":
             return self.searcher.search(queries, k, filters=filters, **dense_options)
         if mode == "bm25":

@@ -35,6 +35,19 @@ def _validate_k(k: int) -> None:
         raise RetrieverError(f"k must be >= 1 (got {k})")
 
 
+def is_blank(text: str) -> bool:
+    """Whether ``text`` holds only whitespace (Python's, plus U+FEFF as ECMAScript counts it): the service's rule."""
+    return not text.replace("\ufeff", "").strip()
+
+
+def check_queries(queries: Sequence[str]) -> None:
+    """Raise RetrieverError for the first blank query (a blank query means nothing; its ranking would be noise)."""
+    for number, text in enumerate(queries, 1):
+        if is_blank(text):
+            which = "the query" if len(queries) == 1 else f"query {number} of {len(queries)}"
+            raise RetrieverError(f"{which} is blank: give some text to search for")
+
+
 class Searcher:
     """Search one index directory. Load with :meth:`load`; the encoder is loaded on the first text query."""
 
@@ -130,8 +143,13 @@ class Searcher:
         ef_search: int | None = None,
         batch_size: int = 64,
     ) -> list[list[Hit]]:
-        """Top-``k`` documents for each text query, best first (one list per query)."""
+        """Top-``k`` documents for each text query, best first (one list per query).
+
+        Raises:
+            RetrieverError: ``k < 1`` or a blank query.
+        """
         _validate_k(k)
+        check_queries(queries)
         vectors = self.encoder.encode_queries(list(queries), batch_size=batch_size)
         return self.search_vectors(vectors, k, filters=filters, nprobe=nprobe, ef_search=ef_search)
 
