@@ -24,7 +24,7 @@ def search(
     ef_search: Optional[int] = typer.Option(None, "--ef-search", help="HNSW search beam width."),
     device: str = typer.Option("auto", "--device", help="Query encoder device: auto, cpu or cuda[:N]."),
     index_device: Optional[str] = typer.Option(None, "--index-device", help="FAISS index device (default: GPU if faiss-gpu is installed and --device is not cpu)."),
-    mode: Literal["dense", "bm25", "hybrid"] = typer.Option("dense", "--mode", help="dense (vectors), bm25 (INDEX/bm25, built on first use; needs Java) or hybrid (both, fused)."),
+    mode: Literal["dense", "bm25", "hybrid"] = typer.Option("dense", "--mode", help="dense (vectors), bm25 (the index's BM25 index, built by `retriever index bm25 INDEX`; needs Java) or hybrid (both, fused)."),
     fusion: Optional[Literal["rrf", "score"]] = typer.Option(None, "--fusion", help="Hybrid fusion: rrf or score (min-max normalised scores, weighted by --alpha). Default: score."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Weight of the dense scores in score fusion, 0..1 (default 0.45, chosen on SciFact train)."),
     query_model: Optional[str] = typer.Option(None, "--query-model", help="Encode the queries with this model instead of the index's (e.g. one from `retriever train ... --query-only` on the model the index was built with: its documents embed as the index's do)."),
@@ -59,8 +59,7 @@ def search(
 
         fusion = fusion or DEFAULT_FUSION
         check_options(mode, fusion, alpha)
-        searcher = HybridSearcher.load(index_dir, device=device, index_device=index_device, encoder=encoder,
-                                       announce=lambda message: console.print(message, highlight=False))
+        searcher = HybridSearcher.load(index_dir, device=device, index_device=index_device, encoder=encoder, bm25=True)
         options.update(mode=mode, fusion=fusion, alpha=alpha)
     else:
         from retriever.searcher import Searcher

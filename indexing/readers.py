@@ -169,6 +169,15 @@ def _to_document(record: dict, fields: FieldNames, path: Path, line: int | None,
     return Document(id=doc_id, title=title, text=text, metadata=metadata, origin=origin)
 
 
+def record_to_document(record: dict, fields: FieldNames = FieldNames(), *, origin: str = "record") -> Document:
+    """One in-memory record (fields picked as for JSONL) as a :class:`Document`.
+
+    Raises:
+        CorpusError: a missing or mistyped id/title/text field, naming ``origin`` and the field.
+    """
+    return _to_document(record, fields, Path(origin), None, origin)
+
+
 def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 

@@ -9,11 +9,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from retriever.hybrid import HybridSearcher
+    from retriever.index import Index
     from retriever.hits import Hit
     from retriever.searcher import Searcher
 
-__all__ = ["Searcher", "Hit", "HybridSearcher"]
-_HOMES = {"Searcher": "retriever.searcher", "Hit": "retriever.hits", "HybridSearcher": "retriever.hybrid"}
+__all__ = ["Index", "Searcher", "Hit", "HybridSearcher"]
+_HOMES = {"Index": "retriever.index", "Searcher": "retriever.searcher", "Hit": "retriever.hits",
+          "HybridSearcher": "retriever.hybrid"}
 
 
 def __getattr__(name: str) -> Any:
