@@ -109,6 +109,10 @@ def evaluate(corpus: Path, name: str, model: str | None, preset: str, *, index_n
         encoder = load_encoder(model, preset=preset, device="auto")
     else:
         index = index_for(corpus, name if model else "base", model or "minilm", preset if model else "code")
+    if not model:
+        from retriever.sparse import ensure_bm25_built
+
+        ensure_bm25_built(index)  # this script owns the index: it builds BM25 (searches never do)
     searcher = HybridSearcher.load(index, device="auto", encoder=encoder)
     try:
         report = evaluate_index(searcher, corpus, split="test", metrics=METRICS, mode="dense" if model else "bm25", depth=100)

@@ -30,6 +30,10 @@ log = logging.getLogger("benchmarks.code_teachers")
 
 def runs_of(index, queries: dict[str, str], *, modes: tuple[str, ...] = ("dense",)) -> list[dict[str, Hits]]:
     """``{query id: hits}`` (top :data:`DEPTH`) of one index, per mode of ``modes`` (``dense``, ``bm25``), in order."""
+    if any(mode != "dense" for mode in modes):
+        from retriever.sparse import ensure_bm25_built
+
+        ensure_bm25_built(index)  # this script owns the index (searches never build BM25)
     searcher = HybridSearcher.load(index, device="auto")
     ids, texts = list(queries), list(queries.values())
     try:

@@ -22,6 +22,7 @@ from indexing.readers import read_corpus
 from retriever.eval_runner import evaluate_index
 from retriever.evaluation import paired_pvalue
 from retriever.hybrid import DEFAULT_ALPHA, DEFAULT_FUSION, HybridSearcher
+from retriever.sparse import ensure_bm25_built
 
 COLLECTIONS = ["scifact", "cranfield", "cisi", "cacm", "medline", "npl", "lisa", "adi", "cosqa"]
 CLASSIC = ["scifact", "cranfield", "cisi", "cacm", "medline", "npl", "lisa", "adi"]
@@ -55,7 +56,9 @@ def evaluate_collection(collection: str, models: list[str]) -> dict:
     row: dict = {"collection": collection, "systems": {}, "pvalues": {}}
     per_query: dict[str, dict] = {}
     for n, model in enumerate(models):
-        searcher = HybridSearcher.load(index_for(collection, model, 0), device="auto")
+        index = index_for(collection, model, 0)
+        ensure_bm25_built(index)  # for bm25 and hybrid (this script owns the index; searches never build BM25)
+        searcher = HybridSearcher.load(index, device="auto")
         modes = [("bm25", "bm25")] if n == 0 else []
         modes += [(f"dense:{model}", "dense"), (f"hybrid:{model}", "hybrid")]
         for name, mode in modes:

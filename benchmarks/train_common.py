@@ -94,11 +94,13 @@ def build_collection_index(model: str, collection: Path, work: Path, *, device: 
 def hybrid_on_test(index: str | Path, collection: Path) -> dict[str, Any]:
     """Hybrid (dense index + BM25, the engine's default fusion and alpha) on the test queries of ``collection``.
 
-    BM25 is built beside the index on first use. Returns ``{"aggregate", "per_query", "fusion", "alpha"}``.
+    BM25 is built beside the index first unless current. Returns ``{"aggregate", "per_query", "fusion", "alpha"}``.
     """
     from retriever.eval_runner import evaluate_index
     from retriever.hybrid import HybridSearcher
+    from retriever.sparse import ensure_bm25_built
 
+    ensure_bm25_built(Path(index))
     searcher = HybridSearcher.load(Path(index), device="cpu")
     try:
         report = evaluate_index(searcher, collection, split="test", metrics=METRICS, mode="hybrid", depth=100)

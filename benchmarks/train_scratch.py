@@ -53,7 +53,9 @@ def random_ranker(collection: Path, *, seeds: int = RANDOM_SEEDS) -> dict[str, f
 def bm25_on_test(index: str, collection: Path) -> dict[str, float]:
     from retriever.eval_runner import evaluate_index
     from retriever.hybrid import HybridSearcher
+    from retriever.sparse import ensure_bm25_built
 
+    ensure_bm25_built(Path(index))  # built by this script, which owns the index (searches never build BM25)
     searcher = HybridSearcher.load(Path(index), device="cpu")
     try:
         return evaluate_index(searcher, collection, split="test", metrics=METRICS, mode="bm25", depth=100).metrics

@@ -17,7 +17,7 @@ def evaluate(
     dataset: Path = typer.Argument(..., help="BEIR-style folder: queries.jsonl and qrels/<split>.tsv."),
     split: str = typer.Option("test", "--split", help="Qrels split to report."),
     metrics: str = typer.Option("nDCG@10,R@100,MRR@10", "--metrics", help="Comma-separated ir-measures names (nDCG@10, R@100, MRR@10, AP, P@5...)."),
-    mode: Literal["dense", "bm25", "hybrid"] = typer.Option("dense", "--mode", help="dense, bm25 (INDEX/bm25, built on first use; needs Java) or hybrid."),
+    mode: Literal["dense", "bm25", "hybrid"] = typer.Option("dense", "--mode", help="dense, bm25 (the index's BM25 index, built by `retriever index bm25 INDEX`; needs Java) or hybrid."),
     fusion: Optional[Literal["rrf", "score"]] = typer.Option(None, "--fusion", help="Hybrid fusion (default: score; with --tune-alpha: score)."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Dense weight in score fusion, 0..1 (default 0.45, chosen on SciFact train)."),
     tune_alpha: bool = typer.Option(False, "--tune-alpha", help="Choose alpha on --tune-split by nDCG@10 (grid 0.0..1.0, step 0.05)."),
@@ -38,7 +38,7 @@ def evaluate(
         raise RetrieverError("--metrics: give at least one metric, e.g. nDCG@10,R@100")
     if tune_split is not None and not tune_alpha:
         raise RetrieverError("--tune-split needs --tune-alpha")
-    searcher = HybridSearcher.load(index_dir, device=device, announce=lambda message: console.print(message, highlight=False))
+    searcher = HybridSearcher.load(index_dir, device=device, bm25=mode != "dense")
     try:
         report = evaluate_index(searcher, dataset, split=split, metrics=names, mode=mode, fusion=fusion, alpha=alpha,
                                 depth=depth, tune=tune_alpha, tune_split=tune_split)

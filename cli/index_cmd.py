@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -65,7 +67,7 @@ def build(
     title_field: Optional[str] = typer.Option(None, "--title-field"),
     text_field: Optional[str] = typer.Option(None, "--text-field"),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
-    bm25: bool = typer.Option(False, "--bm25", help="Also build the BM25 index (INDEX/bm25) for --mode bm25/hybrid; needs Java."),
+    bm25: bool = typer.Option(False, "--bm25", help="Also build the BM25 index (kept current by index add/delete) for --mode bm25/hybrid; needs Java."),
     transliterate: bool = typer.Option(False, "--transliterate", help="Romanize documents (uroman) before encoding, and every query at search time; recorded in the manifest. Stored texts stay as written."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data workers, one model copy each)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster to use (default: RAY_ADDRESS, else a local one)."),
@@ -129,14 +131,25 @@ def build(
     records = count_records(corpus)
     if records is not None and num_shards > 1:
         records = len(range(shard_id, records, num_shards))
-    with BuildProgress(records, enabled=not as_json) as progress:
-        manifest = build_index(
-            out_dir, read, enc, config, resume=resume, overwrite=overwrite, progress=progress, pool=pool, wait=wait,
-        )
     if bm25:
-        from retriever.sparse import bm25_of
+        from retriever.bm25 import find_java_home
 
-        bm25_of(out_dir, announce=None if as_json else lambda m: console.print(m, highlight=False)).close()
+        find_java_home(os.environ)  # no Java: fail now, not after encoding the corpus
+    with ExitStack() as held:
+        if bm25:  # one writer lock across the build and its BM25 commit (the lock is reentrant)
+            from indexing.lock import writer_lock
+
+            held.enter_context(writer_lock(out_dir, "retriever index build --bm25", wait=wait, create=True))
+        with BuildProgress(records, enabled=not as_json) as progress:
+            manifest = build_index(
+                out_dir, read, enc, config, resume=resume, overwrite=overwrite, progress=progress, pool=pool, wait=wait,
+            )
+        if bm25:
+            from retriever.sparse import build_bm25
+
+            if not as_json:
+                console.print("building the BM25 index...", highlight=False)
+            manifest = build_bm25(out_dir, command="retriever index build --bm25")
     if as_json:
         print_json(json.loads(manifest.to_json()))
         return
@@ -192,17 +205,21 @@ def merge(
 def bm25_index(
     index_dir: Path = typer.Argument(..., help="Index directory."),
     threads: int = typer.Option(2, "--threads", help="Lucene indexing threads."),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
-    """(Re)build the BM25 index of an index's documents (INDEX/bm25), for search/eval --mode bm25|hybrid."""
+    """(Re)build the BM25 index of an index's documents, for search/eval/serve --mode bm25|hybrid (commits a new
+    version naming it; index add/delete keep it current afterwards)."""
     import time
 
-    from retriever.sparse import bm25_of, bm25_path
+    from retriever.bm25 import read_bm25_json
+    from retriever.sparse import bm25_dir, build_bm25
 
     started = time.perf_counter()
-    built = bm25_of(index_dir, rebuild=True, threads=threads)
-    built.close()
-    console.print(f"built BM25 index of {built.num_documents:,} documents in {bm25_path(index_dir)} "
-                  f"({time.perf_counter() - started:.1f}s)", highlight=False)
+    manifest = build_bm25(index_dir, threads=threads, wait=wait)
+    folder = bm25_dir(index_dir, manifest)
+    documents = (read_bm25_json(folder) or {}).get("documents", 0) if folder is not None else 0
+    console.print(f"built BM25 index of {documents:,} documents in {folder} (index version {manifest.version}, "
+                  f"{time.perf_counter() - started:.1f}s)", highlight=False)
 
 
 @app.command("from-vectors")
@@ -265,13 +282,15 @@ def add(
     from indexing.manifest import read_manifest
     from indexing.updates import add_documents
     from retriever.encoder import encoder_from_manifest
+    from retriever.sparse import bm25_for_update
 
     manifest = read_manifest(index_dir)
     docs = _reader(manifest.encoder.get("preset") or "text", corpus, id_field, title_field, text_field)()
+    update_bm25 = bm25_for_update(index_dir)  # an index with BM25 gets it rebuilt in the same commit
     # the lock is taken before the model loads, so a second writer hears at once who holds the index
     with writer_lock(index_dir, "retriever index add" + (" --upsert" if upsert else ""), wait=wait):
         enc = encoder_from_manifest(manifest.encoder, device=device)
-        report = add_documents(index_dir, docs, enc, upsert=upsert, batch_size=batch_size)
+        report = add_documents(index_dir, docs, enc, upsert=upsert, batch_size=batch_size, before_commit=update_bm25)
     _report(report, as_json, f"added {report.added:,}, replaced {report.replaced:,}, unchanged {report.unchanged:,}")
 
 
@@ -286,6 +305,7 @@ def delete(
 ) -> None:
     """Delete documents by id."""
     from indexing.updates import delete_documents
+    from retriever.sparse import bm25_for_update
 
     wanted: list[str] = [i for i in (ids or "").split(",") if i]
     if ids_file is not None:
@@ -294,7 +314,7 @@ def delete(
         wanted += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not wanted:
         raise RetrieverError("give the ids to delete with --ids or --ids-file")
-    report = delete_documents(index_dir, wanted, wait=wait)
+    report = delete_documents(index_dir, wanted, wait=wait, before_commit=bm25_for_update(index_dir))  # BM25 carried forward
     message = f"deleted {report.deleted:,} documents"
     if report.missing:
         message += f"; {len(report.missing)} id(s) not in the index: {', '.join(report.missing[:5])}"

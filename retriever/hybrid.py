@@ -9,7 +9,9 @@ hits = searcher.search(["what is dense retrieval?"], k=10, mode="hybrid")[0]
 Hybrid = fusion of the dense top-``depth`` documents and the BM25 top-``depth`` documents, cut to ``k``.
 BM25 results honour deletions (a document the doc store no longer holds is dropped) and metadata
 filters (only documents whose metadata match are kept; the BM25 search over-fetches until ``k`` survive).
-The BM25 index (``INDEX/bm25``) is built on first use when missing or stale (see :mod:`retriever.sparse`).
+The BM25 index is the one the manifest names (see :mod:`retriever.sparse`); searching never writes it:
+when it is missing or stale, a bm25/hybrid search raises :class:`retriever.sparse.Bm25NotReadyError`, which
+names the command that builds it (``retriever index bm25 INDEX``).
 """
 
 from __future__ import annotations
@@ -85,21 +87,14 @@ def fuse(dense: Hits, sparse: Hits, k: int, *, fusion: Fusion = DEFAULT_FUSION, 
 class HybridSearcher:
     """A :class:`Searcher` plus the BM25 index beside it. BM25 (and Java) load only when a mode needs them."""
 
-    def __init__(
-        self,
-        searcher: Searcher,
-        *,
-        bm25: LuceneBM25 | None = None,
-        announce: Callable[[str], None] | None = None,
-    ):
+    def __init__(self, searcher: Searcher, *, bm25: LuceneBM25 | None = None):
         """Args:
         searcher: the dense searcher of the index directory.
-        bm25: an opened BM25 index of the same documents (default: ``INDEX/bm25``, built on first use).
-        announce: receives a one-line message before a BM25 index is built (the CLI prints it).
+        bm25: an opened BM25 index of the same documents (default: the one the manifest names, opened on
+            first use).
         """
         self.searcher = searcher
         self._bm25 = bm25
-        self._announce = announce
         self._bm25_complete: bool | None = None  # True when BM25 holds no deleted documents
 
     @classmethod
@@ -110,19 +105,44 @@ class HybridSearcher:
         device: str = "auto",
         index_device: str | None = None,
         encoder: Any | None = None,
-        announce: Callable[[str], None] | None = None,
+        bm25: bool = False,
     ) -> "HybridSearcher":
-        """Open the index at ``path`` (see :meth:`Searcher.load`); BM25 is opened on first use."""
-        return cls(Searcher.load(path, device=device, index_device=index_device, encoder=encoder), announce=announce)
+        """Open the index at ``path`` (see :meth:`Searcher.load`).
+
+        Args:
+            bm25: open the BM25 index now (for bm25/hybrid searches) rather than on first use.
+
+        Raises:
+            IndexDirError: missing/corrupted index. Bm25NotReadyError: ``bm25`` and the index has no current
+                BM25 index (checked before the dense index loads).
+        """
+        if bm25:
+            from indexing.manifest import read_manifest
+            from retriever.sparse import check_bm25
+
+            check_bm25(Path(path), read_manifest(Path(path)))  # fail fast, before loading vectors
+        searcher = cls(Searcher.load(path, device=device, index_device=index_device, encoder=encoder))
+        if bm25:
+            try:
+                searcher.bm25
+            except BaseException:
+                searcher.close()
+                raise
+        return searcher
 
     @property
     def bm25(self) -> LuceneBM25:
-        """The BM25 index, built first when missing or stale (raises RetrieverError if it cannot be)."""
+        """The BM25 index of the loaded version, opened on first use (read-only; never built here).
+
+        Raises:
+            Bm25NotReadyError: missing or stale (the message names ``retriever index bm25 INDEX``).
+            RetrieverError: no Java 21+ or pyserini; IndexDirError: an incomplete Lucene index.
+        """
         if self._bm25 is None:
-            from retriever.sparse import ensure_bm25
+            from retriever.sparse import open_bm25
 
             opened = self.searcher.opened
-            self._bm25 = ensure_bm25(opened.path, opened.docstore, opened.manifest, announce=self._announce)
+            self._bm25 = open_bm25(opened.path, opened.manifest)
         return self._bm25
 
     @property
@@ -238,7 +258,7 @@ class HybridSearcher:
     def _complete(self, bm25: LuceneBM25) -> bool:
         """Whether every document BM25 indexed is still in the doc store (no deletions since its build).
 
-        BM25 is current up to deletions (:func:`retriever.sparse.ensure_bm25`), so equal counts mean none.
+        BM25 is current up to deletions (:func:`retriever.sparse.check_bm25`), so equal counts mean none.
         """
         if self._bm25_complete is None:
             self._bm25_complete = bm25.num_documents == self.searcher.opened.docstore.count_documents()

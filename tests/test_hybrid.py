@@ -23,7 +23,7 @@ from retriever.bm25 import find_java_home, read_bm25_json
 from retriever.hits import Hits
 from retriever.hybrid import DEFAULT_ALPHA, HybridSearcher, fuse
 from retriever.searcher import Hit
-from retriever.sparse import FIRST_USE, STALE, bm25_of, bm25_state
+from retriever.sparse import Bm25NotReadyError, bm25_for_update, bm25_state, build_bm25
 
 DOCS = [
     ("d0", "Photosynthesis", "Chlorophyll in plant leaves turns sunlight into sugar and oxygen.", "en"),
@@ -72,33 +72,30 @@ def _build(tmp_path: Path, encoder, *, chunk_tokens: int = 0) -> Path:
     return out
 
 
-def _open(index: Path, encoder, messages: list[str] | None = None) -> HybridSearcher:
-    announce = messages.append if messages is not None else None
-    return HybridSearcher.load(index, device="cpu", encoder=encoder, announce=announce)
+def _open(index: Path, encoder) -> HybridSearcher:
+    return HybridSearcher.load(index, device="cpu", encoder=encoder)
 
 
 @pytest.fixture(scope="module")
 def chunked(tmp_path_factory, encoder) -> Path:
-    """A chunked index (8-token windows) whose BM25 index is built on first use by the first test."""
-    return _build(tmp_path_factory.mktemp("chunked"), encoder, chunk_tokens=8)
+    """A chunked index (8-token windows) with its BM25 index (built by the writer, as `retriever index bm25`)."""
+    index = _build(tmp_path_factory.mktemp("chunked"), encoder, chunk_tokens=8)
+    build_bm25(index, threads=1)
+    return index
 
 
-def test_bm25_built_on_first_use_and_hits_have_the_dense_shape(chunked, encoder):
-    messages: list[str] = []
-    searcher = _open(chunked, encoder, messages)
+def test_bm25_hits_have_the_dense_shape(chunked, encoder):
+    searcher = _open(chunked, encoder)
     hits = searcher.search(["magma lava"], k=3, mode="bm25")[0]
-    assert messages == [FIRST_USE]
     assert [h.id for h in hits] == ["d1"]  # the only document with either word
     assert isinstance(hits[0], Hit) and hits[0].title == "Volcanoes" and hits[0].metadata == {"lang": "en"}
     assert hits[0].passage == hits[0].text and hits[0].score > 0
     dense = searcher.search(["magma lava"], k=3, mode="dense")[0]
     assert set(hits[0].to_dict()) == set(dense[0].to_dict())
-    info = read_bm25_json(chunked / "bm25")
-    assert info["extra"]["content_version"] == content_version(read_manifest(chunked)) == 1
+    manifest = read_manifest(chunked)
+    info = read_bm25_json(chunked / manifest.extras["bm25"]["dir"])
+    assert info["extra"]["content_version"] == content_version(manifest) == manifest.extras["bm25"]["content_version"] == 1
     assert info["documents"] == len(DOCS)
-    again: list[str] = []
-    _open(chunked, encoder, again).search(["magma"], k=1, mode="bm25")
-    assert again == []  # current: loaded, not rebuilt
 
 
 def test_hybrid_fuses_and_keeps_dense_passages(chunked, encoder):
@@ -137,14 +134,13 @@ def test_filters_apply_to_bm25_and_hybrid(chunked, encoder):
 
 def test_deletions_are_honoured_without_a_rebuild(tmp_path, encoder):
     index = _build(tmp_path, encoder)
-    bm25_of(index).close()
-    delete_documents(index, ["d1", "d7"])
+    record = build_bm25(index, threads=1).extras["bm25"]
+    delete_documents(index, ["d1", "d7"])  # no callback: the manifest carries BM25 forward all the same
     manifest = read_manifest(index)
-    assert manifest.version == 2 and content_version(manifest) == 1 and bm25_state(index, manifest) == "current"
-    messages: list[str] = []
-    searcher = _open(index, encoder, messages)
+    assert manifest.version == 3 and content_version(manifest) == 1 and bm25_state(index, manifest) == "current"
+    assert manifest.extras["bm25"] == record
+    searcher = _open(index, encoder)
     assert searcher.search(["magma lava"], k=3, mode="bm25")[0] == []
-    assert messages == []
     melt = searcher.retrieve(["glaciers melt ocean sea magma"], k=10, mode="bm25")[0]
     assert melt.ids == [] or not {"d1", "d7"} & set(melt.ids)
     for fusion in ("rrf", "score"):
@@ -152,33 +148,31 @@ def test_deletions_are_honoured_without_a_rebuild(tmp_path, encoder):
         assert len(hybrid) == 8 and not {"d1", "d7"} & {h.id for h in hybrid}
 
 
-def test_added_or_replaced_documents_trigger_a_rebuild(tmp_path, encoder):
+def test_upserts_rebuild_bm25_in_their_commit_only_when_documents_changed(tmp_path, encoder):
     index = _build(tmp_path, encoder)
-    bm25_of(index).close()
+    record = build_bm25(index, threads=1).extras["bm25"]
     same = [Document(d, t, x, {"lang": lang}) for d, t, x, lang in DOCS[:2]]
-    report = add_documents(index, same, encoder, upsert=True)
-    assert report.unchanged == 2 and bm25_state(index, read_manifest(index)) == "current"
-    changed = [Document("d2", "Black holes", "Magma of neutron stars, then lava everywhere.", {"lang": "fr"})]
-    add_documents(index, changed, encoder, upsert=True)
+    report = add_documents(index, same, encoder, upsert=True, before_commit=bm25_for_update(index))
     manifest = read_manifest(index)
-    assert content_version(manifest) == manifest.version == 3 and bm25_state(index, manifest) == "stale"
-    messages: list[str] = []
-    searcher = _open(index, encoder, messages)
-    hits = searcher.search(["magma lava"], k=5, mode="bm25")[0]
-    assert messages == [STALE] and {h.id for h in hits} == {"d1", "d2"}
+    assert report.unchanged == 2 and manifest.extras["bm25"] == record and bm25_state(index, manifest) == "current"
+    changed = [Document("d2", "Black holes", "Magma of neutron stars, then lava everywhere.", {"lang": "fr"})]
+    add_documents(index, changed, encoder, upsert=True, before_commit=bm25_for_update(index))
+    manifest = read_manifest(index)
+    assert content_version(manifest) == manifest.version == 4 and bm25_state(index, manifest) == "current"
+    assert manifest.extras["bm25"]["dir"] != record["dir"] and not (index / record["dir"]).exists()
+    hits = _open(index, encoder).search(["magma lava"], k=5, mode="bm25")[0]
+    assert {h.id for h in hits} == {"d1", "d2"}
     assert next(h for h in hits if h.id == "d2").text.startswith("Magma of neutron")
-    add_documents(index, [Document("n1", "", "sourdough lava cake", {"lang": "en"})], encoder)
-    assert bm25_state(index, read_manifest(index)) == "stale"
-    assert "n1" in _open(index, encoder).retrieve(["sourdough"], k=3, mode="bm25")[0].ids
 
 
-def test_read_only_index_says_how_to_build_bm25(tmp_path, encoder, monkeypatch):
+def test_a_missing_bm25_is_an_error_naming_the_command_and_is_not_built(tmp_path, encoder):
     index = _build(tmp_path, encoder)
-    monkeypatch.setattr("retriever.sparse._writable", lambda path: False)
     searcher = _open(index, encoder)
-    with pytest.raises(RetrieverError, match=r"retriever index bm25"):
+    with pytest.raises(Bm25NotReadyError, match=rf"retriever index bm25 {index}"):
         searcher.search(["magma"], k=3, mode="bm25")
-    assert not (index / "bm25").exists()
+    with pytest.raises(Bm25NotReadyError):
+        HybridSearcher.load(index, device="cpu", encoder=encoder, bm25=True)
+    assert not [p for p in index.iterdir() if p.name.startswith("bm25")]
     assert searcher.search(["magma"], k=3, mode="dense")[0]  # dense needs no BM25
 
 

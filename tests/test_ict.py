@@ -74,12 +74,14 @@ def _sentence_corpus(path):
     return path
 
 
-def _corpus_and_index(tmp_path, model):
-    """The sentence corpus and a Flat, unchunked index of it built with ``model`` (to mine negatives from)."""
+def _corpus_and_index(tmp_path, model, *, bm25: bool = False):
+    """The sentence corpus and a Flat, unchunked index of it built with ``model`` (to mine negatives from;
+    with ``bm25``, its BM25 index too, which ``--teacher hybrid`` reads)."""
     corpus = _sentence_corpus(tmp_path / "corpus.jsonl")
     index = tmp_path / "idx"
     built = runner.invoke(app, ["index", "build", str(corpus), "--out", str(index), "--model", str(model),
-                                "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"], catch_exceptions=False)
+                                "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu", *(["--bm25"] if bm25 else [])],
+                          catch_exceptions=False)
     assert built.exit_code == 0, built.output
     return corpus, index
 
@@ -159,7 +161,7 @@ def _by_query(records: list[dict]) -> dict[str, dict]:
 
 
 def test_title_anchor_distils_a_hybrid_teacher(tmp_path, tiny_model):
-    corpus, index = _corpus_and_index(tmp_path, tiny_model)
+    corpus, index = _corpus_and_index(tmp_path, tiny_model, bm25=True)
     out = tmp_path / "model"
     code, output, records = _mined_with(tmp_path, tiny_model, corpus, index, "model", "--distill-weight", "0.5")
     assert code == 0, output
@@ -178,7 +180,7 @@ def test_title_anchor_distils_a_hybrid_teacher(tmp_path, tiny_model):
 
 
 def test_hybrid_teacher_needs_positive_ids(tmp_path, tiny_model):
-    _, index = _corpus_and_index(tmp_path, tiny_model)
+    _, index = _corpus_and_index(tmp_path, tiny_model, bm25=True)
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"query": "dense vectors", "positive": "Dense vectors help retrieval."}) + "\n")
     result = runner.invoke(app, ["train", "finetune", str(pairs), "--out", str(tmp_path / "m"), "--base", str(tiny_model),
@@ -188,7 +190,7 @@ def test_hybrid_teacher_needs_positive_ids(tmp_path, tiny_model):
 
 
 def test_teacher_indexes_join_the_fusion_with_their_weights(tmp_path, tiny_model):
-    corpus, index = _corpus_and_index(tmp_path, tiny_model)
+    corpus, index = _corpus_and_index(tmp_path, tiny_model, bm25=True)
     twin = tmp_path / "twin"
     shutil.copytree(index, twin)
     code, output, default = _mined_with(tmp_path, tiny_model, corpus, index, "default")
@@ -224,7 +226,7 @@ def test_teacher_indexes_join_the_fusion_with_their_weights(tmp_path, tiny_model
 
 
 def test_cited_sentences_take_the_teachers_best_other_document_as_positive(tmp_path, tiny_model):
-    corpus, index = _corpus_and_index(tmp_path, tiny_model)
+    corpus, index = _corpus_and_index(tmp_path, tiny_model, bm25=True)
     code, output, records = _mined_with(tmp_path, tiny_model, corpus, index, "cited-model", anchor="cited")
     assert code == 0, output
     docs = [json.loads(line) for line in corpus.read_text().splitlines()]

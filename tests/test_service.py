@@ -35,6 +35,7 @@ from retriever.service.app import create_app  # noqa: E402
 from retriever.service.batcher import MicroBatcher, Overloaded  # noqa: E402
 from retriever.service.schemas import Limits  # noqa: E402
 from retriever.service.state import IndexState  # noqa: E402
+from retriever.sparse import bm25_for_update, build_bm25  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -205,13 +206,37 @@ def test_health_and_info(client, state):
 
 
 @needs_bm25
-def test_bm25_and_hybrid_modes(client, index, encoder):
+def test_bm25_and_hybrid_modes(tmp_path, encoder):
+    index = _build(tmp_path, encoder)
+    build_bm25(index, threads=1)
+    before = _listing(index)
+    state = IndexState(index, device="cpu", encoder=encoder)  # BM25 opened by the first bm25 request
+    try:
+        with TestClient(create_app(state)) as client:
+            for mode in ("bm25", "hybrid"):
+                response = client.post("/search", json={"queries": QUERIES[:2], "k": 3, "mode": mode})
+                assert response.status_code == 200, response.text
+                for got, want in zip(response.json()["results"], _reference(index, encoder, QUERIES[:2], 3, mode)):
+                    _same_hits(got["hits"], want)
+            hits = client.post("/search", json={"query": "magma lava", "k": 3, "mode": "bm25"}).json()["hits"]
+            assert hits[0]["id"] == "d1"
+    finally:
+        state.close()
+    assert _listing(index) == before  # serving, BM25 included, writes nothing into the index
+
+
+def _listing(folder: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(folder.rglob("*"))}
+
+
+def test_bm25_requests_without_a_bm25_index_get_a_409_naming_the_command(client, index):
+    before = _listing(index)
     for mode in ("bm25", "hybrid"):
-        response = client.post("/search", json={"queries": QUERIES[:2], "k": 3, "mode": mode})
-        assert response.status_code == 200, response.text
-        for got, want in zip(response.json()["results"], _reference(index, encoder, QUERIES[:2], 3, mode)):
-            _same_hits(got["hits"], want)
-    assert client.post("/search", json={"query": "magma lava", "k": 3, "mode": "bm25"}).json()["hits"][0]["id"] == "d1"
+        response = client.post("/search", json={"query": "magma lava", "k": 3, "mode": mode})
+        assert response.status_code == 409, response.text
+        assert set(response.json()) == {"error"} and f"retriever index bm25 {index}" in response.json()["error"]
+    assert client.post("/search", json={"query": "magma lava", "k": 3}).status_code == 200  # dense still answers
+    assert _listing(index) == before  # the service never builds BM25 (nor writes anything else)
 
 
 # --- refusals ---------------------------------------------------------------------------------------
@@ -316,27 +341,31 @@ def test_batcher_groups_jobs_and_isolates_failures():
 
 # --- hot reload -------------------------------------------------------------------------------------
 def test_reload_after_add_and_delete(tmp_path, encoder):
-    """The next request after a commit sees it; with BM25 open, the new version's BM25 is ready too."""
+    """The next request after a commit sees it; with BM25 open, the new version's BM25 (updated by the same
+    commit) is opened before the swap."""
     index = _build(tmp_path, encoder)
     bm25 = _has_bm25()
+    if bm25:
+        build_bm25(index, threads=1)
     state = IndexState(index, device="cpu", encoder=encoder, bm25=bm25)
     text = "Tardigrades survive the vacuum of outer space."
     try:
         with TestClient(create_app(state)) as c:
             first = c.post("/search", json={"query": text, "k": 1}).json()["hits"][0]["id"]
             assert first != "new"
-            report = add_documents(index, [Document("new", "Water bears", text, {"lang": "en"})], encoder)
+            report = add_documents(index, [Document("new", "Water bears", text, {"lang": "en"})], encoder,
+                                   before_commit=bm25_for_update(index) if bm25 else None)
             assert report.added == 1
             hits = c.post("/search", json={"query": text, "k": 3}).json()["hits"]
             assert hits[0]["id"] == "new" and hits[0]["title"] == "Water bears"
             if bm25:
-                assert state.searcher.bm25_open  # rebuilt before the swap, not by this request
+                assert state.searcher.bm25_open  # opened before the swap, not by this request
                 sparse = c.post("/search", json={"query": "tardigrades", "k": 3, "mode": "bm25"}).json()["hits"]
                 assert [h["id"] for h in sparse] == ["new"]
             assert c.get("/health").json()["version"] == report.version
             info = c.get("/info").json()
             assert info["documents"] == len(DOCS) + 1 and info["version"] == report.version
-            delete_documents(index, ["new", "d1"])
+            delete_documents(index, ["new", "d1"], before_commit=bm25_for_update(index) if bm25 else None)
             ids = [h["id"] for h in c.post("/search", json={"query": text, "k": 20}).json()["hits"]]
             assert "new" not in ids and "d1" not in ids and len(ids) == len(DOCS) - 1
             if bm25:
@@ -402,8 +431,6 @@ def test_openapi_schema_states_the_limits(client):
 @pytest.fixture(scope="module")
 def openapi_schema(state):
     schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install 'retriever[serve]')")
-    if _has_bm25():
-        state.searcher.bm25  # built once here, not inside a fuzzed request (its first use builds it)
     app = create_app(state, limits=Limits(max_k=20, max_queries=4, max_query_chars=100, max_body_bytes=8192))
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
@@ -472,6 +499,15 @@ def test_retriever_serve_command(index, tmp_path):
         process.wait(30)
         log.close()
     assert "version 1" in (tmp_path / "serve.log").read_text()
+
+
+def test_serve_bm25_refuses_an_index_without_bm25_in_one_line(index):
+    done = subprocess.run([sys.executable, "-m", "cli", "serve", str(index), "--bm25", "--device", "cpu"],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO,
+                          timeout=300)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    assert f"retriever index bm25 {index}" in " ".join(lines[0].split())
 
 
 def test_serve_refuses_a_missing_index(tmp_path):

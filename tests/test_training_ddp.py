@@ -29,13 +29,13 @@ def test_two_processes_equal_one_with_a_hybrid_teacher(tmp_path, small_corpus, t
     """The distillation term is computed on gathered scores, so it too is global."""
     index = tmp_path / "idx"
     built = CliRunner().invoke(app, ["index", "build", str(small_corpus), "--out", str(index), "--model", str(tiny_model_no_dropout),
-                                     "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"], catch_exceptions=False)
+                                     "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu", "--bm25"], catch_exceptions=False)
     assert built.exit_code == 0, built.output
     recipe = ["train", "contriever", str(small_corpus), "--base", str(tiny_model_no_dropout), "--anchor", "title",
               "--min-sentence-words", "2", "--negatives-from", str(index), "--negative-ranks", "1-10",
               "--negatives-per-query", "2", "--teacher", "hybrid", "--queue-size", "0", "--steps", "2", "--batch-size", "4",
               "--lr", "1e-4", "--warmup", "1", "--max-tokens", "32", "--device", "cpu"]
-    _assert_two_processes_equal_one(tmp_path, recipe, tiny_model_no_dropout, steps=2)  # the first run builds the BM25 index
+    _assert_two_processes_equal_one(tmp_path, recipe, tiny_model_no_dropout, steps=2)
 
 
 @pytest.mark.skipif(not TORCHRUN.is_file(), reason="torchrun not installed beside this python")

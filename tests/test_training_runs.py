@@ -133,7 +133,7 @@ def test_query_only_keeps_the_document_side(tmp_path, small_corpus, tiny_model):
     beir = write_beir(tmp_path / "beir", small_corpus)
     index = tmp_path / "idx"
     built = CliRunner().invoke(app, ["index", "build", str(beir), "--out", str(index), "--model", str(tiny_model),
-                                     "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu"])
+                                     "--index", "Flat", "--chunk-tokens", "0", "--device", "cpu", "--bm25"])
     assert built.exit_code == 0, built.output
     out = tmp_path / "qonly"
     trained = CliRunner().invoke(app, [

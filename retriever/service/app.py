@@ -4,8 +4,10 @@ Endpoints: ``POST /search`` (one query or a batch; dense, bm25 or hybrid), ``GET
 ``GET /info`` (the manifest summary and the limits), ``GET /openapi.json`` (the schema), ``/docs``.
 
 Every refusal is a 4xx with a JSON body ``{"error": "<one line>", "detail": [...]}``: 400 malformed JSON
-or an option the index cannot serve (e.g. bm25 without Java), 401 missing/wrong API key, 413 body too
-large, 422 a field outside its limits, 503 too many queued queries (retry). A 500 means a bug.
+or an option the index cannot serve (e.g. bm25 without Java), 401 missing/wrong API key, 409 a bm25/hybrid
+request while the index has no current BM25 index (the error names ``retriever index bm25 INDEX``; the
+service never builds it), 413 body too large, 422 a field outside its limits, 503 too many queued queries
+(retry). A 500 means a bug.
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint's annotations, and the
@@ -27,6 +29,7 @@ from indexing.errors import RetrieverError
 from retriever.service.batcher import MicroBatcher, Overloaded
 from retriever.service.schemas import MODES, BatchResult, Error, Health, Info, Limits, QueryResult, request_model
 from retriever.service.state import IndexState
+from retriever.sparse import Bm25NotReadyError
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ def create_app(
         code: {"model": Error, "description": why}
         for code, why in [
             (400, "Malformed JSON, or an option this index cannot serve (e.g. bm25 without Java)."),
+            (409, "bm25/hybrid asked of an index without a current BM25 index (`retriever index bm25 INDEX` builds it)."),
             (413, "Request body larger than the limit."),
             (422, "A field is missing, unknown or outside its limits."),
             (503, "Too many queries queued; retry."),
@@ -209,6 +213,10 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RetrieverError)
     async def user_error(_: Request, exc: RetrieverError) -> JSONResponse:
         return _error(400, str(exc))
+
+    @app.exception_handler(Bm25NotReadyError)
+    async def no_bm25(_: Request, exc: Bm25NotReadyError) -> JSONResponse:
+        return _error(409, str(exc))  # a valid request the index cannot answer until its writer builds BM25
 
     @app.exception_handler(Overloaded)
     async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:

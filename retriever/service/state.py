@@ -57,22 +57,25 @@ class IndexState:
         Args:
             device, index_device: see :meth:`retriever.searcher.Searcher.load`.
             encoder: an already loaded query encoder (default: the manifest's model, loaded now).
-            bm25: open the BM25 index now, building it when missing or stale (default: on the first
-                bm25/hybrid request). Once open, every reloaded version opens (or rebuilds) it before
-                the swap, so requests never wait for it.
+            bm25: this service answers bm25/hybrid: open the BM25 index now (default: on the first bm25/hybrid
+                request). Once open, every reloaded version opens its BM25 index before the swap, so requests
+                never wait for it. The service never builds BM25 (``retriever index bm25 INDEX`` does).
 
         Raises:
             IndexDirError: missing/corrupted index. ModelError: the index has no model (built from vectors).
-            RetrieverError: ``bm25`` and BM25 cannot be built (no Java, read-only index).
+            Bm25NotReadyError: ``bm25`` and the index has no current BM25 index. RetrieverError: ``bm25``
+                and no Java 21+ or pyserini.
         """
         self.path = Path(path)
         self.device = device
         self.index_device = index_device
         self._signature = manifest_signature(self.path)
-        self.searcher = HybridSearcher.load(self.path, device=device, index_device=index_device, encoder=encoder)
-        self.searcher.searcher.encoder  # load the model now: the first request should not pay for it
-        if bm25:
-            self.searcher.bm25
+        self.searcher = HybridSearcher.load(self.path, device=device, index_device=index_device, encoder=encoder, bm25=bm25)
+        try:
+            self.searcher.searcher.encoder  # load the model now: the first request should not pay for it
+        except BaseException:
+            self.searcher.close()
+            raise
         self.reloads = 0
 
     @property
@@ -121,7 +124,7 @@ class IndexState:
         fresh.searcher.encoder  # a changed model loads here, before the swap
         if self.searcher.bm25_open:
             try:
-                fresh.bm25  # rebuilt here when documents were added (a deletion only reopens it)
+                fresh.bm25  # the new version's BM25 (its writer updated it in the same commit), opened before the swap
             except RetrieverError as exc:  # serve the new version; bm25/hybrid requests retry and say why
                 log.warning("BM25 of %s version %d is not ready: %s", self.path, manifest.version, exc)
         return fresh
