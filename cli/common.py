@@ -117,8 +117,12 @@ class BuildProgress:
         self.progress.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
-        self.progress.stop()
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is None:
+            self.progress.stop()
+        else:  # a failed build: the error is the one line on stderr, without the bar's last state or a blank line
+            self.progress.live.transient = True
+            self.progress.live.stop()
 
     def __call__(self, docs: int, passages: int) -> None:
         import time

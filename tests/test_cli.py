@@ -8,21 +8,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.cli_helpers import assert_one_line_error, run_cli, run_cli_many
 
 runner = CliRunner()
 
 
 def run(*args: str):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    assert result.exit_code == 2, result.output
-    message = result.stderr if hasattr(result, "stderr") else result.output
-    assert "Traceback" not in result.output
-    assert "error:" in message
-    for fragment in fragments:
-        assert fragment in " ".join(message.split()), message
 
 
 @pytest.fixture()
@@ -64,7 +56,7 @@ def test_add_delete_compact_through_cli(built, tmp_path):
     assert run("index", "add", built, extra, "--device", "cpu").exit_code == 0
     hits = json.loads(run("search", built, "fresh", "-k", "1", "--json", "--filter", "lang=de", "--device", "cpu").stdout)["hits"]
     assert hits[0]["id"] == "x1"
-    assert_user_error(run("index", "add", built, extra, "--device", "cpu"), "extra.tsv:2", "duplicate id 'x1'")
+    assert_one_line_error(run_cli("index", "add", built, extra, "--device", "cpu"), "extra.tsv:2", "duplicate id 'x1'")
     result = run("index", "delete", built, "--ids", "x1,d3", "--json")
     assert json.loads(result.stdout)["deleted"] == 2
     ids_file = tmp_path / "ids.txt"
@@ -78,25 +70,29 @@ def test_add_delete_compact_through_cli(built, tmp_path):
 def test_user_errors_are_one_line(tmp_path, built, tiny_model):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"_id": "a", "text": "fine"}\n{"_id": "b", "text": \n')
-    assert_user_error(run("index", "build", bad, "--out", tmp_path / "o", "--model", tiny_model), "bad.jsonl:2")
     missing_text = tmp_path / "nt.jsonl"
     missing_text.write_text('{"_id": "a"}\n')
-    assert_user_error(run("index", "build", missing_text, "--out", tmp_path / "o2", "--model", tiny_model), "nt.jsonl:1", "text")
-    assert_user_error(run("index", "build", tmp_path / "nope.jsonl", "--out", tmp_path / "o3"), "nope.jsonl")
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    assert_user_error(run("index", "build", empty, "--out", tmp_path / "o4", "--model", tiny_model), "empty corpus")
     latin = tmp_path / "latin.jsonl"
     latin.write_bytes(b'{"_id": "a", "text": "caf\xe9"}\n')
-    assert_user_error(run("index", "build", latin, "--out", tmp_path / "o5", "--model", tiny_model), "latin.jsonl:1", "UTF-8")
     corpus = tmp_path / "ok.jsonl"
     corpus.write_text('{"_id": "a", "text": "x"}\n')
-    assert_user_error(run("index", "build", corpus, "--out", tmp_path / "o6", "--model", "no-such-model-xyz"), "unknown model")
-    assert_user_error(run("search", built, "q", "-k", "0"), "-k must be >= 1")
-    assert_user_error(run("search", tmp_path / "nowhere", "q"), "no such index")
-    assert_user_error(run("index", "build", corpus, "--out", built, "--model", tiny_model), "an index exists")
-    assert_user_error(run("search", built, "q", "--filter", "novalue"), "FIELD=VALUE")
-    assert_user_error(run("index", "build", corpus, "--out", tmp_path / "o7", "--model", tiny_model, "--index", "Bogus12"), "invalid FAISS factory")
+    cases = [
+        (("index", "build", bad, "--out", tmp_path / "o", "--model", tiny_model), ("bad.jsonl:2",)),
+        (("index", "build", missing_text, "--out", tmp_path / "o2", "--model", tiny_model), ("nt.jsonl:1", "text")),
+        (("index", "build", tmp_path / "nope.jsonl", "--out", tmp_path / "o3"), ("nope.jsonl",)),
+        (("index", "build", empty, "--out", tmp_path / "o4", "--model", tiny_model), ("empty corpus",)),
+        (("index", "build", latin, "--out", tmp_path / "o5", "--model", tiny_model), ("latin.jsonl:1", "UTF-8")),
+        (("index", "build", corpus, "--out", tmp_path / "o6", "--model", "no-such-model-xyz"), ("unknown model",)),
+        (("search", built, "q", "-k", "0"), ("-k must be >= 1",)),
+        (("search", tmp_path / "nowhere", "q"), ("no such index",)),
+        (("index", "build", corpus, "--out", built, "--model", tiny_model), ("an index exists",)),
+        (("search", built, "q", "--filter", "novalue"), ("FIELD=VALUE",)),
+        (("index", "build", corpus, "--out", tmp_path / "o7", "--model", tiny_model, "--index", "Bogus12"), ("invalid FAISS factory",)),
+    ]
+    for (_, fragments), proc in zip(cases, run_cli_many([args for args, _ in cases])):
+        assert_one_line_error(proc, *fragments)
 
 
 def test_device_cuda_without_gpu_is_an_error(built):
@@ -104,7 +100,7 @@ def test_device_cuda_without_gpu_is_an_error(built):
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
-    assert_user_error(run("search", built, "q", "--device", "cuda"), "no CUDA device")
+    assert_one_line_error(run_cli("search", built, "q", "--device", "cuda"), "no CUDA device")
 
 
 def test_from_vectors(tmp_path):

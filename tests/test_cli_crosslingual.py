@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 pytest.importorskip("uroman")
 
@@ -26,14 +27,6 @@ MIXED = [
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    message = result.stderr if hasattr(result, "stderr") else result.output
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output and "error:" in message
-    for fragment in fragments:
-        assert fragment in " ".join(message.split()), message
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +75,7 @@ def test_search_time_transliteration_and_its_errors(tmp_path, mixed_corpus, tiny
     on = json.loads(run("search", plain, native, "-k", "6", "--json", "--device", "cpu", "--transliterate").stdout)["hits"]
     assert {h["id"]: round(h["score"], 5) for h in off} != {h["id"]: round(h["score"], 5) for h in on}
     assert "transliterate" not in json.loads(run("index", "info", plain, "--json").stdout)["encoder"]
-    assert_user_error(run("search", plain, native, "--mode", "bm25", "--transliterate"), "--transliterate applies to --mode dense")
+    assert_one_line_error(run_cli("search", plain, native, "--mode", "bm25", "--transliterate"), "--transliterate applies to --mode dense")
 
 
 def test_train_crosslingual_help_says_embeddings_are_frozen():
@@ -141,7 +134,7 @@ def test_teacher_keys_stay_the_base_model_while_the_student_trains(tmp_path, mix
 def test_train_crosslingual_bad_input_is_one_line(tmp_path, tiny_model):
     ascii_only = tmp_path / "ascii.jsonl"
     ascii_only.write_text('{"_id": "a", "text": "only plain ascii here"}\n', encoding="utf-8")
-    assert_user_error(run("train", "crosslingual", ascii_only, "--out", tmp_path / "m", "--base", tiny_model, "--steps", "1",
+    assert_one_line_error(run_cli("train", "crosslingual", ascii_only, "--out", tmp_path / "m", "--base", tiny_model, "--steps", "1",
                           "--device", "cpu"), "no training pair")
-    assert_user_error(run("train", "crosslingual", ascii_only, "--out", tmp_path / "m2", "--base", tiny_model,
+    assert_one_line_error(run_cli("train", "crosslingual", ascii_only, "--out", tmp_path / "m2", "--base", tiny_model,
                           "--translation-ratio", "1.5", "--device", "cpu"), "--translation-ratio must be in [0, 1]")

@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.cli_helpers import assert_one_line_error, run_cli
 
 runner = CliRunner()
 
@@ -164,12 +165,12 @@ def test_code_training_selects_on_a_code_search_folder_with_the_code_preprocessi
 
 
 def test_train_code_errors_are_one_line(tmp_path, tiny_model):
-    result = run("train", "code", tmp_path / "missing", "--out", tmp_path / "m", "--base", tiny_model, "--device", "cpu")
-    assert result.exit_code == 2 and "no such file or directory" in result.output and "Traceback" not in result.output
-    result = run("train", "code", tmp_path, "--out", tmp_path / "m", "--doc-ratio", "2", "--device", "cpu")
-    assert result.exit_code == 2 and "--doc-ratio must be in [0, 1]" in result.output
-    result = run("train", "code", tmp_path, "--out", tmp_path / "m", "--validation", "0", "--eval-every", "5", "--device", "cpu")
-    assert result.exit_code == 2 and "--eval-every needs --validation > 0 or --eval" in result.output
+    result = run_cli("train", "code", tmp_path / "missing", "--out", tmp_path / "m", "--base", tiny_model, "--device", "cpu")
+    assert_one_line_error(result, "no such file or directory")
+    result = run_cli("train", "code", tmp_path, "--out", tmp_path / "m", "--doc-ratio", "2", "--device", "cpu")
+    assert_one_line_error(result, "--doc-ratio must be in [0, 1]")
+    result = run_cli("train", "code", tmp_path, "--out", tmp_path / "m", "--validation", "0", "--eval-every", "5", "--device", "cpu")
+    assert_one_line_error(result, "--eval-every needs --validation > 0 or --eval")
 
 
 def test_code_pairs_folder_trains_a_query_encoder_against_its_index(tmp_path, tiny_model):
@@ -228,11 +229,9 @@ def test_code_pairs_folder_trains_a_query_encoder_against_its_index(tmp_path, ti
 
 
 def test_code_pairs_errors_are_one_line(tmp_path):
-    result = run("train", "code-pairs", tmp_path / "missing", "--out", tmp_path / "p")
-    assert result.exit_code == 2 and "no such file or directory" in result.output and "Traceback" not in result.output
+    assert_one_line_error(run_cli("train", "code-pairs", tmp_path / "missing", "--out", tmp_path / "p"), "no such file or directory")
     (tmp_path / "empty").mkdir()
-    result = run("train", "code-pairs", tmp_path / "empty", "--out", tmp_path / "p")
-    assert result.exit_code == 2 and "no function found" in result.output
+    assert_one_line_error(run_cli("train", "code-pairs", tmp_path / "empty", "--out", tmp_path / "p"), "no function found")
 
 
 def test_name_query_reads_a_function_name_as_a_search():

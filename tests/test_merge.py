@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from indexing.errors import RetrieverError
-from tests.test_training_cli import assert_user_error, run
+from tests.cli_helpers import assert_one_line_error, run_cli
+from tests.test_training_cli import run
 from training.merge import MERGE_FILE, merge_models, merge_weights
 
 TEXTS = ["dense retrieval with a vector index", "a query finds the passage", "token window encoder model"]
@@ -86,8 +87,7 @@ def test_cli_merges_and_the_output_is_indexable(two_models, tmp_path, small_corp
     assert record["weights"] == [0.5, 0.5] and record["out"] == str(out)
     built = run("index", "build", small_corpus, "--out", tmp_path / "index", "--model", out, "--index", "Flat", "--device", "cpu")
     assert built.exit_code == 0, built.output
-    again = run("train", "merge", a, b, "--out", out)
-    assert_user_error(again, "exists", "--overwrite")
+    assert_one_line_error(run_cli("train", "merge", a, b, "--out", out), "exists", "--overwrite")
 
 
 def test_cli_errors_are_one_line(two_models, tmp_path, tiny_tokenizer):
@@ -96,15 +96,15 @@ def test_cli_errors_are_one_line(two_models, tmp_path, tiny_tokenizer):
     from transformers import BertConfig, BertModel
 
     a, b = two_models
-    assert_user_error(run("train", "merge", a, b, "--out", tmp_path / "x", "--weights", "0.7,0.7"), "sum to 1")
-    assert_user_error(run("train", "merge", a, b, "--out", tmp_path / "x", "--weights", "half,half"), "--weights")
+    assert_one_line_error(run_cli("train", "merge", a, b, "--out", tmp_path / "x", "--weights", "0.7,0.7"), "sum to 1")
+    assert_one_line_error(run_cli("train", "merge", a, b, "--out", tmp_path / "x", "--weights", "half,half"), "--weights")
     deeper = tmp_path / "deeper"
     BertModel(BertConfig(vocab_size=len(tiny_tokenizer), hidden_size=32, num_hidden_layers=3, num_attention_heads=2,
                          intermediate_size=64, max_position_embeddings=128)).save_pretrained(deeper / "hf")
     tiny_tokenizer.save_pretrained(deeper / "hf")
     SentenceTransformer(modules=[Transformer(str(deeper / "hf"), max_seq_length=128), Pooling(32), Normalize()],
                         device="cpu").save(str(deeper / "st"))
-    assert_user_error(run("train", "merge", a, deeper / "st", "--out", tmp_path / "x"), "not the architecture")
+    assert_one_line_error(run_cli("train", "merge", a, deeper / "st", "--out", tmp_path / "x"), "not the architecture")
 
 
 def _asymmetric(query: Path, document: Path, out: Path) -> Path:
@@ -153,8 +153,8 @@ def test_cli_merges_a_query_route(two_models, tmp_path):
     result = run("train", "merge", model, "--query-route", "0.5", "--out", tmp_path / "m", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout.strip().splitlines()[-1])["query_route_weight"] == 0.5
-    assert_user_error(run("train", "merge", model, base, "--query-route", "0.5", "--out", tmp_path / "x"), "exactly one")
-    assert_user_error(run("train", "merge", base, "--query-route", "0.5", "--out", tmp_path / "x"), "not a query-only model")
+    assert_one_line_error(run_cli("train", "merge", model, base, "--query-route", "0.5", "--out", tmp_path / "x"), "exactly one")
+    assert_one_line_error(run_cli("train", "merge", base, "--query-route", "0.5", "--out", tmp_path / "x"), "not a query-only model")
 
 
 def test_sql_benchmark_merges_a_trained_encoder_with_its_minilm_base(tmp_path):

@@ -12,8 +12,7 @@ import pytest
 from indexing.documents import Document
 from indexing.errors import CorpusError
 from indexing.readers import FieldNames, detect_format, read_corpus
-
-SCIFACT = Path("/work/shared/data/scifact/corpus.jsonl")
+from tests.conftest import shared_dataset
 
 
 def write(path: Path, content: str | bytes) -> Path:
@@ -399,9 +398,8 @@ def test_parquet_missing_text_names_row_and_field(tmp_path):
 # ------------------------------------------------------------------------- a real corpus
 
 
-@pytest.mark.skipif(not SCIFACT.exists(), reason=f"{SCIFACT} not available")
 def test_scifact_corpus():
-    docs = read(SCIFACT)
+    docs = read(shared_dataset("scifact") / "corpus.jsonl")  # ../shared/data next to the repo, or $RETRIEVER_DATA
     assert len(docs) == 5183
     assert len({d.id for d in docs}) == 5183
     assert all(d.text or d.title for d in docs)

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.test_training_helpers import write_beir
 
 runner = CliRunner()
@@ -16,15 +17,6 @@ TINY = ["--steps", "2", "--batch-size", "4", "--max-tokens", "32", "--device", "
 
 def run(*args):
     return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def assert_user_error(result, *fragments: str) -> None:
-    message = result.stderr if hasattr(result, "stderr") else result.output
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    assert message.strip().startswith("error:") and len(message.strip().splitlines()) == 1, message
-    for fragment in fragments:
-        assert fragment in message, message
 
 
 @pytest.mark.parametrize("command", ["contriever", "finetune"])
@@ -72,8 +64,8 @@ def test_finetune_from_jsonl_pairs_and_stop_resume(tmp_path, tiny_model):
     first = run("train", "finetune", pairs, "--out", out, "--base", tiny_model, "--negatives-per-query", "1", *TINY, "--stop-after", "1")
     assert first.exit_code == 0, first.output
     assert "continue with --resume" in first.output
-    again = run("train", "finetune", pairs, "--out", out, "--base", tiny_model, "--negatives-per-query", "1", *TINY)
-    assert_user_error(again, "--resume")
+    again = run_cli("train", "finetune", pairs, "--out", out, "--base", tiny_model, "--negatives-per-query", "1", *TINY)
+    assert_one_line_error(again, "--resume")
     resumed = run("train", "finetune", pairs, "--out", out, "--base", tiny_model, "--negatives-per-query", "1", *TINY, "--resume")
     assert resumed.exit_code == 0, resumed.output
     assert (out / "model.safetensors").is_file() and "trained" in resumed.output
@@ -84,8 +76,8 @@ def test_max_minutes_ends_with_an_exported_model(tmp_path, tiny_model):
     pairs.write_text("\n".join(json.dumps({"query": f"query {i} about vectors", "positive": f"passage {i} on vectors"})
                                for i in range(8)) + "\n")
     out = tmp_path / "ft"
-    refused = run("train", "finetune", pairs, "--out", out, "--base", tiny_model, *TINY, "--max-minutes", "0")
-    assert_user_error(refused, "--max-minutes")
+    refused = run_cli("train", "finetune", pairs, "--out", out, "--base", tiny_model, *TINY, "--max-minutes", "0")
+    assert_one_line_error(refused, "--max-minutes")
     timed = run("train", "finetune", pairs, "--out", out, "--base", tiny_model, *TINY, "--max-minutes", "0.000001")
     assert timed.exit_code == 0, timed.output
     assert "time limit: 1 of" in timed.output and (out / "model.safetensors").is_file()
@@ -117,15 +109,15 @@ def test_errors_are_one_line(tmp_path, small_corpus, args, fragments):
 
         if torch.cuda.is_available():
             pytest.skip("a GPU is present")
-    result = run("train", *filled, "--out", tmp_path / "out", *([] if "--device" in filled else ["--device", "cpu"]))
-    assert_user_error(result, *fragments)
+    result = run_cli("train", *filled, "--out", tmp_path / "out", *([] if "--device" in filled else ["--device", "cpu"]))
+    assert_one_line_error(result, *fragments)
 
 
 def test_bad_pairs_file_names_the_line(tmp_path, tiny_model):
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"query": "q", "positive": "p"}\n{"query": "q2"}\n')
-    result = run("train", "finetune", pairs, "--out", tmp_path / "o", "--base", tiny_model, *TINY)
-    assert_user_error(result, "pairs.jsonl:2", "positive")
+    result = run_cli("train", "finetune", pairs, "--out", tmp_path / "o", "--base", tiny_model, *TINY)
+    assert_one_line_error(result, "pairs.jsonl:2", "positive")
 
 
 def test_finetune_on_beir_train_split(tmp_path, small_corpus, tiny_model):
