@@ -25,8 +25,8 @@ from pathlib import Path
 from benchmarks.common import CACHE, require_data, write_results
 from indexing.builder import BuildConfig, build_index
 from indexing.readers import read_corpus
-from retriever.eval_runner import evaluate_index
-from retriever.hybrid import HybridSearcher
+from retriever.evaluation.runner import evaluate_index
+from retriever.search.hybrid import HybridSearcher
 
 METRICS = ["MRR@10", "nDCG@10"]
 WORK = CACHE / "code"
@@ -69,7 +69,7 @@ def index_path(corpus: Path, name: str) -> Path:
 
 def index_for(corpus: Path, name: str, model: str, preset: str) -> Path:
     """Build (once) a Flat, unchunked index of ``corpus`` with ``model``/``preset``."""
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     out = index_path(corpus, name)
     if (out / "manifest.json").is_file():
@@ -99,7 +99,7 @@ def evaluate(corpus: Path, name: str, model: str | None, preset: str, *, index_n
     ``index_name``: search that system's index with ``model`` as the query encoder (a query-only model over its
     base's index: the documents' embeddings are the base's, so they are not encoded again).
     """
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     encoder = None
     if index_name is not None:
@@ -110,7 +110,7 @@ def evaluate(corpus: Path, name: str, model: str | None, preset: str, *, index_n
     else:
         index = index_for(corpus, name if model else "base", model or "minilm", preset if model else "code")
     if not model:
-        from retriever.sparse import ensure_bm25_built
+        from retriever.search.bm25_index import ensure_bm25_built
 
         ensure_bm25_built(index)  # this script owns the index: it builds BM25 (searches never do)
     searcher = HybridSearcher.load(index, device="auto", encoder=encoder)

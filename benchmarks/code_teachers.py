@@ -3,7 +3,7 @@
 A trained code model learns from some signal better than its base: labels (CoSQA's own are off limits: the
 issue trains on code that is not in CoSQA), or a teacher. This measures the teachers that load on this machine,
 on CoSQA's 500 dev queries (never test): BM25, minilm and multilingual-e5-small on raw text, and weighted
-score fusions (min-max normalised, :func:`retriever.fusion.weighted_score_fusion`) of minilm with each of the
+score fusions (min-max normalised, :func:`retriever.search.fusion.weighted_score_fusion`) of minilm with each of the
 others over a weight grid. The best fusion bounds what distilling these teachers could give; the grid is
 chosen on dev itself, so the bound is optimistic.
 
@@ -17,10 +17,10 @@ import logging
 
 from benchmarks.code import index_for
 from benchmarks.common import machine, require_data, write_results
-from retriever.evaluation import evaluate, load_qrels, load_queries, parse_metrics
-from retriever.fusion import weighted_score_fusion
+from retriever.evaluation.metrics import evaluate, load_qrels, load_queries, parse_metrics
+from retriever.search.fusion import weighted_score_fusion
 from retriever.hits import Hits
-from retriever.hybrid import HybridSearcher
+from retriever.search.hybrid import HybridSearcher
 
 METRICS = ["MRR@10", "nDCG@10"]
 DEPTH = 100
@@ -31,7 +31,7 @@ log = logging.getLogger("benchmarks.code_teachers")
 def runs_of(index, queries: dict[str, str], *, modes: tuple[str, ...] = ("dense",)) -> list[dict[str, Hits]]:
     """``{query id: hits}`` (top :data:`DEPTH`) of one index, per mode of ``modes`` (``dense``, ``bm25``), in order."""
     if any(mode != "dense" for mode in modes):
-        from retriever.sparse import ensure_bm25_built
+        from retriever.search.bm25_index import ensure_bm25_built
 
         ensure_bm25_built(index)  # this script owns the index (searches never build BM25)
     searcher = HybridSearcher.load(index, device="auto")

@@ -126,7 +126,7 @@ def real_embeddings(model: str = "minilm", *, batch_size: int = 128, count: int 
     final = CACHE / f"embeddings-{model}-{count}.npy"
     if final.is_file():
         return np.load(final, mmap_mode="r", allow_pickle=False)
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     texts = distinct_texts()[:count]
     encoder = load_encoder(model, device="auto")

@@ -54,7 +54,7 @@ ROMAN_NATIVE = ("xquad roman->native", "tatoeba roman->native")
 
 def non_latin_tatoeba(data: Path) -> list[str]:
     """Tatoeba languages whose sentences are mostly not in Latin script (decided from the data, not a list)."""
-    from retriever.transliterate import is_latin_script
+    from retriever.encoders.crosslingual.transliterate import is_latin_script
 
     out = []
     for lang in tatoeba_languages(data):
@@ -101,7 +101,7 @@ class Scorer:
     """Encodes with one model (memoized per text and side) and scores exact search."""
 
     def __init__(self, model: str, *, device: str, batch_size: int):
-        from retriever.encoder import load_encoder
+        from retriever.encoders.base import load_encoder
 
         self.encoder = load_encoder(model, preset="crosslingual", device=device)
         self.batch_size = batch_size
@@ -118,7 +118,7 @@ class Scorer:
         return np.stack([self.cache[(side, t)] for t in texts])  # (n, d)
 
     def score(self, queries: dict[str, str], docs: dict[str, str], relevant: dict[str, str]) -> dict[str, float]:
-        from retriever.evaluation import evaluate
+        from retriever.evaluation.metrics import evaluate
         from retriever.hits import Hits
 
         qids, dids = list(queries), list(docs)
@@ -136,7 +136,7 @@ class Scorer:
 def evaluate_model(model: str, data: Path, *, half: str, tatoeba: list[str], device: str, batch_size: int,
                    tatoeba_pairs: int = 0, xquad_questions: int = 0) -> dict[str, Any]:
     """Every direction for one model: ``{direction: {lang: {"R@1", "nDCG@10", "queries", "documents"}}}``."""
-    from retriever.transliterate import romanize
+    from retriever.encoders.crosslingual.transliterate import romanize
 
     scorer = Scorer(model, device=device, batch_size=batch_size)
     started = time.perf_counter()

@@ -22,10 +22,10 @@ from benchmarks.common import require_data, write_results
 from indexing.builder import BuildConfig, build_index
 from indexing.from_vectors import build_from_vectors
 from indexing.readers import read_corpus
-from retriever.encoder import load_encoder
-from retriever.evaluation import evaluate, load_qrels, load_queries
+from retriever.encoders.base import load_encoder
+from retriever.evaluation.metrics import evaluate, load_qrels, load_queries
 from retriever.hits import Hits
-from retriever.searcher import Searcher
+from retriever.search.searcher import Searcher
 
 METRICS = ["nDCG@10", "R@100"]
 

@@ -28,7 +28,7 @@ from indexing.builder import BuildConfig, build_index
 from indexing.from_vectors import build_from_vectors
 from indexing.documents import Document
 from indexing.readers import read_corpus
-from retriever.searcher import Searcher
+from retriever.search.searcher import Searcher
 
 
 def alternate(*functions, repeats: int) -> tuple[float, ...]:
@@ -91,7 +91,7 @@ def search_overhead(work: Path, n: int, queries: int, repeats: int, flat_queries
 
 
 def encoding_overhead(work: Path, docs: int, repeats: int, batch_size: int) -> dict:
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     corpus_src = require_data("scifact") / "corpus.jsonl"
     corpus = work / "encode-corpus.jsonl"

@@ -2,9 +2,9 @@
 
 Each collection in ../shared/data that has qrels (SciFact, Cranfield, CISI, CACM, MEDLINE, NPL, LISA, ADI,
 CoSQA) is indexed once per model (Flat, ``--chunk-tokens 0``, cached under benchmarks/cache/quality) with
-BM25 beside it, and evaluated on its test split, judged queries only, with ``retriever.eval_runner``.
+BM25 beside it, and evaluated on its test split, judged queries only, with ``retriever.evaluation.runner``.
 Hybrid uses the one fusion setting fixed in advance (score fusion, alpha 0.45, chosen on SciFact's train
-split; see retriever/hybrid.py). p-values: paired t-test and paired randomization test on per-query nDCG@10.
+split; see retriever/search/hybrid.py). p-values: paired t-test and paired randomization test on per-query nDCG@10.
 
     python -m benchmarks.quality [--models minilm] [--collections scifact,cranfield,...]
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 from benchmarks.common import CACHE, require_data, write_results
 from indexing.builder import BuildConfig, build_index
 from indexing.readers import read_corpus
-from retriever.eval_runner import evaluate_index
-from retriever.evaluation import paired_pvalue
-from retriever.hybrid import DEFAULT_ALPHA, DEFAULT_FUSION, HybridSearcher
-from retriever.sparse import ensure_bm25_built
+from retriever.evaluation.runner import evaluate_index
+from retriever.evaluation.metrics import paired_pvalue
+from retriever.search.hybrid import DEFAULT_ALPHA, DEFAULT_FUSION, HybridSearcher
+from retriever.search.bm25_index import ensure_bm25_built
 
 COLLECTIONS = ["scifact", "cranfield", "cisi", "cacm", "medline", "npl", "lisa", "adi", "cosqa"]
 CLASSIC = ["scifact", "cranfield", "cisi", "cacm", "medline", "npl", "lisa", "adi"]
@@ -35,7 +35,7 @@ PUBLISHED = {  # nDCG@10 on SciFact test, as published
 
 def index_for(collection: str, model: str, chunk_tokens: int) -> Path:
     """Build (once) the collection's index for ``model``; reused from the cache afterwards."""
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     out = CACHE / "quality" / f"{collection}-{model.replace('/', '_')}-chunk{chunk_tokens}"
     if (out / "manifest.json").is_file():
@@ -128,7 +128,7 @@ def main() -> None:
     rows = [evaluate_collection(c, models) for c in args.collections.split(",")]
     extra: dict = {}
     if "scifact" in args.collections and not args.no_chunked:
-        from retriever.encoder import load_encoder
+        from retriever.encoders.base import load_encoder
 
         window = load_encoder(models[0], device="cpu").max_seq_length // 2
         searcher = HybridSearcher.load(index_for("scifact", models[0], window), device="auto")

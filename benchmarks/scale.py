@@ -42,7 +42,7 @@ def bench_encode(texts: int, repeats: int, work: Path) -> dict:
     from indexing.index_dir import open_index
     from indexing.readers import read_corpus
     from retriever.distributed import RayShardPool
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     corpus = work / "corpus.jsonl"
     chosen = distinct_texts(texts)
@@ -89,7 +89,7 @@ def bench_encode(texts: int, repeats: int, work: Path) -> dict:
 def bench_sharded(work: Path, shards: int, repeats: int) -> dict:
     from indexing.builder import BuildConfig
     from indexing.from_vectors import build_from_vectors
-    from retriever.searcher import Searcher
+    from retriever.search.searcher import Searcher
 
     vectors = np.load(REAL, mmap_mode="r")
     rng = np.random.default_rng(0)
@@ -197,7 +197,7 @@ def search_main(index: str, queries: str, out: str, mmap: str, nprobe: int) -> N
     """Child: load an index, search the queries, save the top-10 row numbers and the peak RSS."""
     import psutil
 
-    from retriever.searcher import Searcher
+    from retriever.search.searcher import Searcher
 
     searcher = Searcher.load(index, device="cpu", preload=False, verify=False, mmap=mmap == "mmap")
     q = np.load(queries)

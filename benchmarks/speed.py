@@ -68,7 +68,7 @@ def measure(index_dir: Path, queries: np.ndarray, truth: np.ndarray, knob: str |
     import faiss
 
     from indexing.manifest import read_manifest
-    from retriever.searcher import Searcher
+    from retriever.search.searcher import Searcher
 
     manifest = read_manifest(index_dir)
     ours = Searcher.load(index_dir, device="cpu", mmap=False)

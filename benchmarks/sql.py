@@ -1,16 +1,16 @@
 """Issue 8 SQL rewrite benchmark: rules chosen via retrieved demonstrations, on held-out templates.
 
 The pool's templates are split per workload (a seeded 30% held out, decided before anything is measured), by template
-group: a TPC-H query is held out with its TPC-Havoc variants (:func:`retriever.sql.workloads.template_group`); the
+group: a TPC-H query is held out with its TPC-Havoc variants (:func:`retriever.apps.sql.workloads.template_group`); the
 encoder is trained on the training templates' queries only (``retriever train sql`` on a pool of them), and every
 held-out query retrieves its ``k`` demonstrations from the training queries. The demonstrations vote for a rule set
-(:func:`retriever.sql.demos.vote`, effects counted beyond the noise band only); with ``--planner-check`` the
-database's planner then picks among the voted rule sets (:func:`retriever.sql.demos.planner_checked`), with
-``--timed-check`` a timed trial of them does (:func:`retriever.sql.demos.timed_checked`).
+(:func:`retriever.apps.sql.demos.vote`, effects counted beyond the noise band only); with ``--planner-check`` the
+database's planner then picks among the voted rule sets (:func:`retriever.apps.sql.demos.planner_checked`), with
+``--timed-check`` a timed trial of them does (:func:`retriever.apps.sql.demos.timed_checked`).
 
 Score = mean log speedup over the held-out queries of the chosen rule set, **measured again**: every rewrite any
 system chose for a held-out query (the oracle's included) is run against the original once more on the pool's
-database, interleaved, medians of ``--repeats`` runs (:func:`retriever.sql.apply.remeasure`). A rewrite that is not
+database, interleaved, medians of ``--repeats`` runs (:func:`retriever.apps.sql.apply.remeasure`). A rewrite that is not
 verified in the pool counts 0 (it would be refused, the original kept), a slower one counts negative. The oracle is
 the candidate that measured best when the pool was built; scoring it on the same pool measurement would credit it
 with the maximum of a dozen noisy draws (winner's curse), so it is re-timed like everyone else. The pool-measured
@@ -41,10 +41,10 @@ from typing import Any
 
 from benchmarks.common import CACHE, write_results
 from indexing.errors import RetrieverError
-from retriever.sql.demos import DemoRetriever, Demonstration, demonstration, vote
-from retriever.sql.pool import candidate_log_speedup, is_helped, label_of, oracle_key, read_manifest, read_pool
-from retriever.sql.rules import CANDIDATES, rule_key
-from retriever.sql.workloads import database_of, template_group
+from retriever.apps.sql.demos import DemoRetriever, Demonstration, demonstration, vote
+from retriever.apps.sql.pool import candidate_log_speedup, is_helped, label_of, oracle_key, read_manifest, read_pool
+from retriever.apps.sql.rules import CANDIDATES, rule_key
+from retriever.apps.sql.workloads import database_of, template_group
 
 log = logging.getLogger("benchmarks.sql")
 WORK = CACHE / "sql"
@@ -73,7 +73,7 @@ Effect = Callable[[str, str], float]
 
 
 def _groups(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, set[str]]]:
-    """``{workload of the group: {group: its templates}}`` (see :func:`retriever.sql.workloads.template_group`)."""
+    """``{workload of the group: {group: its templates}}`` (see :func:`retriever.apps.sql.workloads.template_group`)."""
     out: dict[str, dict[str, set[str]]] = {}
     for r in records:
         group = template_group(r["template"])
@@ -139,7 +139,7 @@ class _DatabaseCheck:
         self.trials: list[int] = []
 
     def connection(self, workload: str):
-        from retriever.sql.postgres import connect, with_dbname
+        from retriever.apps.sql.postgres import connect, with_dbname
 
         database = database_of(workload)  # one connection per database (TPC-H and its variants share one)
         if database not in self.connections:
@@ -152,11 +152,11 @@ class _DatabaseCheck:
 
 
 class PlannerCheck(_DatabaseCheck):
-    """:func:`retriever.sql.demos.planner_checked`: the planner's cheapest estimate among the voted rule sets."""
+    """:func:`retriever.apps.sql.demos.planner_checked`: the planner's cheapest estimate among the voted rule sets."""
 
     def __call__(self, record: Mapping[str, Any], totals: Mapping[str, float]) -> list[str]:
-        from retriever.sql.demos import planner_checked
-        from retriever.sql.postgres import planned_cost
+        from retriever.apps.sql.demos import planner_checked
+        from retriever.apps.sql.postgres import planned_cost
 
         conn = self.connection(record["workload"])
         rules, ratios = planner_checked(record["sql"], totals, self.schemas[record["workload"]],
@@ -166,7 +166,7 @@ class PlannerCheck(_DatabaseCheck):
 
 
 class TimedCheck(_DatabaseCheck):
-    """:func:`retriever.sql.demos.timed_checked`: a timed trial of the voted rewrites (``repeats`` interleaved runs,
+    """:func:`retriever.apps.sql.demos.timed_checked`: a timed trial of the voted rewrites (``repeats`` interleaved runs,
     medians), the fastest applied when measured >= 2x. The benchmark's scores come from a separate re-timing, so
     the trial's lucky draws are not what is scored.
 
@@ -182,7 +182,7 @@ class TimedCheck(_DatabaseCheck):
         self.tried: dict[tuple[str, str], Any] = {}  # (query id, rewrite text) -> its Remeasured trial
 
     def __call__(self, record: Mapping[str, Any], totals: Mapping[str, float]) -> list[str]:
-        from retriever.sql.demos import timed_checked, voted_rewrites
+        from retriever.apps.sql.demos import timed_checked, voted_rewrites
 
         rewrites = voted_rewrites(record["sql"], totals, self.schemas[record["workload"]])
         self.trials.append(len(rewrites))
@@ -191,8 +191,8 @@ class TimedCheck(_DatabaseCheck):
 
     def measure(self, record: Mapping[str, Any], texts: Mapping[str, str]) -> dict[str, Any]:
         """``{key: Remeasured}`` for ``texts`` (rule key -> rewrite of the record's query), running only the texts
-        not yet tried on this query (:func:`retriever.sql.apply.remeasure`, interleaved with the original)."""
-        from retriever.sql.apply import remeasure
+        not yet tried on this query (:func:`retriever.apps.sql.apply.remeasure`, interleaved with the original)."""
+        from retriever.apps.sql.apply import remeasure
 
         new = {key: text for key, text in texts.items() if (record["id"], text) not in self.tried}
         if new:
@@ -219,8 +219,8 @@ def retime(test: Sequence[Mapping[str, Any]], picks: Mapping[str, set[str]], con
     Returns ``{query id: {rule key: {"status", "log_speedup", "original_ms", "rewrite_ms"}}}``; keys without a
     verified rewrite are absent (their effect is 0).
     """
-    from retriever.sql.apply import remeasure
-    from retriever.sql.postgres import connect, with_dbname
+    from retriever.apps.sql.apply import remeasure
+    from retriever.apps.sql.postgres import connect, with_dbname
 
     out: dict[str, dict[str, Any]] = {}
     for number, record in enumerate(test, start=1):
@@ -245,7 +245,7 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     and "planner alone" (the cheapest-estimated of every candidate rule set, no demonstrations) is reported too.
     With ``timed`` it goes through a timed trial instead (:class:`TimedCheck`); each system's mean number of
     rewrites tried per query is reported (``trials_per_query``). ``demos_from`` restricts the demonstrations (every
-    system's, random's included) as :class:`retriever.sql.demos.DemoRetriever` does; the encoder trains on every
+    system's, random's included) as :class:`retriever.apps.sql.demos.DemoRetriever` does; the encoder trains on every
     training query either way.
 
     With ``dev`` the held-out templates are set aside and the training templates are split again (seed + 1):
@@ -254,8 +254,8 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     encoder is replaced by its weight-space merge with its base, ``w * trained + (1 - w) * minilm``
     (:func:`merged_model`; WiSE-FT, as ``retriever train merge``).
     """
-    from retriever.encoder import load_encoder
-    from retriever.sql.postgres import PrivateCluster
+    from retriever.encoders.base import load_encoder
+    from retriever.apps.sql.postgres import PrivateCluster
 
     if planner and timed:
         raise RetrieverError("choose one check: planner or timed")

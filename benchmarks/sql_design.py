@@ -29,10 +29,10 @@ from typing import Any
 
 from benchmarks.common import write_results
 from benchmarks.sql import RANDOM_REPEATS, merged_model, random_demonstrations, split_templates, template_folds, train_model
-from retriever.sql.demos import DemoRetriever, Demonstration, vote
-from retriever.sql.pool import (HELPFUL, candidate_log_speedup, gated_log_speedup, is_helped, oracle_log_speedup,
+from retriever.apps.sql.demos import DemoRetriever, Demonstration, vote
+from retriever.apps.sql.pool import (HELPFUL, candidate_log_speedup, gated_log_speedup, is_helped, oracle_log_speedup,
                                 read_manifest, read_pool)
-from retriever.sql.rules import CANDIDATES, rule_key
+from retriever.apps.sql.rules import CANDIDATES, rule_key
 
 log = logging.getLogger("benchmarks.sql_design")
 CEILING = "retrieval ceiling: every helped training query | helped | k=all"
@@ -68,7 +68,7 @@ def run(pool: Path, *, anchors: Sequence[str], dev_folds: int, ks: Sequence[int]
     folds with the simulated trial, not a place to choose designs). Each weight w of ``merge_weights`` adds, per
     anchors recipe, the trained encoder merged with its base (``w * trained + (1 - w) * minilm``); ``demo_sources``
     lists which training queries may be demonstrations."""
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
     from training.config import SqlConfig
 
     records = [r for r in read_pool(pool) if r["original"]["status"] == "ok"]

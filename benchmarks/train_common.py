@@ -54,9 +54,9 @@ def evaluate_split(model: str, collection: Path, work: Path, *, split: str, devi
 
     Returns ``{"aggregate": {...}, "per_query": {...}, "index": path, "build_seconds": s, "queries": n}``.
     """
-    from retriever.encoder import load_encoder
-    from retriever.evaluation import evaluate, load_qrels, load_queries
-    from retriever.searcher import Searcher
+    from retriever.encoders.base import load_encoder
+    from retriever.evaluation.metrics import evaluate, load_qrels, load_queries
+    from retriever.search.searcher import Searcher
 
     qrels = load_qrels(collection / "qrels" / f"{split}.tsv")
     queries = {q: t for q, t in load_queries(collection / "queries.jsonl").items() if q in qrels}
@@ -80,7 +80,7 @@ def build_collection_index(model: str, collection: Path, work: Path, *, device: 
     (replacing one left there). Returns the index folder and the build's wall time in seconds."""
     from indexing.builder import BuildConfig, build_index
     from indexing.readers import read_corpus
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     encoder = encoder if encoder is not None else load_encoder(model, device=device)
     index = work / f"index-{Path(model).name}"
@@ -96,9 +96,9 @@ def hybrid_on_test(index: str | Path, collection: Path) -> dict[str, Any]:
 
     BM25 is built beside the index first unless current. Returns ``{"aggregate", "per_query", "fusion", "alpha"}``.
     """
-    from retriever.eval_runner import evaluate_index
-    from retriever.hybrid import HybridSearcher
-    from retriever.sparse import ensure_bm25_built
+    from retriever.evaluation.runner import evaluate_index
+    from retriever.search.hybrid import HybridSearcher
+    from retriever.search.bm25_index import ensure_bm25_built
 
     ensure_bm25_built(Path(index))
     searcher = HybridSearcher.load(Path(index), device="cpu")
@@ -121,7 +121,7 @@ def hybrid_markdown(comparison: dict[str, Any], fusion: str, alpha: float | None
 
 def compare(base: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
     """Deltas trained - base, with a paired t-test p-value per metric over the test queries."""
-    from retriever.evaluation import paired_pvalue
+    from retriever.evaluation.metrics import paired_pvalue
 
     out: dict[str, Any] = {}
     for metric, value in trained["aggregate"].items():

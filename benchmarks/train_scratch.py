@@ -32,7 +32,7 @@ RANDOM_SEEDS = 5
 def random_ranker(collection: Path, *, seeds: int = RANDOM_SEEDS) -> dict[str, float]:
     """Mean test metrics of ``seeds`` random rankings (top 100 of a seeded shuffle of the corpus per query)."""
     from indexing.readers import read_corpus
-    from retriever.evaluation import evaluate, load_qrels
+    from retriever.evaluation.metrics import evaluate, load_qrels
     from retriever.hits import Hits
 
     qrels = load_qrels(collection / "qrels" / "test.tsv")
@@ -51,9 +51,9 @@ def random_ranker(collection: Path, *, seeds: int = RANDOM_SEEDS) -> dict[str, f
 
 
 def bm25_on_test(index: str, collection: Path) -> dict[str, float]:
-    from retriever.eval_runner import evaluate_index
-    from retriever.hybrid import HybridSearcher
-    from retriever.sparse import ensure_bm25_built
+    from retriever.evaluation.runner import evaluate_index
+    from retriever.search.hybrid import HybridSearcher
+    from retriever.search.bm25_index import ensure_bm25_built
 
     ensure_bm25_built(Path(index))  # built by this script, which owns the index (searches never build BM25)
     searcher = HybridSearcher.load(Path(index), device="cpu")

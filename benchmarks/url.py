@@ -10,7 +10,7 @@ TRAIN is the validation slice that picks k (and the regularization of the baseli
 2. ``retriever index build TRAIN --encoder url --model MODEL`` and the same for ``minilm`` (plain text), timed.
 3. The vote (k, distance or uniform weights, and the phishing threshold: majority, or phishing when its share of
    the vote is >= t) picked on the validation slice (kNN over TRAIN minus VAL, in memory), then every TEST URL
-   classified through the index with :func:`retriever.url_classify.classify` and those settings.
+   classified through the index with :func:`retriever.encoders.url.classify.classify` and those settings.
 4. TF-IDF of character 1-5-grams + logistic regression fitted on TRAIN (C picked on VAL).
 
     python -m benchmarks.url                                  # everything
@@ -62,7 +62,7 @@ def read_rows(path: Path) -> list[tuple[str, str]]:
 
 def site_of(url: str) -> str:
     """The registered domain (public suffix list, bundled snapshot), else the host (IP addresses, bare names)."""
-    from retriever.url_tokens import _extractor
+    from retriever.encoders.url.tokens import _extractor
 
     parts = _extractor()(url)
     new_name = hasattr(parts, "top_domain_under_public_suffix")  # tldextract >= 5.3; registered_domain before
@@ -138,7 +138,7 @@ def index_vectors(index: Path) -> tuple[list[str], np.ndarray]:
     """Document ids and vectors ``(n, d)`` stored in a Flat index (no re-encoding)."""
     import faiss
 
-    from retriever.searcher import Searcher
+    from retriever.search.searcher import Searcher
 
     searcher = Searcher.load(index, device="cpu")
     flat = searcher.opened.vectors.index  # IndexIDMap2 over IndexFlat
@@ -154,10 +154,10 @@ THRESHOLDS = (None, *[round(0.05 * i, 2) for i in range(1, 21)])  # None: the pl
 
 def pick_vote(index: Path, split: dict[str, list[tuple[str, str, str]]]) -> tuple[dict[str, Any], dict[str, float]]:
     """The vote settings ``{"k", "weights", "threshold"}`` of the best validation F1: VAL URLs against FIT URLs
-    (TRAIN minus VAL), exact kNN over the index's own vectors, with :func:`retriever.url_classify.weighted_vote`.
+    (TRAIN minus VAL), exact kNN over the index's own vectors, with :func:`retriever.encoders.url.classify.weighted_vote`.
     Ties go to the smaller k, then distance weights, then the majority vote. Returns the settings and the
     validation F1 of every setting tried (keyed ``"k/weights/threshold"``)."""
-    from retriever.url_classify import WEIGHTS, weighted_vote
+    from retriever.encoders.url.classify import WEIGHTS, weighted_vote
 
     ids, vectors = index_vectors(index)
     row = {doc_id: i for i, doc_id in enumerate(ids)}
@@ -183,8 +183,8 @@ def pick_vote(index: Path, split: dict[str, list[tuple[str, str, str]]]) -> tupl
 
 
 def knn_test(index: Path, split: dict, vote: dict[str, Any]) -> dict[str, float]:
-    from retriever.searcher import Searcher
-    from retriever.url_classify import classify
+    from retriever.search.searcher import Searcher
+    from retriever.encoders.url.classify import classify
 
     searcher = Searcher.load(index, device="cpu")
     verdicts = classify(searcher, [u for _, u, _ in split["test"]], k=vote["k"], weights=vote["weights"],

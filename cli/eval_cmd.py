@@ -1,4 +1,4 @@
-"""``retriever eval INDEX DATASET``: score an index on a BEIR-style folder (logic in retriever.eval_runner)."""
+"""``retriever eval INDEX DATASET``: score an index on a BEIR-style folder (logic in retriever.evaluation.runner)."""
 
 from __future__ import annotations
 
@@ -29,9 +29,9 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="Query encoder device: auto, cpu or cuda[:N]."),
 ) -> None:
     """Evaluate an index on a dataset split (judged queries only) with ir-measures."""
-    from retriever.eval_runner import evaluate_index, write_per_query
-    from retriever.evaluation import write_trec_run
-    from retriever.hybrid import HybridSearcher
+    from retriever.evaluation.runner import evaluate_index, write_per_query
+    from retriever.evaluation.metrics import write_trec_run
+    from retriever.search.hybrid import HybridSearcher
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     if not names:

@@ -31,7 +31,7 @@ def _reader(preset: str, corpus: list[Path], id_field: Optional[str], title_fiel
     """A function streaming the documents: URL lists for presets that index URLs, functions of source trees for
     the code preset (other files read as usual), corpus files otherwise."""
     from indexing.readers import read_corpus
-    from retriever.presets import get_preset
+    from retriever.encoders.presets import get_preset
 
     documents = get_preset(preset).documents
     if documents == "urls":
@@ -80,7 +80,7 @@ def build(
 ) -> None:
     """Encode a corpus and build an index (streaming, resumable, committed atomically)."""
     from indexing.builder import BuildConfig, build_index
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
     from retriever.models.resolve import resolve_model
 
     if metric not in ("ip", "l2"):
@@ -95,10 +95,10 @@ def build(
     # with Ray the workers encode; this process only chunks, so its copy of the model stays on the CPU
     enc = load_encoder(model, preset=encoder, device="cpu" if engine == "ray" else device)
     if transliterate:
-        from retriever.transliterate import with_transliteration
+        from retriever.encoders.crosslingual.transliterate import with_transliteration
 
         enc = with_transliteration(enc, documents=True, queries=True)
-    from retriever.presets import get_preset
+    from retriever.encoders.presets import get_preset
 
     default_window = 0 if get_preset(preset).documents == "urls" else enc.max_seq_length // 2  # a URL is one passage
     window = default_window if chunk_tokens is None else chunk_tokens
@@ -132,7 +132,7 @@ def build(
     if records is not None and num_shards > 1:
         records = len(range(shard_id, records, num_shards))
     if bm25:
-        from retriever.bm25 import find_java_home
+        from retriever.search.bm25 import find_java_home
 
         find_java_home(os.environ)  # no Java: fail now, not after encoding the corpus
     with ExitStack() as held:
@@ -145,7 +145,7 @@ def build(
                 out_dir, read, enc, config, resume=resume, overwrite=overwrite, progress=progress, pool=pool, wait=wait,
             )
         if bm25:
-            from retriever.sparse import build_bm25
+            from retriever.search.bm25_index import build_bm25
 
             if not as_json:
                 console.print("building the BM25 index...", highlight=False)
@@ -211,8 +211,8 @@ def bm25_index(
     version naming it; index add/delete keep it current afterwards)."""
     import time
 
-    from retriever.bm25 import read_bm25_json
-    from retriever.sparse import bm25_dir, build_bm25
+    from retriever.search.bm25 import read_bm25_json
+    from retriever.search.bm25_index import bm25_dir, build_bm25
 
     started = time.perf_counter()
     manifest = build_bm25(index_dir, threads=threads, wait=wait)
@@ -249,7 +249,7 @@ def from_vectors(
         raise RetrieverError(f"{ids_file}: no such file")
     record = None
     if model:
-        from retriever.encoder import load_encoder
+        from retriever.encoders.base import load_encoder
 
         record = load_encoder(model, device="cpu").describe()
         if record["dim"] != array.shape[1]:
@@ -281,8 +281,8 @@ def add(
     from indexing.lock import writer_lock
     from indexing.manifest import read_manifest
     from indexing.updates import add_documents
-    from retriever.encoder import encoder_from_manifest
-    from retriever.sparse import bm25_for_update
+    from retriever.encoders.base import encoder_from_manifest
+    from retriever.search.bm25_index import bm25_for_update
 
     manifest = read_manifest(index_dir)
     docs = _reader(manifest.encoder.get("preset") or "text", corpus, id_field, title_field, text_field)()
@@ -305,7 +305,7 @@ def delete(
 ) -> None:
     """Delete documents by id."""
     from indexing.updates import delete_documents
-    from retriever.sparse import bm25_for_update
+    from retriever.search.bm25_index import bm25_for_update
 
     wanted: list[str] = [i for i in (ids or "").split(",") if i]
     if ids_file is not None:

@@ -36,7 +36,7 @@ def search(
     if (query is None) == (queries is None):
         raise RetrieverError("give either a query or --queries FILE")
     if query is not None:
-        from retriever.searcher import check_queries
+        from retriever.search.searcher import check_queries
 
         check_queries([query])  # before the index loads: a blank query is refused at once
         ids, texts = ["q"], [query]
@@ -55,14 +55,14 @@ def search(
             raise RetrieverError("--query-model and --transliterate do not combine")
         encoder = _query_encoder(index_dir, query_model, device)
     if mode != "dense":
-        from retriever.hybrid import DEFAULT_FUSION, HybridSearcher, check_options
+        from retriever.search.hybrid import DEFAULT_FUSION, HybridSearcher, check_options
 
         fusion = fusion or DEFAULT_FUSION
         check_options(mode, fusion, alpha)
         searcher = HybridSearcher.load(index_dir, device=device, index_device=index_device, encoder=encoder, bm25=True)
         options.update(mode=mode, fusion=fusion, alpha=alpha)
     else:
-        from retriever.searcher import Searcher
+        from retriever.search.searcher import Searcher
 
         searcher = Searcher.load(index_dir, device=device, index_device=index_device, transliterate=transliterate,
                                  encoder=encoder)
@@ -84,7 +84,7 @@ def search(
 def _query_encoder(index_dir: Path, model: str, device: str):
     """The ``--query-model`` encoder, with the index's preset (its preprocessing must match the documents')."""
     from indexing.manifest import read_manifest
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     recorded = read_manifest(index_dir).encoder
     return load_encoder(model, preset=recorded.get("preset"), device=device)
@@ -95,7 +95,7 @@ def _read_queries(path: Path) -> tuple[list[str], list[str]]:
     import logging
 
     from indexing.readers import read_corpus
-    from retriever.searcher import is_blank
+    from retriever.search.searcher import is_blank
 
     readers_log = logging.getLogger("indexing.readers")
     level = readers_log.level

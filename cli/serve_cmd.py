@@ -36,9 +36,9 @@ def serve(
     try:
         import uvicorn
 
-        from retriever.service.app import create_app
-        from retriever.service.schemas import Limits
-        from retriever.service.state import IndexState
+        from retriever.apps.service.app import create_app
+        from retriever.apps.service.schemas import Limits
+        from retriever.apps.service.state import IndexState
     except ImportError as exc:
         raise RetrieverError(f"retriever serve needs the serve extra ({exc.name} is missing): pip install 'retriever[serve]'") from None
     if not 0 < port < 65536:
@@ -56,7 +56,7 @@ def serve(
                       highlight=False)
     if bm25:  # checked before the model loads: a missing or stale BM25 index is one line and exit 2
         from indexing.manifest import read_manifest
-        from retriever.sparse import check_bm25
+        from retriever.search.bm25_index import check_bm25
 
         check_bm25(index_dir, read_manifest(index_dir))
         console.print("opening BM25", highlight=False)

@@ -40,8 +40,8 @@ def build_pool(
     """Run every workload query and every candidate rule set on PostgreSQL; keep verified, timed rewrites."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from retriever.sql.pool import PoolConfig
-    from retriever.sql.pool import build_pool as build
+    from retriever.apps.sql.pool import PoolConfig
+    from retriever.apps.sql.pool import build_pool as build
 
     import signal
 
@@ -88,7 +88,7 @@ def demos(
     """Print the k most similar pool queries (query, rules, measured speedup), the rules they vote for, and a prompt."""
     from dataclasses import asdict
 
-    from retriever.sql.demos import prompt, vote
+    from retriever.apps.sql.demos import prompt, vote
 
     retriever, records_by_id = _retriever(pool, model, device, demos_from)
     found = retriever.search([query], k)[0]
@@ -127,10 +127,10 @@ def rewrite(
     """Apply the rules voted by the retrieved demonstrations, verify the result on the database, report the speedup."""
     from dataclasses import asdict
 
-    from retriever.sql.apply import remeasure, rewrite_on_database, workload_of
-    from retriever.sql.demos import planner_checked, timed_checked, vote, voted_rewrites
-    from retriever.sql.pool import read_manifest
-    from retriever.sql.postgres import PrivateCluster, connect, planned_cost, table_schema, with_dbname
+    from retriever.apps.sql.apply import remeasure, rewrite_on_database, workload_of
+    from retriever.apps.sql.demos import planner_checked, timed_checked, vote, voted_rewrites
+    from retriever.apps.sql.pool import read_manifest
+    from retriever.apps.sql.postgres import PrivateCluster, connect, planned_cost, table_schema, with_dbname
 
     if planner_check and timed_check:
         raise RetrieverError("choose one check: --planner-check or --timed-check")
@@ -173,9 +173,9 @@ def rewrite(
 
 
 def _retriever(pool: Path, model: str, device: str, demos_from: str):
-    from retriever.encoder import load_encoder
-    from retriever.sql.demos import DemoRetriever
-    from retriever.sql.pool import read_manifest, read_pool
+    from retriever.encoders.base import load_encoder
+    from retriever.apps.sql.demos import DemoRetriever
+    from retriever.apps.sql.pool import read_manifest, read_pool
 
     records = read_pool(pool)
     encoder = load_encoder(model, preset="sql", device=device)

@@ -28,9 +28,9 @@ def classify(
     as_json: bool = typer.Option(False, "--json", help="One JSON line per URL: url, label, confidence, votes, neighbours."),
 ) -> None:
     """Label URLs by a vote of their nearest labelled neighbours, showing the neighbours."""
-    from retriever.searcher import Searcher
-    from retriever.url_classify import check_vote
-    from retriever.url_classify import classify as knn_classify
+    from retriever.search.searcher import Searcher
+    from retriever.encoders.url.classify import check_vote
+    from retriever.encoders.url.classify import classify as knn_classify
 
     wanted = list(urls or [])
     if urls_file is not None:

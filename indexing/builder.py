@@ -45,7 +45,7 @@ BUILD_DIR = ".build"
 
 
 class DocumentEncoder(Protocol):
-    """What a build needs from an encoder (``retriever.encoder.Encoder`` satisfies it)."""
+    """What a build needs from an encoder (``retriever.encoders.base.Encoder`` satisfies it)."""
 
     dim: int
 

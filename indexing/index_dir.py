@@ -8,7 +8,7 @@ Layout::
       index.v<N>-<tag>.faiss  the FAISS index of version N (or index.v<N>-<tag>.s<i>.faiss per shard, and
                               index.v<N>-<tag>[.s<i>].ivfdata for on-disk IVF lists: see indexing.layout)
       docstore.v<N>-<tag>.sqlite  ids, text, metadata, passages of version N
-      bm25.v<N>-<tag>/        optional Lucene index named by the manifest (retriever.sparse)
+      bm25.v<N>-<tag>/        optional Lucene index named by the manifest (retriever.search.bm25_index)
       .build/                 an unfinished build (removed when the build commits)
 
 ``<tag>`` is random per writer, so no two writers ever produce the same file name, and an aborted writer

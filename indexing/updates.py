@@ -5,7 +5,7 @@ writes the next version's index and doc store beside the current ones under name
 (:func:`indexing.index_dir.new_tag`) and commits by rewriting the manifest; any failure before that removes
 its own files and leaves the index exactly as it was.
 
-Files derived from the documents (the BM25 index, built by ``retriever.sparse``, which this layer must not
+Files derived from the documents (the BM25 index, built by ``retriever.search.bm25_index``, which this layer must not
 import) join the same commit through a :data:`BeforeCommit` callback.
 """
 

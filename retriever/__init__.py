@@ -8,14 +8,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from retriever.hybrid import HybridSearcher
+    from retriever.search.hybrid import HybridSearcher
     from retriever.index import Index
     from retriever.hits import Hit
-    from retriever.searcher import Searcher
+    from retriever.search.searcher import Searcher
 
 __all__ = ["Index", "Searcher", "Hit", "HybridSearcher"]
-_HOMES = {"Index": "retriever.index", "Searcher": "retriever.searcher", "Hit": "retriever.hits",
-          "HybridSearcher": "retriever.hybrid"}
+_HOMES = {"Index": "retriever.index", "Searcher": "retriever.search.searcher", "Hit": "retriever.hits",
+          "HybridSearcher": "retriever.search.hybrid"}
 
 
 def __getattr__(name: str) -> Any:

@@ -34,7 +34,7 @@ def corpus_reader(corpus: CorpusInput, *, preset: str = "text", fields: FieldNam
     if paths is None:
         records = list(corpus) if not isinstance(corpus, (list, tuple)) else corpus  # type: ignore[arg-type]
         return lambda: _records(records, fields)
-    from retriever.presets import get_preset
+    from retriever.encoders.presets import get_preset
 
     documents = get_preset(preset).documents
     if documents == "urls":

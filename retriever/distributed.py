@@ -38,7 +38,7 @@ class ShardWorker:
     def __init__(self, encoder: dict[str, Any], work: str, batch_size: int, device: str, threads: int):
         import torch
 
-        from retriever.encoder import encoder_from_manifest
+        from retriever.encoders.base import encoder_from_manifest
 
         if device == "cpu":
             torch.set_num_threads(max(1, threads))

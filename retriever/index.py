@@ -118,7 +118,7 @@ class Index:
         """
         from indexing.builder import build_index
         from indexing.lock import writer_lock
-        from retriever.encoder import load_encoder
+        from retriever.encoders.base import load_encoder
         from retriever.models.resolve import resolve_model
 
         opts = BuildOptions(**options)
@@ -128,7 +128,7 @@ class Index:
         # with Ray the workers encode; this process only chunks, so its copy of the model stays on the CPU
         encoder = load_encoder(model, preset=preset, device="cpu" if opts.engine == "ray" else device)
         if transliterate:
-            from retriever.transliterate import with_transliteration
+            from retriever.encoders.crosslingual.transliterate import with_transliteration
 
             encoder = with_transliteration(encoder, documents=True, queries=True)
         config = build_config(corpus_label(corpus), encoder, preset_name, opts)
@@ -137,7 +137,7 @@ class Index:
         with writer_lock(out, "index build" + (" --bm25" if bm25 else ""), wait=wait, create=True):
             build_index(out, read, encoder, config, resume=resume, overwrite=overwrite, progress=progress, pool=pool)
             if bm25:
-                from retriever.sparse import build_bm25
+                from retriever.search.bm25_index import build_bm25
 
                 build_bm25(out, command="index build --bm25")
         return cls(out)
@@ -172,8 +172,8 @@ class Index:
         """
         from indexing.lock import writer_lock
         from indexing.updates import add_documents
-        from retriever.encoder import encoder_from_manifest
-        from retriever.sparse import bm25_for_update
+        from retriever.encoders.base import encoder_from_manifest
+        from retriever.search.bm25_index import bm25_for_update
 
         manifest = self.info()
         documents = corpus_reader(corpus, preset=manifest.encoder.get("preset") or "text", fields=fields)()
@@ -209,7 +209,7 @@ class Index:
 
     def bm25(self, *, threads: int = 2, wait: float = 0.0) -> Manifest:
         """(Re)build the BM25 index of the documents (needs Java), for ``mode="bm25"``/``"hybrid"``."""
-        from retriever.sparse import build_bm25
+        from retriever.search.bm25_index import build_bm25
 
         self._searchers.clear()
         return build_bm25(self.path, threads=threads, wait=wait, command="index bm25")
@@ -255,7 +255,7 @@ class Index:
         searcher = self._searcher(mode, device)
         options: dict[str, Any] = {"filters": dict(filters) if filters else None, "nprobe": nprobe, "ef_search": ef_search}
         if mode != "dense":
-            from retriever.hybrid import DEFAULT_FUSION, check_options
+            from retriever.search.hybrid import DEFAULT_FUSION, check_options
 
             check_options(mode, fusion or DEFAULT_FUSION, alpha)
             options.update(mode=mode, fusion=fusion or DEFAULT_FUSION, alpha=alpha)
@@ -284,11 +284,11 @@ class Index:
         key = (mode != "dense", device)
         if key not in self._searchers:
             if mode == "dense":
-                from retriever.searcher import Searcher
+                from retriever.search.searcher import Searcher
 
                 self._searchers[key] = Searcher.load(self.path, device=device)
             else:
-                from retriever.hybrid import HybridSearcher
+                from retriever.search.hybrid import HybridSearcher
 
                 self._searchers[key] = HybridSearcher.load(self.path, device=device, bm25=True)
         return self._searchers[key]
@@ -316,7 +316,7 @@ def chunk_defaults(max_seq_length: int, preset: str, chunk_tokens: int | None, c
     Raises:
         RetrieverError: an overlap that is negative or not smaller than the window.
     """
-    from retriever.presets import get_preset
+    from retriever.encoders.presets import get_preset
 
     default_window = 0 if get_preset(preset).documents == "urls" else max_seq_length // 2
     window = default_window if chunk_tokens is None else chunk_tokens

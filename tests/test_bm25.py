@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from indexing.errors import IndexDirError, RetrieverError
-from retriever.bm25 import find_java_home
+from retriever.search.bm25 import find_java_home
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _java_or_skip() -> None:
 def tiny_index(tmp_path_factory: pytest.TempPathFactory):
     """The TINY corpus indexed once for the module."""
     _java_or_skip()
-    from retriever.bm25 import LuceneBM25
+    from retriever.search.bm25 import LuceneBM25
 
     return LuceneBM25.build(TINY, tmp_path_factory.mktemp("bm25") / "index", threads=1)
 
@@ -81,7 +81,7 @@ def test_java_version_is_checked(tmp_path: Path) -> None:
 
 
 def test_load_missing_or_incomplete(tmp_path: Path) -> None:
-    from retriever.bm25 import LuceneBM25
+    from retriever.search.bm25 import LuceneBM25
 
     with pytest.raises(IndexDirError, match="not a BM25 index"):
         LuceneBM25.load(tmp_path / "nothing")
@@ -118,7 +118,7 @@ def test_exclude_over_fetches(tiny_index) -> None:
 
 
 def test_rebuild_replaces_and_failed_build_keeps_old(tiny_index, tmp_path: Path) -> None:
-    from retriever.bm25 import LuceneBM25
+    from retriever.search.bm25 import LuceneBM25
 
     directory = tmp_path / "idx"
     LuceneBM25.build(TINY[:4], directory, threads=1)
@@ -145,8 +145,8 @@ def test_scifact_matches_pyserini(tmp_path: Path) -> None:
     if not (scifact / "corpus.jsonl").is_file():
         pytest.skip(f"SciFact not found at {scifact} (set RETRIEVER_DATA)")
     _java_or_skip()
-    from retriever.bm25 import LuceneBM25
-    from retriever.evaluation import evaluate, load_qrels, load_queries
+    from retriever.search.bm25 import LuceneBM25
+    from retriever.evaluation.metrics import evaluate, load_qrels, load_queries
 
     def documents():
         with (scifact / "corpus.jsonl").open(encoding="utf-8") as handle:

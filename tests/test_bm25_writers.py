@@ -21,9 +21,9 @@ from indexing.errors import RetrieverError
 from indexing.manifest import read_manifest
 from indexing.readers import read_corpus
 from indexing.updates import add_documents, content_version, delete_documents
-from retriever.bm25 import LuceneBM25, find_java_home, read_bm25_json
-from retriever.hybrid import HybridSearcher
-from retriever.sparse import Bm25NotReadyError, bm25_dir, bm25_for_update, bm25_state, build_bm25
+from retriever.search.bm25 import LuceneBM25, find_java_home, read_bm25_json
+from retriever.search.hybrid import HybridSearcher
+from retriever.search.bm25_index import Bm25NotReadyError, bm25_dir, bm25_for_update, bm25_state, build_bm25
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [
@@ -46,7 +46,7 @@ def _java() -> None:
 
 @pytest.fixture(scope="module")
 def encoder(tiny_model):
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     return load_encoder(str(tiny_model), device="cpu")
 
@@ -172,7 +172,7 @@ def test_a_failed_bm25_build_aborts_the_add(tmp_path, encoder, monkeypatch):
         (Path(directory) / "half").write_text("x")
         raise RetrieverError("Lucene indexing failed (exit 1): boom")
 
-    monkeypatch.setattr("retriever.sparse.write_index", broken)
+    monkeypatch.setattr("retriever.search.bm25_index.write_index", broken)
     with pytest.raises(RetrieverError, match="boom"):
         add_documents(index, [Document("n1", "", "tardigrades")], encoder, before_commit=bm25_for_update(index))
     manifest = read_manifest(index)
@@ -201,11 +201,11 @@ def test_updates_of_an_index_without_bm25_need_no_java(tmp_path, encoder, monkey
     def no_java(env):
         raise RetrieverError("BM25 needs Java 21+ and none was found")
 
-    monkeypatch.setattr("retriever.sparse.find_java_home", no_java)
+    monkeypatch.setattr("retriever.search.bm25_index.find_java_home", no_java)
     assert bm25_for_update(index) is None
     monkeypatch.undo()
     build_bm25(index)
-    monkeypatch.setattr("retriever.sparse.find_java_home", no_java)
+    monkeypatch.setattr("retriever.search.bm25_index.find_java_home", no_java)
     with pytest.raises(RetrieverError, match="has a BM25 index, which this update keeps current"):
         bm25_for_update(index)
 

@@ -15,7 +15,7 @@ import pytest
 
 from indexing.builder import BuildConfig, build_index
 from indexing.readers import read_corpus
-from retriever.encoder import load_encoder
+from retriever.encoders.base import load_encoder
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -148,7 +148,7 @@ def test_code_training_selects_on_a_code_search_folder_with_the_code_preprocessi
     (beir / "corpus.jsonl").write_text("".join(_json.dumps({"_id": i, "text": t}) + "\n" for i, t in functions.items()))
     (beir / "queries.jsonl").write_text(_json.dumps({"_id": "q", "text": "python read lines of a file"}) + "\n")
     (beir / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\nq\t0\t1\n")
-    from retriever.code_text import preprocess_code
+    from retriever.encoders.code.identifiers import preprocess_code
 
     devset = DevSet(EvalConfig(dataset=str(beir), split="dev"), preprocess=preprocess_code)
     assert devset.doc_texts[0] == preprocess_code(functions["0"]) and "read file lines" in devset.doc_texts[0].lower()

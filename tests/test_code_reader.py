@@ -8,7 +8,7 @@ import pytest
 
 from indexing.code_reader import function_documents, python_functions, read_code_corpus, source_lines
 from indexing.errors import CorpusError
-from retriever.code_text import preprocess_code, split_identifier
+from retriever.encoders.code.identifiers import preprocess_code, split_identifier
 
 MODULE = '''import functools
 

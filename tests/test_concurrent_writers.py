@@ -29,7 +29,7 @@ def base_index(tmp_path_factory, tiny_model) -> Path:
     """A 40-document HNSW index (it keeps deleted vectors, so compact has work) built with the tiny model."""
     from indexing.builder import BuildConfig, build_index
     from indexing.readers import read_corpus
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     folder = tmp_path_factory.mktemp("writers")
     corpus = write_jsonl(folder / "base.jsonl", corpus_records("d", 40))
@@ -108,7 +108,7 @@ def _run_round(tmp_path: Path, base: Path, seed: int) -> dict[str, int]:
     versions = [v for v, _ in commits]
     assert versions == list(range(before.version + 1, before.version + 1 + len(commits))), f"seed={seed}: {versions}"
 
-    from retriever.encoder import encoder_from_manifest
+    from retriever.encoders.base import encoder_from_manifest
     from indexing.manifest import read_manifest
 
     replayed = tmp_path / f"replay{seed}"

@@ -26,7 +26,7 @@ uroman = pytest.importorskip("uroman")
 
 # --- transliteration -----------------------------------------------------------------------------------------
 def test_romanize_scripts_and_latin_text():
-    from retriever.transliterate import is_latin_script, romanize
+    from retriever.encoders.crosslingual.transliterate import is_latin_script, romanize
 
     out = romanize(["Привет, мир", "नमस्ते", "Γειά σου", "plain text 42", ""])
     assert out[0] == "Privet, mir" and out[1] == "namaste" and out[2].lower().startswith("geia")
@@ -35,8 +35,8 @@ def test_romanize_scripts_and_latin_text():
 
 
 def test_transliterating_encoder_romanizes_the_chosen_sides(tiny_model):
-    from retriever.encoder import load_encoder
-    from retriever.transliterate import romanize, with_transliteration
+    from retriever.encoders.base import load_encoder
+    from retriever.encoders.crosslingual.transliterate import romanize, with_transliteration
 
     inner = load_encoder(str(tiny_model), device="cpu")
     assert with_transliteration(inner) is inner  # nothing asked: unchanged
@@ -53,8 +53,8 @@ def test_transliterating_encoder_romanizes_the_chosen_sides(tiny_model):
 
 
 def test_encoder_from_manifest_restores_transliteration(tiny_model):
-    from retriever.encoder import encoder_from_manifest, load_encoder
-    from retriever.transliterate import TransliteratingEncoder, with_transliteration
+    from retriever.encoders.base import encoder_from_manifest, load_encoder
+    from retriever.encoders.crosslingual.transliterate import TransliteratingEncoder, with_transliteration
 
     record = with_transliteration(load_encoder(str(tiny_model), device="cpu"), documents=True, queries=True).describe()
     restored = encoder_from_manifest(json.loads(json.dumps(record)), device="cpu")

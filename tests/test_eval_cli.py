@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from indexing.errors import RetrieverError
-from retriever.bm25 import find_java_home
+from retriever.search.bm25 import find_java_home
 
 runner = CliRunner()
 
@@ -176,7 +176,7 @@ def test_search_modes_and_bm25_index_commands(beir, tmp_path, tiny_model):
     import inspect
 
     from cli import eval_cmd, search_cmd
-    from retriever.hybrid import DEFAULT_ALPHA
+    from retriever.search.hybrid import DEFAULT_ALPHA
 
     for command in (search_cmd.search, eval_cmd.evaluate):  # the --alpha help states the library default
         assert f"default {DEFAULT_ALPHA}" in inspect.signature(command).parameters["alpha"].default.help

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from indexing.errors import CorpusError, RetrieverError
-from retriever.evaluation import (
+from retriever.evaluation.metrics import (
     coverage_report,
     evaluate,
     load_qrels,

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from retriever.fusion import normalized_score_fusion, reciprocal_rank_fusion, weighted_score_fusion
+from retriever.search.fusion import normalized_score_fusion, reciprocal_rank_fusion, weighted_score_fusion
 from retriever.hits import Hits
 
 

@@ -36,7 +36,7 @@ def test_faiss_gpu_transform_matches_cpu():
 
 def test_encoder_half_precision_on_gpu_matches_fp32():
     _cuda()
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     texts = ["dense retrieval on a GPU", "mixed precision encoding", "a third sentence"]
     fp32 = load_encoder("minilm", device="cuda", precision="fp32").encode_documents(texts)

@@ -19,11 +19,11 @@ from indexing.errors import RetrieverError
 from indexing.manifest import read_manifest
 from indexing.readers import read_corpus
 from indexing.updates import add_documents, content_version, delete_documents
-from retriever.bm25 import find_java_home, read_bm25_json
+from retriever.search.bm25 import find_java_home, read_bm25_json
 from retriever.hits import Hits
-from retriever.hybrid import DEFAULT_ALPHA, HybridSearcher, fuse
-from retriever.searcher import Hit
-from retriever.sparse import Bm25NotReadyError, bm25_for_update, bm25_state, build_bm25
+from retriever.search.hybrid import DEFAULT_ALPHA, HybridSearcher, fuse
+from retriever.search.searcher import Hit
+from retriever.search.bm25_index import Bm25NotReadyError, bm25_for_update, bm25_state, build_bm25
 
 DOCS = [
     ("d0", "Photosynthesis", "Chlorophyll in plant leaves turns sunlight into sugar and oxygen.", "en"),
@@ -51,7 +51,7 @@ def _java() -> None:
 
 @pytest.fixture(scope="module")
 def encoder(tiny_model):
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     return load_encoder(str(tiny_model), device="cpu")
 

@@ -15,8 +15,8 @@ from indexing.errors import CorpusError, IndexDirError, ModelError, RetrieverErr
 from indexing.manifest import read_manifest
 from indexing.readers import read_corpus
 from indexing.updates import add_documents, compact, delete_documents
-from retriever.encoder import load_encoder
-from retriever.searcher import Searcher
+from retriever.encoders.base import load_encoder
+from retriever.search.searcher import Searcher
 
 
 @pytest.fixture(scope="module")

@@ -34,7 +34,7 @@ def setting(tmp_path_factory, tiny_model) -> dict:
     from indexing.builder import BuildConfig, build_index
     from indexing.readers import read_corpus
     from indexing.updates import delete_documents
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     folder = tmp_path_factory.mktemp("kills")
     corpus = write_jsonl(folder / "base.jsonl", corpus_records("d", 30))

@@ -27,8 +27,8 @@ from indexing.index_dir import open_index
 from indexing.manifest import Manifest, read_manifest, verify_files
 from indexing.manifest_schema import MANIFEST_SCHEMA, schema_errors
 from indexing.readers import read_corpus
-from retriever.encoder import load_encoder
-from retriever.searcher import Searcher
+from retriever.encoders.base import load_encoder
+from retriever.search.searcher import Searcher
 
 SEED = 20240611
 K = 4

@@ -8,7 +8,7 @@ import pytest
 
 from indexing.errors import ModelError
 from retriever.models.resolve import resolve_model, write_model_card
-from retriever.presets import PRESETS, get_preset
+from retriever.encoders.presets import PRESETS, get_preset
 
 
 def test_minilm_alias_resolves_to_the_packaged_folder():

@@ -17,10 +17,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("sentence_transformers")
 
 from indexing.errors import ModelError  # noqa: E402
-from retriever.encoder import SentenceTransformerEncoder, load_encoder  # noqa: E402
+from retriever.encoders.base import SentenceTransformerEncoder, load_encoder  # noqa: E402
 from retriever.models.resolve import ALIASES, ModelSpec  # noqa: E402
-from retriever.onnx_export import GRAPH_FILE, TOKENIZER_FILE, export_query_encoder  # noqa: E402
-from retriever.onnx_query import OnnxQueryEncoder  # noqa: E402
+from retriever.encoders.onnx_export import GRAPH_FILE, TOKENIZER_FILE, export_query_encoder  # noqa: E402
+from retriever.encoders.onnx_query import OnnxQueryEncoder  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 _LONG = " ".join(f"word{i} retrieval encodes passages" for i in range(200))  # far over 256 tokens
@@ -98,7 +98,7 @@ def test_minilm_tokens_equal_the_hf_tokenizer(minilm, minilm_onnx):
 
 def test_transliterated_queries_equal_the_wrapped_encoder(minilm, minilm_onnx):
     pytest.importorskip("uroman")
-    from retriever.transliterate import with_transliteration
+    from retriever.encoders.crosslingual.transliterate import with_transliteration
 
     wrapped = with_transliteration(minilm, queries=True)
     onnx = _onnx(minilm_onnx[0], wrapped.describe())
@@ -224,7 +224,7 @@ def tiny_onnx(tmp_path_factory, tiny_tokenizer):
 
 _SCRIPT = """
 import json, sys
-from retriever.onnx_query import OnnxQueryEncoder
+from retriever.encoders.onnx_query import OnnxQueryEncoder
 folder, record, variants = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3])
 for variant in variants:
     enc = OnnxQueryEncoder(folder + "/query_encoder.onnx", folder + "/query_tokenizer.json", {**record, **variant})

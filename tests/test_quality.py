@@ -10,10 +10,10 @@ import pytest
 
 from indexing.builder import BuildConfig, build_index
 from indexing.readers import read_corpus
-from retriever.encoder import load_encoder
-from retriever.evaluation import evaluate, load_qrels, load_queries
+from retriever.encoders.base import load_encoder
+from retriever.evaluation.metrics import evaluate, load_qrels, load_queries
 from retriever.hits import Hits
-from retriever.searcher import Searcher
+from retriever.search.searcher import Searcher
 from tests.conftest import DEMO_DATA
 
 

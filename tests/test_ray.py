@@ -69,7 +69,7 @@ def test_ray_encoded_index_equals_single_process_index(cluster, tmp_path, small_
 
 def test_a_crashed_worker_is_restarted_and_loses_nothing(cluster, tmp_path, small_corpus, tiny_model):
     from retriever.distributed import RayShardPool, ShardWorker
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     marker = tmp_path / "crashed-once"
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from indexing.manifest import read_manifest
-from retriever.searcher import Searcher
+from retriever.search.searcher import Searcher
 from tests.cli_helpers import assert_one_line_error
 
 REPO = Path(__file__).resolve().parents[1]

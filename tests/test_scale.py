@@ -24,7 +24,7 @@ from indexing.layout import balanced_partition, is_on_disk, is_sharded
 from indexing.merge import merge_indexes
 from indexing.readers import read_corpus
 from indexing.shards import write_shard
-from retriever.searcher import Searcher
+from retriever.search.searcher import Searcher
 
 runner = CliRunner()
 
@@ -35,7 +35,7 @@ def run(*args):
 
 @pytest.fixture(scope="module")
 def encoder(tiny_model):
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     return load_encoder(str(tiny_model), device="cpu")
 

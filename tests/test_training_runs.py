@@ -101,7 +101,7 @@ def test_mined_negatives_skip_known_positives(tmp_path, small_corpus, tiny_model
     pairs = read_pairs(beir, split="train")
     assert len(pairs) == 24 and pairs[0].known_positive_ids == {"d0", "d1"}
     mined_pairs, record = mine_negatives(pairs, NegativesConfig(index=str(index), rank_min=1, rank_max=20), device="cpu")
-    from retriever.searcher import Searcher
+    from retriever.search.searcher import Searcher
 
     hits = Searcher.load(index, device="cpu").retrieve([p.query for p in pairs[::2]], k=20)
     for pair, mined, query_hits in zip(pairs[::2], record, hits):
@@ -127,8 +127,8 @@ def test_query_only_keeps_the_document_side(tmp_path, small_corpus, tiny_model):
     from typer.testing import CliRunner
 
     from cli.main import app
-    from retriever.encoder import load_encoder
-    from retriever.searcher import Searcher
+    from retriever.encoders.base import load_encoder
+    from retriever.search.searcher import Searcher
 
     beir = write_beir(tmp_path / "beir", small_corpus)
     index = tmp_path / "idx"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from retriever.url_tokens import is_separator, tokenize_url, train_url_tokenizer, url_pieces, url_text
+from retriever.encoders.url.tokens import is_separator, tokenize_url, train_url_tokenizer, url_pieces, url_text
 
 TRAINING_URLS = [
     "https://www.paypal.com/signin?country=us&locale=en_US",

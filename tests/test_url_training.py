@@ -11,7 +11,7 @@ import torch
 
 from indexing.errors import CorpusError
 from indexing.url_readers import read_urls
-from retriever.url_classify import vote_weights, weighted_vote
+from retriever.encoders.url.classify import vote_weights, weighted_vote
 from training.crops import TokenSpace
 from training.data import SpecialTokens, collate, collate_labels
 from training.mlm import IGNORE, mlm_mask

@@ -25,7 +25,7 @@ from typing import Any
 
 from indexing.code_reader import PYTHON_SUFFIXES, python_functions, read_source, source_files
 from indexing.errors import CorpusError, RetrieverError
-from retriever.code_text import preprocess_code, split_identifier
+from retriever.encoders.code.identifiers import preprocess_code, split_identifier
 from training.code_augment import (augment_program, remove_docstrings, rename_function, token_delete, token_replace,
                                    token_swap)
 from training.config import CodeConfig

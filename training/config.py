@@ -131,7 +131,7 @@ class NegativesConfig:
             inclusive), known positives skipped.
         per_query: hard negatives per training pair (0 = in-batch negatives only).
         teacher: ``none`` (negatives ranked by the index's dense encoder, all equally negative) or ``hybrid``
-            (ranked by BM25 + dense score fusion, :mod:`retriever.hybrid`; its fused scores of the positive and
+            (ranked by BM25 + dense score fusion, :mod:`retriever.search.hybrid`; its fused scores of the positive and
             the sampled negatives become soft labels, distilled with a listwise KL loss).
         distill_weight: weight of that KL term next to the in-batch InfoNCE (``teacher`` hybrid only).
         teacher_temperature: the teacher's fused scores (min-max normalised, in [0, 1]) are divided by this
@@ -140,7 +140,7 @@ class NegativesConfig:
             hybrid teacher's fusion (``teacher`` hybrid only).
         teacher_weights: with ``teacher_indexes``, the fusion weights: the index's dense scores, then each of
             ``teacher_indexes``, then BM25 (each list min-max normalised; see
-            :func:`retriever.fusion.weighted_score_fusion`). Empty: the hybrid's default alpha, which needs no
+            :func:`retriever.search.fusion.weighted_score_fusion`). Empty: the hybrid's default alpha, which needs no
             ``teacher_indexes``.
     """
 

@@ -192,7 +192,7 @@ def write_dev_collection(data: Path, out: Path, *, tatoeba: Iterable[str], per_l
     sentence (the script barrier), and the native sentence -> its English side (what must not get worse). The
     corpus holds every native and English sentence of those pairs.
     """
-    from retriever.transliterate import romanize
+    from retriever.encoders.crosslingual.transliterate import romanize
 
     out = Path(out)
     (out / "qrels").mkdir(parents=True, exist_ok=True)

@@ -35,7 +35,7 @@ class DevSet:
     def __init__(self, config: EvalConfig, *, query_prefix: str = "", document_prefix: str = "",
                  preprocess: Callable[[str], str] | None = None):
         from indexing.readers import read_corpus
-        from retriever.evaluation import load_qrels, load_queries, parse_metrics
+        from retriever.evaluation.metrics import load_qrels, load_queries, parse_metrics
 
         if config.dataset is None:
             raise RetrieverError("no evaluation dataset given")
@@ -92,7 +92,7 @@ class DevSet:
             query_id: Hits([self.doc_ids[j] for j in row.tolist()], vals.numpy().astype(np.float32))
             for query_id, row, vals in zip(self.query_ids, indices, values)
         }
-        from retriever.evaluation import evaluate
+        from retriever.evaluation.metrics import evaluate
 
         return evaluate(run, self.qrels, self.metrics).aggregate
 

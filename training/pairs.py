@@ -91,7 +91,7 @@ def _optional_id(value: object) -> str | None:
 
 def _read_beir_pairs(folder: Path, split: str) -> list[LabeledPair]:
     from indexing.readers import read_corpus
-    from retriever.evaluation import load_qrels, load_queries
+    from retriever.evaluation.metrics import load_qrels, load_queries
 
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
@@ -129,7 +129,7 @@ def mine_negatives(
         return [Pair(p.query, p.positive, p.negatives) for p in pairs], []
     if negatives.teacher == "hybrid":
         return _mine_with_hybrid_teacher(pairs, negatives, device=device)
-    from retriever.searcher import Searcher
+    from retriever.search.searcher import Searcher
 
     searcher = Searcher.load(negatives.index, device=device)
     queries = list(dict.fromkeys(p.query for p in pairs))
@@ -171,7 +171,7 @@ def _mine_with_hybrid_teacher(
     A pair needs a positive id that the fusion ranks within ``rank_max`` (the teacher must vouch for its own
     positive); the others are dropped and counted in the log.
     """
-    from retriever.hybrid import HybridSearcher
+    from retriever.search.hybrid import HybridSearcher
 
     searcher = HybridSearcher.load(negatives.index, device=device)
     try:
@@ -218,16 +218,16 @@ def _mine_with_hybrid_teacher(
 
 
 def _teacher_fusion(searcher: Any, queries: list[str], negatives: NegativesConfig, *, device: str) -> list[Hits]:
-    """Each query's top ``rank_max`` by :func:`~retriever.fusion.weighted_score_fusion` of the index's dense list,
+    """Each query's top ``rank_max`` by :func:`~retriever.search.fusion.weighted_score_fusion` of the index's dense list,
     the list of every ``teacher_indexes`` index, and the BM25 list (each its top :data:`DEFAULT_DEPTH`), weighted
     by ``teacher_weights``; without teacher indexes, the hybrid's default ``(alpha, 1 - alpha)``.
 
     Raises:
         RetrieverError: a teacher index cannot be opened, or holds documents the main index does not.
     """
-    from retriever.fusion import weighted_score_fusion
-    from retriever.hybrid import DEFAULT_ALPHA, DEFAULT_DEPTH
-    from retriever.searcher import Searcher
+    from retriever.search.fusion import weighted_score_fusion
+    from retriever.search.hybrid import DEFAULT_ALPHA, DEFAULT_DEPTH
+    from retriever.search.searcher import Searcher
 
     depth = max(DEFAULT_DEPTH, negatives.rank_max)
     dense, sparse = searcher.candidates(queries, depth)

@@ -136,7 +136,7 @@ def run_training(
         if eval_config.dataset is None and getattr(data, "validation_dir", None) is not None:
             eval_config = replace(eval_config, dataset=str(data.validation_dir), split="dev")
         if eval_config.dataset is not None:
-            from retriever.presets import get_preset, preprocessor_function
+            from retriever.encoders.presets import get_preset, preprocessor_function
             from training.dev_eval import DevSet
 
             devset = DevSet(eval_config, query_prefix=base.query_prefix, document_prefix=base.document_prefix,
@@ -182,7 +182,7 @@ def _prepare_base(config: TrainConfig, root: Path, dist: DistInfo) -> BaseModel:
 
         assert config.scratch is not None
         if config.objective == "url":
-            from retriever.url_tokens import train_url_tokenizer
+            from retriever.encoders.url.tokens import train_url_tokenizer
 
             texts, train = (doc.text for doc in _read_urls(config)), train_url_tokenizer
         else:

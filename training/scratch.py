@@ -21,7 +21,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, *, max_tokens: int):
     """A lower-casing BERT-style WordPiece tokenizer whose template is ``[CLS] text [SEP]``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-    from retriever.wordpiece import SPECIAL_TOKENS, as_bert_tokenizer
+    from retriever.encoders.wordpiece import SPECIAL_TOKENS, as_bert_tokenizer
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tok.normalizer = normalizers.BertNormalizer(lowercase=True)

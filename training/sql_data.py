@@ -1,7 +1,7 @@
 """Contrastive pairs from a SQL demonstration pool (``retriever train sql``), scheduled easy to hard.
 
 Every pool query that ran is an anchor, labelled by the rule set that helped it most (``none`` when no
-verified rewrite reached :data:`retriever.sql.pool.HELPFUL`). For an anchor:
+verified rewrite reached :data:`retriever.apps.sql.pool.HELPFUL`). For an anchor:
 
 - the *positive* is another query with the same label: early in training one of its own template group (another
   parameter draw, or another TPC-Havoc variant of the same TPC-H query: easy), later, with growing probability,
@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from indexing.errors import RetrieverError
-from retriever.sql.workloads import template_group
+from retriever.apps.sql.workloads import template_group
 from training.data import EpochOrder, Example, example_rng, tokenize_texts
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ class SqlPairData:
         per_query: negatives per example. hard_pool: how many most-similar other-label queries are "hard".
         anchors, label_groups: see :class:`training.config.SqlConfig`.
         schemas: the pool manifest's ``{workload: schema}``; queries are read qualified by them, as retrieval
-            reads them (:class:`retriever.sql.demos.DemoRetriever`).
+            reads them (:class:`retriever.apps.sql.demos.DemoRetriever`).
     Raises:
         RetrieverError: fewer than two labels, or no anchor with a positive.
     """
@@ -70,9 +70,9 @@ class SqlPairData:
                  per_query: int = 1, hard_pool: int = 5, max_tokens: int = 256, seed: int = 0,
                  schemas: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None, anchors: str = "all",
                  label_groups: bool = True):
-        from retriever.presets import preprocessor_function
-        from retriever.sql.pool import label_of
-        from retriever.sql_features import qualified_sql
+        from retriever.encoders.presets import preprocessor_function
+        from retriever.apps.sql.pool import label_of
+        from retriever.encoders.sql.structure import qualified_sql
 
         every_query_anchors = anchors == "all"
 
@@ -170,7 +170,7 @@ class SqlPairData:
 
 def build_sql_data(config: Any, tokenizer: Any) -> SqlPairData:
     """The pairs of ``retriever train sql`` from ``config.data[0]`` (a pool folder or its ``pool.jsonl``)."""
-    from retriever.sql.pool import read_manifest, read_pool
+    from retriever.apps.sql.pool import read_manifest, read_pool
 
     source = Path(config.data[0])
     records = read_pool(source)

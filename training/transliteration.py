@@ -77,7 +77,7 @@ def build_units(docs: Iterable[Document], *, max_chars: int, group_field: str = 
     A document with a ``group_field`` value is one unit (translations are aligned as wholes: it is not cut);
     other documents are cut with :func:`sentence_units`.
     """
-    from retriever.transliterate import romanize
+    from retriever.encoders.crosslingual.transliterate import romanize
 
     def roman_of(piece: str) -> str:
         return romanize([piece])[0]

@@ -37,7 +37,7 @@ def tokenize_labeled_urls(urls: Iterable[tuple[str, int]], tokenizer: Any, *, ma
     Raises:
         RetrieverError: no URL gives a token.
     """
-    from retriever.url_tokens import url_text
+    from retriever.encoders.url.tokens import url_text
 
     parts: list[np.ndarray] = []
     groups: list[int] = []

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from indexing.errors import ModelError
-from retriever.presets import DEFAULT_PRESET, get_preset
+from retriever.encoders.presets import DEFAULT_PRESET, get_preset
 
 MODEL_CARD = "retriever.json"
 """File in a model folder recording its preset and prefixes (written by ``retriever train``)."""
@@ -131,7 +131,7 @@ def resolve_model(model: str | None, *, preset: str | None = None, trust_remote_
 
 
 def _presets_with_default(model: str):
-    from retriever.presets import PRESETS
+    from retriever.encoders.presets import PRESETS
 
     return [p for p in PRESETS.values() if p.default_model == model]
 

@@ -1,8 +1,8 @@
-"""Export the query side of a sentence-transformers encoder to ONNX, for :class:`retriever.onnx_query.OnnxQueryEncoder`.
+"""Export the query side of a sentence-transformers encoder to ONNX, for :class:`retriever.encoders.onnx_query.OnnxQueryEncoder`.
 
 ```python
-from retriever.encoder import load_encoder
-from retriever.onnx_export import export_query_encoder
+from retriever.encoders.base import load_encoder
+from retriever.encoders.onnx_export import export_query_encoder
 files = export_query_encoder(load_encoder("minilm", device="cpu"), Path("index/onnx"))
 # {"graph": "query_encoder.onnx", "tokenizer": "query_tokenizer.json", "inputs": [...], "dim": 384, ...}
 ```
@@ -13,7 +13,7 @@ Pooling its config names, Dense/Normalize modules, a Router's query modules) tra
 normalizes: inputs ``input_ids``, ``attention_mask`` [, ``token_type_ids``] (int64, ``(batch, sequence)``, both
 axes dynamic), output ``embedding`` (float32, ``(batch, dim)``). The tokenizer is the model's fast tokenizer as
 ``tokenizers`` JSON, with the truncation length and padding that sentence-transformers applies.
-This module imports torch; the runtime side (:mod:`retriever.onnx_query`) does not.
+This module imports torch; the runtime side (:mod:`retriever.encoders.onnx_query`) does not.
 """
 
 from __future__ import annotations
@@ -46,10 +46,10 @@ def export_query_encoder(encoder: Any, out: Path) -> dict[str, Any]:
     """Write the query encoder's ONNX graph and tokenizer into the folder ``out`` (created if needed).
 
     Args:
-        encoder: a :class:`retriever.encoder.SentenceTransformerEncoder` (any device/precision: a CPU fp32 copy
-            is exported), a :class:`retriever.transliterate.TransliteratingEncoder` around one (romanization
+        encoder: a :class:`retriever.encoders.base.SentenceTransformerEncoder` (any device/precision: a CPU fp32 copy
+            is exported), a :class:`retriever.encoders.crosslingual.transliterate.TransliteratingEncoder` around one (romanization
             stays a runtime step), or a manifest's ``encoder`` record (a dict, loaded with
-            :func:`retriever.encoder.encoder_from_manifest`).
+            :func:`retriever.encoders.base.encoder_from_manifest`).
         out: the folder; :data:`GRAPH_FILE` and :data:`TOKENIZER_FILE` are written in a temporary folder inside it,
             checked, then each renamed into place (a failed export leaves the old files).
 
@@ -115,7 +115,7 @@ def export_query_encoder(encoder: Any, out: Path) -> dict[str, Any]:
 
 def _cpu_fp32(encoder: Any):
     """A SentenceTransformerEncoder on the CPU in fp32 for ``encoder`` (itself when it is one already)."""
-    from retriever.encoder import SentenceTransformerEncoder, encoder_from_manifest
+    from retriever.encoders.base import SentenceTransformerEncoder, encoder_from_manifest
 
     if isinstance(encoder, dict):
         encoder = encoder_from_manifest(encoder, device="cpu")
@@ -170,7 +170,7 @@ def _runtime_tokenizer(transformer):
 
 def _feeds(tokenizer, texts: list[str], input_names: list[str]) -> dict[str, np.ndarray]:
     """The graph's int64 ``(batch, sequence)`` inputs for ``texts`` (the runtime's own recipe)."""
-    from retriever.onnx_query import tokenize
+    from retriever.encoders.onnx_query import tokenize
 
     return tokenize(tokenizer, texts, input_names)
 

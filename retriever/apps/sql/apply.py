@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from indexing.errors import RetrieverError
-from retriever.sql.equivalence import has_order_by, same_result
-from retriever.sql.rules import apply_rules
+from retriever.apps.sql.equivalence import has_order_by, same_result
+from retriever.apps.sql.rules import apply_rules
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ def rewrite_on_database(conn, sql: str, rules: Sequence[str], schema: Mapping[st
     Raises:
         RetrieverError: the original query itself fails or times out on the database.
     """
-    from retriever.sql.pool import median, time_query
+    from retriever.apps.sql.pool import median, time_query
 
     rules = list(rules)
     if not rules:
@@ -86,7 +86,7 @@ def workload_of(sql: str, schemas: Mapping[str, Mapping[str, Any]]) -> str:
     import sqlglot
     from sqlglot import exp
 
-    from retriever.sql.workloads import database_of
+    from retriever.apps.sql.workloads import database_of
 
     try:
         tree = sqlglot.parse_one(sql, read="postgres")
@@ -129,8 +129,8 @@ def remeasure(conn, sql: str, rewrites: Mapping[str, str], *, repeats: int = 3, 
     Raises:
         RetrieverError: the original fails or times out.
     """
-    from retriever.sql.postgres import execute
-    from retriever.sql.pool import median, rewrite_limit_ms
+    from retriever.apps.sql.postgres import execute
+    from retriever.apps.sql.pool import median, rewrite_limit_ms
 
     first = execute(conn, sql, timeout_ms=timeout_ms)
     if first.status != "ok":

@@ -1,8 +1,8 @@
 """Evaluate an index on a BEIR-style dataset folder: load a split, retrieve in batches, score, tune alpha.
 
 ```python
-from retriever.eval_runner import evaluate_index
-from retriever.hybrid import HybridSearcher
+from retriever.evaluation.runner import evaluate_index
+from retriever.search.hybrid import HybridSearcher
 report = evaluate_index(HybridSearcher.load("idx"), "data/scifact", mode="hybrid", tune_alpha=True)
 print(report.metrics)   # {"nDCG@10": ..., "R@100": ..., "MRR@10": ...}
 ```
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from indexing.errors import RetrieverError
-from retriever.evaluation import coverage_report, evaluate, load_qrels, load_queries
+from retriever.evaluation.metrics import coverage_report, evaluate, load_qrels, load_queries
 from retriever.hits import Hits
-from retriever.hybrid import (DEFAULT_ALPHA, DEFAULT_DEPTH, DEFAULT_FUSION, MODES, Fusion, HybridSearcher, Mode,
+from retriever.search.hybrid import (DEFAULT_ALPHA, DEFAULT_DEPTH, DEFAULT_FUSION, MODES, Fusion, HybridSearcher, Mode,
                               check_options, fuse)
 
 logger = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ class EvalReport:
     Attributes:
         metrics: ``{metric (the caller's spelling): value}`` over the judged queries of ``split``.
         per_query: ``{query_id: {metric: value}}``.
-        coverage: :func:`retriever.evaluation.coverage_report` of the split against the queries and index.
+        coverage: :func:`retriever.evaluation.metrics.coverage_report` of the split against the queries and index.
         run: ``{query_id: Hits}`` (top ``depth``), for writing a TREC run.
         tuning: the alpha search, when asked for.
     """
@@ -214,7 +214,7 @@ def evaluate_index(
         RetrieverError: bad options (tuning without hybrid score fusion, tuning on the evaluated split,
             alpha with tuning), a missing split, or an unknown metric.
     """
-    from retriever.evaluation import parse_metrics
+    from retriever.evaluation.metrics import parse_metrics
 
     if depth < 1:
         raise RetrieverError(f"depth must be >= 1 (got {depth})")

@@ -113,7 +113,7 @@ def check_vote(k: int, weights: str, positive: str | None, threshold: float | No
 def classify(searcher: Any, urls: Sequence[str], *, k: int = 10, label_field: str = DEFAULT_LABEL_FIELD,
              batch_size: int = 64, weights: Weights = "distance", positive: str | None = None,
              threshold: float | None = None) -> list[Verdict]:
-    """Classify ``urls`` with the labelled URLs of ``searcher``'s index (a :class:`retriever.searcher.Searcher`).
+    """Classify ``urls`` with the labelled URLs of ``searcher``'s index (a :class:`retriever.search.searcher.Searcher`).
 
     ``weights``, ``positive`` and ``threshold`` are those of :func:`weighted_vote`.
 

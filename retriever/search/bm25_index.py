@@ -32,7 +32,7 @@ from indexing.errors import IndexDirError, RetrieverError
 from indexing.index_dir import new_tag
 from indexing.manifest import Manifest, read_manifest
 from indexing.updates import BeforeCommit, content_version, update_extras
-from retriever.bm25 import LuceneBM25, find_java_home, read_bm25_json, write_index
+from retriever.search.bm25 import LuceneBM25, find_java_home, read_bm25_json, write_index
 
 logger = logging.getLogger(__name__)
 

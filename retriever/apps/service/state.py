@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 from indexing.errors import IndexDirError, RetrieverError
 from indexing.manifest import MANIFEST, Manifest, read_manifest
-from retriever.hybrid import HybridSearcher
+from retriever.search.hybrid import HybridSearcher
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class IndexState:
         """Open the committed version at ``path`` and load its query encoder.
 
         Args:
-            device, index_device: see :meth:`retriever.searcher.Searcher.load`.
+            device, index_device: see :meth:`retriever.search.searcher.Searcher.load`.
             encoder: an already loaded query encoder (default: the manifest's model, loaded now).
             bm25: this service answers bm25/hybrid: open the BM25 index now (default: on the first bm25/hybrid
                 request). Once open, every reloaded version opens its BM25 index before the swap, so requests

@@ -1,7 +1,7 @@
 """Dense, BM25 and hybrid search over one index directory, all answering with :class:`Hit` lists.
 
 ```python
-from retriever.hybrid import HybridSearcher
+from retriever.search.hybrid import HybridSearcher
 searcher = HybridSearcher.load("my-index")
 hits = searcher.search(["what is dense retrieval?"], k=10, mode="hybrid")[0]
 ```
@@ -9,8 +9,8 @@ hits = searcher.search(["what is dense retrieval?"], k=10, mode="hybrid")[0]
 Hybrid = fusion of the dense top-``depth`` documents and the BM25 top-``depth`` documents, cut to ``k``.
 BM25 results honour deletions (a document the doc store no longer holds is dropped) and metadata
 filters (only documents whose metadata match are kept; the BM25 search over-fetches until ``k`` survive).
-The BM25 index is the one the manifest names (see :mod:`retriever.sparse`); searching never writes it:
-when it is missing or stale, a bm25/hybrid search raises :class:`retriever.sparse.Bm25NotReadyError`, which
+The BM25 index is the one the manifest names (see :mod:`retriever.search.bm25_index`); searching never writes it:
+when it is missing or stale, a bm25/hybrid search raises :class:`retriever.search.bm25_index.Bm25NotReadyError`, which
 names the command that builds it (``retriever index bm25 INDEX``).
 """
 
@@ -24,11 +24,11 @@ from typing import Any, Literal
 import numpy as np
 
 from indexing.errors import RetrieverError
-from retriever.bm25 import LuceneBM25
-from retriever.fusion import normalized_score_fusion, reciprocal_rank_fusion
+from retriever.search.bm25 import LuceneBM25
+from retriever.search.fusion import normalized_score_fusion, reciprocal_rank_fusion
 from retriever.hits import Hits
 from retriever.hits import Hit
-from retriever.searcher import Searcher, check_queries
+from retriever.search.searcher import Searcher, check_queries
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class HybridSearcher:
         """
         if bm25:
             from indexing.manifest import read_manifest
-            from retriever.sparse import check_bm25
+            from retriever.search.bm25_index import check_bm25
 
             check_bm25(Path(path), read_manifest(Path(path)))  # fail fast, before loading vectors
         searcher = cls(Searcher.load(path, device=device, index_device=index_device, encoder=encoder))
@@ -139,7 +139,7 @@ class HybridSearcher:
             RetrieverError: no Java 21+ or pyserini; IndexDirError: an incomplete Lucene index.
         """
         if self._bm25 is None:
-            from retriever.sparse import open_bm25
+            from retriever.search.bm25_index import open_bm25
 
             opened = self.searcher.opened
             self._bm25 = open_bm25(opened.path, opened.manifest)
@@ -258,7 +258,7 @@ class HybridSearcher:
     def _complete(self, bm25: LuceneBM25) -> bool:
         """Whether every document BM25 indexed is still in the doc store (no deletions since its build).
 
-        BM25 is current up to deletions (:func:`retriever.sparse.check_bm25`), so equal counts mean none.
+        BM25 is current up to deletions (:func:`retriever.search.bm25_index.check_bm25`), so equal counts mean none.
         """
         if self._bm25_complete is None:
             self._bm25_complete = bm25.num_documents == self.searcher.opened.docstore.count_documents()

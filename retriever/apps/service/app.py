@@ -26,10 +26,10 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from indexing.errors import RetrieverError
-from retriever.service.batcher import MicroBatcher, Overloaded
-from retriever.service.schemas import MODES, BatchResult, Error, Health, Info, Limits, QueryResult, request_model
-from retriever.service.state import IndexState
-from retriever.sparse import Bm25NotReadyError
+from retriever.apps.service.batcher import MicroBatcher, Overloaded
+from retriever.apps.service.schemas import MODES, BatchResult, Error, Health, Info, Limits, QueryResult, request_model
+from retriever.apps.service.state import IndexState
+from retriever.search.bm25_index import Bm25NotReadyError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ into an exact FAISS index; a new query's ``k`` nearest pool queries are its demo
 holds queries with their effective rewrites: a demonstration that nothing helped proposes nothing, so a query
 whose nearest neighbours were not helped would get no candidate at all. Each demonstration
 votes for every candidate rule set with the effect measured on it (``log`` speedup, 0 when the rules did not
-apply or changed the result, and 0 inside the noise band, see :func:`retriever.sql.pool.gated_log_speedup`); the
+apply or changed the result, and 0 inside the noise band, see :func:`retriever.apps.sql.pool.gated_log_speedup`); the
 rule set with the highest total is chosen, or none when no total is positive. Gating matters: summing every
 measured 1.2x picks whichever rule set was lucky on the demonstrations, and the held-out query pays for it.
 """
@@ -22,19 +22,19 @@ from typing import Any
 import numpy as np
 
 from indexing.errors import RetrieverError
-from retriever.sql.apply import unchanged
-from retriever.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup, is_helped, label_of
-from retriever.sql.rules import CANDIDATES, apply_rules, rule_key
+from retriever.apps.sql.apply import unchanged
+from retriever.apps.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup, is_helped, label_of
+from retriever.apps.sql.rules import CANDIDATES, apply_rules, rule_key
 
 log = logging.getLogger(__name__)
 
 PLANNER_RATIO = 0.5
 """:func:`planner_checked` applies a rewrite only when the planner expects it to halve the cost: the pool's own bar
-for "helped" (:data:`retriever.sql.pool.HELPFUL`, 2x), fixed before any held-out query was planned."""
+for "helped" (:data:`retriever.apps.sql.pool.HELPFUL`, 2x), fixed before any held-out query was planned."""
 
 TRIAL_SPEEDUP = HELPFUL
 """:func:`timed_checked` applies a rewrite only when a trial measured it at least this much faster: the pool's bar
-for "helped" (:data:`retriever.sql.pool.HELPFUL`, 2x), below which medians of 3 runs on a busy machine are noise."""
+for "helped" (:data:`retriever.apps.sql.pool.HELPFUL`, 2x), below which medians of 3 runs on a busy machine are noise."""
 
 
 DEMONSTRATIONS_FROM = ("helped", "all")
@@ -58,11 +58,11 @@ class DemoRetriever:
 
     Args:
         records: pool records (only those whose original ran are used).
-        demos_from: ``helped`` (default): only records some rule set helped (:func:`retriever.sql.pool.label_of` is
+        demos_from: ``helped`` (default): only records some rule set helped (:func:`retriever.apps.sql.pool.label_of` is
             not ``none``) can be demonstrations; ``all``: every record, "nothing helped" examples included.
-        encoder: an :class:`retriever.encoder.Encoder` (its preset decides how SQL is read).
+        encoder: an :class:`retriever.encoders.base.Encoder` (its preset decides how SQL is read).
         schemas: ``{workload: {table: {column: type}}}`` (the pool manifest's); when given, pool queries and new
-            queries are read with their columns bound to tables (:func:`retriever.sql_features.qualified_sql`),
+            queries are read with their columns bound to tables (:func:`retriever.encoders.sql.structure.qualified_sql`),
             which the ``sql`` preset needs to tell correlated subqueries from independent ones. A new query's
             workload is the one whose tables it reads.
     Raises:
@@ -92,8 +92,8 @@ class DemoRetriever:
 
     def readable(self, sql: str, workload: str | None = None) -> str:
         """``sql`` as the encoder reads it: qualified by its workload's schema when the schemas are known."""
-        from retriever.sql.apply import workload_of
-        from retriever.sql_features import qualified_sql
+        from retriever.apps.sql.apply import workload_of
+        from retriever.encoders.sql.structure import qualified_sql
 
         if not self.schemas:
             return sql
@@ -136,7 +136,7 @@ class DemoRetriever:
 
 
 def demonstration(record: Mapping[str, Any], score: float = 0.0) -> Demonstration:
-    """A pool record as a demonstration: the rules of its label (:func:`retriever.sql.pool.label_of`) and their
+    """A pool record as a demonstration: the rules of its label (:func:`retriever.apps.sql.pool.label_of`) and their
     measured speedup when they helped, else ``[]`` (keep the query)."""
     label = label_of(record)
     if label == "none":
@@ -148,7 +148,7 @@ def demonstration(record: Mapping[str, Any], score: float = 0.0) -> Demonstratio
 def vote(demos: Sequence[Demonstration], records_by_id: Mapping[str, Mapping[str, Any]],
          candidates: Sequence[Sequence[str]] = CANDIDATES) -> tuple[list[str], dict[str, float]]:
     """The rule set the demonstrations vote for, and every candidate's total (sum of the log speedups measured on
-    the demonstrations, each counted only beyond the noise band: :func:`retriever.sql.pool.gated_log_speedup`).
+    the demonstrations, each counted only beyond the noise band: :func:`retriever.apps.sql.pool.gated_log_speedup`).
 
     Returns ``([], totals)`` when no total is positive (keep the query as it is).
     """
@@ -164,7 +164,7 @@ def planner_checked(sql: str, totals: Mapping[str, float], schema: Mapping[str, 
     """Let the database's planner pick among the rule sets the demonstrations voted for.
 
     ``totals`` are :func:`vote`'s; every rule set with a positive total is a candidate. Each candidate rewrite of
-    ``sql`` is planned (``cost``: the planner's estimated total cost, e.g. :func:`retriever.sql.postgres.planned_cost`
+    ``sql`` is planned (``cost``: the planner's estimated total cost, e.g. :func:`retriever.apps.sql.postgres.planned_cost`
     on a connection, nothing executed); the cheapest is chosen when its estimate is at most ``ratio`` times the
     original's, else none (keep the query). A voted rewrite the planner expects to gain little is then not risked,
     and among several voted rule sets the planner's cost model, not the demonstrations' noise, decides.
@@ -209,7 +209,7 @@ def timed_checked(rewrites: Mapping[str, str], measure: Callable[[Mapping[str, s
                   speedup: float = TRIAL_SPEEDUP) -> tuple[list[str], dict[str, float]]:
     """Let a timed trial on the database pick among the voted rewrites (``rewrites``: :func:`voted_rewrites`).
 
-    ``measure`` runs the original and every rewrite (e.g. :func:`retriever.sql.apply.remeasure` on a connection)
+    ``measure`` runs the original and every rewrite (e.g. :func:`retriever.apps.sql.apply.remeasure` on a connection)
     and returns ``{key: Remeasured}``; rewrites whose result differs from the original's come back ``wrong`` and are
     never chosen. The fastest rewrite is chosen when it measured at least ``speedup`` times faster, else none (keep
     the query). Unlike the planner's estimate, a trial sees every kind of win (a merged CTE, a better join order);
@@ -230,7 +230,7 @@ def timed_checked(rewrites: Mapping[str, str], measure: Callable[[Mapping[str, s
 
 def prompt(query: str, demos: Sequence[Demonstration]) -> str:
     """A prompt asking a language model for rewrite rules, with the demonstrations as worked examples."""
-    from retriever.sql.rules import CUSTOM_RULES, RULE_NAMES
+    from retriever.apps.sql.rules import CUSTOM_RULES, RULE_NAMES
 
     lines = ["You rewrite slow SQL queries for PostgreSQL by choosing rewrite rules (sqlglot optimizer rules, and "
              "inline_ctes: mark CTEs read more than once NOT MATERIALIZED).",

@@ -63,7 +63,7 @@ class SentenceTransformerEncoder:
         dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
         self.dim = int(dim or self.model.get_sentence_embedding_dimension())
         self.pooling = _pooling_mode(self.model)
-        from retriever.presets import get_preset
+        from retriever.encoders.presets import get_preset
 
         self.preprocessor = get_preset(spec.preset).preprocessor
         self._preprocess = _preprocessor(self.preprocessor)
@@ -120,7 +120,7 @@ class SentenceTransformerEncoder:
 
 
 def _preprocessor(name: str | None):
-    from retriever.presets import preprocessor_function
+    from retriever.encoders.presets import preprocessor_function
 
     return preprocessor_function(name)
 
@@ -159,7 +159,7 @@ def load_encoder(
 
 def encoder_from_manifest(encoder: dict[str, Any], *, device: str = "auto") -> Encoder:
     """Load the encoder an index was built with, from the manifest's ``encoder`` record, with the same
-    transliteration step when the record has one (see :mod:`retriever.transliterate`)."""
+    transliteration step when the record has one (see :mod:`retriever.encoders.crosslingual.transliterate`)."""
     loaded = load_encoder(encoder.get("path") or encoder["model"], preset=encoder.get("preset"), device=device)
     if loaded.dim != encoder["dim"]:
         raise ModelError(f"model {loaded.name!r} gives {loaded.dim}-d vectors, the index holds {encoder['dim']}-d")
@@ -168,7 +168,7 @@ def encoder_from_manifest(encoder: dict[str, Any], *, device: str = "auto") -> E
         raise ModelError(f"the index was built with preprocessor {recorded!r}, preset {loaded.spec.preset!r} "
                          f"applies {loaded.preprocessor!r}")
     if encoder.get("transliterate"):
-        from retriever.transliterate import transliteration_of, with_transliteration
+        from retriever.encoders.crosslingual.transliterate import transliteration_of, with_transliteration
 
         return with_transliteration(loaded, **transliteration_of(encoder))
     return loaded

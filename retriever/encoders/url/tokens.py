@@ -321,7 +321,7 @@ def train_url_tokenizer(urls: Iterable[str], vocab_size: int, *, max_tokens: int
     """
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-    from retriever.wordpiece import SPECIAL_TOKENS, as_bert_tokenizer
+    from retriever.encoders.wordpiece import SPECIAL_TOKENS, as_bert_tokenizer
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Lowercase()])

@@ -114,13 +114,13 @@ class Searcher:
     def encoder(self):
         """The query encoder (loaded on first use; imports torch)."""
         if self._encoder is None:
-            from retriever.encoder import encoder_from_manifest
+            from retriever.encoders.base import encoder_from_manifest
 
             if not self.manifest.encoder.get("model") and not self.manifest.encoder.get("path"):
                 raise ModelError(f"{self.path} was built from vectors without a model; search it by vector")
             self._encoder = encoder_from_manifest(self.manifest.encoder, device=self.device)
         if self.transliterate and not getattr(self._encoder, "queries", False):
-            from retriever.transliterate import with_transliteration
+            from retriever.encoders.crosslingual.transliterate import with_transliteration
 
             self._encoder = with_transliteration(self._encoder, queries=True)
         return self._encoder

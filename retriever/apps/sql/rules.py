@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from indexing.errors import RetrieverError
-from retriever.sql.own_rules import inline_ctes, simplify_case_predicates, unnest_scalar_subqueries, unnest_select_subqueries
+from retriever.apps.sql.own_rules import inline_ctes, simplify_case_predicates, unnest_scalar_subqueries, unnest_select_subqueries
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ CANDIDATES: tuple[RuleSet, ...] = (
      "eliminate_subqueries", "merge_subqueries", "eliminate_joins", "eliminate_ctes", "simplify"),
 )
 """The rule sets tried on every pool query (the last is sqlglot's whole optimizer pipeline; ``inline_ctes``,
-``unnest_select_subqueries``, ``simplify_case_predicates`` and ``unnest_scalar_subqueries`` are ours, see :mod:`retriever.sql.own_rules`)."""
+``unnest_select_subqueries``, ``simplify_case_predicates`` and ``unnest_scalar_subqueries`` are ours, see :mod:`retriever.apps.sql.own_rules`)."""
 
 
 def rule_key(rules: Sequence[str]) -> str:

@@ -6,7 +6,7 @@ continues from it) and the pool is written atomically (temporary file + rename) 
 written. ``resume`` on a finished pool extends it: its records are tried with the candidates they lack.
 
 A rewrite is *verified* when it ran to completion and returned the original's result (see
-:mod:`retriever.sql.equivalence`); only verified rewrites get a speedup and can be chosen or applied.
+:mod:`retriever.apps.sql.equivalence`); only verified rewrites get a speedup and can be chosen or applied.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from typing import Any
 
 from indexing.errors import RetrieverError
 from indexing.manifest import write_json_atomic
-from retriever.sql.equivalence import has_order_by, same_result
-from retriever.sql.postgres import Run, execute
-from retriever.sql.rules import CANDIDATES, RuleSet, apply_rules, rule_key
+from retriever.apps.sql.equivalence import has_order_by, same_result
+from retriever.apps.sql.postgres import Run, execute
+from retriever.apps.sql.rules import CANDIDATES, RuleSet, apply_rules, rule_key
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ class PoolConfig:
     candidates: tuple[RuleSet, ...] = CANDIDATES
 
     def validate(self) -> "PoolConfig":
-        from retriever.sql.workloads import WORKLOADS
+        from retriever.apps.sql.workloads import WORKLOADS
 
         for name in self.workloads:
             if name not in WORKLOADS:
@@ -357,8 +357,8 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
     Raises:
         RetrieverError: bad settings, an existing pool (without overwrite), database or generator failures.
     """
-    from retriever.sql.postgres import PrivateCluster, connect, ensure_database, table_schema, with_dbname
-    from retriever.sql.workloads import database_of, generate_and_load, has_tables, workload_queries
+    from retriever.apps.sql.postgres import PrivateCluster, connect, ensure_database, table_schema, with_dbname
+    from retriever.apps.sql.workloads import database_of, generate_and_load, has_tables, workload_queries
 
     config.validate()
     out = Path(out)

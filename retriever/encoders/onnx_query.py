@@ -1,17 +1,17 @@
 """A query encoder that runs an exported ONNX graph with onnxruntime and ``tokenizers``: no torch, no transformers.
 
 ```python
-from retriever.onnx_query import OnnxQueryEncoder
+from retriever.encoders.onnx_query import OnnxQueryEncoder
 encoder = OnnxQueryEncoder(folder / "query_encoder.onnx", folder / "query_tokenizer.json", manifest["encoder"])
 encoder.encode_queries(["who wrote Hamlet?"])      # (1, dim) float32
 ```
 
-The files come from :func:`retriever.onnx_export.export_query_encoder` (also reachable here as
+The files come from :func:`retriever.encoders.onnx_export.export_query_encoder` (also reachable here as
 :func:`export_query_encoder`, which imports torch only when called). ``record`` is the index manifest's
-``encoder`` record (what :meth:`retriever.encoder.SentenceTransformerEncoder.describe` returns, plus
+``encoder`` record (what :meth:`retriever.encoders.base.SentenceTransformerEncoder.describe` returns, plus
 ``transliterate`` when the index was built with it): queries are romanized (uroman) when the record says so,
 then put through the preset's preprocessor, then prefixed with ``query_prefix`` - the order of
-:class:`retriever.transliterate.TransliteratingEncoder` around a :class:`retriever.encoder.SentenceTransformerEncoder`.
+:class:`retriever.encoders.crosslingual.transliterate.TransliteratingEncoder` around a :class:`retriever.encoders.base.SentenceTransformerEncoder`.
 Nothing on this module's import path imports torch, transformers or sentence-transformers; onnxruntime and
 tokenizers load when an encoder is built.
 """
@@ -42,7 +42,7 @@ def tokenize(tokenizer: Any, texts: Sequence[str], input_names: Sequence[str]) -
 
 
 class OnnxQueryEncoder:
-    """Encodes queries with an exported ONNX query graph; implements the :class:`retriever.encoder.Encoder`
+    """Encodes queries with an exported ONNX query graph; implements the :class:`retriever.encoders.base.Encoder`
     protocol for queries only.
 
     Args:
@@ -66,8 +66,8 @@ class OnnxQueryEncoder:
             from tokenizers import Tokenizer
         except ImportError as exc:
             raise ModelError(f"the ONNX query encoder needs onnxruntime and tokenizers ({exc}): {ONNX_HINT}") from None
-        from retriever.presets import preprocessor_function
-        from retriever.transliterate import transliteration_of
+        from retriever.encoders.presets import preprocessor_function
+        from retriever.encoders.crosslingual.transliterate import transliteration_of
 
         missing = [key for key in ("model", "dim", "normalized") if key not in record]
         if missing:
@@ -102,7 +102,7 @@ class OnnxQueryEncoder:
         self._preprocess = preprocessor_function(record.get("preprocessor"))
         self.romanize_queries = transliteration_of(record)["queries"]
         if self.romanize_queries:
-            from retriever.transliterate import romanize
+            from retriever.encoders.crosslingual.transliterate import romanize
 
             romanize([])  # loads uroman: fail now (uroman missing), not at the first query
 
@@ -115,7 +115,7 @@ class OnnxQueryEncoder:
     def prepare(self, texts: Sequence[str]) -> list[str]:
         """The exact strings the graph encodes: romanized (when recorded), preprocessed, prefixed."""
         if self.romanize_queries:
-            from retriever.transliterate import romanize
+            from retriever.encoders.crosslingual.transliterate import romanize
 
             texts = romanize(texts)
         return [self.query_prefix + self._preprocess(t) for t in texts]
@@ -149,8 +149,8 @@ class OnnxQueryEncoder:
 
 
 def export_query_encoder(encoder: Any, out: Path) -> dict[str, Any]:
-    """See :func:`retriever.onnx_export.export_query_encoder` (imports torch when called)."""
-    from retriever.onnx_export import export_query_encoder as export
+    """See :func:`retriever.encoders.onnx_export.export_query_encoder` (imports torch when called)."""
+    from retriever.encoders.onnx_export import export_query_encoder as export
 
     return export(encoder, out)
 

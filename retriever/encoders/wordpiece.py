@@ -2,7 +2,7 @@
 
 (In transformers 5, ``BertTokenizerFast(vocab_file=...)`` silently ignores the file; tokenizers are built with
 ``tokenizers`` and wrapped in ``PreTrainedTokenizerFast(tokenizer_object=...)``.) Shared by ``--base scratch``
-(training/scratch.py) and the URL tokenizer (retriever/url_tokens.py).
+(training/scratch.py) and the URL tokenizer (retriever/encoders/url/tokens.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Transliteration to Latin script with ``uroman`` (the romanizer TransliCo used), as a preprocessing step.
 
 ```python
-from retriever.transliterate import romanize
+from retriever.encoders.crosslingual.transliterate import romanize
 romanize(["Привет, мир", "नमस्ते"])   # ['Privet, mir', 'namaste']
 ```
 
@@ -76,7 +76,7 @@ class TransliteratingEncoder:
     The texts stored in the doc store and shown in hits stay as written; only what is encoded changes.
 
     Args:
-        inner: any :class:`retriever.encoder.Encoder` (it keeps its prefixes and normalization).
+        inner: any :class:`retriever.encoders.base.Encoder` (it keeps its prefixes and normalization).
         documents: romanize documents (``retriever index build --transliterate``).
         queries: romanize queries (an index built with ``--transliterate`` does this for every search;
             ``retriever search --transliterate`` does it for one).

@@ -1,0 +1,1 @@
+"""The code encoder: source code with its identifiers split into words next to the raw code."""

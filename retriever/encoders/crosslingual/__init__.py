@@ -1,0 +1,1 @@
+"""The cross-lingual encoder: multilingual-e5-small (``query: ``/``passage: `` prefixes) and romanization (uroman)."""
