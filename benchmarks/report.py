@@ -1,12 +1,15 @@
-"""Copy the Markdown tables in benchmarks/results/ into the README and into benchmarks/RESULTS.md.
+"""Copy the Markdown tables in benchmarks/results/ into benchmarks/RESULTS.md.
 
     python -m benchmarks.report
 
-So every figure in the README comes from a results file written by a benchmark script. The README's
-"Benchmarks" section (between the results markers) holds the headline results, the runs a reader of the README
-needs; ``benchmarks/RESULTS.md`` holds every results file, with a contents list, so a study of many runs (the
-training issue's recipes, the SQL probes) does not bury the README. A hand-written ``NAME.notes.md`` next to
-``NAME.md`` (what a run's log showed, what the figures mean) is appended to its section in both places.
+So every figure in the project's documentation comes from a results file written by a benchmark script.
+``benchmarks/RESULTS.md`` holds every results file, one section each, with a contents list; the README and the
+guides in docs/ quote a few headline figures and link to their sections there (``tests/test_docs.py`` checks that
+each quoted figure appears in the section it links to), so the README is never rewritten here.
+
+A hand-written ``NAME.notes.md`` next to ``NAME.md`` (what a run's log showed, what the figures mean) is appended to
+its section; a ``NAME.md`` without a ``NAME.json`` (a summary over many runs) or a ``NAME.notes.md`` without a
+``NAME.md`` (a probe written up by hand) is a section of its own.
 """
 
 from __future__ import annotations
@@ -16,26 +19,24 @@ from pathlib import Path
 
 from benchmarks.common import REPO, RESULTS
 
-# The engine's own measurements first, in this order; then the acceptance run of record of each capability.
-ORDER = ["quality", "engine_quality", "overhead", "speed", "memory", "cold_start"]
-HEADLINE = ORDER + [
-    "scale", "serve", "train_finetune_scifact", "train_scratch_npl", "train_contriever-qR_scifact",
-    "train_contriever-qH_cisi", "train_contriever-qH_cranfield", "train_contriever-qH_medline",
-    "url", "crosslingual", "code_cosqa", "sql-scalar-k1",
-]
-START, END = "<!-- results:start -->", "<!-- results:end -->"
+# The engine's own measurements first, in this order; then the hand-written summaries over many runs.
+ORDER = ["quality", "engine_quality", "overhead", "speed", "memory", "cold_start",
+         "train_contriever-summary", "sql-summary"]
 ALL_RESULTS_TITLE = "# Benchmark results"
 
 
 def result_names(results: Path) -> list[str]:
-    """Every results file's name (``NAME.md`` without ``.notes.md``): ``ORDER`` first, then alphabetical."""
-    names = [n for n in ORDER if (results / f"{n}.md").is_file()]
-    return names + sorted(p.stem for p in results.glob("*.md") if p.stem not in names and not p.stem.endswith(".notes"))
+    """Every section's name: ``NAME`` of each ``NAME.md``, and of each ``NAME.notes.md`` without a ``NAME.md``;
+    ``ORDER`` first, then alphabetical."""
+    present = {p.name[: -len(".notes.md")] if p.name.endswith(".notes.md") else p.stem for p in results.glob("*.md")}
+    names = [n for n in ORDER if n in present]
+    return names + sorted(present - set(names))
 
 
-def headline_names(results: Path) -> list[str]:
-    """The results files the README shows: ``HEADLINE`` order, those present."""
-    return [n for n in HEADLINE if (results / f"{n}.md").is_file()]
+def _main_file(results: Path, name: str) -> Path:
+    """``NAME.md``, or ``NAME.notes.md`` when the notes stand alone."""
+    main = results / f"{name}.md"
+    return main if main.is_file() else results / f"{name}.notes.md"
 
 
 def section(results: Path, name: str, *, depth: int, link_prefix: str) -> str:
@@ -43,18 +44,21 @@ def section(results: Path, name: str, *, depth: int, link_prefix: str) -> str:
 
     ``link_prefix`` is the path from the output file to ``results`` (for images and the source line).
     """
-    body = (results / f"{name}.md").read_text(encoding="utf-8").strip()
+    main = _main_file(results, name)
+    body = main.read_text(encoding="utf-8").strip()
     body = re.sub(r"^(#{1,4}) ", lambda m: "#" * (len(m.group(1)) + depth) + " ", body, flags=re.M)
     body = re.sub(r"\]\(([^)/:]+\.png)\)", lambda m: f"]({link_prefix}{m.group(1)})", body)
     notes = results / f"{name}.notes.md"
-    if notes.is_file():
+    if notes.is_file() and notes != main:
         body += "\n\n" + notes.read_text(encoding="utf-8").strip()
-    return f"{body}\n\n<sub>source: `benchmarks/results/{name}.json`</sub>"
+    if (results / f"{name}.json").is_file():
+        return f"{body}\n\n<sub>source: `benchmarks/results/{name}.json`</sub>"
+    return f"{body}\n\n<sub>source: `benchmarks/results/{main.name}` (written by hand)</sub>"
 
 
 def title_of(results: Path, name: str) -> str:
     """The first heading of a results file, or its name when it has none."""
-    for line in (results / f"{name}.md").read_text(encoding="utf-8").splitlines():
+    for line in _main_file(results, name).read_text(encoding="utf-8").splitlines():
         if line.startswith("#"):
             return line.lstrip("#").strip()
     return name
@@ -67,41 +71,20 @@ def render_all(results: Path) -> str:
     sections = "\n\n".join(f'<a id="{name.lower()}"></a>\n\n' + section(results, name, depth=1, link_prefix="results/")
                            for name in names)
     intro = ("Every results file in `benchmarks/results/`, written by the scripts in `benchmarks/` and copied here by "
-             "`python -m benchmarks.report`; the README shows the headline ones.")
+             "`python -m benchmarks.report`. Unless a section says otherwise, runs are on a 2-core CPU machine shared "
+             "with other jobs, no GPU; timings compared in a section were measured side by side in one process.")
     return f"{ALL_RESULTS_TITLE}\n\n{intro}\n\n{contents}\n\n{sections}\n"
 
 
-def render_readme(text: str, results: Path) -> str:
-    """``text`` (the README) with the headline sections between the results markers.
-
-    Raises:
-        ValueError: the README has neither the markers nor the placeholder line.
-    """
-    names = headline_names(results)
-    more = len(result_names(results)) - len(names)
-    sections = [section(results, name, depth=2, link_prefix="benchmarks/results/") for name in names]
-    sections.append(f"Every other results file ({more} more: the training recipes tried, the SQL design probes) is in "
-                    "[benchmarks/RESULTS.md](benchmarks/RESULTS.md).")
-    block = f"{START}\n" + "\n\n".join(sections) + f"\n{END}"
-    if START in text:
-        return re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: block, text, flags=re.S)
-    placeholder = "<!-- results: filled from benchmarks/results/*.md -->"
-    if placeholder not in text:
-        raise ValueError(f"README has no {START} ... {END} block and no placeholder line")
-    return text.replace(placeholder, block)
-
-
-def write(repo: Path = REPO, results: Path = RESULTS) -> tuple[int, int]:
-    """Rewrite ``repo/README.md`` and ``repo/benchmarks/RESULTS.md``; returns (README sections, all sections)."""
-    readme = repo / "README.md"
-    readme.write_text(render_readme(readme.read_text(encoding="utf-8"), results), encoding="utf-8")
+def write(repo: Path = REPO, results: Path = RESULTS) -> int:
+    """Rewrite ``repo/benchmarks/RESULTS.md``; returns the number of sections."""
     (repo / "benchmarks" / "RESULTS.md").write_text(render_all(results), encoding="utf-8")
-    return len(headline_names(results)), len(result_names(results))
+    return len(result_names(results))
 
 
 def main() -> None:
-    shown, total = write()
-    print(f"README.md: {shown} result sections; benchmarks/RESULTS.md: {total}")
+    total = write()
+    print(f"benchmarks/RESULTS.md: {total} sections")
 
 
 if __name__ == "__main__":
