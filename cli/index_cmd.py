@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -25,25 +23,6 @@ def _fields(id_field: Optional[str], title_field: Optional[str], text_field: Opt
     from indexing.readers import FieldNames
 
     return FieldNames(id=id_field, title=title_field, text=text_field)
-
-
-def _reader(preset: str, corpus: list[Path], id_field: Optional[str], title_field: Optional[str], text_field: Optional[str]):
-    """A function streaming the documents: URL lists for presets that index URLs, functions of source trees for
-    the code preset (other files read as usual), corpus files otherwise."""
-    from indexing.readers import read_corpus
-    from retriever.encoders.presets import get_preset
-
-    documents = get_preset(preset).documents
-    if documents == "urls":
-        from indexing.url_readers import read_urls
-
-        return lambda: read_urls(corpus, url_field=text_field, id_field=id_field)
-    if documents == "code":
-        from indexing.code_reader import read_code_corpus
-
-        return lambda: read_code_corpus(corpus)
-    fields = _fields(id_field, title_field, text_field)
-    return lambda: read_corpus(corpus, fields=fields)
 
 
 @app.command()
@@ -79,77 +58,23 @@ def build(
     wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
     """Encode a corpus and build an index (streaming, resumable, committed atomically)."""
-    from indexing.builder import BuildConfig, build_index
-    from retriever.encoders.base import load_encoder
-    from retriever.models.resolve import resolve_model
+    from retriever.index import Index
 
-    if metric not in ("ip", "l2"):
-        raise RetrieverError(f"--metric {metric!r}: use ip or l2")
-    if engine not in ("local", "ray"):
-        raise RetrieverError(f"--engine {engine!r}: use local or ray")
-    if engine == "local" and (ray_address or ray_workers):
-        raise RetrieverError("--ray-address/--ray-workers need --engine ray")
-    preset = resolve_model(model, preset=encoder).preset
-    read = _reader(preset, corpus, id_field, title_field, text_field)
-    read()  # checks paths and formats now, before a model is loaded
-    # with Ray the workers encode; this process only chunks, so its copy of the model stays on the CPU
-    enc = load_encoder(model, preset=encoder, device="cpu" if engine == "ray" else device)
-    if transliterate:
-        from retriever.encoders.crosslingual.transliterate import with_transliteration
-
-        enc = with_transliteration(enc, documents=True, queries=True)
-    from retriever.encoders.presets import get_preset
-
-    default_window = 0 if get_preset(preset).documents == "urls" else enc.max_seq_length // 2  # a URL is one passage
-    window = default_window if chunk_tokens is None else chunk_tokens
-    overlap = (window // 4 if window else 0) if chunk_overlap is None else chunk_overlap
-    if window < 0 or overlap < 0 or (window and overlap >= window):
-        raise RetrieverError(f"--chunk-overlap {overlap} must be >= 0 and smaller than --chunk-tokens {window}")
-    config = BuildConfig(
-        corpus=tuple(str(p) for p in corpus),
-        factory=index,
-        metric=metric,
-        chunk_tokens=window,
-        chunk_overlap=overlap,
-        batch_size=batch_size,
-        docs_per_shard=docs_per_shard,
-        nprobe=nprobe,
-        encoder=enc.describe(),
-        engine=engine,
-        num_shards=num_shards,
-        shard_id=shard_id,
-        index_shards=index_shards,
-        on_disk=on_disk,
-    )
-    pool = None
     if engine == "ray":
-        from retriever.distributed import RayShardPool
-
-        pool = RayShardPool(enc.describe(), address=ray_address, workers=ray_workers, batch_size=batch_size)
         _quiet_ray_data()
-    out_dir.mkdir(parents=True, exist_ok=True)
     records = count_records(corpus)
     if records is not None and num_shards > 1:
         records = len(range(shard_id, records, num_shards))
-    if bm25:
-        from retriever.search.bm25 import find_java_home
-
-        find_java_home(os.environ)  # no Java: fail now, not after encoding the corpus
-    with ExitStack() as held:
-        if bm25:  # one writer lock across the build and its BM25 commit (the lock is reentrant)
-            from indexing.lock import writer_lock
-
-            held.enter_context(writer_lock(out_dir, "retriever index build --bm25", wait=wait, create=True))
-        with BuildProgress(records, enabled=not as_json) as progress:
-            manifest = build_index(
-                out_dir, read, enc, config, resume=resume, overwrite=overwrite, progress=progress, pool=pool, wait=wait,
-            )
-        if bm25:
-            from retriever.search.bm25_index import build_bm25
-
-            if not as_json:
-                console.print("building the BM25 index...", highlight=False)
-            manifest = build_bm25(out_dir, command="retriever index build --bm25")
+    with BuildProgress(records, enabled=not as_json) as progress:
+        built = Index.build(
+            corpus, out_dir, model=model, preset=encoder, fields=_fields(id_field, title_field, text_field),
+            device=device, transliterate=transliterate, bm25=bm25, resume=resume, overwrite=overwrite, wait=wait,
+            progress=progress, index=index, metric=metric, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
+            batch_size=batch_size, docs_per_shard=docs_per_shard, nprobe=nprobe, engine=engine,
+            ray_address=ray_address, ray_workers=ray_workers, num_shards=num_shards, shard_id=shard_id,
+            index_shards=index_shards, on_disk=on_disk,
+        )
+    manifest = built.info()
     if as_json:
         print_json(json.loads(manifest.to_json()))
         return
@@ -212,10 +137,11 @@ def bm25_index(
     import time
 
     from retriever.search.bm25 import read_bm25_json
-    from retriever.search.bm25_index import bm25_dir, build_bm25
+    from retriever.index import Index
+    from retriever.search.bm25_index import bm25_dir
 
     started = time.perf_counter()
-    manifest = build_bm25(index_dir, threads=threads, wait=wait)
+    manifest = Index.open(index_dir).bm25(threads=threads, wait=wait)
     folder = bm25_dir(index_dir, manifest)
     documents = (read_bm25_json(folder) or {}).get("documents", 0) if folder is not None else 0
     console.print(f"built BM25 index of {documents:,} documents in {folder} (index version {manifest.version}, "
@@ -278,19 +204,10 @@ def add(
     wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
     """Add documents to an index (a failed add leaves the index as it was)."""
-    from indexing.lock import writer_lock
-    from indexing.manifest import read_manifest
-    from indexing.updates import add_documents
-    from retriever.encoders.base import encoder_from_manifest
-    from retriever.search.bm25_index import bm25_for_update
+    from retriever.index import Index
 
-    manifest = read_manifest(index_dir)
-    docs = _reader(manifest.encoder.get("preset") or "text", corpus, id_field, title_field, text_field)()
-    update_bm25 = bm25_for_update(index_dir)  # an index with BM25 gets it rebuilt in the same commit
-    # the lock is taken before the model loads, so a second writer hears at once who holds the index
-    with writer_lock(index_dir, "retriever index add" + (" --upsert" if upsert else ""), wait=wait):
-        enc = encoder_from_manifest(manifest.encoder, device=device)
-        report = add_documents(index_dir, docs, enc, upsert=upsert, batch_size=batch_size, before_commit=update_bm25)
+    report = Index.open(index_dir).add(corpus, upsert=upsert, fields=_fields(id_field, title_field, text_field),
+                                       batch_size=batch_size, device=device, wait=wait)
     _report(report, as_json, f"added {report.added:,}, replaced {report.replaced:,}, unchanged {report.unchanged:,}")
 
 
@@ -304,8 +221,7 @@ def delete(
     wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
     """Delete documents by id."""
-    from indexing.updates import delete_documents
-    from retriever.search.bm25_index import bm25_for_update
+    from retriever.index import Index
 
     wanted: list[str] = [i for i in (ids or "").split(",") if i]
     if ids_file is not None:
@@ -314,7 +230,7 @@ def delete(
         wanted += [line.strip() for line in ids_file.read_text(encoding="utf-8").splitlines() if line.strip()]
     if not wanted:
         raise RetrieverError("give the ids to delete with --ids or --ids-file")
-    report = delete_documents(index_dir, wanted, wait=wait, before_commit=bm25_for_update(index_dir))  # BM25 carried forward
+    report = Index.open(index_dir).delete(wanted, wait=wait)
     message = f"deleted {report.deleted:,} documents"
     if report.missing:
         message += f"; {len(report.missing)} id(s) not in the index: {', '.join(report.missing[:5])}"
@@ -329,9 +245,9 @@ def compact(
     wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
     """Drop deleted vectors that an index type (HNSW) keeps until compaction."""
-    from indexing.updates import compact as compact_index
+    from retriever.index import Index
 
-    report = compact_index(index_dir, wait=wait)
+    report = Index.open(index_dir).compact(wait=wait)
     _report(report, as_json, f"compacted: {report.deleted:,} deleted vectors dropped")
 
 

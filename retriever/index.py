@@ -125,17 +125,24 @@ class Index:
         _check_build_options(opts)
         preset_name = resolve_model(model, preset=preset).preset
         read = corpus_reader(corpus, preset=preset_name, fields=fields)
-        # with Ray the workers encode; this process only chunks, so its copy of the model stays on the CPU
-        encoder = load_encoder(model, preset=preset, device="cpu" if opts.engine == "ray" else device)
-        if transliterate:
-            from retriever.encoders.crosslingual.transliterate import with_transliteration
+        if bm25:
+            import os
 
-            encoder = with_transliteration(encoder, documents=True, queries=True)
-        config = build_config(corpus_label(corpus), encoder, preset_name, opts)
-        pool = _shard_pool(encoder, opts)
+            from retriever.search.bm25 import find_java_home
+
+            find_java_home(os.environ)  # no Java: fail now, not after encoding the corpus
         out = Path(out)
+        # the lock is taken before the model loads, so a second writer hears at once who holds the index
         with writer_lock(out, "index build" + (" --bm25" if bm25 else ""), wait=wait, create=True):
-            build_index(out, read, encoder, config, resume=resume, overwrite=overwrite, progress=progress, pool=pool)
+            # with Ray the workers encode; this process only chunks, so its copy of the model stays on the CPU
+            encoder = load_encoder(model, preset=preset, device="cpu" if opts.engine == "ray" else device)
+            if transliterate:
+                from retriever.encoders.crosslingual.transliterate import with_transliteration
+
+                encoder = with_transliteration(encoder, documents=True, queries=True)
+            config = build_config(corpus_label(corpus), encoder, preset_name, opts)
+            build_index(out, read, encoder, config, resume=resume, overwrite=overwrite, progress=progress,
+                        pool=_shard_pool(encoder, opts))
             if bm25:
                 from retriever.search.bm25_index import build_bm25
 
