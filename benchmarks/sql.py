@@ -6,7 +6,8 @@ encoder is trained on the training templates' queries only (``retriever train sq
 held-out query retrieves its ``k`` demonstrations from the training queries. The demonstrations vote for a rule set
 (:func:`retriever.apps.sql.demos.vote`, effects counted beyond the noise band only); with ``--planner-check`` the
 database's planner then picks among the voted rule sets (:func:`retriever.apps.sql.demos.planner_checked`), with
-``--timed-check`` a timed trial of them does (:func:`retriever.apps.sql.demos.timed_checked`).
+``--timed-check`` a timed trial of them does (:func:`retriever.apps.sql.demos.timed_checked`). The decision is
+the library's, as ``retriever sql rewrite`` makes it (:func:`retriever.apps.sql.rewrite.decide`).
 
 Score = mean log speedup over the held-out queries of the chosen rule set, **measured again**: every rewrite any
 system chose for a held-out query (the oracle's included) is run against the original once more on the pool's
@@ -41,8 +42,10 @@ from typing import Any
 
 from benchmarks.common import CACHE, write_results
 from indexing.errors import RetrieverError
-from retriever.apps.sql.demos import DemoRetriever, Demonstration, demonstration, vote
-from retriever.apps.sql.pool import candidate_log_speedup, is_helped, label_of, oracle_key, read_manifest, read_pool
+from retriever.apps.sql.demos import DemoRetriever, Demonstration, demo_retriever, demonstration
+from retriever.apps.sql.records import candidate_log_speedup, is_helped, label_of, oracle_key, read_manifest, read_pool
+from retriever.apps.sql.rewrite import Check, check_server, choose_rules, server
+from retriever.apps.sql.rewrite import decide as decide_rules
 from retriever.apps.sql.rules import CANDIDATES, rule_key
 from retriever.apps.sql.workloads import database_of, template_group
 
@@ -122,17 +125,19 @@ def choose(retriever: DemoRetriever, test: Sequence[Mapping[str, Any]], by_id, k
 
 
 def decide(record: Mapping[str, Any], demos: Sequence[Any], by_id, check: _DatabaseCheck | None) -> str:
-    """The demonstrations' vote for ``record``'s query, through the database check (planner or timed) when one is given."""
-    rules, totals = vote(demos, by_id)
-    if check is not None:
-        rules = check(record, totals)
+    """The rule key chosen for ``record``'s query from its demonstrations (:func:`retriever.apps.sql.rewrite.decide`:
+    their vote, through the database check, planner or timed, when one is given)."""
+    rules = check.decide(record, demos, by_id) if check is not None else decide_rules(record["sql"], demos, by_id, {}).rules
     return "+".join(rules) or "none"
 
 
 class _DatabaseCheck:
-    """A check on the pool's database, one connection per workload opened when first needed;
-    ``check(record, totals)`` returns the rules to apply to the record's query. ``trials`` counts the rewrites each
-    call measured or planned (its cost)."""
+    """A check on the pool's database, one connection per workload opened when first needed: the library's choice
+    (:func:`retriever.apps.sql.rewrite.choose_rules`) with this check's ``kind`` and its planner cost or measurement.
+    ``check(record, totals)`` returns the rules to apply to the record's query for vote ``totals``, ``check.decide``
+    for its demonstrations. ``trials`` counts the rewrites each call measured or planned (its cost)."""
+
+    kind: Check = "none"
 
     def __init__(self, conninfo: str, schemas: Mapping[str, Mapping[str, Mapping[str, str]]]):
         self.conninfo, self.schemas, self.connections = conninfo, schemas, {}
@@ -146,6 +151,23 @@ class _DatabaseCheck:
             self.connections[database] = connect(with_dbname(self.conninfo, database))
         return self.connections[database]
 
+    def probes(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        """The ``cost`` or ``measure`` callable the check runs on the record's query."""
+        raise NotImplementedError
+
+    def __call__(self, record: Mapping[str, Any], totals: Mapping[str, float]) -> list[str]:
+        choice = choose_rules(record["sql"], totals, self.schemas[record["workload"]], check=self.kind,
+                              **self.probes(record))
+        self.trials.append(choice.tried)
+        return choice.rules
+
+    def decide(self, record: Mapping[str, Any], demos: Sequence[Any], by_id) -> list[str]:
+        """The rules chosen for the record's query from its demonstrations (their vote, then this check)."""
+        decision = decide_rules(record["sql"], demos, by_id, self.schemas[record["workload"]], check=self.kind,
+                                **self.probes(record))
+        self.trials.append(decision.tried)
+        return decision.rules
+
     def close(self) -> None:
         for conn in self.connections.values():
             conn.close()
@@ -154,15 +176,13 @@ class _DatabaseCheck:
 class PlannerCheck(_DatabaseCheck):
     """:func:`retriever.apps.sql.demos.planner_checked`: the planner's cheapest estimate among the voted rule sets."""
 
-    def __call__(self, record: Mapping[str, Any], totals: Mapping[str, float]) -> list[str]:
-        from retriever.apps.sql.demos import planner_checked
+    kind: Check = "planner"
+
+    def probes(self, record: Mapping[str, Any]) -> dict[str, Any]:
         from retriever.apps.sql.postgres import planned_cost
 
         conn = self.connection(record["workload"])
-        rules, ratios = planner_checked(record["sql"], totals, self.schemas[record["workload"]],
-                                        lambda sql: planned_cost(conn, sql))
-        self.trials.append(len(ratios))
-        return rules
+        return {"cost": lambda sql: planned_cost(conn, sql)}
 
 
 class TimedCheck(_DatabaseCheck):
@@ -181,13 +201,10 @@ class TimedCheck(_DatabaseCheck):
         self.repeats, self.timeout_ms = repeats, timeout_ms
         self.tried: dict[tuple[str, str], Any] = {}  # (query id, rewrite text) -> its Remeasured trial
 
-    def __call__(self, record: Mapping[str, Any], totals: Mapping[str, float]) -> list[str]:
-        from retriever.apps.sql.demos import timed_checked, voted_rewrites
+    kind: Check = "timed"
 
-        rewrites = voted_rewrites(record["sql"], totals, self.schemas[record["workload"]])
-        self.trials.append(len(rewrites))
-        rules, _ = timed_checked(rewrites, lambda texts: self.measure(record, texts))
-        return rules
+    def probes(self, record: Mapping[str, Any]) -> dict[str, Any]:
+        return {"measure": lambda texts: self.measure(record, texts)}
 
     def measure(self, record: Mapping[str, Any], texts: Mapping[str, str]) -> dict[str, Any]:
         """``{key: Remeasured}`` for ``texts`` (rule key -> rewrite of the record's query), running only the texts
@@ -253,10 +270,10 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
     split (seed + 1 + dev_fold). ``held_out`` replaces the seeded split (a cross-validation fold). ``sql`` is the :class:`training.config.SqlConfig` of the trained encoder. With ``merge_weight`` w the trained
     encoder is replaced by its weight-space merge with its base, ``w * trained + (1 - w) * minilm``
     (:func:`merged_model`; WiSE-FT, as ``retriever train merge``).
-    """
-    from retriever.encoders.base import load_encoder
-    from retriever.apps.sql.postgres import PrivateCluster
 
+    Raises:
+        RetrieverError: both checks asked for, the pool's database unknown or not a kept cluster, a bad pool.
+    """
     if planner and timed:
         raise RetrieverError("choose one check: planner or timed")
     records = [r for r in read_pool(pool) if r["original"]["status"] == "ok"]
@@ -266,17 +283,11 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
         if not stored:
             raise RetrieverError(f"{pool}: the pool's database is unknown (built without --data-dir); pass --db or --data-dir")
         data_dir = Path(stored)
-    if data_dir is not None and not (Path(data_dir) / "data" / "PG_VERSION").is_file():
-        raise RetrieverError(f"{data_dir}: not a cluster kept by `retriever sql build-pool --data-dir`")
-    held = split_templates(records, seed=seed) if held_out is None else set(held_out)
-    if dev:  # the same protocol inside the training templates only: held-out templates stay unseen
-        records = [r for r in records if r["template"] not in held]
-        held = split_templates(records, seed=seed + 1 + dev_fold)
-    train = [r for r in records if r["template"] not in held]
-    test = [r for r in records if r["template"] in held]
+    if data_dir is not None:  # the kept cluster wins over a server named too
+        conninfo = None
+    check_server(conninfo, data_dir)
+    held, records, train, test = _split(records, seed=seed, held_out=held_out, dev=dev, dev_fold=dev_fold)
     by_id = {r["id"]: r for r in records}
-    log.info("%d training queries (%d templates), %d held-out queries (%d templates)", len(train),
-             len({r["template"] for r in train}), len(test), len(held))
     timings: dict[str, float] = {}
     schemas = manifest.get("schemas") or {}
     if model is None:
@@ -284,62 +295,104 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
                                 schemas=schemas, sql=sql))
         if merge_weight is not None:
             model = str(merged_model(Path(model), merge_weight))
-    cluster = PrivateCluster(root=Path(data_dir), keep=True).start() if data_dir is not None else None
-    check = None
-    try:
-        server = cluster.conninfo() if cluster is not None else conninfo
-        assert server is not None
-        check = PlannerCheck(server, schemas) if planner else TimedCheck(server, schemas, repeats=repeats,
-                                                                          timeout_ms=timeout_ms) if timed else None
-        trials: dict[str, float] = {}
-        systems: dict[str, dict[str, str]] = {}
-        ours = "ours (trained sql encoder)" if merge_weight is None else f"ours (trained sql encoder, merged {merge_weight:g} with minilm)"
-        for name, spec, preset in ((ours, model, "sql"), ("sql preset, untrained (minilm)", "minilm", "sql"),
-                                   ("text similarity (minilm, raw SQL)", "minilm", "text")):
+    with server(conninfo, data_dir) as url:
+        check = PlannerCheck(url, schemas) if planner else TimedCheck(url, schemas, repeats=repeats,
+                                                                       timeout_ms=timeout_ms) if timed else None
+        try:
+            systems, random_picks, trials = _choose_all(train, test, by_id, schemas, model=model, k=k, seed=seed,
+                                                        one_per_template=one_per_template, demos_from=demos_from,
+                                                        merge_weight=merge_weight, check=check, timings=timings)
+            picks: dict[str, set[str]] = {}
+            for chosen in list(systems.values()) + random_picks:
+                for qid, key in chosen.items():
+                    picks.setdefault(qid, set()).add(key)
             start = time.perf_counter()
-            retriever = DemoRetriever(train, load_encoder(spec, preset=preset, device="cpu"),
-                                      schemas=schemas if preset == "sql" else None, demos_from=demos_from)
-            done = len(check.trials) if check is not None else 0
-            systems[name] = choose(retriever, test, by_id, k, one_per_template=one_per_template, check=check)
+            measured = retime(test, picks, url, repeats=repeats, timeout_ms=timeout_ms)
+            timings["re-timing"] = round(time.perf_counter() - start, 1)
+        finally:
             if check is not None:
-                trials[name] = round(sum(check.trials[done:]) / len(test), 3)
-            timings[f"retrieve: {name}"] = round(time.perf_counter() - start, 1)
-        random_picks = []
-        done = len(check.trials) if check is not None else 0
-        for rep in range(RANDOM_REPEATS):
-            drawn = random_demonstrations(train, len(test), k, demos_from=demos_from, seed=seed, rep=rep)
-            random_picks.append({r["id"]: decide(r, demos, by_id, check) for r, demos in zip(test, drawn)})
-        if check is not None:
-            trials["random demonstrations (mean of 5)"] = round(sum(check.trials[done:]) / len(test) / RANDOM_REPEATS, 3)
-        if planner:  # a reference: the planner's pick among every candidate, no demonstrations
-            every = {rule_key(c): 1.0 for c in CANDIDATES}
-            systems["planner alone (no demonstrations)"] = {r["id"]: "+".join(check(r, every)) or "none" for r in test}
-        systems["oracle (best candidate in the pool)"] = {r["id"]: oracle_key(r) for r in test}
-        picks: dict[str, set[str]] = {}
-        for chosen in list(systems.values()) + random_picks:
-            for qid, key in chosen.items():
-                picks.setdefault(qid, set()).add(key)
-        start = time.perf_counter()
-        measured = retime(test, picks, server, repeats=repeats, timeout_ms=timeout_ms)
-        timings["re-timing"] = round(time.perf_counter() - start, 1)
-    finally:
-        if check is not None:
-            check.close()
-        if cluster is not None:
-            cluster.stop()
+                check.close()
+    results = _results(systems, random_picks, test, measured, by_id, trials)
+    per_workload = {}
+    for workload in sorted({r["workload"] for r in test}):
+        ids = {r["id"] for r in test if r["workload"] == workload}
+        per_workload[workload] = {name: score({q: c for q, c in chosen.items() if q in ids}, _retimed(measured))["mean_log_speedup"]
+                                  for name, chosen in systems.items()}
+        per_workload[workload]["queries"] = len(ids)
+    return {"pool": str(pool), "dev": dev, "planner": planner, "timed": timed, "dev_fold": dev_fold, "sql_config": asdict(sql) if sql is not None else None, "one_per_template": one_per_template, "demos_from": demos_from, "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
+            "model": model, "merge_weight": merge_weight, "repeats": repeats, "held_out_templates": sorted(held), "train_queries": len(train),
+            "test_queries": len(test), "labels": dict(Counter(label_of(r) for r in records)),
+            "held_out_labels": dict(Counter(label_of(r) for r in test)), "results": results,
+            "per_workload": per_workload, "choices": {name: chosen for name, chosen in systems.items()},
+            "retimed": measured, "timings_s": timings}
 
-    def retimed(qid: str, key: str) -> float:
+
+def _split(records: Sequence[Mapping[str, Any]], *, seed: int, held_out: set[str] | None, dev: bool,
+           dev_fold: int) -> tuple[set[str], list[Mapping[str, Any]], list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """The held-out templates, the queries in play (with ``dev``: the training templates' only), and the training
+    and held-out queries among them (see :func:`run`)."""
+    held = split_templates(records, seed=seed) if held_out is None else set(held_out)
+    if dev:  # the same protocol inside the training templates only: held-out templates stay unseen
+        records = [r for r in records if r["template"] not in held]
+        held = split_templates(records, seed=seed + 1 + dev_fold)
+    train = [r for r in records if r["template"] not in held]
+    test = [r for r in records if r["template"] in held]
+    log.info("%d training queries (%d templates), %d held-out queries (%d templates)", len(train),
+             len({r["template"] for r in train}), len(test), len(held))
+    return held, list(records), train, test
+
+
+def _choose_all(train: Sequence[Mapping[str, Any]], test: Sequence[Mapping[str, Any]], by_id, schemas: Mapping[str, Any], *,
+                model: str, k: int, seed: int, one_per_template: bool, demos_from: str, merge_weight: float | None,
+                check: _DatabaseCheck | None, timings: dict[str, float]
+                ) -> tuple[dict[str, dict[str, str]], list[dict[str, str]], dict[str, float]]:
+    """Every system's rule key per held-out query, the random demonstrations' picks (one per repeat) and, with a
+    check, the rewrites each system tried per query; ``timings`` gets each system's retrieval time."""
+    trials: dict[str, float] = {}
+    systems: dict[str, dict[str, str]] = {}
+    ours = "ours (trained sql encoder)" if merge_weight is None else f"ours (trained sql encoder, merged {merge_weight:g} with minilm)"
+    for name, spec, preset in ((ours, model, "sql"), ("sql preset, untrained (minilm)", "minilm", "sql"),
+                               ("text similarity (minilm, raw SQL)", "minilm", "text")):
+        start = time.perf_counter()
+        retriever = demo_retriever(train, spec, preset=preset, device="cpu", schemas=schemas, demos_from=demos_from)
+        done = len(check.trials) if check is not None else 0
+        systems[name] = choose(retriever, test, by_id, k, one_per_template=one_per_template, check=check)
+        if check is not None:
+            trials[name] = round(sum(check.trials[done:]) / len(test), 3)
+        timings[f"retrieve: {name}"] = round(time.perf_counter() - start, 1)
+    random_picks = []
+    done = len(check.trials) if check is not None else 0
+    for rep in range(RANDOM_REPEATS):
+        drawn = random_demonstrations(train, len(test), k, demos_from=demos_from, seed=seed, rep=rep)
+        random_picks.append({r["id"]: decide(r, demos, by_id, check) for r, demos in zip(test, drawn)})
+    if check is not None:
+        trials["random demonstrations (mean of 5)"] = round(sum(check.trials[done:]) / len(test) / RANDOM_REPEATS, 3)
+    if isinstance(check, PlannerCheck):  # a reference: the planner's pick among every candidate, no demonstrations
+        every = {rule_key(c): 1.0 for c in CANDIDATES}
+        systems["planner alone (no demonstrations)"] = {r["id"]: "+".join(check(r, every)) or "none" for r in test}
+    systems["oracle (best candidate in the pool)"] = {r["id"]: oracle_key(r) for r in test}
+    return systems, random_picks, trials
+
+
+def _retimed(measured: Mapping[str, Mapping[str, Any]]) -> Effect:
+    """The re-timed effect: a picked rule key's measured log speedup (0 without a verified rewrite)."""
+    def effect(qid: str, key: str) -> float:
         entry = measured[qid].get(key)
         return entry["log_speedup"] if entry else 0.0
+    return effect
 
-    def pooled(qid: str, key: str) -> float:
-        return candidate_log_speedup(by_id[qid], key)
 
+def _results(systems: Mapping[str, Mapping[str, str]], random_picks: Sequence[Mapping[str, str]],
+             test: Sequence[Mapping[str, Any]], measured: Mapping[str, Mapping[str, Any]], by_id,
+             trials: Mapping[str, float]) -> dict[str, dict[str, Any]]:
+    """Each system's scores, re-timed and as measured in the pool, with shares of the oracle's (the last system)."""
     results: dict[str, dict[str, Any]] = {}
     names = list(systems)
+    pool_effect: Effect = lambda qid, key: candidate_log_speedup(by_id[qid], key)  # noqa: E731
     for name in names[:-1] + ["random demonstrations (mean of 5)", names[-1]]:
         runs = random_picks if name.startswith("random") else [systems[name]]
-        views = {view: [score(chosen, effect) for chosen in runs] for view, effect in (("retimed", retimed), ("pool", pooled))}
+        views = {view: [score(chosen, effect) for chosen in runs]
+                 for view, effect in (("retimed", _retimed(measured)), ("pool", pool_effect))}
         value = {"queries": len(test), "rewritten": sum(s["rewritten"] for s in views["retimed"]) / len(runs),
                  "improved": sum(s["improved"] for s in views["retimed"]) / len(runs),
                  "slowed": sum(s["slowed"] for s in views["retimed"]) / len(runs)}
@@ -355,22 +408,10 @@ def run(pool: Path, *, model: str | None, steps: int, k: int, seed: int, batch_s
         for view in ("retimed", "pool"):
             top = oracle[f"mean_log_speedup_{view}"]
             value[f"share_of_oracle_{view}"] = round(value[f"mean_log_speedup_{view}"] / top, 4) if top > 0 else None
-    per_workload = {}
-    for workload in sorted({r["workload"] for r in test}):
-        ids = {r["id"] for r in test if r["workload"] == workload}
-        per_workload[workload] = {name: score({q: c for q, c in chosen.items() if q in ids}, retimed)["mean_log_speedup"]
-                                  for name, chosen in systems.items()}
-        per_workload[workload]["queries"] = len(ids)
-    labels = dict(Counter(label_of(r) for r in records))
-    held_labels = dict(Counter(label_of(r) for r in test))
     for name, value in results.items():
         if name in trials:
             value["trials_per_query"] = trials[name]
-    return {"pool": str(pool), "dev": dev, "planner": planner, "timed": timed, "dev_fold": dev_fold, "sql_config": asdict(sql) if sql is not None else None, "one_per_template": one_per_template, "demos_from": demos_from, "k": k, "seed": seed, "steps": steps, "batch_size": batch_size, "max_tokens": max_tokens,
-            "model": model, "merge_weight": merge_weight, "repeats": repeats, "held_out_templates": sorted(held), "train_queries": len(train),
-            "test_queries": len(test), "labels": labels, "held_out_labels": held_labels, "results": results,
-            "per_workload": per_workload, "choices": {name: chosen for name, chosen in systems.items()},
-            "retimed": measured, "timings_s": timings}
+    return results
 
 
 def random_demonstrations(train: Sequence[Mapping[str, Any]], queries: int, k: int, *, demos_from: str, seed: int,

@@ -30,8 +30,8 @@ from typing import Any
 from benchmarks.common import write_results
 from benchmarks.sql import RANDOM_REPEATS, merged_model, random_demonstrations, split_templates, template_folds, train_model
 from retriever.apps.sql.demos import DemoRetriever, Demonstration, vote
-from retriever.apps.sql.pool import (HELPFUL, candidate_log_speedup, gated_log_speedup, is_helped, oracle_log_speedup,
-                                read_manifest, read_pool)
+from retriever.apps.sql.records import (HELPFUL, candidate_log_speedup, gated_log_speedup, is_helped, oracle_log_speedup,
+                                        read_manifest, read_pool)
 from retriever.apps.sql.rules import CANDIDATES, rule_key
 
 log = logging.getLogger("benchmarks.sql_design")

@@ -88,9 +88,9 @@ def demos(
     """Print the k most similar pool queries (query, rules, measured speedup), the rules they vote for, and a prompt."""
     from dataclasses import asdict
 
-    from retriever.apps.sql.demos import prompt, vote
+    from retriever.apps.sql.demos import pool_retriever, prompt, vote
 
-    retriever, records_by_id = _retriever(pool, model, device, demos_from)
+    retriever, records_by_id = pool_retriever(pool, model, device=device, demos_from=demos_from)
     found = retriever.search([query], k)[0]
     rules, totals = vote(found, records_by_id)
     text = prompt(query, found)
@@ -127,37 +127,23 @@ def rewrite(
     """Apply the rules voted by the retrieved demonstrations, verify the result on the database, report the speedup."""
     from dataclasses import asdict
 
-    from retriever.apps.sql.apply import remeasure, rewrite_on_database, workload_of
-    from retriever.apps.sql.demos import planner_checked, timed_checked, vote, voted_rewrites
-    from retriever.apps.sql.pool import read_manifest
-    from retriever.apps.sql.postgres import PrivateCluster, connect, planned_cost, table_schema, with_dbname
+    from retriever.apps.sql.apply import workload_of
+    from retriever.apps.sql.demos import pool_retriever
+    from retriever.apps.sql.records import read_manifest
+    from retriever.apps.sql.postgres import connect, table_schema, with_dbname
+    from retriever.apps.sql.rewrite import check_server, rewrite as rewrite_query, server
 
     if planner_check and timed_check:
         raise RetrieverError("choose one check: --planner-check or --timed-check")
-    if (db is None) == (data_dir is None):
-        raise RetrieverError("give the database: --db URL or --data-dir DIR (a cluster kept by build-pool --data-dir)")
-    if data_dir is not None and not (data_dir / "data" / "PG_VERSION").is_file():
-        raise RetrieverError(f"{data_dir}: not a cluster kept by `retriever sql build-pool --data-dir`")
+    check_server(db, data_dir)
     manifest = read_manifest(pool)
-    retriever, records_by_id = _retriever(pool, model, device, demos_from)
+    retriever, records_by_id = pool_retriever(pool, model, device=device, demos_from=demos_from)
     found = retriever.search([query], k)[0]
-    rules, totals = vote(found, records_by_id)
     name = workload or workload_of(query, manifest.get("schemas", {}))
-    cluster = PrivateCluster(root=data_dir, keep=True).start() if data_dir is not None else None
-    try:
-        conninfo = cluster.conninfo() if cluster is not None else db
-        assert conninfo is not None
-        with connect(with_dbname(conninfo, name) if cluster is not None or workload else conninfo) as conn:
-            schema = table_schema(conn)
-            if planner_check:
-                rules, _ = planner_checked(query, totals, schema, lambda sql: planned_cost(conn, sql))
-            elif timed_check:
-                rules, _ = timed_checked(voted_rewrites(query, totals, schema),
-                                         lambda texts: remeasure(conn, query, texts, repeats=repeats))
-            outcome = rewrite_on_database(conn, query, rules, schema, repeats=repeats)
-    finally:
-        if cluster is not None:
-            cluster.stop()
+    with server(db, data_dir) as conninfo:
+        with connect(with_dbname(conninfo, name) if data_dir is not None or workload else conninfo) as conn:
+            outcome = rewrite_query(conn, query, found, records_by_id, table_schema(conn), repeats=repeats,
+                                    check="planner" if planner_check else "timed" if timed_check else "none").outcome
     if as_json:
         print_json({"query": query, "workload": name, "demonstrations": [asdict(d) for d in found], **outcome.to_dict()})
         return
@@ -170,17 +156,6 @@ def rewrite(
         out.print(f"[bold red]refused[/] {', '.join(outcome.rules)}: {outcome.reason}; the original query is kept", highlight=False)
     else:
         out.print(f"no rewrite ({outcome.status}): the demonstrations vote for no rule that changes this query", highlight=False)
-
-
-def _retriever(pool: Path, model: str, device: str, demos_from: str):
-    from retriever.encoders.base import load_encoder
-    from retriever.apps.sql.demos import DemoRetriever
-    from retriever.apps.sql.pool import read_manifest, read_pool
-
-    records = read_pool(pool)
-    encoder = load_encoder(model, preset="sql", device=device)
-    schemas = read_manifest(pool).get("schemas")
-    return DemoRetriever(records, encoder, schemas=schemas, demos_from=demos_from), {r["id"]: r for r in records}
 
 
 def _demo_table(found) -> None:

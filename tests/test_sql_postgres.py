@@ -237,6 +237,35 @@ def test_cli_demos_and_rewrite_end_to_end(database, tmp_path, tiny_model):
     assert missing.exit_code == 2 and "not a pool" in missing.output
 
 
+def test_cli_rewrite_and_the_library_entry_point_decide_alike(database, tmp_path, tiny_model):
+    from cli.main import app
+    from retriever.apps.sql.demos import pool_retriever
+    from retriever.apps.sql.postgres import connect, table_schema
+    from retriever.apps.sql.rewrite import rewrite
+
+    _, conninfo = database
+    pool = tmp_path / "pool"
+    records = _write_pool(pool, conninfo)
+    # Fixed effects (measured ones vary by machine): the correlated template was helped by unnesting, so it votes for it.
+    fixed = [_with_effect(r, 3.0 if r["template"] == "shop-q1" else 1.0) for r in records]
+    (pool / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in fixed))
+    query = CORRELATED.replace("450", "430")
+    retriever, by_id = pool_retriever(pool, str(tiny_model), device="cpu", demos_from="all")
+    found = retriever.search([query], 3)[0]
+    runner = CliRunner()
+    for check, flags in (("none", []), ("planner", ["--planner-check"])):
+        shown = runner.invoke(app, ["sql", "rewrite", str(pool), query, "-k", "3", "--model", str(tiny_model), "--device", "cpu",
+                                    "--db", conninfo, "--demos", "all", "--repeats", "1", "--json", *flags], catch_exceptions=False)
+        assert shown.exit_code == 0, shown.output
+        cli = json.loads(shown.stdout)
+        with connect(conninfo) as conn:
+            result = rewrite(conn, query, found, by_id, table_schema(conn), check=check, repeats=1)
+        assert [d["id"] for d in cli["demonstrations"]] == [d.id for d in found]
+        assert result.voted == ["unnest_subqueries"] and result.chosen == ["unnest_subqueries"], check
+        assert (cli["status"], cli["rules"], cli["sql"]) == (result.outcome.status, result.outcome.rules, result.outcome.sql)
+        assert cli["status"] == "applied" and cli["rules"] == result.chosen
+
+
 def test_cli_demos_come_from_helped_queries(database, tmp_path, tiny_model):
     from cli.main import app
 

@@ -6,7 +6,7 @@ into an exact FAISS index; a new query's ``k`` nearest pool queries are its demo
 holds queries with their effective rewrites: a demonstration that nothing helped proposes nothing, so a query
 whose nearest neighbours were not helped would get no candidate at all. Each demonstration
 votes for every candidate rule set with the effect measured on it (``log`` speedup, 0 when the rules did not
-apply or changed the result, and 0 inside the noise band, see :func:`retriever.apps.sql.pool.gated_log_speedup`); the
+apply or changed the result, and 0 inside the noise band, see :func:`retriever.apps.sql.records.gated_log_speedup`); the
 rule set with the highest total is chosen, or none when no total is positive. Gating matters: summing every
 measured 1.2x picks whichever rule set was lucky on the demonstrations, and the held-out query pays for it.
 """
@@ -17,24 +17,25 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from indexing.errors import RetrieverError
 from retriever.apps.sql.apply import unchanged
-from retriever.apps.sql.pool import HELPFUL, candidate_log_speedup, gated_log_speedup, is_helped, label_of
+from retriever.apps.sql.records import HELPFUL, candidate_log_speedup, gated_log_speedup, is_helped, label_of
 from retriever.apps.sql.rules import CANDIDATES, apply_rules, rule_key
 
 log = logging.getLogger(__name__)
 
 PLANNER_RATIO = 0.5
 """:func:`planner_checked` applies a rewrite only when the planner expects it to halve the cost: the pool's own bar
-for "helped" (:data:`retriever.apps.sql.pool.HELPFUL`, 2x), fixed before any held-out query was planned."""
+for "helped" (:data:`retriever.apps.sql.records.HELPFUL`, 2x), fixed before any held-out query was planned."""
 
 TRIAL_SPEEDUP = HELPFUL
 """:func:`timed_checked` applies a rewrite only when a trial measured it at least this much faster: the pool's bar
-for "helped" (:data:`retriever.apps.sql.pool.HELPFUL`, 2x), below which medians of 3 runs on a busy machine are noise."""
+for "helped" (:data:`retriever.apps.sql.records.HELPFUL`, 2x), below which medians of 3 runs on a busy machine are noise."""
 
 
 DEMONSTRATIONS_FROM = ("helped", "all")
@@ -58,7 +59,7 @@ class DemoRetriever:
 
     Args:
         records: pool records (only those whose original ran are used).
-        demos_from: ``helped`` (default): only records some rule set helped (:func:`retriever.apps.sql.pool.label_of` is
+        demos_from: ``helped`` (default): only records some rule set helped (:func:`retriever.apps.sql.records.label_of` is
             not ``none``) can be demonstrations; ``all``: every record, "nothing helped" examples included.
         encoder: an :class:`retriever.encoders.base.Encoder` (its preset decides how SQL is read).
         schemas: ``{workload: {table: {column: type}}}`` (the pool manifest's); when given, pool queries and new
@@ -135,8 +136,39 @@ class DemoRetriever:
         return out
 
 
+def demo_retriever(records: Sequence[Mapping[str, Any]], model: str, *, preset: str = "sql", device: str = "auto",
+                   schemas: Mapping[str, Mapping[str, Mapping[str, str]]] | None = None,
+                   demos_from: str = "helped") -> DemoRetriever:
+    """A :class:`DemoRetriever` over ``records`` with encoder ``model`` loaded for ``preset`` on ``device``; the
+    ``schemas`` qualify the SQL for the ``sql`` preset only (the ``text`` preset reads the raw query).
+
+    Raises:
+        RetrieverError: the model cannot be loaded, or as :class:`DemoRetriever`.
+    """
+    from retriever.encoders.base import load_encoder
+
+    return DemoRetriever(records, load_encoder(model, preset=preset, device=device),
+                         schemas=schemas if preset == "sql" else None, demos_from=demos_from)
+
+
+def pool_retriever(pool: Path, model: str, *, device: str = "auto",
+                   demos_from: str = "helped") -> tuple[DemoRetriever, dict[str, dict[str, Any]]]:
+    """The demonstration retriever of a pool folder (``model`` read with the ``sql`` preset, the manifest's schemas)
+    and the pool's records by id (what :func:`vote` reads).
+
+    Raises:
+        RetrieverError: not a pool, a record that is not JSON, or as :func:`demo_retriever`.
+    """
+    from retriever.apps.sql.records import read_manifest, read_pool
+
+    records = read_pool(pool)
+    retriever = demo_retriever(records, model, device=device, schemas=read_manifest(pool).get("schemas"),
+                               demos_from=demos_from)
+    return retriever, {r["id"]: r for r in records}
+
+
 def demonstration(record: Mapping[str, Any], score: float = 0.0) -> Demonstration:
-    """A pool record as a demonstration: the rules of its label (:func:`retriever.apps.sql.pool.label_of`) and their
+    """A pool record as a demonstration: the rules of its label (:func:`retriever.apps.sql.records.label_of`) and their
     measured speedup when they helped, else ``[]`` (keep the query)."""
     label = label_of(record)
     if label == "none":
@@ -148,15 +180,20 @@ def demonstration(record: Mapping[str, Any], score: float = 0.0) -> Demonstratio
 def vote(demos: Sequence[Demonstration], records_by_id: Mapping[str, Mapping[str, Any]],
          candidates: Sequence[Sequence[str]] = CANDIDATES) -> tuple[list[str], dict[str, float]]:
     """The rule set the demonstrations vote for, and every candidate's total (sum of the log speedups measured on
-    the demonstrations, each counted only beyond the noise band: :func:`retriever.apps.sql.pool.gated_log_speedup`).
+    the demonstrations, each counted only beyond the noise band: :func:`retriever.apps.sql.records.gated_log_speedup`).
 
     Returns ``([], totals)`` when no total is positive (keep the query as it is).
     """
     totals = {rule_key(c): sum(gated_log_speedup(records_by_id[d.id], rule_key(c)) for d in demos) for c in candidates}
+    return voted_rules(totals), totals
+
+
+def voted_rules(totals: Mapping[str, float]) -> list[str]:
+    """The rule set with the highest vote total (the shorter key on a tie); ``[]`` when no total is positive."""
     best = max(totals, key=lambda key: (totals[key], -len(key)), default=None)
     if best is None or totals[best] <= 0:
-        return [], totals
-    return best.split("+"), totals
+        return []
+    return best.split("+")
 
 
 def planner_checked(sql: str, totals: Mapping[str, float], schema: Mapping[str, Mapping[str, str]],

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -25,18 +24,14 @@ from indexing.errors import RetrieverError
 from indexing.manifest import write_json_atomic
 from retriever.apps.sql.equivalence import has_order_by, same_result
 from retriever.apps.sql.postgres import Run, execute
+from retriever.apps.sql.records import (  # noqa: F401  (re-exported: the pool's records, read back)
+    HELPFUL, MANIFEST_FILE, POOL_FILE, candidate_log_speedup, gated_log_speedup, is_helped, label_of, oracle_key,
+    oracle_log_speedup, read_manifest, read_pool, summarize)
 from retriever.apps.sql.rules import CANDIDATES, RuleSet, apply_rules, rule_key
 
 log = logging.getLogger(__name__)
 
-POOL_FILE = "pool.jsonl"
-MANIFEST_FILE = "manifest.json"
 FORMAT_VERSION = 1
-HELPFUL = 2.0
-"""A rule set *helps* a query when its verified rewrite is at least this much faster (speedup >= 2): on a busy
-2-core machine, medians of 3 runs of a rewrite that does nothing (a single-table query, only qualified) came out up
-to ~2x faster than the original's, so smaller gains are not told apart from noise."""
-
 
 CONFIRM = 1.2
 """A rewrite whose first run is at least this much faster than its original's median is run ``repeats`` times and
@@ -223,112 +218,6 @@ def _run_rewrite(conn, text: str, original_rows: list, ordered: bool, original_m
     return entry
 
 
-def candidate_log_speedup(record: Mapping[str, Any], key: str) -> float:
-    """The measured effect of applying rule set ``key`` to the record's query, as ``log(speedup)``.
-
-    0 when the rules do not apply, fail, or change the result (the original is then kept); the measured
-    (possibly negative) value for a verified rewrite; ``log(original / timeout)`` for a rewrite that timed out.
-    """
-    if key == "none":
-        return 0.0
-    index = record.get("candidates", {}).get(key)
-    if index is None:
-        return 0.0
-    rewrite = record["rewrites"][index]
-    if rewrite["verified"] or rewrite["status"] == "timeout":
-        return math.log(rewrite["speedup"]) if rewrite["speedup"] else 0.0
-    return 0.0
-
-
-def gated_log_speedup(record: Mapping[str, Any], key: str) -> float:
-    """:func:`candidate_log_speedup` with effects inside the noise band (between ``1/HELPFUL`` and ``HELPFUL``x)
-    counted as 0: what a decision may rely on. A single measured 1.3x is as likely noise as a real gain here."""
-    value = candidate_log_speedup(record, key)
-    return value if abs(value) >= math.log(HELPFUL) else 0.0
-
-
-def oracle_key(record: Mapping[str, Any]) -> str:
-    """The candidate rule set that measured fastest on the record's query (``none`` when none beat the original)."""
-    effects = {key: candidate_log_speedup(record, key) for key in record.get("candidates", {})}
-    best = max(effects, key=lambda key: (effects[key], -len(key)), default=None)
-    return best if best is not None and effects[best] > 0 else "none"
-
-
-def oracle_log_speedup(record: Mapping[str, Any]) -> float:
-    """The best any candidate achieved on the record's query (0 = keep the original)."""
-    return candidate_log_speedup(record, oracle_key(record))
-
-
-def is_helped(record: Mapping[str, Any]) -> bool:
-    """Whether some verified rewrite made the record's query at least :data:`HELPFUL` times faster (its label is
-    not ``none``)."""
-    return label_of(record) != "none"
-
-
-def label_of(record: Mapping[str, Any]) -> str:
-    """The record's class for training and for its demonstration: ``none`` unless a verified rewrite helped
-    (speedup >= HELPFUL). Among the helpful rule sets whose effect is within the noise band of the best one
-    (which of them measured fastest is chance), the one with the most rules is the label, so that queries
-    helped alike (e.g. decorrelation, which the whole pipeline does too) share a label rather than split on noise;
-    ties go to the earlier candidate."""
-    helpful = {key: value for key in record.get("candidates", {})
-               if (value := candidate_log_speedup(record, key)) >= math.log(HELPFUL)}
-    if not helpful:
-        return "none"
-    best = max(helpful.values())
-    order = {rule_key(c): i for i, c in enumerate(CANDIDATES)}
-    near = [key for key, value in helpful.items() if value >= best - math.log(HELPFUL)]
-    return min(near, key=lambda key: (-len(key.split("+")), order.get(key, len(order)), key))
-
-
-# --- files ------------------------------------------------------------------------------------------------
-def read_pool(folder: Path) -> list[dict[str, Any]]:
-    """The records of a pool folder (or of a ``pool.jsonl`` file given directly).
-
-    Raises:
-        RetrieverError: missing folder/file or a line that is not JSON (naming the line).
-    """
-    folder = Path(folder)
-    path = folder / POOL_FILE if folder.is_dir() else folder
-    if not path.is_file():
-        raise RetrieverError(f"{folder}: not a pool (no {POOL_FILE}); build one with `retriever sql build-pool`")
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise RetrieverError(f"{path}:{number}: not a JSON record") from None
-    return records
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    """The pool's manifest, from its folder or next to a ``pool.jsonl`` given directly (an empty dict when there
-    is none)."""
-    folder = Path(folder)
-    path = (folder if folder.is_dir() else folder.parent) / MANIFEST_FILE
-    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-
-
-def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Counts per workload: queries, queries that ran, verified rewrites, helped queries, wrong rewrites refused."""
-    out: dict[str, Any] = {}
-    for workload in sorted({r["workload"] for r in records}) + ["all"]:
-        chosen = [r for r in records if workload in ("all", r["workload"])]
-        out[workload] = {
-            "queries": len(chosen),
-            "templates": len({r["template"] for r in chosen}),
-            "ran": sum(1 for r in chosen if r["original"]["status"] == "ok"),
-            "verified_rewrites": sum(1 for r in chosen if r["verified"]),
-            "helped": sum(1 for r in chosen if is_helped(r)),
-            "rewrites_tried": sum(len(r["rewrites"]) for r in chosen),
-            "refused_wrong_result": sum(1 for r in chosen for w in r["rewrites"] if w["status"] == "wrong"),
-            "timed_out": sum(1 for r in chosen for w in r["rewrites"] if w["status"] == "timeout"),
-        }
-    return out
-
-
 @dataclass
 class PoolResult:
     """What :func:`build_pool` produced: the folder, the counts and the settings."""
@@ -357,60 +246,21 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
     Raises:
         RetrieverError: bad settings, an existing pool (without overwrite), database or generator failures.
     """
-    from retriever.apps.sql.postgres import PrivateCluster, connect, ensure_database, table_schema, with_dbname
-    from retriever.apps.sql.workloads import database_of, generate_and_load, has_tables, workload_queries
+    from retriever.apps.sql.postgres import PrivateCluster
 
     config.validate()
     out = Path(out)
-    if (out / POOL_FILE).exists() and not (overwrite or resume):
-        raise RetrieverError(f"{out} already holds a pool; pass --overwrite to replace it or --resume to extend it")
-    out.mkdir(parents=True, exist_ok=True)
-    partial = out / (POOL_FILE + ".partial")
-    done: dict[str, dict[str, Any]] = {}
-    if resume:
-        for source in (out / POOL_FILE, partial):  # a record extended after the pool was written comes later
-            if source.is_file():
-                done.update((r["id"], r) for r in read_pool(source))
-    elif partial.exists():
-        partial.unlink()
+    partial, done = _start(out, resume=resume, overwrite=overwrite)
     cluster = None
     if conninfo is None:
         cluster = PrivateCluster(root=data_dir, keep=data_dir is not None, nice=nice).start()
         conninfo = cluster.conninfo()
-    schemas: dict[str, Any] = {}
-    loaded: dict[str, Any] = {}
-    deadline = time.monotonic() + time_budget_s if time_budget_s is not None else float("inf")
-    stopped = False
+    run = _Run(config, done, deadline=time.monotonic() + time_budget_s if time_budget_s is not None else float("inf"),
+               nice=nice, progress=progress)
     try:
         with open(partial, "a", encoding="utf-8") as sink:
             for workload in config.workloads:
-                database = database_of(workload)
-                ensure_database(conninfo, database)
-                with connect(with_dbname(conninfo, database)) as conn:
-                    scale = float(config.scales.get(database, 0.1))
-                    if not has_tables(conn, database):  # data functions take the database's name (its generator)
-                        if time.monotonic() > deadline:
-                            stopped = True
-                            continue
-                        log.info("generating and loading %s at scale %g", database, scale)
-                        loaded[database] = generate_and_load(conn, database, scale, nice=nice)
-                    schema = table_schema(conn)
-                    schemas[workload] = schema
-                    queries = workload_queries(workload, range(config.per_template), scale=scale)
-                    for number, query in enumerate(queries, start=1):
-                        record = done.get(query.id)
-                        if (record is None or missing_candidates(record, config)) and time.monotonic() > deadline:
-                            stopped = True
-                            break
-                        if record is None:
-                            record = done[query.id] = process_query(conn, query, schema, config)
-                        elif not extend_record(conn, record, schema, config):
-                            record = None
-                        if record is not None:
-                            sink.write(json.dumps(record, ensure_ascii=False) + "\n")
-                            sink.flush()
-                        if progress:
-                            progress(query.id, number, len(queries))
+                run.workload(conninfo, workload, sink)
     finally:
         if cluster is not None:
             cluster.stop()
@@ -418,11 +268,85 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
     summary = summarize(records)
     settings = asdict(config) | {"scales": dict(config.scales)}
     manifest = {"format_version": FORMAT_VERSION, "kind": "sql-demonstration-pool", "config": settings,
-                "schemas": schemas, "rows_loaded": loaded, "summary": summary,
+                "schemas": run.schemas, "rows_loaded": run.loaded, "summary": summary,
                 "database": "private cluster" if cluster is not None else "given server",
                 "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "helpful_speedup": HELPFUL,
-                "complete": not stopped, "stopped_by_time_budget": stopped, "time_budget_s": time_budget_s}
+                "complete": not run.stopped, "stopped_by_time_budget": run.stopped, "time_budget_s": time_budget_s}
     write_json_atomic(out / POOL_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
     partial.unlink(missing_ok=True)
     write_json_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return PoolResult(out, summary, settings)
+
+
+def _start(out: Path, *, resume: bool, overwrite: bool) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """Prepare folder ``out`` for a build: the partial file's path and the records already done (by id; with
+    ``resume``, the finished pool's and then the partial's, so a record extended after the pool was written wins).
+
+    Raises:
+        RetrieverError: ``out`` holds a pool and neither ``overwrite`` nor ``resume`` is given.
+    """
+    if (out / POOL_FILE).exists() and not (overwrite or resume):
+        raise RetrieverError(f"{out} already holds a pool; pass --overwrite to replace it or --resume to extend it")
+    out.mkdir(parents=True, exist_ok=True)
+    partial = out / (POOL_FILE + ".partial")
+    done: dict[str, dict[str, Any]] = {}
+    if resume:
+        for source in (out / POOL_FILE, partial):
+            if source.is_file():
+                done.update((r["id"], r) for r in read_pool(source))
+    elif partial.exists():
+        partial.unlink()
+    return partial, done
+
+
+class _Run:
+    """One build's progress over the workloads: the records ``done`` (by id, updated in place), the schemas and
+    rows loaded per workload, and whether the time budget stopped it."""
+
+    def __init__(self, config: PoolConfig, done: dict[str, dict[str, Any]], *, deadline: float, nice: int,
+                 progress: Callable[[str, int, int], None] | None):
+        self.config, self.done, self.deadline, self.nice, self.progress = config, done, deadline, nice, progress
+        self.schemas: dict[str, Any] = {}
+        self.loaded: dict[str, Any] = {}
+        self.stopped = False
+
+    def workload(self, conninfo: str, workload: str, sink) -> None:
+        """Load ``workload``'s database when it lacks its tables (not once the budget is spent), then run its queries.
+
+        Raises:
+            RetrieverError: database or generator failures.
+        """
+        from retriever.apps.sql.postgres import connect, ensure_database, table_schema, with_dbname
+        from retriever.apps.sql.workloads import database_of, generate_and_load, has_tables, workload_queries
+
+        database = database_of(workload)
+        ensure_database(conninfo, database)
+        with connect(with_dbname(conninfo, database)) as conn:
+            scale = float(self.config.scales.get(database, 0.1))
+            if not has_tables(conn, database):  # data functions take the database's name (its generator)
+                if time.monotonic() > self.deadline:
+                    self.stopped = True
+                    return
+                log.info("generating and loading %s at scale %g", database, scale)
+                self.loaded[database] = generate_and_load(conn, database, scale, nice=self.nice)
+            schema = table_schema(conn)
+            self.schemas[workload] = schema
+            self.queries(conn, workload_queries(workload, range(self.config.per_template), scale=scale), schema, sink)
+
+    def queries(self, conn, queries: Sequence[Any], schema: Mapping[str, Mapping[str, str]], sink) -> None:
+        """Run each query not done (or extend its record with the candidates it lacks), appending every new or
+        changed record to ``sink``; stops at the first query with work left once the budget is spent."""
+        for number, query in enumerate(queries, start=1):
+            record = self.done.get(query.id)
+            if (record is None or missing_candidates(record, self.config)) and time.monotonic() > self.deadline:
+                self.stopped = True
+                return
+            if record is None:
+                record = self.done[query.id] = process_query(conn, query, schema, self.config)
+            elif not extend_record(conn, record, schema, self.config):
+                record = None
+            if record is not None:
+                sink.write(json.dumps(record, ensure_ascii=False) + "\n")
+                sink.flush()
+            if self.progress:
+                self.progress(query.id, number, len(queries))
