@@ -33,7 +33,8 @@ _FILE_FORMATS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".csv": "cs
 _GZIP_OK = {"jsonl", "tsv", "csv"}
 SUPPORTED = (
     ".jsonl/.json (one object per line), .tsv, .csv (each optionally .gz), .parquet, "
-    "a BEIR folder (corpus.jsonl[.gz]) or a folder of .txt/.md files"
+    "a BEIR folder (corpus.jsonl[.gz]), a folder of .txt/.md files, or Hugging Face datasets: a save_to_disk "
+    "folder (PATH:SPLIT for a DatasetDict), a folder of .arrow/.parquet shards, hf:NAME[:SPLIT]"
 )
 
 
@@ -53,11 +54,17 @@ class FieldNames:
 
 
 def detect_format(path: Path) -> str:
-    """Return ``"jsonl"``, ``"tsv"``, ``"csv"``, ``"parquet"``, ``"beir"`` or ``"textdir"`` for ``path``.
+    """Return ``"jsonl"``, ``"tsv"``, ``"csv"``, ``"parquet"``, ``"beir"`` or ``"textdir"`` for ``path``, or one of
+    ``"hf-disk"``, ``"hf-shards"``, ``"hf-hub"`` for Hugging Face datasets inputs (see :mod:`indexing.hf_datasets`).
 
     Raises CorpusError if the path does not exist or its format is unknown.
     """
+    from indexing.hf_datasets import detect as detect_datasets  # light: pyarrow/datasets load only for such inputs
+
     path = Path(path)
+    datasets_format = detect_datasets(path)
+    if datasets_format is not None:
+        return datasets_format
     if path.is_dir():
         return "beir" if any((path / name).is_file() for name in BEIR_CORPUS_NAMES) else "textdir"
     if not path.exists():
@@ -345,6 +352,12 @@ def _markdown_title(text: str) -> str | None:
     return None
 
 
+def _read_datasets(path: Path, fields: FieldNames) -> Iterator[Document]:
+    from indexing.hf_datasets import read
+
+    return read(path, fields)
+
+
 _READERS: dict[str, Callable[[Path, FieldNames], Iterator[Document]]] = {
     "jsonl": _read_jsonl,
     "tsv": _read_tsv,
@@ -352,4 +365,5 @@ _READERS: dict[str, Callable[[Path, FieldNames], Iterator[Document]]] = {
     "parquet": _read_parquet,
     "beir": _read_beir,
     "textdir": _read_textdir,
+    **dict.fromkeys(("hf-disk", "hf-shards", "hf-hub"), _read_datasets),
 }

@@ -16,22 +16,29 @@ from indexing.errors import CorpusError
 from indexing.readers import FieldNames, record_to_document
 
 CorpusInput = Union[str, Path, Sequence[Union[str, Path]], Iterable[Mapping[str, Any]], Iterable[Document]]
-"""A corpus: one path, a list of paths, or records (dicts with id/title/text fields, or Documents)."""
+"""A corpus: one path, a list of paths, records (dicts with id/title/text fields, or Documents), or a
+``datasets.Dataset``/``IterableDataset`` (streamed in batches, see :mod:`indexing.hf_datasets`)."""
 
 
 def corpus_reader(corpus: CorpusInput, *, preset: str = "text", fields: FieldNames = FieldNames()) -> Callable[[], Iterator[Document]]:
     """A function returning a fresh iterator of the corpus's documents, checked now (paths exist, formats known).
 
     Paths are read by format (JSONL, TSV, CSV, Parquet, gzip, BEIR folders, text folders), as URL lists for the
-    ``url`` preset and as source trees for ``code``. Records are dicts (fields mapped as for JSONL) or
-    :class:`Document` objects; an in-memory iterable is read once, so it is materialized only when it is a
-    one-shot iterator.
+    ``url`` preset and as source trees for ``code``; Hugging Face datasets folders and ``hf:NAME[:SPLIT]`` are
+    paths too. A ``datasets.Dataset``/``IterableDataset`` object is streamed, never materialized. Records are
+    dicts (fields mapped as for JSONL) or :class:`Document` objects; an in-memory iterable is read once, so it is
+    materialized only when it is a one-shot iterator.
 
     Raises:
         CorpusError: a missing path, an unknown format, or a record without an id or text.
     """
     paths = _as_paths(corpus)
     if paths is None:
+        from indexing.hf_datasets import dataset_documents, is_dataset_object
+
+        if is_dataset_object(corpus):
+            dataset_documents(corpus, fields)  # checks now: a DatasetDict needs a split
+            return lambda: dataset_documents(corpus, fields)
         records = list(corpus) if not isinstance(corpus, (list, tuple)) else corpus  # type: ignore[arg-type]
         return lambda: _records(records, fields)
     from retriever.encoders.presets import get_preset
@@ -55,7 +62,11 @@ def corpus_reader(corpus: CorpusInput, *, preset: str = "text", fields: FieldNam
 
 def corpus_label(corpus: CorpusInput) -> tuple[str, ...]:
     """What a manifest records as the corpus: the paths, or ``("<records>",)`` for in-memory input."""
+    from indexing.hf_datasets import is_dataset_object, object_label
+
     paths = _as_paths(corpus)
+    if paths is None and is_dataset_object(corpus):
+        return (object_label(corpus),)
     return tuple(str(p) for p in paths) if paths is not None else ("<records>",)
 
 
