@@ -128,7 +128,7 @@ class Index:
         if bm25:
             import os
 
-            from retriever.search.bm25 import find_java_home
+            from retriever.search.java import find_java_home
 
             find_java_home(os.environ)  # no Java: fail now, not after encoding the corpus
         out = Path(out)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from indexing.errors import IndexDirError, RetrieverError
-from retriever.search.bm25 import find_java_home
+from retriever.search.java import find_java_home
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +146,9 @@ def test_scifact_matches_pyserini(tmp_path: Path) -> None:
         pytest.skip(f"SciFact not found at {scifact} (set RETRIEVER_DATA)")
     _java_or_skip()
     from retriever.search.bm25 import LuceneBM25
-    from retriever.evaluation.metrics import evaluate, load_qrels, load_queries
+    from indexing.formats.queries import read_queries
+    from indexing.formats.trec import read_qrels
+    from retriever.evaluation.metrics import evaluate
 
     def documents():
         with (scifact / "corpus.jsonl").open(encoding="utf-8") as handle:
@@ -156,8 +158,8 @@ def test_scifact_matches_pyserini(tmp_path: Path) -> None:
 
     started = time.perf_counter()
     index = LuceneBM25.build(documents(), tmp_path / "scifact-bm25", threads=2)
-    queries = load_queries(scifact / "queries.jsonl")
-    qrels = load_qrels(scifact / "qrels" / "test.tsv")
+    queries = read_queries(scifact / "queries.jsonl")
+    qrels = read_qrels(scifact / "qrels" / "test.tsv")
     query_ids = [q for q in qrels if q in queries]
     run = dict(zip(query_ids, index.search([queries[q] for q in query_ids], 1000)))
     elapsed = time.perf_counter() - started

@@ -21,7 +21,8 @@ from indexing.errors import RetrieverError
 from indexing.manifest import read_manifest
 from indexing.readers import read_corpus
 from indexing.updates import add_documents, content_version, delete_documents
-from retriever.search.bm25 import LuceneBM25, find_java_home, read_bm25_json
+from retriever.search.bm25 import LuceneBM25, read_bm25_json
+from retriever.search.java import find_java_home
 from retriever.search.hybrid import HybridSearcher
 from retriever.search.bm25_index import Bm25NotReadyError, bm25_dir, bm25_for_update, bm25_state, build_bm25
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from indexing.errors import RetrieverError
-from retriever.search.bm25 import find_java_home
+from retriever.search.java import find_java_home
 
 runner = CliRunner()
 

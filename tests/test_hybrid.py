@@ -19,7 +19,8 @@ from indexing.errors import RetrieverError
 from indexing.manifest import read_manifest
 from indexing.readers import read_corpus
 from indexing.updates import add_documents, content_version, delete_documents
-from retriever.search.bm25 import find_java_home, read_bm25_json
+from retriever.search.bm25 import read_bm25_json
+from retriever.search.java import find_java_home
 from retriever.hits import Hits
 from retriever.search.hybrid import DEFAULT_ALPHA, HybridSearcher, fuse
 from retriever.search.searcher import Hit

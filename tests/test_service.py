@@ -57,7 +57,7 @@ QUERIES = ["lava from a volcano", "immune system antibodies", "sourdough bread",
 def _has_bm25() -> bool:
     if util.find_spec("pyserini") is None:
         return False
-    from retriever.search.bm25 import find_java_home
+    from retriever.search.java import find_java_home
 
     try:
         find_java_home(os.environ)

@@ -32,7 +32,8 @@ from indexing.errors import IndexDirError, RetrieverError
 from indexing.index_dir import new_tag
 from indexing.manifest import Manifest, read_manifest
 from indexing.updates import BeforeCommit, content_version, update_extras
-from retriever.search.bm25 import LuceneBM25, find_java_home, read_bm25_json, write_index
+from retriever.search.bm25 import LuceneBM25, read_bm25_json, write_index
+from retriever.search.java import find_java_home
 
 logger = logging.getLogger(__name__)
 
