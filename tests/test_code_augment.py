@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from indexing.code_reader import python_functions
 from training import code_augment as A
+from training import text_augment as T
 
 STDLIB = Path(json.__file__).parent.parent
 MODULES = ["textwrap.py", "shlex.py", "fractions.py", "difflib.py", "argparse.py", "json/decoder.py",
@@ -207,9 +208,9 @@ def test_swap_only_swaps_independent_statements():
 def test_token_operators():
     rng = np.random.default_rng(0)
     text = "read all lines of a text file"
-    assert A.token_delete(text, rng, 0.99).split()[0] in text.split()
-    assert len(A.token_delete(text, rng, 0.0).split()) == 7
-    assert sorted(A.token_swap(text, rng).split()) == sorted(text.split())
-    replaced = A.token_replace(text, rng, ["zzz"], 1.0)
+    assert T.token_delete(text, rng, 0.99).split()[0] in text.split()
+    assert len(T.token_delete(text, rng, 0.0).split()) == 7
+    assert sorted(T.token_swap(text, rng).split()) == sorted(text.split())
+    replaced = T.token_replace(text, rng, ["zzz"], 1.0)
     assert replaced == " ".join(["zzz"] * 7)
-    assert A.token_swap("one", rng) == "one"
+    assert T.token_swap("one", rng) == "one"

@@ -1,4 +1,5 @@
-"""Program-preserving code augmentations and token-level text augmentations (ContraBERT, Liu et al. 2023).
+"""Program-preserving code augmentations (ContraBERT, Liu et al. 2023); token-level text ones are in
+:mod:`training.text_augment`, the text-edit and naming plumbing in :mod:`training.code_edits`.
 
 Every function here is pure: code (and a ``numpy.random.Generator`` where random) in, code out. Program-level
 operators work on the AST (the ground truth of what changes) and write the result back by editing the
@@ -18,9 +19,7 @@ callers must write, and renaming a function changes its name, as the operators s
 from __future__ import annotations
 
 import ast
-import builtins
 import io
-import keyword
 import re
 import tokenize
 from collections.abc import Sequence
@@ -28,102 +27,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from indexing.code_reader import source_lines
+from training.code_edits import (Style, all_identifiers, apply_edits, fresh_names, line_bytes, position_edit, render,
+                                 set_name)
 from training.code_scopes import resolve
-
-NEUTRAL_NAMES = (
-    "item", "value", "data", "obj", "node", "elem", "thing", "arg", "val", "res", "tmp", "buf", "entry", "key",
-    "part", "unit", "piece", "token", "record", "field", "cell", "slot", "box", "handle", "target", "source",
-    "alpha", "beta", "gamma", "delta", "foo", "bar", "baz", "qux", "first", "second", "other", "extra",
-)
-"""Stems of random names (``style="random"``): common, carrying no meaning of the function's purpose."""
-
-Style = str  # "uninformative" (v0, v1, ...) or "random" (neutral words with a number)
-
-
-# --- rendering: text edits verified against the AST ------------------------------------------------
-def _dump(tree: ast.AST) -> str:
-    return ast.dump(tree, include_attributes=False)
-
-
-def _render(source: str, edited: str | None, expected: ast.Module) -> str:
-    """``edited`` when it parses to ``expected``, else ``ast.unparse(expected)``."""
-    if edited is not None:
-        try:
-            if _dump(ast.parse(edited)) == _dump(expected):
-                return edited
-        except (SyntaxError, ValueError):
-            pass
-    return ast.unparse(expected) + ("\n" if source.endswith("\n") else "")
-
-
-def _apply_edits(source: str, edits: list[tuple[int, int, int, str]]) -> str | None:
-    """Replace ``(line, byte_start, byte_end, text)`` spans (1-based lines, UTF-8 byte columns, as ast gives)."""
-    lines = source_lines(source)
-    encoded = [line.encode("utf-8") for line in lines]
-    for line, start, end, text in sorted(edits, key=lambda e: (e[0], e[1]), reverse=True):
-        if not 1 <= line <= len(encoded):
-            return None
-        row = encoded[line - 1]
-        encoded[line - 1] = row[:start] + text.encode("utf-8") + row[end:]
-    return b"".join(encoded).decode("utf-8")
-
-
-def _line_bytes(source: str, line: int) -> bytes:
-    lines = source_lines(source)
-    return lines[line - 1].encode("utf-8") if 1 <= line <= len(lines) else b""
-
-
-def _all_identifiers(source: str, tree: ast.AST) -> set[str]:
-    names = set(dir(builtins)) | set(keyword.kwlist) | set(keyword.softkwlist)
-    names.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", source))
-    for node in ast.walk(tree):
-        for attr in ("id", "arg", "name", "attr"):
-            value = getattr(node, attr, None)
-            if isinstance(value, str):
-                names.add(value)
-    return names
-
-
-def _fresh_names(count: int, taken: set[str], rng: np.random.Generator | None, style: Style) -> list[str]:
-    """``count`` distinct identifiers not in ``taken`` (``v0, v1, ...`` or neutral words with a number)."""
-    out: list[str] = []
-    number = 0
-    while len(out) < count:
-        if style == "uninformative" or rng is None:
-            name = f"v{number}"
-            number += 1
-        elif style == "random":
-            name = f"{NEUTRAL_NAMES[int(rng.integers(len(NEUTRAL_NAMES)))]}{int(rng.integers(100))}"
-        else:
-            raise ValueError(f"unknown renaming style {style!r}: use 'uninformative' or 'random'")
-        if name not in taken:
-            taken.add(name)
-            out.append(name)
-    return out
 
 
 # --- renaming -------------------------------------------------------------------------------------------
-def _position_edit(source: str, node: ast.AST, old: str, new: str) -> tuple[int, int, int, str] | None:
-    if isinstance(node, (ast.Name, ast.arg)):
-        start = node.col_offset
-        return (node.lineno, start, start + len(old.encode("utf-8")), new)
-    if isinstance(node, ast.ExceptHandler):  # "except E as name:" - the name has no position of its own
-        row = _line_bytes(source, node.lineno)
-        match = re.compile(rb"\bas\s+(" + re.escape(old.encode()) + rb")\b").search(row, node.col_offset)
-        if match:
-            return (node.lineno, match.start(1), match.end(1), new)
-    return None
-
-
-def _set_name(node: ast.AST, new: str) -> None:
-    if isinstance(node, ast.Name):
-        node.id = new
-    elif isinstance(node, ast.arg):
-        node.arg = new
-    elif isinstance(node, ast.ExceptHandler):
-        node.name = new
-
-
 def rename_variables(
     code: str, rng: np.random.Generator | None = None, *, style: Style = "random", probability: float = 1.0
 ) -> str:
@@ -144,18 +53,18 @@ def rename_variables(
         bindings = [b for b in bindings if rng.random() < probability]
     if not bindings:
         return code
-    fresh = _fresh_names(len(bindings), _all_identifiers(code, tree), rng, style)
+    fresh = fresh_names(len(bindings), all_identifiers(code, tree), rng, style)
     mapping = {(id(scope), name): new for (scope, name), new in zip(bindings, fresh)}
     edits = []
     for occ, owner in resolved.occurrences:
         new = mapping.get((id(owner), occ.name))
         if new is None:
             continue
-        edit = _position_edit(code, occ.node, occ.name, new)
+        edit = position_edit(code, occ.node, occ.name, new)
         if edit is not None:
             edits.append(edit)
-        _set_name(occ.node, new)
-    return _render(code, _apply_edits(code, edits), tree)
+        set_name(occ.node, new)
+    return render(code, apply_edits(code, edits), tree)
 
 
 def _first_function(tree: ast.Module) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
@@ -170,9 +79,9 @@ def rename_function(code: str, rng: np.random.Generator | None = None, *, style:
         return code
     resolved = resolve(tree)
     old = func.name
-    (new,) = _fresh_names(1, _all_identifiers(code, tree), rng, style)
+    (new,) = fresh_names(1, all_identifiers(code, tree), rng, style)
     edits = []
-    row = _line_bytes(code, func.lineno)
+    row = line_bytes(code, func.lineno)
     match = re.compile(rb"\bdef\s+(" + re.escape(old.encode()) + rb")\b").search(row, func.col_offset)
     if match:
         edits.append((func.lineno, match.start(1), match.end(1), new))
@@ -181,7 +90,7 @@ def rename_function(code: str, rng: np.random.Generator | None = None, *, style:
         if owner is resolved.module and occ.name == old and isinstance(occ.node, ast.Name):
             edits.append((occ.node.lineno, occ.node.col_offset, occ.node.col_offset + len(old.encode()), new))
             occ.node.id = new
-    return _render(code, _apply_edits(code, edits), tree)
+    return render(code, apply_edits(code, edits), tree)
 
 
 # --- dead code ---------------------------------------------------------------------------------------
@@ -216,12 +125,12 @@ def insert_dead_code(code: str, rng: np.random.Generator) -> str:
     start = 1 if _has_docstring(func.body) else 0
     at = int(rng.integers(start, len(func.body) + 1))
     params = [a.arg for a in func.args.posonlyargs + func.args.args + func.args.kwonlyargs]
-    (fresh,) = _fresh_names(1, _all_identifiers(code, tree), rng, "random")
+    (fresh,) = fresh_names(1, all_identifiers(code, tree), rng, "random")
     text = _dead_statement(rng, fresh, params)
     func.body[at:at] = ast.parse(text).body
     edited = None
     anchor = func.body[at + 1] if at < len(func.body) - 1 else func.body[at - 1]
-    row = _line_bytes(code, anchor.lineno)
+    row = line_bytes(code, anchor.lineno)
     indent = row[: anchor.col_offset]
     if anchor.lineno != func.lineno and not indent.strip():
         lines = source_lines(code)
@@ -231,7 +140,7 @@ def insert_dead_code(code: str, rng: np.random.Generator) -> str:
         if where == len(lines) and lines and not lines[-1].endswith("\n"):
             lines[-1] += "\n"
         edited = "".join(lines[:where]) + block + "".join(lines[where:])
-    return _render(code, edited, tree)
+    return render(code, edited, tree)
 
 
 # --- statement swapping --------------------------------------------------------------------------------
@@ -285,7 +194,7 @@ def _blocks(tree: ast.AST) -> list[list[ast.stmt]]:
 
 def _rest_is_blank(code: str, stmt: ast.stmt) -> bool:
     """Nothing but blanks or a comment follows ``stmt`` on its last line."""
-    rest = _line_bytes(code, stmt.end_lineno or stmt.lineno)[stmt.end_col_offset or 0:].strip()
+    rest = line_bytes(code, stmt.end_lineno or stmt.lineno)[stmt.end_col_offset or 0:].strip()
     return not rest or rest.startswith(b"#")
 
 
@@ -301,13 +210,13 @@ def swap_statements(code: str, rng: np.random.Generator) -> str:
     edited = None
     lines = source_lines(code)
     a_end, b_end = a.end_lineno or a.lineno, b.end_lineno or b.lineno
-    whole = all(not _line_bytes(code, s.lineno)[: s.col_offset].strip() and _rest_is_blank(code, s) for s in (a, b))
+    whole = all(not line_bytes(code, s.lineno)[: s.col_offset].strip() and _rest_is_blank(code, s) for s in (a, b))
     if whole and a_end < b.lineno:
         if b_end == len(lines) and not lines[-1].endswith("\n"):
             lines[-1] += "\n"
         first, between, second = lines[a.lineno - 1 : a_end], lines[a_end : b.lineno - 1], lines[b.lineno - 1 : b_end]
         edited = "".join(lines[: a.lineno - 1] + second + between + first + lines[b_end:])
-    return _render(code, edited, tree)
+    return render(code, edited, tree)
 
 
 # --- comments and docstrings ------------------------------------------------------------------------------
@@ -347,16 +256,16 @@ def remove_docstrings(code: str) -> str:
         return code
     lines = source_lines(code)
     edited: str | None = None
-    clean = all(not _line_bytes(code, d.lineno)[: d.col_offset].strip()
-                and not _line_bytes(code, d.end_lineno or d.lineno)[d.end_col_offset or 0:].strip(b" \t\r\n")
+    clean = all(not line_bytes(code, d.lineno)[: d.col_offset].strip()
+                and not line_bytes(code, d.end_lineno or d.lineno)[d.end_col_offset or 0:].strip(b" \t\r\n")
                 for d, _ in spans)
     if clean:
         for doc, replacement in sorted(spans, key=lambda s: s[0].lineno, reverse=True):
-            indent = _line_bytes(code, doc.lineno)[: doc.col_offset].decode("utf-8")
+            indent = line_bytes(code, doc.lineno)[: doc.col_offset].decode("utf-8")
             new = [indent + replacement + "\n"] if replacement else []
             lines[doc.lineno - 1 : doc.end_lineno] = new
         edited = "".join(lines)
-    return _render(code, edited, tree)
+    return render(code, edited, tree)
 
 
 def remove_comments_and_docstrings(code: str) -> str:
@@ -382,31 +291,3 @@ def augment_program(code: str, rng: np.random.Generator, *, operators: Sequence[
         if rng.random() < probability:
             code = table[name](code)
     return code
-
-
-# --- token-level operators on natural language -------------------------------------------------------------
-def token_delete(text: str, rng: np.random.Generator, probability: float = 0.1) -> str:
-    """Drop each whitespace-separated token with ``probability`` (at least one token stays)."""
-    words = text.split()
-    kept = [w for w in words if rng.random() >= probability]
-    return " ".join(kept or words[: 1])
-
-
-def token_replace(text: str, rng: np.random.Generator, vocabulary: Sequence[str], probability: float = 0.1) -> str:
-    """Replace each token with ``probability`` by a random word of ``vocabulary``."""
-    if not vocabulary:
-        return text
-    return " ".join(vocabulary[int(rng.integers(len(vocabulary)))] if rng.random() < probability else w
-                    for w in text.split())
-
-
-def token_swap(text: str, rng: np.random.Generator, swaps: int = 1) -> str:
-    """Swap ``swaps`` random pairs of tokens."""
-    words = text.split()
-    if len(words) < 2:
-        return text
-    for _ in range(swaps):
-        i, j = rng.choice(len(words), size=2, replace=False)
-        words[i], words[j] = words[j], words[i]
-    return " ".join(words)
-

@@ -26,10 +26,10 @@ from typing import Any
 from indexing.code_reader import PYTHON_SUFFIXES, python_functions, read_source, source_files
 from indexing.errors import CorpusError, RetrieverError
 from retriever.encoders.code.identifiers import preprocess_code, split_identifier
-from training.code_augment import (augment_program, remove_docstrings, rename_function, token_delete, token_replace,
-                                   token_swap)
+from training.code_augment import augment_program, remove_docstrings, rename_function
 from training.config import CodeConfig
 from training.data import EpochOrder, Example, example_rng, tokenize_texts
+from training.text_augment import token_delete, token_replace, token_swap
 
 log = logging.getLogger(__name__)
 
