@@ -24,6 +24,7 @@ from pathlib import Path
 
 from benchmarks.common import CACHE, require_data, write_results
 from indexing.builder import BuildConfig, build_index
+from indexing.formats.jsonl import write_jsonl
 from indexing.readers import read_corpus
 from retriever.evaluation.runner import evaluate_index
 from retriever.search.hybrid import HybridSearcher
@@ -43,7 +44,8 @@ def renamed_cosqa(source: Path) -> tuple[Path, dict]:
         return out, json.loads(stats_file.read_text())
     (out / "qrels").mkdir(parents=True, exist_ok=True)
     counts = {"functions": 0, "renamed": 0, "unchanged": 0, "unparsable_kept_as_is": 0}
-    with open(out / "corpus.jsonl", "w", encoding="utf-8") as fh:
+
+    def renamed():
         for doc in read_corpus([source]):
             counts["functions"] += 1
             try:
@@ -54,7 +56,9 @@ def renamed_cosqa(source: Path) -> tuple[Path, dict]:
                 text = doc.text
             else:
                 counts["renamed" if text != doc.text else "unchanged"] += 1
-            fh.write(json.dumps({"_id": doc.id, "title": doc.title, "text": text}, ensure_ascii=False) + "\n")
+            yield {"_id": doc.id, "title": doc.title, "text": text}
+
+    write_jsonl(out / "corpus.jsonl", renamed())
     shutil.copy(source / "queries.jsonl", out / "queries.jsonl")
     for split in (source / "qrels").glob("*.tsv"):
         shutil.copy(split, out / "qrels" / split.name)

@@ -17,7 +17,9 @@ import logging
 
 from benchmarks.code import index_for
 from benchmarks.common import machine, require_data, write_results
-from retriever.evaluation.metrics import evaluate, load_qrels, load_queries, parse_metrics
+from indexing.formats.queries import read_queries
+from indexing.formats.trec import read_qrels
+from retriever.evaluation.metrics import evaluate, parse_metrics
 from retriever.search.fusion import weighted_score_fusion
 from retriever.hits import Hits
 from retriever.search.hybrid import HybridSearcher
@@ -53,8 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     cosqa = require_data("cosqa")
-    qrels = load_qrels(cosqa / "qrels" / f"{args.split}.tsv")
-    texts = load_queries(cosqa / "queries.jsonl")
+    qrels = read_qrels(cosqa / "qrels" / f"{args.split}.tsv")
+    texts = read_queries(cosqa / "queries.jsonl")
     queries = {q: texts[q] for q in qrels if q in texts}
     metrics = parse_metrics(METRICS)
 

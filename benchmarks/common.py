@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from indexing.formats.jsonl import load_jsonl
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 CACHE = Path(os.environ.get("RETRIEVER_BENCH_CACHE", REPO / "benchmarks" / "cache"))
@@ -92,12 +94,10 @@ def distinct_texts(limit: int | None = None) -> list[str]:
             path = corpus.parent / name
             if not path.is_file():
                 continue
-            with open(path, encoding="utf-8") as fh:
-                for line in fh:
-                    record = json.loads(line)
-                    text = f"{record.get('title', '')} {record.get('text', '')}".strip()
-                    if text:
-                        texts.add(text)
+            for record in load_jsonl(path):
+                text = f"{record.get('title', '')} {record.get('text', '')}".strip()
+                if text:
+                    texts.add(text)
     urls = DATA / "phishing-urls" / "urls.tsv"
     if urls.is_file():
         with open(urls, encoding="utf-8") as fh:

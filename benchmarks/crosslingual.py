@@ -31,9 +31,11 @@ from typing import Any
 import numpy as np
 
 from benchmarks import common
+from indexing.formats.jsonl import load_jsonl
+from indexing.formats.queries import read_queries
+from indexing.formats.trec import read_qrels
 from training.crosslingual_splits import (
     XQUAD_LANGUAGES,
-    read_jsonl,
     tatoeba_languages,
     tatoeba_pair_id,
     tatoeba_split,
@@ -58,7 +60,7 @@ def non_latin_tatoeba(data: Path) -> list[str]:
 
     out = []
     for lang in tatoeba_languages(data):
-        texts = [r["text"] for r in read_jsonl(data / "tatoeba" / f"{lang}-eng" / "queries.jsonl")[:200]]
+        texts = list(read_queries(data / "tatoeba" / f"{lang}-eng" / "queries.jsonl").values())[:200]
         if not is_latin_script(texts):
             out.append(lang)
     return out
@@ -71,13 +73,10 @@ def xquad_half(data: Path, lang: str, half: str, limit: int = 0) -> tuple[dict[s
     split = xquad_split_of(data)
     articles = {"eval": split.eval, "dev": split.dev}[half]
     folder = data / "xquad" / lang
-    docs = {d["_id"]: d["text"] for d in read_jsonl(folder / "corpus.jsonl") if xquad_article(d["_id"]) in articles}
-    relevant = {}
-    for line in (folder / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]:
-        query, doc, _ = line.split("\t")
-        if doc in docs:
-            relevant[query] = doc
-    queries = {q["_id"]: q["text"] for q in read_jsonl(folder / "queries.jsonl") if q["_id"] in relevant}
+    docs = {d["_id"]: d["text"] for d in load_jsonl(folder / "corpus.jsonl") if xquad_article(d["_id"]) in articles}
+    relevant = {query: doc for query, judged in read_qrels(folder / "qrels" / "test.tsv").items()
+                for doc in judged if doc in docs}
+    queries = {q: text for q, text in read_queries(folder / "queries.jsonl").items() if q in relevant}
     if limit:
         kept = set(sorted(queries, key=lambda q: hashlib.sha256(f"xquad-sample:{q}".encode()).hexdigest())[:limit])
         queries = {q: t for q, t in queries.items() if q in kept}
@@ -88,8 +87,8 @@ def tatoeba_half(data: Path, lang: str, half: str, limit: int = 0) -> tuple[dict
     """(xx sentences, English sentences) of one language pair, keyed by pair id, restricted to ``half``
     (and to its first ``limit`` pairs in a fixed hash order when ``limit`` > 0)."""
     folder = data / "tatoeba" / f"{lang}-eng"
-    queries = {tatoeba_pair_id(r["_id"]): r["text"] for r in read_jsonl(folder / "queries.jsonl")}
-    english = {tatoeba_pair_id(r["_id"]): r["text"] for r in read_jsonl(folder / "corpus.jsonl")}
+    queries = {tatoeba_pair_id(q): text for q, text in read_queries(folder / "queries.jsonl").items()}
+    english = {tatoeba_pair_id(r["_id"]): r["text"] for r in load_jsonl(folder / "corpus.jsonl")}
     halves = tatoeba_split(lang, queries)
     keep = [pid for pid in queries if halves[pid] == half and pid in english]
     if limit:

@@ -20,10 +20,12 @@ import numpy as np
 
 from benchmarks.common import require_data, write_results
 from indexing.builder import BuildConfig, build_index
+from indexing.formats.queries import read_queries
+from indexing.formats.trec import read_qrels
 from indexing.from_vectors import build_from_vectors
 from indexing.readers import read_corpus
 from retriever.encoders.base import load_encoder
-from retriever.evaluation.metrics import evaluate, load_qrels, load_queries
+from retriever.evaluation.metrics import evaluate
 from retriever.hits import Hits
 from retriever.search.searcher import Searcher
 
@@ -59,8 +61,8 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data = require_data(args.dataset)
-    corpus, queries = data / "corpus.jsonl", load_queries(data / "queries.jsonl")
-    qrels = load_qrels(data / "qrels" / "test.tsv")
+    corpus, queries = data / "corpus.jsonl", read_queries(data / "queries.jsonl")
+    qrels = read_qrels(data / "qrels" / "test.tsv")
     queries = {q: t for q, t in queries.items() if q in qrels}
     work = args.work or Path(tempfile.mkdtemp(prefix="engine-quality-"))
     encoder = load_encoder("minilm", device="cpu")

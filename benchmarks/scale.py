@@ -39,6 +39,7 @@ def bench_encode(texts: int, repeats: int, work: Path) -> dict:
     import torch
 
     from indexing.builder import BuildConfig, build_index
+    from indexing.formats.jsonl import write_jsonl
     from indexing.index_dir import open_index
     from indexing.readers import read_corpus
     from retriever.distributed import RayShardPool
@@ -46,9 +47,7 @@ def bench_encode(texts: int, repeats: int, work: Path) -> dict:
 
     corpus = work / "corpus.jsonl"
     chosen = distinct_texts(texts)
-    with open(corpus, "w", encoding="utf-8") as fh:
-        for i, text in enumerate(chosen):
-            fh.write(json.dumps({"_id": f"t{i}", "text": text}) + "\n")
+    write_jsonl(corpus, ({"_id": f"t{i}", "text": text} for i, text in enumerate(chosen)))
     torch.set_num_threads(2)
     enc = load_encoder("minilm", device="cpu")
     started = time.perf_counter()

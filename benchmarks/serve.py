@@ -54,8 +54,9 @@ def ensure_index(name: str, data: Path, given: Path | None) -> Path:
 
 
 def read_queries(data: Path) -> list[str]:
-    with open(data / "queries.jsonl", encoding="utf-8") as fh:
-        return [json.loads(line)["text"] for line in fh if line.strip()]
+    from indexing.formats.queries import read_queries
+
+    return list(read_queries(data / "queries.jsonl").values())
 
 
 def free_port() -> int:

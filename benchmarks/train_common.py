@@ -55,11 +55,13 @@ def evaluate_split(model: str, collection: Path, work: Path, *, split: str, devi
     Returns ``{"aggregate": {...}, "per_query": {...}, "index": path, "build_seconds": s, "queries": n}``.
     """
     from retriever.encoders.base import load_encoder
-    from retriever.evaluation.metrics import evaluate, load_qrels, load_queries
+    from indexing.formats.queries import read_queries
+    from indexing.formats.trec import read_qrels
+    from retriever.evaluation.metrics import evaluate
     from retriever.search.searcher import Searcher
 
-    qrels = load_qrels(collection / "qrels" / f"{split}.tsv")
-    queries = {q: t for q, t in load_queries(collection / "queries.jsonl").items() if q in qrels}
+    qrels = read_qrels(collection / "qrels" / f"{split}.tsv")
+    queries = {q: t for q, t in read_queries(collection / "queries.jsonl").items() if q in qrels}
     encoder = load_encoder(model, device=device)
     seconds = 0.0
     if index is None:

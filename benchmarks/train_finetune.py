@@ -30,9 +30,9 @@ from benchmarks.train_common import (add_recipe_flags, compare, evaluate_on_test
 def split_train(collection: Path, work: Path, *, train_split: str, dev_fraction: float, seed: int) -> tuple[Path, int, int]:
     """A BEIR folder in ``work`` whose ``qrels/train.tsv`` holds the training queries and ``qrels/dev.tsv`` the
     held-out ones (corpus and queries linked, not copied). Returns the folder and the two query counts."""
-    from retriever.evaluation.metrics import load_qrels
+    from indexing.formats.trec import read_qrels
 
-    qrels = load_qrels(collection / "qrels" / f"{train_split}.tsv")
+    qrels = read_qrels(collection / "qrels" / f"{train_split}.tsv")
     queries = sorted(qrels)
     random.Random(seed).shuffle(queries)
     n_dev = round(dev_fraction * len(queries))

@@ -32,10 +32,11 @@ RANDOM_SEEDS = 5
 def random_ranker(collection: Path, *, seeds: int = RANDOM_SEEDS) -> dict[str, float]:
     """Mean test metrics of ``seeds`` random rankings (top 100 of a seeded shuffle of the corpus per query)."""
     from indexing.readers import read_corpus
-    from retriever.evaluation.metrics import evaluate, load_qrels
+    from indexing.formats.trec import read_qrels
+    from retriever.evaluation.metrics import evaluate
     from retriever.hits import Hits
 
-    qrels = load_qrels(collection / "qrels" / "test.tsv")
+    qrels = read_qrels(collection / "qrels" / "test.tsv")
     doc_ids = [doc.id for doc in read_corpus([collection / "corpus.jsonl"])]
     depth = min(100, len(doc_ids))
     scores = np.linspace(1.0, 0.0, depth, dtype=np.float32)

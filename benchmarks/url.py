@@ -116,8 +116,9 @@ def write_tsv(path: Path, rows: list[tuple[str, str, str]]) -> None:
 
 
 def write_text_jsonl(path: Path, rows: list[tuple[str, str, str]]) -> None:
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.writelines(json.dumps({"_id": i, "text": u, "label": lab}) + "\n" for i, u, lab in rows)
+    from indexing.formats.jsonl import write_jsonl
+
+    write_jsonl(path, ({"_id": i, "text": u, "label": lab} for i, u, lab in rows))
 
 
 # --- metrics ------------------------------------------------------------------------------------------

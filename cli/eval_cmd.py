@@ -29,8 +29,8 @@ def evaluate(
     device: str = typer.Option("auto", "--device", help="Query encoder device: auto, cpu or cuda[:N]."),
 ) -> None:
     """Evaluate an index on a dataset split (judged queries only) with ir-measures."""
+    from indexing.formats.trec import write_run
     from retriever.evaluation.runner import evaluate_index, write_per_query
-    from retriever.evaluation.metrics import write_trec_run
     from retriever.search.hybrid import HybridSearcher
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
@@ -49,7 +49,7 @@ def evaluate(
         write_per_query(report, per_query)
     if run_file is not None:
         try:
-            write_trec_run(report.run, run_file, tag=f"retriever-{mode}")
+            write_run(run_file, report.run, tag=f"retriever-{mode}")
         except ValueError as exc:
             raise RetrieverError(f"--run {run_file}: {exc}") from None
     if report.tuning is not None:

@@ -16,7 +16,7 @@ def search(
     index_dir: Path = typer.Argument(..., help="Index directory."),
     query: Optional[str] = typer.Argument(None, help="Query text (or use --queries)."),
     k: int = typer.Option(10, "-k", "--k", help="Number of documents per query."),
-    queries: Optional[Path] = typer.Option(None, "--queries", help="Queries file: JSONL (_id/id, text) or TSV (id, text)."),
+    queries: Optional[Path] = typer.Option(None, "--queries", help="Queries file: JSONL (_id/id, text) or TSV (id<TAB>text), optionally .gz."),
     output: Optional[Path] = typer.Option(None, "--output", help="Write a TREC run file (with --queries)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON line per query: {query, hits}."),
     filters: list[str] = typer.Option([], "--filter", help="Metadata filter FIELD=VALUE (repeatable), applied before top-k."),
@@ -41,7 +41,10 @@ def search(
         check_queries([query])  # before the index loads: a blank query is refused at once
         ids, texts = ["q"], [query]
     else:
-        ids, texts = _read_queries(queries)
+        from indexing.formats.queries import read_queries
+
+        read = read_queries(queries)  # blank queries and duplicated ids are refused, naming file and line
+        ids, texts = list(read), list(read.values())
     if output is not None and queries is None:
         raise RetrieverError("--output needs --queries")
     if mode != "hybrid" and (fusion is not None or alpha is not None):
@@ -90,35 +93,15 @@ def _query_encoder(index_dir: Path, model: str, device: str):
     return load_encoder(model, preset=recorded.get("preset"), device=device)
 
 
-def _read_queries(path: Path) -> tuple[list[str], list[str]]:
-    """Ids and texts of a queries file; a blank query is an error naming file and line."""
-    import logging
-
-    from indexing.readers import read_corpus
-    from retriever.search.searcher import is_blank
-
-    readers_log = logging.getLogger("indexing.readers")
-    level = readers_log.level
-    readers_log.setLevel(logging.ERROR)  # its "empty document, indexed as empty" warning is wrong for queries
-    try:
-        docs = list(read_corpus([path]))
-    finally:
-        readers_log.setLevel(level)
-    for doc in docs:
-        if is_blank(doc.full_text()):
-            raise RetrieverError(f"{doc.origin or path}: query {doc.id!r} is blank: give some text to search for")
-    return [d.id for d in docs], [d.full_text() for d in docs]
-
-
 def _write_run(path: Path, ids: list[str], results) -> None:
-    import os
+    """The hits of each query as a TREC run (tag ``retriever``); an id the format cannot hold is a user error."""
+    from indexing.formats.trec import write_run
 
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        for qid, hits in zip(ids, results):
-            for rank, hit in enumerate(hits, 1):
-                fh.write(f"{qid} Q0 {hit.id} {rank} {hit.score:.6f} retriever\n")
-    os.replace(tmp, path)
+    try:
+        write_run(path, {qid: ([h.id for h in hits], [h.score for h in hits]) for qid, hits in zip(ids, results)},
+                  tag="retriever")
+    except ValueError as exc:
+        raise RetrieverError(f"--output {path}: {exc}") from None
 
 
 def _table(query: str, hits) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import datetime
 import gzip
-import json
 import logging
 import sys
 from dataclasses import dataclass
@@ -193,16 +192,9 @@ def _kind(value: Any) -> str:
 
 
 def _read_jsonl(path: Path, fields: FieldNames) -> Iterator[Document]:
-    for lineno, line in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            hint = "; a JSON array is not supported, write one object per line" if line.lstrip().startswith("[") else ""
-            raise CorpusError(path, f"malformed JSON ({e.msg}, column {e.colno}){hint}", line=lineno) from None
-        if not isinstance(record, dict):
-            raise CorpusError(path, f"expected a JSON object, got {_kind(record)}", line=lineno)
+    from indexing.formats.jsonl import read_jsonl
+
+    for lineno, record in read_jsonl(path):
         yield _to_document(record, fields, path, lineno, f"{path}:{lineno}")
 
 

@@ -14,13 +14,14 @@ every other field (``label``, ...) is kept as metadata. The document's text is t
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from indexing.documents import Document
 from indexing.errors import CorpusError
-from indexing.readers import ID_KEYS, _lines, _raise_csv_field_limit
+from indexing.formats.jsonl import read_jsonl
+from indexing.formats.lines import read_lines
+from indexing.readers import ID_KEYS, _raise_csv_field_limit
 
 URL_KEY = "url"
 
@@ -63,7 +64,7 @@ def _read_all(paths: list[Path], url_field: str, id_field: str | None) -> Iterat
         if kind == "lines":
             records = _lines_records(path)
         else:
-            records = _json_records(path) if kind == "jsonl" else _table_records(path, kind, url_field)
+            records = read_jsonl(path) if kind == "jsonl" else _table_records(path, kind, url_field)
         for line, record in records:
             count += 1
             yield _document(record, path, line, url_field, id_field, plain=kind == "lines")
@@ -88,23 +89,10 @@ def _document(record: dict, path: Path, line: int, url_field: str, id_field: str
 
 
 def _lines_records(path: Path) -> Iterator[tuple[int, dict]]:
-    for line, text in _lines(path):
+    for line, text in read_lines(path):
         url = text.strip()
         if url:
             yield line, {URL_KEY: url}
-
-
-def _json_records(path: Path) -> Iterator[tuple[int, dict]]:
-    for line, text in _lines(path):
-        if not text.strip():
-            continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise CorpusError(path, f"malformed JSON ({exc.msg}, column {exc.colno})", line=line) from None
-        if not isinstance(record, dict):
-            raise CorpusError(path, "expected a JSON object", line=line)
-        yield line, record
 
 
 def _table_records(path: Path, kind: str, url_field: str) -> Iterator[tuple[int, dict]]:
@@ -112,10 +100,10 @@ def _table_records(path: Path, kind: str, url_field: str) -> Iterator[tuple[int,
     header: list[str] | None = None
     if kind == "csv":
         _raise_csv_field_limit()
-        reader = csv.reader((text for _, text in _lines(path)), strict=True)
+        reader = csv.reader((text for _, text in read_lines(path)), strict=True)
         rows = ((reader.line_num, row) for row in reader)
     else:
-        rows = ((line, text.rstrip("\r\n").split("\t")) for line, text in _lines(path) if text.strip())
+        rows = ((line, text.rstrip("\r\n").split("\t")) for line, text in read_lines(path) if text.strip())
     try:
         for line, cells in rows:
             if not cells:

@@ -1,22 +1,20 @@
-"""Evaluation helpers: readers, ir-measures metrics checked against hand computations, runs, tests."""
+"""Evaluation helpers: ir-measures metrics checked against hand computations, significance tests, coverage.
+
+Query, qrels and run files are tested in tests/test_formats.py."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from indexing.errors import CorpusError, RetrieverError
+from indexing.errors import RetrieverError
 from retriever.evaluation.metrics import (
     coverage_report,
     evaluate,
-    load_qrels,
-    load_queries,
     paired_pvalue,
     parse_metrics,
-    write_trec_run,
 )
 from retriever.hits import Hits
 
@@ -26,43 +24,6 @@ QRELS = {"q1": {"d1": 1, "d3": 2}, "q2": {"d5": 1}, "q4": {"d9": 1}}
 def hits(ids: list[str], scores: list[float]) -> Hits:
     """Hits from plain lists."""
     return Hits(ids, np.asarray(scores, dtype=np.float32))
-
-
-def test_load_queries(tmp_path: Path) -> None:
-    path = tmp_path / "queries.jsonl"
-    path.write_text('{"_id": "q1", "text": "first"}\n\n{"_id": 7, "text": "seven", "metadata": {}}\n', encoding="utf-8")
-    assert load_queries(path) == {"q1": "first", "7": "seven"}
-
-
-@pytest.mark.parametrize(
-    ("content", "expected"),
-    [
-        ('{"_id": "q1", "text": "a"}\n{"text": "b"}\n', "queries.jsonl:2: field '_id': missing"),
-        ('{"_id": "q1"}\n', "queries.jsonl:1: field 'text': missing"),
-        ('{"_id": "q1", "text": "a"}\nnot json\n', "queries.jsonl:2: invalid JSON"),
-        ('{"_id": "q1", "text": "a"}\n{"_id": "q1", "text": "b"}\n', "queries.jsonl:2: field '_id': duplicate"),
-    ],
-)
-def test_load_queries_errors(tmp_path: Path, content: str, expected: str) -> None:
-    path = tmp_path / "queries.jsonl"
-    path.write_text(content, encoding="utf-8")
-    with pytest.raises(CorpusError, match=expected):
-        load_queries(path)
-
-
-def test_load_qrels_beir_and_trec(tmp_path: Path) -> None:
-    beir = tmp_path / "test.tsv"
-    beir.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td3\t2\nq2\td5\t1\n", encoding="utf-8")
-    assert load_qrels(beir) == {"q1": {"d1": 1, "d3": 2}, "q2": {"d5": 1}}
-    trec = tmp_path / "qrels.txt"
-    trec.write_text("q1 0 d1 1\nq1 0 d3 2\nq2 0 d5 1\n", encoding="utf-8")
-    assert load_qrels(trec) == load_qrels(beir)
-    bad = tmp_path / "bad.tsv"
-    bad.write_text("query-id\tcorpus-id\tscore\nq1\td1\thigh\n", encoding="utf-8")
-    with pytest.raises(CorpusError, match="bad.tsv:2: field 'score'"):
-        load_qrels(bad)
-    with pytest.raises(CorpusError, match="no such file"):
-        load_qrels(tmp_path / "missing.tsv")
 
 
 def test_parse_metrics() -> None:
@@ -104,20 +65,6 @@ def test_evaluate_accepts_score_dicts() -> None:
     # every query ranks all its relevant documents in the ideal order
     assert result.aggregate == {"nDCG@10": pytest.approx(1.0), "RR@10": pytest.approx(1.0)}
     assert result.missing_queries == 0
-
-
-def test_write_trec_run(tmp_path: Path) -> None:
-    path = tmp_path / "runs" / "run.trec"
-    run = {"q1": hits(["d2", "d1"], [3.5, 1.25]), "q2": hits([], [])}
-    write_trec_run(run, path, tag="bm25")
-    assert path.read_text(encoding="utf-8").splitlines() == ["q1 Q0 d2 1 3.5 bm25", "q1 Q0 d1 2 1.25 bm25"]
-    assert [p.name for p in path.parent.iterdir()] == ["run.trec"]  # no temp file left
-    with pytest.raises(ValueError):
-        write_trec_run(run, path, tag="two words")
-    with pytest.raises(ValueError):
-        write_trec_run({"q1": hits(["has space"], [1.0])}, tmp_path / "bad.trec", tag="t")
-    assert not (tmp_path / "bad.trec").exists()
-    assert path.read_text(encoding="utf-8").startswith("q1 Q0 d2 1")  # untouched by the failed writes
 
 
 @pytest.mark.parametrize("method", ["ttest", "randomization"])

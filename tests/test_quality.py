@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from indexing.builder import BuildConfig, build_index
+from indexing.formats.queries import read_queries
+from indexing.formats.trec import read_qrels
 from indexing.readers import read_corpus
 from retriever.encoders.base import load_encoder
-from retriever.evaluation.metrics import evaluate, load_qrels, load_queries
+from retriever.evaluation.metrics import evaluate
 from retriever.hits import Hits
 from retriever.search.searcher import Searcher
 from tests.conftest import DEMO_DATA
@@ -25,8 +27,8 @@ def minilm():
 
 def test_engine_matches_direct_sentence_transformers(tmp_path, minilm):
     corpus = DEMO_DATA / "corpus.jsonl"
-    queries = load_queries(DEMO_DATA / "queries.jsonl")
-    qrels = load_qrels(DEMO_DATA / "qrels" / "test.tsv")
+    queries = read_queries(DEMO_DATA / "queries.jsonl")
+    qrels = read_qrels(DEMO_DATA / "qrels" / "test.tsv")
     ids = sorted(queries)[:300]
     build_index(tmp_path / "idx", lambda: read_corpus([corpus]), minilm, BuildConfig(corpus=(str(corpus),), factory="Flat", chunk_tokens=0))
     searcher = Searcher.load(tmp_path / "idx", device="cpu")

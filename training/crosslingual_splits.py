@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Literal
 
 from indexing.errors import CorpusError
+from indexing.formats.jsonl import load_jsonl
+from indexing.formats.queries import read_queries
+from indexing.formats.trec import read_qrels
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +83,7 @@ def xquad_split_of(data: Path) -> XquadSplit:
     corpus = Path(data) / "xquad" / "en" / "corpus.jsonl"
     if not corpus.is_file():
         raise CorpusError(corpus, "no such file (the XQuAD collection is missing)")
-    return xquad_split(xquad_article(json.loads(line)["_id"]) for line in corpus.open(encoding="utf-8") if line.strip())
+    return xquad_split(xquad_article(record["_id"]) for record in load_jsonl(corpus))
 
 
 def tatoeba_pair_id(record_id: str) -> str:
@@ -101,11 +104,6 @@ def tatoeba_split(language: str, pair_ids: Iterable[str]) -> dict[str, Half]:
     halves: dict[str, Half] = {pid: "eval" for pid in ranked[len(ranked) // 2 :]}
     halves.update({pid: "dev" if pid in dev else "train" for pid in train})
     return halves
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def tatoeba_languages(data: Path) -> list[str]:
@@ -147,19 +145,19 @@ def write_training_corpus(
 
         for lang in xquad:
             folder = Path(data) / "xquad" / lang
-            for doc in read_jsonl(folder / "corpus.jsonl"):
+            for doc in load_jsonl(folder / "corpus.jsonl"):
                 if xquad_article(doc["_id"]) in allowed:
                     emit({"_id": f"xq-{lang}-{doc['_id']}", "text": doc["text"], "lang": lang, "group": None})
                     counts["xquad_paragraphs"] += 1
             paragraph_of = _xquad_qrels(folder)
-            for query in read_jsonl(folder / "queries.jsonl"):
-                if xquad_article(paragraph_of[query["_id"]]) in allowed:
-                    emit({"_id": f"xq-{lang}-{query['_id']}", "text": query["text"], "lang": lang, "group": f"xq:{query['_id']}"})
+            for query_id, text in read_queries(folder / "queries.jsonl").items():
+                if xquad_article(paragraph_of[query_id]) in allowed:
+                    emit({"_id": f"xq-{lang}-{query_id}", "text": text, "lang": lang, "group": f"xq:{query_id}"})
                     counts["xquad_questions"] += 1
         for lang in tatoeba:
             folder = Path(data) / "tatoeba" / f"{lang}-eng"
-            queries = {tatoeba_pair_id(r["_id"]): r["text"] for r in read_jsonl(folder / "queries.jsonl")}
-            docs = {tatoeba_pair_id(r["_id"]): r["text"] for r in read_jsonl(folder / "corpus.jsonl")}
+            queries = {tatoeba_pair_id(q): text for q, text in read_queries(folder / "queries.jsonl").items()}
+            docs = {tatoeba_pair_id(r["_id"]): r["text"] for r in load_jsonl(folder / "corpus.jsonl")}
             halves = tatoeba_split(lang, queries)
             for pid in sorted(queries, key=int):
                 if halves[pid] in keep and pid in docs:
@@ -174,14 +172,8 @@ def write_training_corpus(
 
 def _xquad_qrels(folder: Path) -> dict[str, str]:
     """Query id -> its one relevant paragraph id (XQuAD judges exactly one per question)."""
-    relevant: dict[str, str] = {}
-    with open(folder / "qrels" / "test.tsv", encoding="utf-8") as handle:
-        next(handle)
-        for line in handle:
-            query, doc, score = line.rstrip("\n").split("\t")
-            if int(score) > 0:
-                relevant[query] = doc
-    return relevant
+    qrels = read_qrels(folder / "qrels" / "test.tsv")
+    return {query: doc for query, docs in qrels.items() for doc, score in docs.items() if score > 0}
 
 
 def write_dev_collection(data: Path, out: Path, *, tatoeba: Iterable[str], per_language: int = 8) -> dict[str, int]:
@@ -199,8 +191,8 @@ def write_dev_collection(data: Path, out: Path, *, tatoeba: Iterable[str], per_l
     corpus, queries, qrels = [], [], []
     for lang in tatoeba:
         folder = Path(data) / "tatoeba" / f"{lang}-eng"
-        native = {tatoeba_pair_id(r["_id"]): r["text"] for r in read_jsonl(folder / "queries.jsonl")}
-        english = {tatoeba_pair_id(r["_id"]): r["text"] for r in read_jsonl(folder / "corpus.jsonl")}
+        native = {tatoeba_pair_id(q): text for q, text in read_queries(folder / "queries.jsonl").items()}
+        english = {tatoeba_pair_id(r["_id"]): r["text"] for r in load_jsonl(folder / "corpus.jsonl")}
         halves = tatoeba_split(lang, native)
         chosen = [pid for pid in _rank([p for p, h in halves.items() if h == "dev" and p in english], f"tatoeba-dev-eval:{lang}")][:per_language]
         for pid, roman in zip(chosen, romanize([native[p] for p in chosen])):

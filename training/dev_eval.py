@@ -34,8 +34,10 @@ class DevSet:
 
     def __init__(self, config: EvalConfig, *, query_prefix: str = "", document_prefix: str = "",
                  preprocess: Callable[[str], str] | None = None):
+        from indexing.formats.queries import read_queries
+        from indexing.formats.trec import read_qrels
         from indexing.readers import read_corpus
-        from retriever.evaluation.metrics import load_qrels, load_queries, parse_metrics
+        from retriever.evaluation.metrics import parse_metrics
 
         if config.dataset is None:
             raise RetrieverError("no evaluation dataset given")
@@ -47,8 +49,8 @@ class DevSet:
             log.warning("selecting checkpoints on test queries leaks the test set into the model choice")
         self.measure = str(parse_metrics([config.metric])[0])
         self.metrics = list(dict.fromkeys([self.measure, "R@100"]))
-        self.qrels = load_qrels(qrels_path)
-        queries = load_queries(folder / "queries.jsonl")
+        self.qrels = read_qrels(qrels_path)
+        queries = read_queries(folder / "queries.jsonl")
         self.query_ids = [q for q in queries if q in self.qrels]
         if not self.query_ids:
             raise RetrieverError(f"{qrels_path}: no judged query has a text in queries.jsonl")

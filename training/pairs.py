@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -52,36 +51,27 @@ def read_pairs(path: Path, *, split: str = "train") -> list[LabeledPair]:
 
 
 def _read_jsonl_pairs(path: Path) -> list[LabeledPair]:
-    if not path.is_file():
-        raise CorpusError(path, "no such file or directory")
+    from indexing.formats.jsonl import read_jsonl
+
     pairs = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CorpusError(path, f"invalid JSON ({exc.msg})", line=number) from None
-            if not isinstance(record, dict):
-                raise CorpusError(path, "expected a JSON object", line=number)
-            texts = {}
-            for name in ("query", "positive"):
-                value = record.get(name)
-                if not isinstance(value, str) or not value.strip():
-                    raise CorpusError(path, "missing or not a non-empty string", line=number, field=name)
-                texts[name] = value
-            negatives = record.get("negatives", record.get("negative", []))
-            negatives = [negatives] if isinstance(negatives, str) else negatives
-            if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
-                raise CorpusError(path, "must be a string or a list of strings", line=number, field="negatives")
-            positive_id = record.get("positive_id")
-            pairs.append(LabeledPair(
-                texts["query"], texts["positive"],
-                query_id=_optional_id(record.get("query_id")), positive_id=_optional_id(positive_id),
-                negatives=tuple(negatives),
-                known_positive_ids=frozenset([str(positive_id)]) if positive_id is not None else frozenset(),
-            ))
+    for number, record in read_jsonl(path):
+        texts = {}
+        for name in ("query", "positive"):
+            value = record.get(name)
+            if not isinstance(value, str) or not value.strip():
+                raise CorpusError(path, "missing or not a non-empty string", line=number, field=name)
+            texts[name] = value
+        negatives = record.get("negatives", record.get("negative", []))
+        negatives = [negatives] if isinstance(negatives, str) else negatives
+        if not isinstance(negatives, list) or not all(isinstance(n, str) for n in negatives):
+            raise CorpusError(path, "must be a string or a list of strings", line=number, field="negatives")
+        positive_id = record.get("positive_id")
+        pairs.append(LabeledPair(
+            texts["query"], texts["positive"],
+            query_id=_optional_id(record.get("query_id")), positive_id=_optional_id(positive_id),
+            negatives=tuple(negatives),
+            known_positive_ids=frozenset([str(positive_id)]) if positive_id is not None else frozenset(),
+        ))
     return pairs
 
 
@@ -90,14 +80,15 @@ def _optional_id(value: object) -> str | None:
 
 
 def _read_beir_pairs(folder: Path, split: str) -> list[LabeledPair]:
+    from indexing.formats.queries import read_queries
+    from indexing.formats.trec import read_qrels
     from indexing.readers import read_corpus
-    from retriever.evaluation.metrics import load_qrels, load_queries
 
     qrels_path = folder / "qrels" / f"{split}.tsv"
     if not qrels_path.is_file():
         raise CorpusError(qrels_path, f"no such file (a BEIR folder needs qrels/{split}.tsv to train on)")
-    queries = load_queries(folder / "queries.jsonl")
-    qrels = {q: {d for d, rel in docs.items() if rel > 0} for q, docs in load_qrels(qrels_path).items()}
+    queries = read_queries(folder / "queries.jsonl")
+    qrels = {q: {d for d, rel in docs.items() if rel > 0} for q, docs in read_qrels(qrels_path).items()}
     wanted = {d for docs in qrels.values() for d in docs}
     texts = {doc.id: doc.full_text() for doc in read_corpus([folder]) if doc.id in wanted}
     pairs, missing = [], 0

@@ -1,4 +1,7 @@
-"""Evaluation: BEIR queries/qrels readers, ir-measures metrics, TREC runs, significance tests, coverage.
+"""Evaluation: ir-measures metrics, significance tests, qrels coverage.
+
+Query files, qrels and TREC runs are read and written by :mod:`indexing.formats.queries` and
+:mod:`indexing.formats.trec`.
 
 Every metric is computed by ``ir_measures`` (pytrec_eval underneath); nothing here re-implements one.
 Scoring is judged-only: queries without qrels are ignored (and counted), and judged queries the run has
@@ -7,19 +10,15 @@ no results for score 0, as with ``trec_eval -c`` (the way Pyserini's published B
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from indexing.errors import CorpusError, RetrieverError
+from indexing.errors import RetrieverError
 from retriever.hits import Hits
 
 logger = logging.getLogger(__name__)
@@ -29,95 +28,6 @@ METRIC_EXAMPLES = ("nDCG@10", "R@100", "MRR@10", "RR@10", "AP", "P@5", "R@1000",
 _ALIASES = {"mrr": "RR", "rr": "RR", "ndcg": "nDCG", "recall": "R", "r": "R", "map": "AP", "ap": "AP",
             "p": "P", "precision": "P", "success": "Success", "judged": "Judged"}
 _EXAMPLES_SHOWN = 5
-
-
-def _open_lines(path: Path) -> Iterable[tuple[int, str]]:
-    """Yield ``(line_number, line)`` of a UTF-8 text file, raising CorpusError when it cannot be read."""
-    path = Path(path)
-    if not path.is_file():
-        raise CorpusError(path, "no such file")
-    try:
-        with path.open(encoding="utf-8") as handle:
-            yield from enumerate(handle, start=1)
-    except UnicodeDecodeError as exc:
-        raise CorpusError(path, f"not UTF-8 text ({exc.reason})") from exc
-    except OSError as exc:
-        raise CorpusError(path, f"cannot read: {exc.strerror or exc}") from exc
-
-
-def load_queries(path: Path) -> dict[str, str]:
-    """Read BEIR ``queries.jsonl``: one ``{"_id": ..., "text": ...}`` object a line (blank lines skipped).
-
-    Integer ids are accepted and turned into strings. Raises CorpusError naming file, line and field on
-    bad JSON, a missing/invalid ``_id`` or ``text``, or a duplicated id.
-    """
-    queries: dict[str, str] = {}
-    for number, line in _open_lines(path):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise CorpusError(path, f"invalid JSON ({exc.msg})", line=number) from exc
-        if not isinstance(record, dict):
-            raise CorpusError(path, "expected a JSON object", line=number)
-        query_id = record.get("_id")
-        if isinstance(query_id, int) and not isinstance(query_id, bool):
-            query_id = str(query_id)
-        if not isinstance(query_id, str) or not query_id:
-            raise CorpusError(path, "missing" if query_id is None else "must be a non-empty string",
-                              line=number, field="_id")
-        text = record.get("text")
-        if not isinstance(text, str):
-            raise CorpusError(path, "missing" if text is None else "must be a string", line=number, field="text")
-        if query_id in queries:
-            raise CorpusError(path, f"duplicate query id {query_id!r}", line=number, field="_id")
-        queries[query_id] = text
-    logger.debug("read %d queries from %s", len(queries), path)
-    return queries
-
-
-def load_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """Read relevance judgments: BEIR TSV (``query-id corpus-id score``, header optional) or TREC qrels
-    (``query-id iteration corpus-id score``, whitespace separated). Returns ``{query_id: {doc_id: score}}``.
-
-    Raises CorpusError naming file and line on a malformed line or a non-integer score.
-    """
-    qrels: dict[str, dict[str, int]] = {}
-    first = True
-    for number, line in _open_lines(path):
-        fields = [f.strip() for f in (line.split("\t") if "\t" in line else line.split())]
-        if not any(fields):
-            continue
-        if len(fields) == 3:
-            query_id, doc_id, score_text = fields
-        elif len(fields) == 4:
-            query_id, _, doc_id, score_text = fields
-        else:
-            raise CorpusError(path, f"expected 3 (BEIR) or 4 (TREC) columns, got {len(fields)}", line=number)
-        is_first, first = first, False
-        try:
-            score = _parse_int(score_text)
-        except ValueError as exc:
-            if is_first:  # a header such as "query-id corpus-id score"
-                continue
-            raise CorpusError(path, f"not an integer: {score_text!r}", line=number, field="score") from exc
-        if not query_id or not doc_id:
-            raise CorpusError(path, "empty query or document id", line=number)
-        qrels.setdefault(query_id, {})[doc_id] = score
-    logger.debug("read qrels of %d queries from %s", len(qrels), path)
-    return qrels
-
-
-def _parse_int(text: str) -> int:
-    """An integer relevance, also written as ``"1.0"``; raises ValueError otherwise."""
-    try:
-        return int(text)
-    except ValueError:
-        value = float(text)
-        if not value.is_integer():
-            raise
-        return int(value)
 
 
 def parse_metrics(names: Sequence[str]) -> list:
@@ -236,32 +146,6 @@ def evaluate(
     ordered = {str(m): aggregate[str(m)] for m in measures if str(m) in aggregate}
     return EvalResult(aggregate=ordered, per_query=per_query, labels=labels,
                       unjudged_queries=unjudged, missing_queries=missing)
-
-
-def write_trec_run(run: Mapping[str, Hits], path: Path, *, tag: str) -> None:
-    """Write a TREC run file (``qid Q0 docid rank score tag``, rank from 1), atomically (temp + rename).
-
-    Scores are written with 9 significant digits, enough to read float32 back exactly.
-    Raises ValueError if the tag or an id is empty or contains whitespace (the format cannot hold it).
-    """
-    if not tag or any(ch.isspace() for ch in tag):
-        raise ValueError(f"run tag must be non-empty without whitespace, got {tag!r}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for query_id, hits in run.items():
-                for rank, (doc_id, score) in enumerate(zip(hits.ids, np.asarray(hits.scores).tolist()), start=1):
-                    for value in (query_id, doc_id):
-                        if not value or any(ch.isspace() for ch in value):
-                            raise ValueError(f"id {value!r} cannot be written to a TREC run (empty or whitespace)")
-                    handle.write(f"{query_id} Q0 {doc_id} {rank} {format(float(score), '.9g')} {tag}\n")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    logger.info("wrote run of %d queries to %s", len(run), path)
 
 
 def paired_pvalue(

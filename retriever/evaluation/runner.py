@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from indexing.errors import RetrieverError
-from retriever.evaluation.metrics import coverage_report, evaluate, load_qrels, load_queries
+from indexing.formats.queries import read_queries
+from indexing.formats.trec import read_qrels
+from retriever.evaluation.metrics import coverage_report, evaluate
 from retriever.hits import Hits
 from retriever.search.hybrid import (DEFAULT_ALPHA, DEFAULT_DEPTH, DEFAULT_FUSION, MODES, Fusion, HybridSearcher, Mode,
                               check_options, fuse)
@@ -71,8 +73,8 @@ def load_split(dataset: Path, split: str) -> Split:
         known = qrels_splits(dataset)
         raise RetrieverError(f"{dataset}: no qrels for split {split!r} ({path} is missing; "
                              f"available: {', '.join(known) or 'none'})")
-    queries = load_queries(dataset / "queries.jsonl")
-    qrels = {q: docs for q, docs in load_qrels(path).items() if docs}
+    queries = read_queries(dataset / "queries.jsonl")
+    qrels = {q: docs for q, docs in read_qrels(path).items() if docs}
     judged = {q: queries[q] for q in qrels if q in queries}
     return Split(split, judged, qrels, frozenset(queries))
 
@@ -275,19 +277,18 @@ def _resolve_fusion(
 
 
 def write_per_query(report: EvalReport, path: Path) -> None:
-    """Per-query metrics: JSONL (``{"query_id", metric: value...}``) for ``.jsonl``/``.json``, else TSV
-    (``query_id`` then one column per metric, with a header)."""
-    import json
+    """Per-query metrics, written atomically: JSONL (``{"query_id", metric: value...}``) for ``.jsonl``/``.json``,
+    else TSV (``query_id`` then one column per metric, with a header)."""
+    from indexing.formats.jsonl import SUFFIXES, write_jsonl
+    from indexing.formats.lines import write_lines
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     names = list(report.metrics)
-    with open(path, "w", encoding="utf-8") as handle:
-        if path.suffix in (".jsonl", ".json"):
-            for query_id, values in sorted(report.per_query.items()):
-                handle.write(json.dumps({"query_id": query_id, **{n: values.get(n) for n in names}}) + "\n")
-        else:
-            handle.write("\t".join(["query_id", *names]) + "\n")
-            for query_id, values in sorted(report.per_query.items()):
-                cells = [format(values[n], ".6f") if n in values else "" for n in names]
-                handle.write("\t".join([query_id, *cells]) + "\n")
+    rows = sorted(report.per_query.items())
+    if path.suffix in SUFFIXES:
+        write_jsonl(path, ({"query_id": query_id, **{n: values.get(n) for n in names}} for query_id, values in rows))
+        return
+    lines = ["\t".join(["query_id", *names]) + "\n"]
+    for query_id, values in rows:
+        lines.append("\t".join([query_id, *(format(values[n], ".6f") if n in values else "" for n in names)]) + "\n")
+    write_lines(path, lines)

@@ -17,6 +17,7 @@ import numpy as np
 
 from indexing.errors import ModelError, RetrieverError
 from indexing.faiss_index import Metric
+from indexing.formats.queries import is_blank  # the one blank-query rule: query files, CLI, service
 from indexing.gpu import resolve_index_device, to_device
 from indexing.index_dir import OpenIndex, open_index
 from retriever.hits import Hit, Hits
@@ -33,11 +34,6 @@ MAX_OVERFETCH = 16
 def _validate_k(k: int) -> None:
     if k < 1:
         raise RetrieverError(f"k must be >= 1 (got {k})")
-
-
-def is_blank(text: str) -> bool:
-    """Whether ``text`` holds only whitespace (Python's, plus U+FEFF as ECMAScript counts it): the service's rule."""
-    return not text.replace("\ufeff", "").strip()
 
 
 def check_queries(queries: Sequence[str]) -> None:

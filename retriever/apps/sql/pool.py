@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from indexing.errors import RetrieverError
+from indexing.formats.jsonl import write_jsonl
 from indexing.manifest import write_json_atomic
 from retriever.apps.sql.equivalence import has_order_by, same_result
 from retriever.apps.sql.postgres import Run, execute
@@ -272,7 +273,7 @@ def build_pool(config: PoolConfig, out: Path, *, conninfo: str | None = None, da
                 "database": "private cluster" if cluster is not None else "given server",
                 "data_dir": str(Path(data_dir).resolve()) if data_dir else None, "helpful_speedup": HELPFUL,
                 "complete": not run.stopped, "stopped_by_time_budget": run.stopped, "time_budget_s": time_budget_s}
-    write_json_atomic(out / POOL_FILE, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+    write_jsonl(out / POOL_FILE, records)
     partial.unlink(missing_ok=True)
     write_json_atomic(out / MANIFEST_FILE, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
     return PoolResult(out, summary, settings)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from indexing.errors import RetrieverError
+from indexing.formats.jsonl import load_jsonl
 from retriever.apps.sql.rules import CANDIDATES, rule_key
 
 POOL_FILE = "pool.jsonl"
@@ -87,21 +88,13 @@ def read_pool(folder: Path) -> list[dict[str, Any]]:
     """The records of a pool folder (or of a ``pool.jsonl`` file given directly).
 
     Raises:
-        RetrieverError: missing folder/file or a line that is not JSON (naming the line).
+        RetrieverError: missing folder/file; CorpusError: a line that is not a JSON object (naming the line).
     """
     folder = Path(folder)
     path = folder / POOL_FILE if folder.is_dir() else folder
     if not path.is_file():
         raise RetrieverError(f"{folder}: not a pool (no {POOL_FILE}); build one with `retriever sql build-pool`")
-    records = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    raise RetrieverError(f"{path}:{number}: not a JSON record") from None
-    return records
+    return load_jsonl(path)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
