@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from indexing.builder import BuildConfig, Progress, _finalize, _open_workspace, _reject_duplicates
+from indexing.builder import BuildConfig, Progress, _reject_duplicates
+from indexing.workspace import finalize, open_workspace
 from indexing.docstore import DocStore
 from indexing.documents import Document, Passage
 from indexing.errors import CorpusError, RetrieverError
@@ -70,7 +71,7 @@ def _from_vectors_locked(
     progress: Progress | None,
 ) -> Manifest:
     dim, count = int(vectors.shape[1]), int(vectors.shape[0])
-    work, previous = _open_workspace(out, config, resume=resume, overwrite=overwrite)
+    work, previous = open_workspace(out, config, resume=resume, overwrite=overwrite)
     store = DocStore(work / "docstore.sqlite", readonly=False)
     try:
         shards = int(store.get_meta("shards_done", "0"))
@@ -99,4 +100,4 @@ def _from_vectors_locked(
         store.close()
     if total == 0:
         raise CorpusError("vectors", "empty corpus")
-    return _finalize(out, work, shards, total, total, record, dim, config, previous)
+    return finalize(out, work, shards, total, total, record, dim, config, previous)

@@ -22,7 +22,6 @@ file gone (removed by a commit after it read the manifest) reads the manifest ag
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import shutil
 from dataclasses import dataclass

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from indexing.builder import BuildConfig, _finalize, _open_workspace
+from indexing.builder import BuildConfig
+from indexing.workspace import finalize, open_workspace
 from indexing.docstore import DocStore
 from indexing.documents import Passage
 from indexing.errors import IndexDirError, RetrieverError
@@ -111,7 +112,7 @@ def _merge_locked(
         encoder=first.encoder,
         on_disk=on_disk,
     )
-    work, previous = _open_workspace(out, config, resume=False, overwrite=True if overwrite else _fresh(out))
+    work, previous = open_workspace(out, config, resume=False, overwrite=True if overwrite else _fresh(out))
     store = DocStore(work / "docstore.sqlite", readonly=False)
     starts, shards, docs = [], 0, 0
     try:
@@ -126,7 +127,7 @@ def _merge_locked(
         raise IndexDirError(f"{', '.join(map(str, inputs))}: nothing to merge (no passages)")
     starts = _non_empty(starts, shards) if sharded else [0]
     config = replace(config, index_shards=len(starts))
-    return _finalize(out, work, shards, total, docs, first.encoder, first.dim, config, previous, starts=starts)
+    return finalize(out, work, shards, total, docs, first.encoder, first.dim, config, previous, starts=starts)
 
 
 def _fresh(out: Path) -> bool:

@@ -12,14 +12,12 @@ import) join the same commit through a :data:`BeforeCommit` callback.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from indexing.builder import DocumentEncoder, _batched, _raise_duplicate, passage_inputs
 from indexing.chunking import chunk_documents
