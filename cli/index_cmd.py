@@ -80,7 +80,8 @@ def build(
         return
     console.print(
         f"built [bold]{out_dir}[/]: {manifest.counts['documents']:,} documents, {manifest.counts['passages']:,} passages, "
-        f"index {manifest.factory}" + (" (chosen by auto)" if index == "auto" else "") + f", model {manifest.encoder['model']}",
+        f"index {manifest.factory}" + (" (chosen by auto)" if index == "auto" else "") + f", model {manifest.encoder['model']}"
+        + (", with its BM25 index" if bm25 else ""),
         highlight=False,
     )
 
