@@ -31,7 +31,7 @@ from indexing.docstore import DocStore
 from indexing.errors import IndexDirError
 from indexing.faiss_index import VectorIndex
 from indexing.faults import fault_point
-from indexing.layout import load_vectors
+from indexing.layout import is_on_disk, load_vectors
 from indexing.manifest import Manifest, read_manifest, sha256_file, verify_files, write_manifest
 
 log = logging.getLogger(__name__)
@@ -39,11 +39,14 @@ log = logging.getLogger(__name__)
 CHECKSUM_LIMIT = 1 << 30
 """Files up to this size are checksummed on every load; larger ones only by ``retriever index verify``."""
 
+MMAP_BUDGET = 0.5
+"""``open_index(mmap=None)`` reads the FAISS files into memory unless they exceed this share of the available memory."""
+
 
 OPEN_ATTEMPTS = 5
 """Times a reader reads the manifest again when a file it names vanished under it (a commit in between)."""
 
-VERSIONED_PREFIXES = ("index.v", "docstore.v", "bm25.v")
+VERSIONED_PREFIXES = ("index.v", "docstore.v", "bm25.v", "query.v")
 """Names of per-version files and folders; the ones no committed manifest names are removed by :func:`commit`."""
 
 
@@ -82,6 +85,10 @@ class OpenIndex:
     manifest: Manifest
     vectors: VectorIndex
     docstore: DocStore
+    mapped: bool = False
+    """The FAISS files are memory-mapped (True also for on-disk ``*.ivfdata`` lists, which FAISS always maps)."""
+    mmap_reason: str = ""
+    """Why they were mapped or read, e.g. ``"reading index into memory (42 MiB)"``."""
 
     def close(self) -> None:
         self.docstore.close()
@@ -91,7 +98,10 @@ def open_index(path: Path, *, mmap: bool | None = None, verify: bool | None = No
     """Load the committed version of the index at ``path`` (single-file, sharded or with on-disk lists).
 
     Args:
-        mmap: map IVF inverted lists from disk instead of reading them (None: for IVF indexes, yes).
+        mmap: map the FAISS files (IVF inverted lists) from disk instead of reading them into memory. None:
+            read them, unless their total size exceeds :data:`MMAP_BUDGET` of the available memory
+            (``psutil.virtual_memory().available``); on-disk lists (``*.ivfdata``) are mapped whatever it says.
+            The choice is on the result (``mapped``, ``mmap_reason``) and logged at INFO.
         verify: check sha256 checksums (None: for files under 1 GiB; sizes are always checked).
 
     Raises:
@@ -120,13 +130,47 @@ def _open_version(path: Path, manifest: Manifest, *, mmap: bool | None, verify: 
     docstore = DocStore(path / manifest.files["docstore"], readonly=True)  # opened first: it pins the version's file
     try:
         verify_files(path, manifest, checksums=verify)
-        if mmap is None:
-            mmap = manifest.factory.startswith("IVF")
+        mmap, reason = choose_mmap(manifest, mmap)
+        log.info("%s: %s", path, reason)
         vectors = load_vectors(path, manifest, mmap=mmap)
     except BaseException:
         docstore.close()
         raise
-    return OpenIndex(path, manifest, vectors, docstore)
+    return OpenIndex(path, manifest, vectors, docstore, mapped=mmap or is_on_disk(manifest), mmap_reason=reason)
+
+
+def available_memory() -> int:
+    """Bytes of memory available to a new allocation without swapping (``psutil``)."""
+    import psutil
+
+    return int(psutil.virtual_memory().available)
+
+
+def choose_mmap(manifest: Manifest, mmap: bool | None) -> tuple[bool, str]:
+    """``(mmap, reason)``: whether to memory-map the FAISS files of ``manifest``'s version, and why.
+
+    ``mmap`` given: that. None: map only when the FAISS files (``index``/``shard.<i>``; not the on-disk
+    ``*.ivfdata`` lists, which are mapped anyway) exceed :data:`MMAP_BUDGET` of :func:`available_memory`.
+    """
+    faiss_files = [manifest.files[r] for r in manifest.files if r == "index" or r.startswith("shard.")]
+    size = sum(manifest.sizes.get(name, 0) for name in faiss_files)
+    suffix = "; inverted lists stay on disk (.ivfdata)" if is_on_disk(manifest) else ""
+    if mmap is not None:
+        verb = "memory-mapping the index" if mmap else "reading index into memory"
+        return mmap, f"{verb} ({_size(size)}, as asked){suffix}"
+    available = available_memory()
+    if size > MMAP_BUDGET * available:
+        share = "half" if MMAP_BUDGET == 0.5 else f"{MMAP_BUDGET:g}"
+        return True, f"memory-mapping the index ({_size(size)} > {share} of {_size(available)} available){suffix}"
+    return False, f"reading index into memory ({_size(size)}){suffix}"
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit in ("B", "KiB", "MiB") or n >= 100 else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
 
 
 def file_facts(path: Path, names: list[str]) -> tuple[dict[str, str], dict[str, int]]:
