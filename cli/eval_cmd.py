@@ -27,6 +27,7 @@ def evaluate(
     per_query: Optional[Path] = typer.Option(None, "--per-query", help="Write per-query metrics: .jsonl for JSON lines, else TSV."),
     run_file: Optional[Path] = typer.Option(None, "--run", help="Write the run as a TREC run file."),
     device: str = typer.Option("auto", "--device", help="Query encoder device: auto, cpu or cuda[:N]."),
+    query_backend: str = typer.Option("auto", "--query-backend", help="auto (the index's ONNX query encoder when it has one, else torch), onnx or torch."),
 ) -> None:
     """Evaluate an index on a dataset split (judged queries only) with ir-measures."""
     from indexing.formats.trec import write_run
@@ -38,7 +39,8 @@ def evaluate(
         raise RetrieverError("--metrics: give at least one metric, e.g. nDCG@10,R@100")
     if tune_split is not None and not tune_alpha:
         raise RetrieverError("--tune-split needs --tune-alpha")
-    searcher = HybridSearcher.load(index_dir, device=device, bm25=mode != "dense")
+    searcher = HybridSearcher.load(index_dir, device=device, bm25=mode != "dense", query_backend=query_backend,
+                                   announce=lambda note: console.print(note, highlight=False, markup=False, soft_wrap=True))
     try:
         report = evaluate_index(searcher, dataset, split=split, metrics=names, mode=mode, fusion=fusion, alpha=alpha,
                                 depth=depth, tune=tune_alpha, tune_split=tune_split)

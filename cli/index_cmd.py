@@ -73,6 +73,7 @@ def build(
             batch_size=batch_size, docs_per_shard=docs_per_shard, nprobe=nprobe, engine=engine,
             ray_address=ray_address, ray_workers=ray_workers, num_shards=num_shards, shard_id=shard_id,
             index_shards=index_shards, on_disk=on_disk,
+            announce=None if as_json else lambda note: console.print(note, highlight=False, markup=False, soft_wrap=True),
         )
     manifest = built.info()
     if as_json:
@@ -147,6 +148,20 @@ def bm25_index(
     documents = (read_bm25_json(folder) or {}).get("documents", 0) if folder is not None else 0
     console.print(f"built BM25 index of {documents:,} documents in {folder} (index version {manifest.version}, "
                   f"{time.perf_counter() - started:.1f}s)", highlight=False)
+
+
+@app.command("query-encoder")
+@user_errors
+def query_encoder(
+    index_dir: Path = typer.Argument(..., help="Index directory."),
+    wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
+) -> None:
+    """Export the index's query encoder to ONNX into the index, so searches start without torch (index build does
+    this already; use it for indexes built before)."""
+    from retriever.index import Index
+
+    manifest = Index.open(index_dir).add_query_encoder(wait=wait)
+    console.print(f"{index_dir}: ONNX query encoder added (index version {manifest.version})", highlight=False)
 
 
 @app.command("from-vectors")

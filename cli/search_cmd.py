@@ -28,6 +28,7 @@ def search(
     fusion: Optional[Literal["rrf", "score"]] = typer.Option(None, "--fusion", help="Hybrid fusion: rrf or score (min-max normalised scores, weighted by --alpha). Default: score."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Weight of the dense scores in score fusion, 0..1 (default 0.45, chosen on SciFact train)."),
     query_model: Optional[str] = typer.Option(None, "--query-model", help="Encode the queries with this model instead of the index's (e.g. one from `retriever train ... --query-only` on the model the index was built with: its documents embed as the index's do)."),
+    query_backend: str = typer.Option("auto", "--query-backend", help="auto (the index's ONNX query encoder when it has one: no torch, fast start; else torch), onnx or torch."),
     transliterate: bool = typer.Option(False, "--transliterate", help="Romanize the queries (uroman) before encoding, e.g. for a crosslingual model trained on romanizations (--mode dense)."),
 ) -> None:
     """Search an index (dense, BM25 or hybrid)."""
@@ -52,6 +53,9 @@ def search(
     if transliterate and mode != "dense":
         raise RetrieverError("--transliterate applies to --mode dense")
     options = {"filters": parse_filters(filters) or None, "nprobe": nprobe, "ef_search": ef_search}
+    # one query from a fresh process: open only what it needs (no doc-store preload, sizes checked, not checksums)
+    loading = {"query_backend": query_backend, "announce": lambda note: console.print(note, highlight=False, markup=False, soft_wrap=True),
+               "preload": None if queries is not None else False, "verify": None if queries is not None else False}
     encoder = None
     if query_model is not None:
         if transliterate:
@@ -62,13 +66,14 @@ def search(
 
         fusion = fusion or DEFAULT_FUSION
         check_options(mode, fusion, alpha)
-        searcher = HybridSearcher.load(index_dir, device=device, index_device=index_device, encoder=encoder, bm25=True)
+        searcher = HybridSearcher.load(index_dir, device=device, index_device=index_device, encoder=encoder, bm25=True,
+                                       **loading)
         options.update(mode=mode, fusion=fusion, alpha=alpha)
     else:
         from retriever.search.searcher import Searcher
 
         searcher = Searcher.load(index_dir, device=device, index_device=index_device, transliterate=transliterate,
-                                 encoder=encoder)
+                                 encoder=encoder, **loading)
     results = searcher.search(texts, k, **options)
     if output is not None:
         _write_run(output, ids, results)

@@ -23,6 +23,7 @@ def serve(
     ),
     device: str = typer.Option("auto", "--device", help="Query encoder device: auto, cpu or cuda[:N]."),
     index_device: Optional[str] = typer.Option(None, "--index-device", help="FAISS index device (see retriever search)."),
+    query_backend: str = typer.Option("auto", "--query-backend", help="auto (the index's ONNX query encoder when it has one, else torch), onnx or torch."),
     max_k: int = typer.Option(1000, "--max-k", help="Largest k a request may ask for."),
     max_queries: int = typer.Option(128, "--max-queries", help="Most queries in one request."),
     max_query_chars: int = typer.Option(2048, "--max-query-chars", help="Longest query, in characters."),
@@ -60,7 +61,7 @@ def serve(
 
         check_bm25(index_dir, read_manifest(index_dir))
         console.print("opening BM25", highlight=False)
-    state = IndexState(index_dir, device=device, index_device=index_device, bm25=bm25)
+    state = IndexState(index_dir, device=device, index_device=index_device, bm25=bm25, query_backend=query_backend)
     console.print(f"serving {index_dir} (version {state.version}, {state.manifest.counts.get('documents', 0):,} documents) "
                   f"on http://{host}:{port}  (API key {'required' if api_key else 'off'})", highlight=False)
     app = create_app(state, limits=limits, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms)

@@ -106,6 +106,10 @@ class _Transaction:
         chunking = {**self.manifest.chunking, "max_passages_per_document": self.store.max_passages_per_document()}
         self.store.close()
         checksums, sizes = file_facts(self.path, list(names.values()))
+        kept = {role: name for role, name in self.manifest.files.items() if role not in names}  # e.g. the query encoder
+        names = {**kept, **names}
+        checksums.update({n: self.manifest.checksums[n] for n in kept.values()})
+        sizes.update({n: self.manifest.sizes[n] for n in kept.values()})
         extras = {**self.manifest.extras,
                   "content_version": self.version if content_changed else content_version(self.manifest)}
         manifest = self.manifest.next(
@@ -241,6 +245,39 @@ def compact(path: Path, *, wait: float = 0.0) -> UpdateReport:
         txn.store.clear_tombstones()
         manifest = txn.commit()
     return UpdateReport(deleted=len(dead), version=manifest.version)
+
+
+AttachFiles = Callable[[Path, Manifest, str], dict[str, str]]
+"""Writes files into the index folder for the drafted next version: called with (index folder, draft manifest,
+the writer's tag for file names, see :func:`indexing.index_dir.new_tag`); returns ``role -> file name``."""
+
+
+def attach_files(path: Path, write: AttachFiles, *, command: str, wait: float = 0.0) -> Manifest:
+    """Commit the next version with files written by ``write`` added to (or replacing roles of) the current ones,
+    checksummed, under the writer lock. Files it wrote are removed if anything fails.
+
+    Raises:
+        IndexLockedError: another process writes the index (after ``wait`` seconds).
+        IndexDirError: no index at ``path``; whatever ``write`` raises.
+    """
+    with writer_lock(path, command, wait=wait):
+        current = read_manifest(path)
+        verify_files(path, current, checksums=False)
+        draft = current.next()
+        tag = new_tag(draft.version)
+        try:
+            written = write(path, draft, tag)
+            checksums, sizes = file_facts(path, list(written.values()))
+            files = {**current.files, **written}
+            named = set(files.values())  # a replaced role's old file leaves the manifest (and the folder)
+            draft = replace(draft, files=files,
+                            checksums={n: c for n, c in {**current.checksums, **checksums}.items() if n in named},
+                            sizes={n: b for n, b in {**current.sizes, **sizes}.items() if n in named})
+            commit(path, draft)
+        except BaseException:
+            remove_tagged(path, tag)
+            raise
+    return draft
 
 
 def update_extras(path: Path, before_commit: BeforeCommit, *, command: str, wait: float = 0.0) -> Manifest:

@@ -20,7 +20,7 @@ atomically; searches read the committed version and never write.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, overload
@@ -94,6 +94,8 @@ class Index:
         overwrite: bool = False,
         wait: float = 0.0,
         progress: Progress | None = None,
+        query_encoder: bool = True,
+        announce: Callable[[str], None] | None = None,
         **options: Any,
     ) -> "Index":
         """Encode ``corpus`` and build an index at ``out`` (streaming, resumable, committed atomically).
@@ -110,6 +112,9 @@ class Index:
             resume, overwrite: continue an unfinished build / replace an existing index.
             wait: seconds to wait for another writer of ``out``.
             progress: called with (documents done, passages done) after every shard.
+            query_encoder: also export the model's query side to ONNX into the index, so searches need no torch
+                (a model whose export fails is built without it, and ``announce`` says why).
+            announce: called with one-line notes for the user.
             options: fields of :class:`BuildOptions`.
 
         Raises:
@@ -147,6 +152,8 @@ class Index:
                 from retriever.search.bm25_index import build_bm25
 
                 build_bm25(out, command="index build --bm25")
+            if query_encoder:
+                _export_query_encoder(out, encoder, announce)
         return cls(out)
 
     @classmethod
@@ -214,6 +221,14 @@ class Index:
         self._searchers.clear()
         return report
 
+    def add_query_encoder(self, *, wait: float = 0.0) -> Manifest:
+        """Export the model's query side to ONNX into the index (for indexes built without it), so searches need
+        no torch. Raises ModelError when the model cannot be exported."""
+        from retriever.encoders.query_backend import add_query_encoder
+
+        self._searchers.clear()
+        return add_query_encoder(self.path, wait=wait)
+
     def bm25(self, *, threads: int = 2, wait: float = 0.0) -> Manifest:
         """(Re)build the BM25 index of the documents (needs Java), for ``mode="bm25"``/``"hybrid"``."""
         from retriever.search.bm25_index import build_bm25
@@ -244,6 +259,7 @@ class Index:
         fusion: str | None = None,
         alpha: float | None = None,
         device: str = "auto",
+        query_backend: str = "auto",
     ) -> list[Hit] | list[list[Hit]]:
         """Top-``k`` documents: one query gives its hits, a list of queries a list of hit lists.
 
@@ -253,13 +269,15 @@ class Index:
             nprobe, ef_search: IVF lists to visit / HNSW beam width (default: the index's).
             fusion, alpha: hybrid fusion (``rrf`` or ``score``) and the dense weight of score fusion.
             device: query encoder device.
+            query_backend: ``auto`` (the index's ONNX query encoder when it has one, else torch), ``onnx`` or
+                ``torch``.
 
         Raises:
             RetrieverError: a blank query, k < 1, bad options, or BM25 missing for a BM25 mode.
         """
         single = isinstance(query, str)
         queries = [query] if single else list(query)
-        searcher = self._searcher(mode, device)
+        searcher = self._searcher(mode, device, query_backend)
         options: dict[str, Any] = {"filters": dict(filters) if filters else None, "nprobe": nprobe, "ef_search": ef_search}
         if mode != "dense":
             from retriever.search.hybrid import DEFAULT_FUSION, check_options
@@ -286,19 +304,33 @@ class Index:
     def __repr__(self) -> str:
         return f"Index({str(self.path)!r})"
 
-    def _searcher(self, mode: SearchMode, device: str):
+    def _searcher(self, mode: SearchMode, device: str, query_backend: str):
         """A cached searcher of the committed version (reloaded after this object's own updates)."""
-        key = (mode != "dense", device)
+        key = (mode != "dense", device, query_backend)
         if key not in self._searchers:
             if mode == "dense":
                 from retriever.search.searcher import Searcher
 
-                self._searchers[key] = Searcher.load(self.path, device=device)
+                self._searchers[key] = Searcher.load(self.path, device=device, query_backend=query_backend)
             else:
                 from retriever.search.hybrid import HybridSearcher
 
-                self._searchers[key] = HybridSearcher.load(self.path, device=device, bm25=True)
+                self._searchers[key] = HybridSearcher.load(self.path, device=device, bm25=True, query_backend=query_backend)
+
         return self._searchers[key]
+
+
+def _export_query_encoder(out: Path, encoder: Any, announce: Callable[[str], None] | None) -> None:
+    """Commit the ONNX query encoder of a fresh build (the caller holds the lock); a failed export is a note."""
+    from indexing.errors import ModelError
+    from retriever.encoders.query_backend import add_query_encoder
+
+    try:
+        add_query_encoder(out, encoder=encoder, command="index build")
+    except ModelError as exc:
+        log.warning("%s", exc)
+        if announce is not None:
+            announce(f"note: built without an ONNX query encoder (searches will load torch): {exc}")
 
 
 def build_config(corpus: tuple[str, ...], encoder: Any, preset: str, opts: BuildOptions) -> BuildConfig:

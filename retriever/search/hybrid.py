@@ -106,11 +106,13 @@ class HybridSearcher:
         index_device: str | None = None,
         encoder: Any | None = None,
         bm25: bool = False,
+        **options: Any,
     ) -> "HybridSearcher":
         """Open the index at ``path`` (see :meth:`Searcher.load`).
 
         Args:
             bm25: open the BM25 index now (for bm25/hybrid searches) rather than on first use.
+            options: more :meth:`Searcher.load` options (``query_backend``, ``announce``, ``mmap``, ...).
 
         Raises:
             IndexDirError: missing/corrupted index. Bm25NotReadyError: ``bm25`` and the index has no current
@@ -121,7 +123,7 @@ class HybridSearcher:
             from retriever.search.bm25_index import check_bm25
 
             check_bm25(Path(path), read_manifest(Path(path)))  # fail fast, before loading vectors
-        searcher = cls(Searcher.load(path, device=device, index_device=index_device, encoder=encoder))
+        searcher = cls(Searcher.load(path, device=device, index_device=index_device, encoder=encoder, **options))
         if bm25:
             try:
                 searcher.bm25

@@ -9,7 +9,7 @@ hits = Searcher.load("my-index").search(["what is dense retrieval?"], k=10)[0]
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +47,20 @@ def check_queries(queries: Sequence[str]) -> None:
 class Searcher:
     """Search one index directory. Load with :meth:`load`; the encoder is loaded on the first text query."""
 
-    def __init__(self, opened: OpenIndex, *, device: str = "auto", encoder: Any | None = None, transliterate: bool = False):
+    def __init__(
+        self,
+        opened: OpenIndex,
+        *,
+        device: str = "auto",
+        encoder: Any | None = None,
+        transliterate: bool = False,
+        query_backend: str = "auto",
+        announce: Callable[[str], None] | None = None,
+    ):
         self.opened = opened
         self.transliterate = transliterate
+        self.query_backend = "torch" if transliterate else query_backend  # query-only romanization wraps the torch model
+        self._announce = announce
         self.manifest = opened.manifest
         self.device = device
         self._encoder = encoder
@@ -71,6 +82,8 @@ class Searcher:
         mmap: bool | None = None,
         verify: bool | None = None,
         preload: bool | None = None,
+        query_backend: str = "auto",
+        announce: Callable[[str], None] | None = None,
     ) -> "Searcher":
         """Open the committed index at ``path``.
 
@@ -83,6 +96,8 @@ class Searcher:
                 (an index built with ``--transliterate`` romanizes them anyway).
             mmap, verify: see :func:`indexing.index_dir.open_index`.
             preload: hold the doc store in memory (None: when its file is at most ``PRELOAD_LIMIT`` bytes).
+            query_backend: ``auto``, ``onnx`` or ``torch`` (see :mod:`retriever.encoders.query_backend`).
+            announce: called with a one-line note (e.g. that queries fall back to torch).
 
         Raises:
             IndexDirError: missing/corrupted index. DeviceError: a GPU was asked for and is missing.
@@ -97,7 +112,8 @@ class Searcher:
         placement = resolve_index_device(index_device or ("cpu" if device == "cpu" else "auto"))
         if placement != "cpu":
             opened.vectors.index = to_device(opened.vectors.index, placement)
-        searcher = cls(opened, device=device, encoder=encoder, transliterate=transliterate)
+        searcher = cls(opened, device=device, encoder=encoder, transliterate=transliterate,
+                       query_backend=query_backend, announce=announce)
         if encoder is not None:
             searcher._check_encoder(encoder)
         return searcher
@@ -108,13 +124,13 @@ class Searcher:
 
     @property
     def encoder(self):
-        """The query encoder (loaded on first use; imports torch)."""
+        """The query encoder, loaded on first use: the index's ONNX graph (no torch) or its torch model, as
+        ``query_backend`` says."""
         if self._encoder is None:
-            from retriever.encoders.base import encoder_from_manifest
+            from retriever.encoders.query_backend import load_query_encoder
 
-            if not self.manifest.encoder.get("model") and not self.manifest.encoder.get("path"):
-                raise ModelError(f"{self.path} was built from vectors without a model; search it by vector")
-            self._encoder = encoder_from_manifest(self.manifest.encoder, device=self.device)
+            self._encoder = load_query_encoder(self.path, self.manifest, backend=self.query_backend,  # type: ignore[arg-type]
+                                               device=self.device, announce=self._announce)
         if self.transliterate and not getattr(self._encoder, "queries", False):
             from retriever.encoders.crosslingual.transliterate import with_transliteration
 

@@ -51,12 +51,15 @@ class IndexState:
         index_device: str | None = None,
         encoder: Any | None = None,
         bm25: bool = False,
+        query_backend: str = "auto",
     ):
         """Open the committed version at ``path`` and load its query encoder.
 
         Args:
             device, index_device: see :meth:`retriever.search.searcher.Searcher.load`.
-            encoder: an already loaded query encoder (default: the manifest's model, loaded now).
+            encoder: an already loaded query encoder (default: the index's, loaded now as ``query_backend`` says:
+                its ONNX query encoder when it has one, else its torch model; see
+                :mod:`retriever.encoders.query_backend`).
             bm25: this service answers bm25/hybrid: open the BM25 index now (default: on the first bm25/hybrid
                 request). Once open, every reloaded version opens its BM25 index before the swap, so requests
                 never wait for it. The service never builds BM25 (``retriever index bm25 INDEX`` does).
@@ -69,8 +72,10 @@ class IndexState:
         self.path = Path(path)
         self.device = device
         self.index_device = index_device
+        self.query_backend = query_backend
         self._signature = manifest_signature(self.path)
-        self.searcher = HybridSearcher.load(self.path, device=device, index_device=index_device, encoder=encoder, bm25=bm25)
+        self.searcher = HybridSearcher.load(self.path, device=device, index_device=index_device, encoder=encoder, bm25=bm25,
+                                            query_backend=query_backend, announce=log.warning)
         try:
             self.searcher.searcher.encoder  # load the model now: the first request should not pay for it
         except BaseException:
@@ -120,7 +125,8 @@ class IndexState:
     def _open(self, manifest: Manifest) -> HybridSearcher:
         same_model = manifest.encoder == self.manifest.encoder and manifest.dim == self.manifest.dim
         encoder = self.searcher.searcher.encoder if same_model else None
-        fresh = HybridSearcher.load(self.path, device=self.device, index_device=self.index_device, encoder=encoder)
+        fresh = HybridSearcher.load(self.path, device=self.device, index_device=self.index_device, encoder=encoder,
+                                    query_backend=self.query_backend, announce=log.warning)
         fresh.searcher.encoder  # a changed model loads here, before the swap
         if self.searcher.bm25_open:
             try:
