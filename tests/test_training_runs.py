@@ -185,11 +185,11 @@ def test_frozen_keys_are_cached_exactly(tmp_path, small_corpus, tiny_model_no_dr
     trainer = Trainer(config, None, encoder, resolve_base(str(tiny_model_no_dropout)), tmp_path / "out",
                       device="cpu", precision="fp32")
     sequences = [[5, 6, 7], [8, 9], [5, 6, 7], list(range(10, 60))]
-    first = trainer._frozen_key_embeddings(sequences)
-    assert len(trainer.key_cache) == 3  # one entry per distinct (truncated) sequence
-    again = trainer._frozen_key_embeddings(sequences[::-1])
+    first = trainer.keys.embed(sequences)
+    assert len(trainer.keys.cache) == 3  # one entry per distinct (truncated) sequence
+    again = trainer.keys.embed(sequences[::-1])
     with torch.no_grad():
-        direct = trainer.key_encoder(collate(sequences, trainer.special, 32))["sentence_embedding"]
+        direct = trainer.keys.encoder(collate(sequences, trainer.special, 32))["sentence_embedding"]
     torch.testing.assert_close(first, direct, atol=1e-5, rtol=0)
     torch.testing.assert_close(again, direct.flip(0), atol=1e-5, rtol=0)
 
@@ -223,12 +223,12 @@ def test_query_only_reads_base_document_embeddings_from_the_index(tmp_path, smal
     encoder = load_encoder_for_training(str(tiny_model_no_dropout), max_tokens=tokens)
     trainer = Trainer(config, None, encoder, base, tmp_path / "out", device="cpu", precision="fp32")
     ids = tokenize_texts(encoder.tokenizer, texts, max_length=tokens)
-    computed = trainer._frozen_key_embeddings(ids)
+    computed = trainer.keys.embed(ids)
     torch.testing.assert_close(computed, torch.from_numpy(vectors), atol=1e-5, rtol=0)
-    trainer.key_cache.clear()
+    trainer.keys.cache.clear()
     distinct = len({tuple(i[: tokens - 2]) for i in ids})  # texts cut to the same tokens share one key
     assert trainer.prefill_keys(texts, vectors) == distinct
-    cached = trainer._frozen_key_embeddings(ids)
+    cached = trainer.keys.embed(ids)
     torch.testing.assert_close(cached, torch.from_numpy(vectors), atol=1e-5, rtol=0)
 
 

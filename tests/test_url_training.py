@@ -184,21 +184,6 @@ def test_adversarial_pass(tmp_path, tiny_model, tiny_tokenizer):
     assert _mean_difference(plain, adversarial) > 5 * _mean_difference(plain, vanishing)
 
 
-def test_perturbation_has_the_asked_norm_per_example():
-    from training.trainer import _EmbeddingPerturbation
-
-    embedding = torch.nn.Embedding(10, 4)
-    perturbation = _EmbeddingPerturbation(embedding)
-    out = embedding(torch.tensor([[1, 2, 3], [4, 5, 6]]))
-    (out * torch.arange(24, dtype=torch.float32).view(2, 3, 4)).sum().backward()
-    perturbation.prepare(0.5)
-    assert perturbation.deltas is not None
-    assert torch.allclose(perturbation.deltas[0].flatten(1).norm(dim=1), torch.tensor([0.5, 0.5]))
-    shifted = embedding(torch.tensor([[1, 2, 3], [4, 5, 6]]))
-    assert torch.allclose((shifted - out).detach().flatten(1).norm(dim=1), torch.tensor([0.5, 0.5]), atol=1e-6)
-    perturbation.remove()
-
-
 # --- supervised contrastive (labelled URLs) ----------------------------------------------------------------
 def test_supervised_info_nce_reduces_to_info_nce_and_counts_every_positive():
     from training.losses import info_nce, supervised_info_nce

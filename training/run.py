@@ -95,7 +95,7 @@ def run_training(
         RetrieverError: bad settings or inputs, a GPU that is missing, an existing run without resume/overwrite.
     """
     from retriever.devices import resolve_device
-    from training.distributed import barrier, init_distributed, process_device, shutdown
+    from training.distributed import init_distributed, process_device, shutdown
 
     config.validate()
     check_inputs(config)
@@ -104,56 +104,24 @@ def run_training(
     try:
         local_device = process_device(resolve_device(device), dist)
         precision = resolve_precision(config.precision, local_device)
-        root = out / "checkpoints"
-        earlier = root.exists() and not resume
-        if earlier and not overwrite:  # every process decides alike, before anyone writes
-            raise RetrieverError(f"{out} holds a training run; pass --resume to continue it or --overwrite to start over")
-        barrier(dist)
-        if dist.is_main:
-            if earlier:
-                shutil.rmtree(root)
-            root.mkdir(parents=True, exist_ok=True)
-            config.save(out)
-        barrier(dist)
+        root = _prepare_output(config, out, dist, resume=resume, overwrite=overwrite)
         labeled = None
         if config.objective == "finetune":
             from training.pairs import read_pairs
 
             labeled = read_pairs(Path(config.data[0]), split=config.split)
-        base = _prepare_base(config, root, dist)
-        if config.objective == "crosslingual":
-            base = replace(base, preset="crosslingual")
-        if config.objective == "sql":
-            base = replace(base, preset="sql")  # `--model OUT` then reads SQL structure (sql-structure-v1)
-        if config.objective == "code":
-            base = replace(base, preset="code")  # the model card makes `--model OUT` apply the code preprocessing
+        base = _objective_base(config, root, dist)
         from training.export import load_encoder_for_training
 
         encoder = load_encoder_for_training(base.path, max_tokens=config.max_tokens, device="cpu")
         data = _build_data(config, encoder.tokenizer, base, out, dist, local_device, labeled)
-        devset = None
-        eval_config = config.eval
-        if eval_config.dataset is None and getattr(data, "validation_dir", None) is not None:
-            eval_config = replace(eval_config, dataset=str(data.validation_dir), split="dev")
-        if eval_config.dataset is not None:
-            from retriever.encoders.presets import get_preset, preprocessor_function
-            from training.dev_eval import DevSet
-
-            devset = DevSet(eval_config, query_prefix=base.query_prefix, document_prefix=base.document_prefix,
-                            preprocess=preprocessor_function(get_preset(base.preset).preprocessor))
-        from training.trainer import Trainer
-
         log.info("training on %s (%s, %d process%s): %s", local_device, precision, dist.world_size,
                  "es" if dist.enabled else "", json.dumps(data.describe()))
-        auxiliary = None
-        if config.mlm is not None:
-            from training.mlm import MaskedLanguageModelling
+        from training.trainer import Trainer
 
-            transformer = encoder[0].auto_model
-            auxiliary = MaskedLanguageModelling(transformer.get_input_embeddings(), transformer.config.hidden_size,
-                                                weight=config.mlm.weight)
         trainer = Trainer(config, data, encoder, base, out, device=local_device, precision=precision, dist=dist,
-                          devset=devset, extra_files={"train_config.json": config.to_json()}, auxiliary=auxiliary)
+                          devset=_devset(config, data, base), extra_files={"train_config.json": config.to_json()},
+                          auxiliary=_auxiliary(config, encoder))
         if config.query_only and config.negatives.index is not None:
             from training.index_keys import base_document_vectors
 
@@ -165,6 +133,64 @@ def run_training(
         return trainer.run(resume=resume, stop_after=stop_after, time_limit_s=time_limit_s)
     finally:
         shutdown(dist)
+
+
+def _prepare_output(config: TrainConfig, out: Path, dist: DistInfo, *, resume: bool, overwrite: bool) -> Path:
+    """Create ``out/checkpoints`` (emptied with ``overwrite``) and write ``out/train_config.json`` (rank 0).
+    Returns the checkpoints folder.
+
+    Raises RetrieverError when ``out`` holds a run and neither ``resume`` nor ``overwrite`` is given."""
+    from training.distributed import barrier
+
+    root = out / "checkpoints"
+    earlier = root.exists() and not resume
+    if earlier and not overwrite:  # every process decides alike, before anyone writes
+        raise RetrieverError(f"{out} holds a training run; pass --resume to continue it or --overwrite to start over")
+    barrier(dist)
+    if dist.is_main:
+        if earlier:
+            shutil.rmtree(root)
+        root.mkdir(parents=True, exist_ok=True)
+        config.save(out)
+    barrier(dist)
+    return root
+
+
+OBJECTIVE_PRESETS = {"crosslingual": "crosslingual", "sql": "sql", "code": "code"}
+"""Objectives whose output model is recorded with their own preset: `--model OUT` then preprocesses as trained
+(crosslingual text, SQL structure words sql-structure-v1, code preprocessing via the model card)."""
+
+
+def _objective_base(config: TrainConfig, root: Path, dist: DistInfo) -> BaseModel:
+    """The base model, recorded with the preset of the objective where it has one."""
+    base = _prepare_base(config, root, dist)
+    preset = OBJECTIVE_PRESETS.get(config.objective)
+    return replace(base, preset=preset) if preset else base
+
+
+def _devset(config: TrainConfig, data, base: BaseModel):
+    """The evaluation set selecting the best step (``--eval``, else the data's held-out validation folder), or None."""
+    eval_config = config.eval
+    if eval_config.dataset is None and getattr(data, "validation_dir", None) is not None:
+        eval_config = replace(eval_config, dataset=str(data.validation_dir), split="dev")
+    if eval_config.dataset is None:
+        return None
+    from retriever.encoders.presets import get_preset, preprocessor_function
+    from training.dev_eval import DevSet
+
+    return DevSet(eval_config, query_prefix=base.query_prefix, document_prefix=base.document_prefix,
+                  preprocess=preprocessor_function(get_preset(base.preset).preprocessor))
+
+
+def _auxiliary(config: TrainConfig, encoder):
+    """The masked-language-modelling head of the url objective (``config.mlm``), or None."""
+    if config.mlm is None:
+        return None
+    from training.mlm import MaskedLanguageModelling
+
+    transformer = encoder[0].auto_model
+    return MaskedLanguageModelling(transformer.get_input_embeddings(), transformer.config.hidden_size,
+                                   weight=config.mlm.weight)
 
 
 def _prepare_base(config: TrainConfig, root: Path, dist: DistInfo) -> BaseModel:

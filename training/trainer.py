@@ -2,12 +2,12 @@
 
 One optimizer step = ``accumulate`` forward passes of ``batch_size`` examples (over all processes). Keys come
 from the trained encoder (in-batch negatives, gradients on both sides) or, with a queue, from a momentum key
-encoder (MoCo). Checkpoints hold everything needed to continue exactly (see :mod:`training.checkpoint`).
+encoder (MoCo). Checkpoints hold everything needed to continue exactly (see :mod:`training.trainer_checkpoint`).
 
-Two general extensions: an *auxiliary loss* (a module called on the query side's token embeddings and the
-examples' ``query_labels``, e.g. masked-language modelling, added with its ``weight``), and *adversarial
-training* (``config.adversarial > 0``: after the clean pass, the input embeddings are pushed by
-``adversarial`` along their normalized loss gradient, per example, and a second pass adds its gradients; FGM).
+An *auxiliary loss* (a module called on the query side's token embeddings and the examples' ``query_labels``,
+e.g. masked-language modelling) is added with its ``weight``. The optional behaviours (freezing, adversarial
+training, MoCo or frozen keys, the queue, a weight average) are parts (:mod:`training.trainer_parts`) composed
+from the configuration; the loop calls their hooks.
 """
 
 from __future__ import annotations
@@ -18,63 +18,28 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from indexing.errors import RetrieverError
 from training import checkpoint as ckpt
 from training.config import TrainConfig
-from training.data import SpecialTokens, TrainingData, collate, collate_labels
+from training.data import Example, SpecialTokens, TrainingData, collate, collate_labels
 from training.dev_eval import DevSet
-from training.distributed import DistInfo, barrier, broadcast_object, gather, gather_objects
+from training.distributed import DistInfo, barrier, broadcast_object, gather
+from training.events import HISTORY_FILE, Callback, TrainEvent, TrainResult
 from training.export import BaseModel, publish, save_model_folder
-from training.freezing import freeze_bottom_layers
 from training.losses import info_nce, listwise_distillation, supervised_info_nce
-from training.moco import KeyQueue, make_key_encoder, momentum_update
+from training.trainer_checkpoint import restore_trainer, save_trainer
+from training.trainer_parts import FrozenKeysPart, TrainerPart, build_parts
 
 log = logging.getLogger(__name__)
 
-HISTORY_FILE = "training.json"
-
-
-@dataclass(frozen=True)
-class TrainEvent:
-    """What the loop reports to its callback (the CLI draws a progress bar from these)."""
-
-    kind: Literal["start", "step", "eval", "checkpoint", "done"]
-    step: int
-    total: int
-    loss: float | None = None
-    lr: float | None = None
-    examples_per_s: float | None = None
-    tokens_per_s: float | None = None
-    metrics: dict[str, float] | None = None
-    improved: bool = False
-    path: str | None = None
-
-
-@dataclass
-class TrainResult:
-    """How a run ended. ``best_*`` are set when an evaluation set was given."""
-
-    out: Path
-    steps_done: int
-    finished: bool
-    last_loss: float | None
-    best_step: int | None = None
-    best_metrics: dict[str, float] | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    timed_out: bool = False  # ended by ``time_limit_s`` before ``config.steps``; the model was exported all the same
-
-
-Callback = Callable[[TrainEvent], None]
+__all__ = ["HISTORY_FILE", "Callback", "TrainEvent", "TrainResult", "Trainer", "warmup_linear"]  # events re-exported
 
 
 def warmup_linear(step: int, *, warmup: int, total: int) -> float:
@@ -101,45 +66,23 @@ class _Dual(nn.Module):
         return q, k, aux
 
 
-class _EmbeddingPerturbation:
-    """Forward hook on the input embedding: records its outputs (keeping their gradients), or adds deltas to them."""
+class _Batch(NamedTuple):
+    """One micro-batch on the device: ``n`` examples with ``h`` negatives each."""
 
-    def __init__(self, embedding: nn.Module):
-        self.outputs: list[Tensor] = []
-        self.deltas: list[Tensor] | None = None
-        self.handle = embedding.register_forward_hook(self._hook)
-
-    def _hook(self, module: nn.Module, args: Any, output: Tensor) -> Tensor | None:
-        if self.deltas is not None:
-            return self._add(output)
-        if output.requires_grad:
-            output.retain_grad()
-            self.outputs.append(output)
-        return None
-
-    def _add(self, output: Tensor) -> Tensor:
-        assert self.deltas is not None
-        delta = self.deltas.pop(0)
-        return output + delta.to(output.dtype)
-
-    def prepare(self, epsilon: float) -> None:
-        """Turn the recorded outputs' gradients into deltas of norm ``epsilon`` per example (rows of dim 0)."""
-        deltas = []
-        for output in self.outputs:
-            grad = output.grad if output.grad is not None else torch.zeros_like(output)  # (n, t, d)
-            norm = grad.float().flatten(1).norm(dim=1).clamp_min(1e-12)  # (n,)
-            deltas.append((epsilon * grad.float() / norm.view(-1, *([1] * (grad.ndim - 1)))).detach())
-        self.outputs, self.deltas = [], deltas
-
-    def reset(self) -> None:
-        self.outputs, self.deltas = [], None
-
-    def remove(self) -> None:
-        self.handle.remove()
+    queries: dict[str, Tensor]  # collated, (n, t)
+    keys: dict[str, Tensor]  # collated positives then negatives, (n * (1 + h), t)
+    key_ids: list[list[int]]  # the keys' token ids, uncollated
+    labels: Tensor | None  # (n, t) auxiliary-loss targets of the queries
+    groups: Tensor | None  # (n,) class ids: same class = positives
+    teacher: Tensor | None  # (n, 1 + h) teacher scores of each query's own keys
 
 
 class Trainer:
-    """Runs one configured training of ``encoder`` (a SentenceTransformer) on ``data``, writing to ``out``."""
+    """Runs one configured training of ``encoder`` (a SentenceTransformer) on ``data``, writing to ``out``.
+
+    The optional behaviours the config asks for are ``parts`` (:func:`training.trainer_parts.build_parts`), set up
+    here in order; ``keys`` is the one that embeds keys (a momentum or frozen key encoder), if any.
+    """
 
     def __init__(
         self,
@@ -166,49 +109,32 @@ class Trainer:
         self.special = SpecialTokens.of(encoder.tokenizer)
         self.encoder = encoder.to(device)
         self.auxiliary = auxiliary.to(device) if auxiliary is not None else None
-        embedding = encoder[0].auto_model.get_input_embeddings()
-        if config.freeze_embeddings or config.freeze_layers:
-            embedding.weight.requires_grad_(False)
-        if config.freeze_layers:
-            freeze_bottom_layers(encoder[0].auto_model, config.freeze_layers)
-        if config.adversarial and (config.freeze_embeddings or config.freeze_layers):
-            raise RetrieverError("--adversarial needs trainable input embeddings (drop --freeze-embeddings / --freeze-layers)")
-        self.key_encoder: nn.Module | None = None
-        self.frozen_keys = config.teacher_keys or config.query_only
-        if self.frozen_keys:
-            self.key_encoder = make_key_encoder(encoder).eval()  # the frozen base model: fixed targets, no dropout
-        elif config.queue_size:
-            self.key_encoder = make_key_encoder(encoder).train()  # dropout on keys, as Contriever
-        # A frozen encoder in eval mode embeds a text alike every time: its keys are computed once per distinct
-        # token sequence (hard negatives recur across epochs). Cleared when full (crops rarely repeat).
-        self.key_cache: dict[tuple[int, ...], Tensor] = {}
-        self.dev_documents: Tensor | None = None
-        self.queue = KeyQueue(config.queue_size, encoder.get_embedding_dimension(), device=device) if config.queue_size else None
-        self.averaged: AveragedModel | None = None
-        if config.ema:  # an exponential moving average of the weights (torch's swa_utils): evaluated and exported
-            self.averaged = AveragedModel(encoder, multi_avg_fn=get_ema_multi_avg_fn(config.ema))  # parameters only: constant buffers
-            for param in self.averaged.parameters():
-                param.requires_grad_(False)
-        # after the key encoder and the average are copied, so that the copies carry no hook
-        self.perturbation = _EmbeddingPerturbation(embedding) if config.adversarial else None
+        self.parts: list[TrainerPart] = build_parts(config, special=self.special, device=device)
+        for part in self.parts:
+            part.setup(encoder)
+        self.keys: TrainerPart | None = next((part for part in self.parts if part.embeds_keys), None)
         dual: nn.Module = _Dual(encoder, self.auxiliary)
         if dist.enabled:
             ids = [torch.device(device).index] if device.startswith("cuda") else None
             dual = nn.parallel.DistributedDataParallel(dual, device_ids=ids, find_unused_parameters=True)
         self.dual = dual
-        trainable = [p for p in encoder.parameters() if p.requires_grad]
-        if self.auxiliary is not None:
-            known = {id(p) for p in encoder.parameters()}
-            trainable += [p for p in self.auxiliary.parameters() if p.requires_grad and id(p) not in known]
-        groups = [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": config.weight_decay},
-                  {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
-        self.optimizer = torch.optim.AdamW(groups, lr=config.lr)
+        self.optimizer = torch.optim.AdamW(self._parameter_groups(), lr=config.lr)
         schedule = functools.partial(warmup_linear, warmup=config.warmup, total=config.steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, schedule)
         self.scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.best: tuple[float, int] | None = None
+
+    def _parameter_groups(self) -> list[dict[str, Any]]:
+        """AdamW groups of the trainable parameters (encoder, then the auxiliary head's own): matrices with weight
+        decay, biases and norms without."""
+        trainable = [p for p in self.encoder.parameters() if p.requires_grad]
+        if self.auxiliary is not None:
+            known = {id(p) for p in self.encoder.parameters()}
+            trainable += [p for p in self.auxiliary.parameters() if p.requires_grad and id(p) not in known]
+        return [{"params": [p for p in trainable if p.ndim >= 2], "weight_decay": self.config.weight_decay},
+                {"params": [p for p in trainable if p.ndim < 2], "weight_decay": 0.0}]
 
     # --- public -------------------------------------------------------------------------------------
     def run(self, *, resume: bool = False, stop_after: int | None = None, time_limit_s: float | None = None,
@@ -224,7 +150,7 @@ class Trainer:
         emit = callback or (lambda event: None)
         cfg = self.config
         if resume and ckpt.latest_checkpoint(self.root) is not None:
-            self._restore()
+            restore_trainer(self)
         else:
             random.seed(cfg.seed)
             np.random.seed(cfg.seed)
@@ -249,13 +175,13 @@ class Trainer:
                 if self.devset is not None and cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
                     self._evaluate(emit)
                 if cfg.save_every and self.step % cfg.save_every == 0 and self.step < target:
-                    emit(TrainEvent("checkpoint", self.step, cfg.steps, path=str(self._save())))
+                    emit(TrainEvent("checkpoint", self.step, cfg.steps, path=str(save_trainer(self))))
                 if time_limit_s is not None and self.step < cfg.steps:
                     timed_out = self._out_of_time(clock, time_limit_s)
         except KeyboardInterrupt:
             if not self.dist.enabled and self.step > 0:
                 log.warning("interrupted: saving a checkpoint of step %d", self.step)
-                self._save()
+                save_trainer(self)
             raise
         finished = self.step >= cfg.steps
         if timed_out:
@@ -263,7 +189,7 @@ class Trainer:
         ended = finished or timed_out  # a run that ends (not one paused by stop_after) is evaluated and exported
         if ended and self.devset is not None and (not self.history or self.history[-1]["step"] != self.step):
             self._evaluate(emit)
-        emit(TrainEvent("checkpoint", self.step, cfg.steps, path=str(self._save())))
+        emit(TrainEvent("checkpoint", self.step, cfg.steps, path=str(save_trainer(self))))
         if ended:
             self._export()
         emit(TrainEvent("done", self.step, cfg.steps, loss=last_loss))
@@ -283,66 +209,74 @@ class Trainer:
     def _train_step(self) -> tuple[float, int]:
         """Forward/backward ``accumulate`` batches and step the optimizer. Returns (mean loss, tokens seen globally)."""
         cfg = self.config
-        if self.key_encoder is not None and not self.frozen_keys:
-            momentum_update(self.key_encoder, self.encoder, cfg.momentum)
+        for part in self.parts:
+            part.before_step(self.encoder)
         self.optimizer.zero_grad(set_to_none=True)
         total, tokens = 0.0, 0
         for micro in range(cfg.accumulate):
-            position = (self.step * cfg.accumulate + micro) * cfg.batch_size + self.dist.rank * self.local_batch
-            examples = self.data.examples(position, self.local_batch)
-            queries = self._to_device(collate([e.query for e in examples], self.special, cfg.max_tokens))
-            key_ids = [e.key for e in examples] + [n for e in examples for n in e.negatives]
-            keys = self._to_device(collate(key_ids, self.special, cfg.max_tokens))
-            labels = None
-            if self.auxiliary is not None and all(e.query_labels is not None for e in examples):
-                labels = collate_labels([e.query_labels for e in examples], self.special, cfg.max_tokens,
-                                        queries["input_ids"].shape[1]).to(self.device)
-            groups = None
-            if all(e.group is not None for e in examples):
-                groups = torch.tensor([e.group for e in examples], dtype=torch.long, device=self.device)  # (n,)
-            teacher = None
-            if examples and all(e.teacher is not None for e in examples):
-                teacher = torch.tensor([e.teacher for e in examples], dtype=torch.float32, device=self.device)  # (n, 1 + h)
-            tokens += int(queries["attention_mask"].sum() + keys["attention_mask"].sum()) * self.dist.world_size
-            last = micro == cfg.accumulate - 1
-            passes = 2 if self.perturbation is not None else 1
-            for attempt in range(passes):  # the clean pass, then (adversarial training) the perturbed one
-                final = last and attempt == passes - 1
-                sync = contextlib.nullcontext() if final or not self.dist.enabled else self.dual.no_sync()
-                with sync:
-                    loss, positives = self._forward_loss(queries, keys, labels, groups, teacher, key_ids)
-                    self.scaler.scale(loss / cfg.accumulate).backward()
-                if attempt == 0:
-                    clean, clean_positives = loss.item(), positives
-                    if self.perturbation is not None:
-                        self.perturbation.prepare(cfg.adversarial)
-            if self.perturbation is not None:
-                self.perturbation.reset()
-            if self.queue is not None:
-                self.queue.enqueue(clean_positives)
+            clean, seen = self._micro_batch(micro)
             total += clean / cfg.accumulate
+            tokens += seen
         self.scaler.unscale_(self.optimizer)
         if cfg.max_grad_norm:
             torch.nn.utils.clip_grad_norm_(self.encoder.parameters(), cfg.max_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
-        if self.averaged is not None:
-            self.averaged.update_parameters(self.encoder)
+        for part in self.parts:
+            part.after_step(self.encoder)
         return total, tokens
+
+    def _micro_batch(self, micro: int) -> tuple[float, int]:
+        """Forward/backward micro-batch ``micro`` of this step: the clean pass, then the parts' extra passes
+        (adversarial). Returns the clean pass's loss and the tokens of the batch over all processes."""
+        cfg = self.config
+        position = (self.step * cfg.accumulate + micro) * cfg.batch_size + self.dist.rank * self.local_batch
+        batch = self._batch(self.data.examples(position, self.local_batch))
+        tokens = int(batch.queries["attention_mask"].sum() + batch.keys["attention_mask"].sum()) * self.dist.world_size
+        passes = 1 + sum(part.extra_passes for part in self.parts)
+        for attempt in range(passes):
+            final = micro == cfg.accumulate - 1 and attempt == passes - 1
+            sync = contextlib.nullcontext() if final or not self.dist.enabled else self.dual.no_sync()
+            with sync:
+                loss, positives = self._forward_loss(batch.queries, batch.keys, batch.labels, batch.groups,
+                                                     batch.teacher, batch.key_ids)
+                self.scaler.scale(loss / cfg.accumulate).backward()
+            if attempt == 0:
+                clean, clean_positives = loss.item(), positives
+            for part in self.parts:
+                part.after_pass(attempt)
+        for part in self.parts:
+            part.after_batch(clean_positives)
+        return clean, tokens
+
+    def _batch(self, examples: list[Example]) -> _Batch:
+        """The tensors of ``examples`` on the device (see :class:`_Batch`)."""
+        cfg = self.config
+        queries = self._to_device(collate([e.query for e in examples], self.special, cfg.max_tokens))
+        key_ids = [e.key for e in examples] + [n for e in examples for n in e.negatives]
+        keys = self._to_device(collate(key_ids, self.special, cfg.max_tokens))
+        labels = None
+        if self.auxiliary is not None and all(e.query_labels is not None for e in examples):
+            labels = collate_labels([e.query_labels for e in examples], self.special, cfg.max_tokens,
+                                    queries["input_ids"].shape[1]).to(self.device)
+        groups = None
+        if all(e.group is not None for e in examples):
+            groups = torch.tensor([e.group for e in examples], dtype=torch.long, device=self.device)  # (n,)
+        teacher = None
+        if examples and all(e.teacher is not None for e in examples):
+            teacher = torch.tensor([e.teacher for e in examples], dtype=torch.float32, device=self.device)  # (n, 1 + h)
+        return _Batch(queries, keys, key_ids, labels, groups, teacher)
 
     def _forward_loss(self, queries: dict[str, Tensor], keys: dict[str, Tensor], labels: Tensor | None,
                       groups: Tensor | None, teacher: Tensor | None,
                       key_ids: list[list[int]]) -> tuple[Tensor, Tensor]:
         """Contrastive loss (+ weighted auxiliary loss) of one batch, and the gathered positives for the queue."""
         with self._autocast():
-            q, k, aux = self.dual(queries, None if self.key_encoder is not None else keys, labels)
-            if self.key_encoder is not None:
+            q, k, aux = self.dual(queries, None if self.keys is not None else keys, labels)
+            if self.keys is not None:
                 with torch.no_grad():
-                    if self.frozen_keys:
-                        k = self._frozen_key_embeddings(key_ids)  # (n * (1 + h), d)
-                    else:
-                        k = self.key_encoder(dict(keys))["sentence_embedding"]  # (n * (1 + h), d)
+                    k = self.keys.key_embeddings(keys, key_ids)  # (n * (1 + h), d)
         loss, positives = self._loss(q.float(), k.float(), groups, teacher)
         if aux is not None:
             loss = loss + self.auxiliary.weight * aux.float()
@@ -372,8 +306,10 @@ class Trainer:
                                             teacher_temperature=options.teacher_temperature) * options.distill_weight
         elif k.shape[0] > n:
             extras.append(gather(k[n:], self.dist))  # (world * n * h, d)
-        if self.queue is not None and self.queue.filled:
-            extras.append(self.queue.negatives())  # (filled, d)
+        for part in self.parts:
+            more = part.extra_negatives()  # the queue's keys (filled, d)
+            if more is not None:
+                extras.append(more)
         extra = torch.cat(extras) if extras else None
         if groups is not None:
             loss = supervised_info_nce(all_q, all_pos, gather(groups, self.dist), temperature=self.config.temperature,
@@ -384,57 +320,33 @@ class Trainer:
             loss = loss + distill
         return loss, all_pos.detach()
 
-    KEY_CACHE_SIZE = 200_000
-    """Most key embeddings held by the frozen-key cache (200k x 384 float32 = 300 MB)."""
-
-    def _frozen_key_embeddings(self, key_ids: list[list[int]]) -> Tensor:
-        """The frozen key encoder's embeddings ``(len(key_ids), d)`` of token id lists, through the cache."""
-        assert self.key_encoder is not None
-        wanted = [self._key_of(ids) for ids in key_ids]
-        missing = list(dict.fromkeys(w for w in wanted if w not in self.key_cache))
-        if len(self.key_cache) + len(missing) > self.KEY_CACHE_SIZE:
-            self.key_cache.clear()
-        if missing:
-            batch = self._to_device(collate([list(m) for m in missing], self.special, self.config.max_tokens))
-            vectors = self.key_encoder(batch)["sentence_embedding"].float()  # (m, d)
-            self.key_cache.update(zip(missing, vectors))
-        return torch.stack([self.key_cache[w] for w in wanted])
-
-    def _key_of(self, ids: list[int]) -> tuple[int, ...]:
-        """The cache key of a token id list: the ids that :func:`collate` keeps."""
-        return tuple(ids[: self.special.room(self.config.max_tokens)])
-
     def prefill_keys(self, texts: list[str], vectors: np.ndarray) -> int:
         """Seed the frozen-key cache with known embeddings ``vectors`` ``(n, d)`` of ``texts`` (as the data feeds
         them, prefixes included), e.g. read back from an index built with the base model; the evaluation corpus
-        is looked up there too. Returns the number of cached keys. Only for frozen keys (``query_only``)."""
-        from training.data import tokenize_texts
+        is looked up there too. Returns the number of cached keys.
 
-        if not self.config.query_only:
+        Raises RetrieverError unless the run is ``query_only`` (its keys are the base model's document embeddings)."""
+        keys = self.keys
+        if not (self.config.query_only and isinstance(keys, FrozenKeysPart)):
             raise RetrieverError("known key embeddings apply to --query-only runs only")
-        tensor = torch.from_numpy(np.ascontiguousarray(vectors, dtype=np.float32)).to(self.device)  # (n, d)
-        ids = tokenize_texts(self.encoder.tokenizer, texts, max_length=self.config.max_tokens)
-        self.key_cache.update(zip(map(self._key_of, ids), tensor))
-        if self.devset is not None:
-            by_text = dict(zip(texts, tensor.cpu()))
-            if all(text in by_text for text in self.devset.doc_texts):
-                self.dev_documents = torch.stack([by_text[text] for text in self.devset.doc_texts])
-        return len(self.key_cache)
+        dev_texts = self.devset.doc_texts if self.devset is not None else None
+        return keys.prefill(self.encoder.tokenizer, texts, vectors, dev_texts=dev_texts)
 
     @property
     def evaluated(self) -> nn.Module:
         """The trained encoder as evaluated and exported: the moving average of its weights with ``--ema``, else itself."""
-        return self.averaged.module if self.averaged is not None else self.encoder
+        model = self.encoder
+        for part in self.parts:
+            model = part.evaluated(model)
+        return model
 
     def output_model(self) -> nn.Module:
         """The model to save: the (averaged) encoder, or (``query_only``) an asymmetric model whose query route is
         it and whose document route is the frozen base (see :func:`training.export.asymmetric_model`)."""
-        if not self.config.query_only:
-            return self.evaluated
-        from training.export import asymmetric_model
-
-        assert self.key_encoder is not None
-        return asymmetric_model(self.evaluated, self.key_encoder)
+        model = self.evaluated
+        for part in self.parts:
+            model = part.output_model(model)
+        return model
 
     def _autocast(self):
         if self.precision in ("bf16", "fp16"):
@@ -451,11 +363,8 @@ class Trainer:
         if self.dist.is_main:
             started = time.perf_counter()
             documents = None
-            if self.config.query_only:  # the documents keep the base model's embeddings: encoded once
-                assert self.key_encoder is not None
-                if self.dev_documents is None:
-                    self.dev_documents = self.devset.encode_documents(self.key_encoder)
-                documents = self.dev_documents
+            for part in self.parts:  # query_only: the documents keep the base model's embeddings
+                documents = part.dev_documents(self.devset) if documents is None else documents
             metrics = self.devset.score(self.evaluated, documents=documents)
             value = metrics[self.devset.measure]
             improved = self.best is None or value > self.best[0]
@@ -466,77 +375,6 @@ class Trainer:
             log.info("step %d: %s on %s = %.4f%s", self.step, self.devset.measure, self.devset.name, value, " (best)" if improved else "")
             emit(TrainEvent("eval", self.step, self.config.steps, metrics=metrics, improved=improved))
         barrier(self.dist)
-
-    def _save(self) -> Path:
-        """Write a checkpoint (rank 0); every process takes part in gathering the RNG states."""
-        rng_tensors, rng_meta = ckpt.capture_rng()
-        everyone = gather_objects((rng_tensors, rng_meta), self.dist)
-        path = self.root / f"step-{self.step:07d}"
-        if self.dist.is_main:
-            optim_tensors, optim_meta = ckpt.flatten_optimizer(self.optimizer.state_dict())
-            state: dict[str, Tensor] = {}
-            for rank, (tensors, _) in enumerate(everyone):
-                state.update({f"rng.{rank}.{k}": v for k, v in tensors.items()})
-            queue_meta = None
-            if self.queue is not None:
-                queue_tensors, queue_meta = self.queue.state()
-                state.update(queue_tensors)
-            models = self._models()
-            meta = {
-                "step": self.step,
-                "position": self.step * self.config.accumulate * self.config.batch_size,
-                "world_size": self.dist.world_size,
-                "config": self.config.to_dict(),
-                "optimizer": optim_meta,
-                "scheduler": self.scheduler.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "rng": [m for _, m in everyone],
-                "queue": queue_meta,
-                "history": self.history,
-                "best": list(self.best) if self.best else None,
-            }
-            path = ckpt.save_checkpoint(self.root, self.step, ckpt.Checkpoint(models, {"optimizer": optim_tensors, "state": state}, meta),
-                                        keep=self.config.keep_checkpoints)
-        barrier(self.dist)
-        return path
-
-    def _restore(self) -> None:
-        folder = ckpt.latest_checkpoint(self.root)
-        assert folder is not None
-        meta = ckpt.read_meta(folder)
-        saved = TrainConfig.from_dict(meta["config"]).resume_key()
-        wanted = self.config.resume_key()
-        if saved != wanted:
-            differ = sorted(k for k in wanted if saved.get(k) != wanted.get(k))
-            raise RetrieverError(f"--resume: the checkpoint in {folder} was made with other settings ({', '.join(differ)})")
-        loaded = ckpt.load_checkpoint(folder, self._models(), device=self.device)
-        self.optimizer.load_state_dict(ckpt.unflatten_optimizer(loaded.tensors["optimizer"], meta["optimizer"]))
-        self.scheduler.load_state_dict(meta["scheduler"])
-        if meta["scaler"]:
-            self.scaler.load_state_dict(meta["scaler"])
-        state = loaded.tensors["state"]
-        if self.queue is not None:
-            self.queue.load({"queue.keys": state["queue.keys"]}, meta["queue"])
-        rank = self.dist.rank if self.dist.rank < len(meta["rng"]) else 0
-        if meta["world_size"] != self.dist.world_size:
-            log.warning("checkpoint made with %d processes, resumed with %d: dropout randomness differs", meta["world_size"], self.dist.world_size)
-        prefix = f"rng.{rank}."
-        ckpt.restore_rng({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, meta["rng"][rank])
-        self.step = int(meta["step"])
-        self.history = list(meta["history"])
-        self.best = (float(meta["best"][0]), int(meta["best"][1])) if meta["best"] else None
-        log.info("resumed from %s at step %d", folder, self.step)
-
-    def _models(self) -> dict[str, nn.Module]:
-        """The modules a checkpoint holds: the encoder, the MoCo key encoder, the auxiliary head, the weight average."""
-        models: dict[str, nn.Module] = {"model": self.encoder}
-        if self.key_encoder is not None:
-            models["key_model"] = self.key_encoder
-        if self.auxiliary is not None:
-            models["auxiliary"] = self.auxiliary
-        if self.averaged is not None:
-            models["averaged_model"] = self.averaged
-        return models
 
     def _export(self) -> None:
         """Publish the output model into ``out``: the best evaluated step, else the final weights (rank 0)."""
