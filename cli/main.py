@@ -18,7 +18,7 @@ app = typer.Typer(
 app.add_typer(index_cmd.app, name="index")
 app.command("search")(search_cmd.search)
 app.command("eval")(eval_cmd.evaluate)
-app.add_typer(__import__("cli.train_cmd", fromlist=["app"]).app, name="train")
+app.add_typer(__import__("cli.train", fromlist=["app"]).app, name="train")
 app.add_typer(url_cmd.app, name="url")
 app.add_typer(__import__("cli.sql_cmd", fromlist=["app"]).app, name="sql")
 app.command("serve")(__import__("cli.serve_cmd", fromlist=["serve"]).serve)
