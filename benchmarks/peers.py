@@ -135,7 +135,7 @@ class Env:
 
     def command(self, system: str, task: str, spec: dict) -> list[str]:
         if system in PEERS:
-            return [str(self.peers), str(RUNNER), task, json.dumps(spec)]
+            return [str(self.peers), str(RUNNER), task, json.dumps({"system": system, **spec})]
         return [sys.executable, "-m", "benchmarks.peers_engine", task, json.dumps({"system": system, **spec})]
 
     def measured(self, cmd: list[str], name: str) -> dict[str, Any]:
@@ -583,7 +583,8 @@ def markdown(results: dict) -> str:
             for name in ("batch_qps", "single_qps"):
                 r = block["ratios"][name]
                 lines.append(f"\n{name}: engine / best peer ({r.get('best_peer')}) = **{r['ratio']:.2f}**; engine / raw FAISS = {r.get('vs_faiss_raw', float('nan')):.2f}")
-    lines += ["", f"Total run time: {results['total_seconds'] / 60:.1f} min."]
+    lines += ["", f"Total run time: {results['total_seconds'] / 60:.1f} min ("
+              + ", ".join(f"{k} {v / 60:.1f} min" for k, v in results.get("section_seconds", {}).items()) + ")."]
     return "\n".join(lines)
 
 
@@ -622,10 +623,12 @@ def main(argv: list[str] | None = None) -> None:
                    "sections": sections, "figures": args.figures},
         "peer_versions": peer_versions(python),
     }
-    if "scifact" in sections:
-        results["scifact"] = bench_scifact(env, work, args)
-    if "vectors" in sections:
-        results["vectors"] = bench_vectors(env, work, args)
+    results["section_seconds"] = {}
+    for section, bench in (("scifact", bench_scifact), ("vectors", bench_vectors)):
+        if section in sections:
+            begun = time.perf_counter()
+            results[section] = bench(env, work, args)
+            results["section_seconds"][section] = time.perf_counter() - begun
     results["total_seconds"] = time.perf_counter() - started
     text = markdown(results)
     name = args.name or ("peers-quick" if quick else "peers")
