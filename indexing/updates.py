@@ -41,6 +41,11 @@ committed and ``draft.extras["content_version"]`` is set. The doc store file is 
 merged into the committed manifest's ``extras``; if it raises, nothing is committed (it removes what it made).
 """
 
+CommitWith = Callable[[Path, Manifest], None]
+"""Makes a drafted version current: :func:`indexing.index_dir.commit` by default. An index set passes one that
+only records the draft (its files stay, ``manifest.json`` is untouched) and commits the set later
+(:mod:`indexing.index_set`); only such a writer may update a shard of a set (``extras["index_set"]``)."""
+
 
 @dataclass(frozen=True)
 class UpdateReport:
@@ -70,10 +75,13 @@ class _Transaction:
     Create it only while holding the index's writer lock (see :func:`_transaction`).
     """
 
-    def __init__(self, path: Path, before_commit: BeforeCommit | None = None):
+    def __init__(self, path: Path, before_commit: BeforeCommit | None = None, commit_with: CommitWith | None = None):
         self.path = path
         self.before_commit = before_commit
+        self.commit_with = commit_with or commit
         self.manifest = read_manifest(path)
+        if commit_with is None:
+            refuse_set_shard(path, self.manifest)
         if is_sharded(self.manifest) or is_on_disk(self.manifest):
             kind = "sharded" if is_sharded(self.manifest) else "on-disk IVF"
             raise IndexDirError(f"{path}: a {kind} index cannot be updated in place; rebuild it (or merge) with the new documents")
@@ -118,7 +126,7 @@ class _Transaction:
         if self.before_commit is not None:
             manifest = replace(manifest, extras={
                 **manifest.extras, **self.before_commit(self.path, manifest, self.path / names["docstore"])})
-        commit(self.path, manifest)
+        self.commit_with(self.path, manifest)
         return manifest
 
     def abort(self) -> None:
@@ -128,16 +136,26 @@ class _Transaction:
 
 
 @contextmanager
-def _transaction(path: Path, command: str, wait: float, before_commit: BeforeCommit | None = None) -> Iterator[_Transaction]:
+def _transaction(path: Path, command: str, wait: float, before_commit: BeforeCommit | None = None,
+                 commit_with: CommitWith | None = None) -> Iterator[_Transaction]:
     """Hold the writer lock and open a transaction; abort it when the block raises (or is killed by a signal)."""
     with writer_lock(path, command, wait=wait):
-        txn = _Transaction(path, before_commit)
+        txn = _Transaction(path, before_commit, commit_with)
         try:
             yield txn
         except BaseException:
             txn.abort()
             raise
 
+
+def refuse_set_shard(path: Path, manifest: Manifest) -> None:
+    """Raise IndexDirError when ``manifest`` is a shard of an index set (``extras["index_set"]``): its set's
+    ``set.json`` names its versions, so only the set's writers (which pass ``commit_with``) may change it."""
+    member = manifest.extras.get("index_set")
+    if isinstance(member, dict):
+        root = Path(path).resolve().parent
+        raise IndexDirError(f"{path} is shard {member.get('shard')} of the index set {root}; update the set instead "
+                            f"(`retriever set add|delete|compact {root}`)")
 
 
 def add_documents(
@@ -150,6 +168,7 @@ def add_documents(
     docs_per_batch: int = 4096,
     wait: float = 0.0,
     before_commit: BeforeCommit | None = None,
+    commit_with: CommitWith | None = None,
 ) -> UpdateReport:
     """Encode and add documents to the index at ``path``, holding its writer lock.
 
@@ -159,13 +178,15 @@ def add_documents(
     Args:
         wait: seconds to wait for another writer (see :func:`indexing.lock.writer_lock`).
         before_commit: joins derived files (BM25) to the commit, see :data:`BeforeCommit`.
+        commit_with: how the drafted version is made current (see :data:`CommitWith`).
 
     Raises:
         IndexLockedError: another process writes the index.
+        IndexDirError: the index is a shard of a set and ``commit_with`` is not given.
         ModelError: the encoder's dimension differs from the index's.
         CorpusError: bad input or (without ``upsert``) an id already in the index; the index is unchanged.
     """
-    with _transaction(path, "index add --upsert" if upsert else "index add", wait, before_commit) as txn:
+    with _transaction(path, "index add --upsert" if upsert else "index add", wait, before_commit, commit_with) as txn:
         if encoder.dim != txn.manifest.dim:
             raise ModelError(f"the model gives {encoder.dim}-d vectors, the index at {path} holds {txn.manifest.dim}-d")
         added = replaced = unchanged = 0
@@ -206,14 +227,17 @@ def _same(a: Document, b: Document) -> bool:
 
 
 def delete_documents(
-    path: Path, doc_ids: Sequence[str], *, wait: float = 0.0, before_commit: BeforeCommit | None = None
+    path: Path, doc_ids: Sequence[str], *, wait: float = 0.0, before_commit: BeforeCommit | None = None,
+    commit_with: CommitWith | None = None,
 ) -> UpdateReport:
     """Delete documents by id, holding the writer lock; unknown ids are reported in ``missing``, not an error.
+    Nothing present: nothing is committed (``commit_with`` is not called).
 
     Raises:
         IndexLockedError: another process writes the index (after ``wait`` seconds).
+        IndexDirError: the index is a shard of a set and ``commit_with`` is not given.
     """
-    with _transaction(path, "index delete", wait, before_commit) as txn:
+    with _transaction(path, "index delete", wait, before_commit, commit_with) as txn:
         present = txn.store.existing(list(doc_ids))
         missing = tuple(d for d in dict.fromkeys(doc_ids) if d not in present)
         if not present:
@@ -224,14 +248,15 @@ def delete_documents(
     return UpdateReport(deleted=len(present), missing=missing, version=manifest.version)
 
 
-def compact(path: Path, *, wait: float = 0.0) -> UpdateReport:
+def compact(path: Path, *, wait: float = 0.0, commit_with: CommitWith | None = None) -> UpdateReport:
     """Rebuild the vectors of an index that keeps deleted vectors (HNSW) without them, holding the writer lock.
+    Nothing to drop: nothing is committed (``commit_with`` is not called).
 
     Raises:
         IndexLockedError: another process writes the index (after ``wait`` seconds).
-        IndexDirError: the index type cannot reconstruct its vectors.
+        IndexDirError: the index type cannot reconstruct its vectors, or a set's shard without ``commit_with``.
     """
-    with _transaction(path, "index compact", wait) as txn:
+    with _transaction(path, "index compact", wait, commit_with=commit_with) as txn:
         dead = txn.store.tombstones()
         if not len(dead):
             txn.abort()
@@ -280,18 +305,21 @@ def attach_files(path: Path, write: AttachFiles, *, command: str, wait: float = 
     return draft
 
 
-def update_extras(path: Path, before_commit: BeforeCommit, *, command: str, wait: float = 0.0) -> Manifest:
+def update_extras(path: Path, before_commit: BeforeCommit, *, command: str, wait: float = 0.0,
+                  commit_with: CommitWith | None = None) -> Manifest:
     """Commit the next version with the same files and ``extras`` changed by ``before_commit`` (e.g. a new BM25
     index), holding the writer lock.
 
     Raises:
         IndexLockedError: another process writes the index (after ``wait`` seconds).
-        IndexDirError: no index at ``path``.
+        IndexDirError: no index at ``path``, or a set's shard without ``commit_with``.
     """
     with writer_lock(path, command, wait=wait):
         current = read_manifest(path)
+        if commit_with is None:
+            refuse_set_shard(path, current)
         verify_files(path, current, checksums=False)
         draft = current.next(extras={**current.extras, "content_version": content_version(current)})
         draft = replace(draft, extras={**draft.extras, **before_commit(path, draft, path / current.files["docstore"])})
-        commit(path, draft)
+        (commit_with or commit)(path, draft)
     return draft
