@@ -29,9 +29,10 @@ def serve(
     max_query_chars: int = typer.Option(2048, "--max-query-chars", help="Longest query, in characters."),
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body, in bytes."),
     max_batch: int = typer.Option(64, "--max-batch", help="Queries of concurrent requests searched together, at most."),
-    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", help="How long a query may wait for others to batch with."),
+    max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="How long a query may wait for others to batch with while the searcher is free (0: a batch starts the moment the searcher is free, with every query queued by then)."),
     bm25: bool = typer.Option(False, "--bm25", help="This service answers bm25/hybrid: check at start-up that the index has a current BM25 index (`retriever index bm25 INDEX` builds it; needs Java), open it now and keep it open across reloads."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request (uvicorn's access log)."),
+    noop_endpoint: bool = typer.Option(False, "--noop-endpoint", help="Also serve POST /noop (not in the schema): validates a /search body and answers {\"ok\": true} without searching (load tests' ceiling)."),
 ) -> None:
     """Serve an index over HTTP: POST /search, GET /health, GET /info (reloads after index add/delete)."""
     try:
@@ -64,12 +65,20 @@ def serve(
     state = IndexState(index_dir, device=device, index_device=index_device, bm25=bm25, query_backend=query_backend)
     console.print(f"serving {index_dir} (version {state.version}, {state.manifest.counts.get('documents', 0):,} documents) "
                   f"on http://{host}:{port}  (API key {'required' if api_key else 'off'})", highlight=False)
-    app = create_app(state, limits=limits, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    app = create_app(state, limits=limits, api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms, noop=noop_endpoint)
     try:
         # One process: the index and model are loaded once; requests in flight get 30 s to finish on shutdown.
-        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=30)
+        uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info", timeout_graceful_shutdown=30,
+                    **_fast_http())
     finally:
         state.close()
+
+
+def _fast_http() -> dict[str, str]:
+    """uvicorn's C HTTP parser (httptools) and event loop (uvloop) when installed (the serve extra), else its pure-Python ones."""
+    from importlib.util import find_spec
+
+    return {"http": "httptools" if find_spec("httptools") else "h11", "loop": "uvloop" if find_spec("uvloop") else "asyncio"}
 
 
 def _loopback(host: str) -> bool:

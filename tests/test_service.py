@@ -339,6 +339,35 @@ def test_batcher_groups_jobs_and_isolates_failures():
     assert [len(batch) for batch in seen] == [3, 1]  # 4 queries per batch at most, jobs kept whole
 
 
+
+def test_a_batch_starts_as_soon_as_the_searcher_is_free():
+    """No fixed wait: a lone job runs at once; the jobs queued while a batch runs make the next batch together."""
+    sizes: list[int] = []
+    gate = threading.Event()
+
+    def run(jobs):
+        sizes.append(sum(len(queries) for _, queries in jobs))
+        if len(sizes) == 1:
+            gate.wait(5)
+        return [list(queries) for _, queries in jobs]
+
+    async def scenario() -> list:
+        batcher = MicroBatcher(run, max_queries=8)  # max_wait defaults to 0
+        await batcher.start()
+        first = asyncio.ensure_future(batcher.submit("k", ["a"]))
+        while not sizes:  # the first batch started alone, without waiting for company
+            await asyncio.sleep(0.001)
+        rest = [asyncio.ensure_future(batcher.submit("k", [q])) for q in "bcd"]
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = [await first] + [await job for job in rest]
+        assert await batcher.call(lambda: "between batches") == "between batches"
+        await batcher.stop()
+        return results
+
+    assert asyncio.run(scenario()) == [["a"], ["b"], ["c"], ["d"]]
+    assert sizes == [1, 3]
+
 # --- hot reload -------------------------------------------------------------------------------------
 def test_reload_after_add_and_delete(tmp_path, encoder):
     """The next request after a commit sees it; with BM25 open, the new version's BM25 (updated by the same
@@ -514,3 +543,38 @@ def test_serve_refuses_a_missing_index(tmp_path):
     done = subprocess.run([sys.executable, "-m", "cli", "serve", str(tmp_path / "none")], capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(REPO)}, cwd=REPO, timeout=300)
     assert done.returncode == 2 and "error:" in done.stderr and "Traceback" not in done.stderr
+
+
+# --- the fast path: timing header, no-op endpoint, JSON --------------------------------------------------
+def test_server_timing_only_when_asked(client):
+    plain = client.post("/search", json={"query": QUERIES[0], "k": 2})
+    assert plain.status_code == 200 and "server-timing" not in plain.headers
+    timed = client.post("/search", json={"query": QUERIES[0], "k": 2}, headers={"X-Server-Timing": "1"})
+    assert timed.status_code == 200 and timed.json() == plain.json()
+    spans = dict(part.strip().split(";", 1) for part in timed.headers["server-timing"].split(","))
+    assert set(spans) == {"parse", "wait", "encode", "search", "hits", "return", "json", "batch"}
+    assert all(float(v.removeprefix("dur=")) >= 0 for n, v in spans.items() if n != "batch")
+    assert spans["batch"] == 'desc="1"'
+
+
+def test_noop_endpoint_validates_like_search_and_stays_out_of_the_schema(state):
+    limits = Limits(max_k=50, max_queries=8, max_query_chars=200, max_body_bytes=4096)
+    with TestClient(create_app(state, limits=limits, noop=True, api_key="s3cret")) as c:
+        key = {"X-API-Key": "s3cret"}
+        assert c.post("/noop", json={"query": "lava", "k": 3}, headers=key).json() == {"ok": True}
+        assert c.post("/noop", json={"query": "lava"}).status_code == 401
+        bad = c.post("/noop", json={"query": "lava", "k": 0}, headers=key)
+        assert bad.status_code == 422 and "k: Input should be greater than or equal to 1" in bad.json()["error"]
+        assert "/noop" not in c.get("/openapi.json").json()["paths"]
+        assert c.app.state.batcher.batches == 0  # nothing was searched
+    with TestClient(create_app(state)) as c:
+        assert c.post("/noop", json={"query": "lava"}).status_code == 404  # only with noop=True
+
+
+def test_answers_are_the_json_the_standard_library_writes():
+    from retriever.apps.service.timing import dumps
+
+    content = {"query": "é \u2028 \"x\"", "hits": [{"id": "1", "score": 0.1 + 0.2, "metadata": {"n": 10**30, "t": "\x01"}}]}
+    assert json.loads(dumps(content)) == content  # 10**30: beyond orjson, written by the standard library
+    small = {"query": "é", "hits": [{"id": "1", "score": 0.30000000000000004, "metadata": {}}]}
+    assert dumps(small) == json.dumps(small, ensure_ascii=False, separators=(",", ":")).encode()

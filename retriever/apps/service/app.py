@@ -7,7 +7,12 @@ Every refusal is a 4xx with a JSON body ``{"error": "<one line>", "detail": [...
 or an option the index cannot serve (e.g. bm25 without Java), 401 missing/wrong API key, 409 a bm25/hybrid
 request while the index has no current BM25 index (the error names ``retriever index bm25 INDEX``; the
 service never builds it), 413 body too large, 422 a field outside its limits, 503 too many queued queries
-(retry). A 500 means a bug.
+(retry). A 500 means a bug. (The handlers are in :mod:`retriever.apps.service.errors`.)
+
+A search spends its time in the model: requests queue their queries for the batcher's worker thread, which
+encodes and searches each batch as soon as it is free; answers are serialized with orjson, without
+re-validating the hits. ``X-Server-Timing: 1`` on a request returns where its time went
+(:mod:`retriever.apps.service.timing`).
 """
 
 # No ``from __future__ import annotations`` here: FastAPI reads the endpoint's annotations, and the
@@ -19,22 +24,28 @@ from contextlib import asynccontextmanager
 from typing import Any, Optional, Union
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from pydantic import BaseModel
+from starlette.responses import Response
 
-from indexing.errors import RetrieverError
-from retriever.apps.service.batcher import MicroBatcher, Overloaded
+from retriever.apps.service.batcher import MicroBatcher
+from retriever.apps.service.errors import RECEIVED, BodyLimit, add_error_handlers, clean, error
 from retriever.apps.service.schemas import MODES, BatchResult, Error, Health, Info, Limits, QueryResult, request_model
 from retriever.apps.service.state import IndexState
-from retriever.search.bm25_index import Bm25NotReadyError
+from retriever.apps.service.timing import ASK_HEADER, Answer, BatchStages, dumps, now, server_timing
+from retriever.search.searcher import check_queries
 
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "RETRIEVER_API_KEY"
 """Environment variable ``retriever serve`` reads the API key from when ``--api-key`` is not given."""
+
+NOOP_ANSWER = b'{"ok":true}'
+"""What ``POST /noop`` answers (see :func:`create_app`'s ``noop``)."""
+
+# Kept importable from here (retriever.apps.service.set_app and older callers use these names).
+_add_error_handlers, _clean, _error = add_error_handlers, clean, error
+__all__ = ["API_KEY_ENV", "BodyLimit", "create_app"]
 
 
 def create_app(
@@ -43,19 +54,39 @@ def create_app(
     limits: Limits = Limits(),
     api_key: Optional[str] = None,
     max_batch: int = 64,
-    max_wait_ms: float = 2.0,
+    max_wait_ms: float = 0.0,
     max_pending: int = 4096,
+    noop: bool = False,
 ) -> FastAPI:
     """The service answering from ``state`` (which the caller owns and closes).
 
     Args:
         limits: what one request may ask for (see :class:`Limits`).
         api_key: when set, ``/search`` and ``/info`` need ``Authorization: Bearer KEY`` or ``X-API-Key: KEY``.
-        max_batch, max_wait_ms, max_pending: micro-batching (see :class:`MicroBatcher`).
+        max_batch, max_wait_ms, max_pending: micro-batching (see :class:`MicroBatcher`; by default a batch starts
+            the moment the searcher is free, with every query queued by then).
+        noop: also serve ``POST /noop`` (not in the OpenAPI schema): it reads and validates a ``/search`` body like
+            ``/search`` (same limits and key) and answers ``{"ok": true}`` without searching; load tests measure
+            the HTTP stack's ceiling with it.
     """
     batcher = MicroBatcher(
         lambda jobs: _run_batch(state, jobs), max_queries=max_batch, max_wait=max_wait_ms / 1000, max_pending=max_pending
     )
+    app = _application(batcher, limits)
+    app.state.index = state
+    app.state.batcher = batcher
+    guarded = [Depends(_key_checker(api_key))] if api_key else []
+    errors = _error_responses(api_key)
+    search_request = request_model(limits)
+    _add_search(app, batcher, search_request, errors, guarded)
+    if noop:
+        _add_noop(app, search_request, guarded)
+    _add_health_and_info(app, state, batcher, limits, api_key, errors, guarded)
+    return app
+
+
+def _application(batcher: MicroBatcher, limits: Limits) -> FastAPI:
+    """The FastAPI app: the batcher runs for its lifespan; bodies are limited; errors have the service's shape."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -72,10 +103,12 @@ def create_app(
         lifespan=lifespan,
     )
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
-    app.state.index = state
-    app.state.batcher = batcher
-    _add_error_handlers(app)
-    guarded = [Depends(_key_checker(api_key))] if api_key else []
+    add_error_handlers(app)
+    return app
+
+
+def _error_responses(api_key: Optional[str]) -> dict[Union[int, str], dict[str, Any]]:
+    """The refusals ``/search`` documents in the OpenAPI schema."""
     errors: dict[Union[int, str], dict[str, Any]] = {
         code: {"model": Error, "description": why}
         for code, why in [
@@ -88,7 +121,12 @@ def create_app(
     }
     if api_key:
         errors[401] = {"model": Error, "description": "Missing or wrong API key."}
-    SearchRequest = request_model(limits)
+    return errors
+
+
+def _add_search(app: FastAPI, batcher: MicroBatcher, search_request: type[BaseModel],
+                errors: dict[Union[int, str], dict[str, Any]], guarded: list) -> None:
+    SearchRequest = search_request  # noqa: N806 - a class, used as the body's annotation
 
     @app.post(
         "/search",
@@ -97,16 +135,35 @@ def create_app(
         dependencies=guarded,
         summary="Top-k documents for one query or a batch of queries.",
     )
-    async def search(body: SearchRequest) -> Any:  # type: ignore[valid-type]
+    async def search(body: SearchRequest, request: Request) -> Any:  # type: ignore[valid-type]
         """``{"query": "..."}`` answers ``{"query", "hits"}``; ``{"queries": [...]}`` answers ``{"results": [...]}``."""
         queries = [body.query] if body.query is not None else list(body.queries)
         key = (body.mode, body.k, tuple(sorted(body.filters.items())) if body.filters else ())
-        hits = await batcher.submit(key, queries)
-        # The hits are already plain dicts of the declared shape: skip re-validating them (throughput).
+        job = batcher.submit_job(key, queries)
+        answer: Answer = await job.future
+        resumed = now()
+        # The hits are already plain dicts of the declared shape: no re-validation, one orjson call.
         if body.query is not None:
-            return JSONResponse({"query": body.query, "hits": hits[0]})
-        return JSONResponse({"results": [{"query": q, "hits": h} for q, h in zip(queries, hits)]})
+            content = dumps({"query": body.query, "hits": answer.hits[0]})
+        else:
+            content = dumps({"results": [{"query": q, "hits": h} for q, h in zip(queries, answer.hits)]})
+        headers = None
+        if request.headers.get(ASK_HEADER):
+            headers = {"server-timing": server_timing(request.scope.get(RECEIVED), job, answer.stages, resumed, now())}
+        return Response(content, media_type="application/json", headers=headers)
 
+
+def _add_noop(app: FastAPI, search_request: type[BaseModel], guarded: list) -> None:
+    SearchRequest = search_request  # noqa: N806
+
+    @app.post("/noop", include_in_schema=False, dependencies=guarded)
+    async def noop(body: SearchRequest) -> Response:  # type: ignore[valid-type]
+        """A ``/search`` body read and validated, nothing searched: the HTTP stack's ceiling for load tests."""
+        return Response(NOOP_ANSWER, media_type="application/json")
+
+
+def _add_health_and_info(app: FastAPI, state: IndexState, batcher: MicroBatcher, limits: Limits, api_key: Optional[str],
+                         errors: dict[Union[int, str], dict[str, Any]], guarded: list) -> None:
     @app.get("/health", response_model=Health, summary="Liveness, and the index version served (no API key needed).")
     async def health() -> Health:
         return Health(version=state.version)
@@ -135,16 +192,15 @@ def create_app(
             stats={"batches": batcher.batches, "queries": batcher.batched_queries, "reloads": state.reloads},
         )
 
-    return app
-
 
 def _run_batch(state: IndexState, jobs: list[tuple[Any, list[str]]]) -> list[Any]:
     """Search a batch in the worker thread: reload if the index changed, then one search per option set.
 
-    Returns, per job, its hits as ``[[hit dict, ...] per query]`` or the exception its search raised.
+    Returns, per job, an :class:`Answer` (its hits as ``[[hit dict, ...] per query]``) or the exception its
+    search raised.
     """
     _refresh(state)
-    searcher = state.searcher
+    stages = BatchStages(queries=sum(len(queries) for _, queries in jobs))
     groups: dict[Any, list[int]] = {}
     for i, (key, _) in enumerate(jobs):
         groups.setdefault(key, []).append(i)
@@ -152,17 +208,39 @@ def _run_batch(state: IndexState, jobs: list[tuple[Any, list[str]]]) -> list[Any
     for (mode, k, filters), members in groups.items():
         texts = [text for i in members for text in jobs[i][1]]
         try:
-            found = searcher.search(texts, k, mode=mode, filters=dict(filters) or None)
+            found = _search(state, texts, mode, k, dict(filters) or None, stages)
         except Exception as exc:  # RetrieverError -> 400; anything else is a bug (500, logged by the handler)
             for i in members:
                 results[i] = exc
             continue
+        started = now()
         at = 0
         for i in members:
             n = len(jobs[i][1])
-            results[i] = [[hit.to_dict() for hit in row] for row in found[at : at + n]]
+            results[i] = Answer([[hit.to_dict() for hit in row] for row in found[at : at + n]], stages)
             at += n
+        stages.hits += now() - started
+    stages.log()
     return results
+
+
+def _search(state: IndexState, texts: list[str], mode: str, k: int, filters: Optional[dict[str, str]],
+            stages: BatchStages) -> list[list[Any]]:
+    """``HybridSearcher.search``; a dense search is split in two calls so that encoding and search are timed apart."""
+    searcher = state.searcher
+    started = now()
+    if mode != "dense":
+        found = searcher.search(texts, k, mode=mode, filters=filters)
+        stages.search += now() - started
+        return found
+    check_queries(texts)  # what HybridSearcher.search checks before a dense search (k and mode: the request model)
+    dense = searcher.searcher
+    vectors = dense.encoder.encode_queries(texts, batch_size=64)
+    encoded = now()
+    found = dense.search_vectors(vectors, k, filters=filters)
+    stages.encode += encoded - started
+    stages.search += now() - encoded
+    return found
 
 
 def _refresh(state: IndexState) -> None:
@@ -174,6 +252,7 @@ def _refresh(state: IndexState) -> None:
 
 
 def _key_checker(api_key: str):
+    """The dependency that refuses requests without ``api_key`` (401, ``WWW-Authenticate: Bearer``)."""
     expected = api_key.encode()
     bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer API_KEY")
     header = APIKeyHeader(name="X-API-Key", auto_error=False, description="X-API-Key: API_KEY")
@@ -192,50 +271,6 @@ def _key_checker(api_key: str):
     return check
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
-        details = [_clean(e) for e in exc.errors()]
-        bad_json = next((e for e in details if e.get("type") == "json_invalid"), None)
-        if bad_json is not None:
-            reason = str(bad_json.get("ctx", {}).get("error", "")) or "cannot parse the body"
-            at = [p for p in bad_json.get("loc", ()) if isinstance(p, int)]
-            return _error(400, f"malformed JSON: {reason}" + (f" (character {at[0]})" if at else ""), details)
-        first = details[0] if details else {}
-        where = ".".join(str(part) for part in first.get("loc", ()) if part != "body")
-        message = first.get("msg", "invalid request")
-        return _error(422, f"{where}: {message}" if where else message, details)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(RetrieverError)
-    async def user_error(_: Request, exc: RetrieverError) -> JSONResponse:
-        return _error(400, str(exc))
-
-    @app.exception_handler(Bm25NotReadyError)
-    async def no_bm25(_: Request, exc: Bm25NotReadyError) -> JSONResponse:
-        return _error(409, str(exc))  # a valid request the index cannot answer until its writer builds BM25
-
-    @app.exception_handler(Overloaded)
-    async def overloaded(_: Request, exc: Overloaded) -> JSONResponse:
-        return _error(503, str(exc), headers={"Retry-After": "1"})
-
-
-def _clean(error: dict[str, Any]) -> dict[str, Any]:
-    """A validation error without the offending input (it may be a 1 MB query) and JSON-safe."""
-    return jsonable_encoder({k: v for k, v in error.items() if k not in ("input", "url")},
-                            custom_encoder={Exception: str})
-
-
-def _error(status: int, message: str, detail: Optional[list] = None, headers: Optional[dict] = None) -> JSONResponse:
-    body: dict[str, Any] = {"error": message}
-    if detail is not None:
-        body["detail"] = detail
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 def _package_version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -243,54 +278,3 @@ def _package_version() -> str:
         return version("retriever")
     except PackageNotFoundError:
         return "0"
-
-
-class BodyLimit:
-    """ASGI middleware: refuse bodies over ``max_bytes`` with 413 before anything parses them.
-
-    Hand-written because neither Starlette nor uvicorn limits body size. It reads the (small, bounded)
-    body first, then replays it to the application; a ``Content-Length`` over the limit is refused
-    without reading at all.
-    """
-
-    def __init__(self, app: Any, max_bytes: int):
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._refuse(scope, send)
-            return
-        body = bytearray()
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.max_bytes:
-                await self._refuse(scope, send)
-                return
-        replayed = False
-
-        async def replay() -> dict:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": bytes(body), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _refuse(self, scope: dict, send: Any) -> None:
-        response = _error(413, f"request body larger than {self.max_bytes:,} bytes")
-        await response(scope, _no_body, send)
-
-
-async def _no_body() -> dict:
-    return {"type": "http.disconnect"}
