@@ -32,15 +32,15 @@ def evaluate(
     """Evaluate an index on a dataset split (judged queries only) with ir-measures."""
     from indexing.formats.trec import write_run
     from retriever.evaluation.runner import evaluate_index, write_per_query
-    from retriever.search.hybrid import HybridSearcher
+    from retriever.scale.open import load_hybrid
 
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     if not names:
         raise RetrieverError("--metrics: give at least one metric, e.g. nDCG@10,R@100")
     if tune_split is not None and not tune_alpha:
         raise RetrieverError("--tune-split needs --tune-alpha")
-    searcher = HybridSearcher.load(index_dir, device=device, bm25=mode != "dense", query_backend=query_backend,
-                                   announce=lambda note: console.print(note, highlight=False, markup=False, soft_wrap=True))
+    searcher = load_hybrid(index_dir, device=device, bm25=mode != "dense", query_backend=query_backend,  # index or set
+                           announce=lambda note: console.print(note, highlight=False, markup=False, soft_wrap=True))
     try:
         report = evaluate_index(searcher, dataset, split=split, metrics=names, mode=mode, fusion=fusion, alpha=alpha,
                                 depth=depth, tune=tune_alpha, tune_split=tune_split)

@@ -16,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(index_cmd.app, name="index")
+app.add_typer(__import__("cli.set_cmd", fromlist=["app"]).app, name="set")
 app.command("search")(search_cmd.search)
 app.command("eval")(eval_cmd.evaluate)
 app.add_typer(__import__("cli.train", fromlist=["app"]).app, name="train")

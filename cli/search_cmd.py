@@ -62,17 +62,18 @@ def search(
             raise RetrieverError("--query-model and --transliterate do not combine")
         encoder = _query_encoder(index_dir, query_model, device)
     if mode != "dense":
-        from retriever.search.hybrid import DEFAULT_FUSION, HybridSearcher, check_options
+        from retriever.scale.open import load_hybrid  # an index, or an index set (retriever set build)
+        from retriever.search.hybrid import DEFAULT_FUSION, check_options
 
         fusion = fusion or DEFAULT_FUSION
         check_options(mode, fusion, alpha)
-        searcher = HybridSearcher.load(index_dir, device=device, index_device=index_device, encoder=encoder, bm25=True,
-                                       **loading)
+        searcher = load_hybrid(index_dir, device=device, index_device=index_device, encoder=encoder, bm25=True,
+                               **loading)
         options.update(mode=mode, fusion=fusion, alpha=alpha)
     else:
-        from retriever.search.searcher import Searcher
+        from retriever.scale.open import load_searcher  # an index, or an index set (retriever set build)
 
-        searcher = Searcher.load(index_dir, device=device, index_device=index_device, transliterate=transliterate,
+        searcher = load_searcher(index_dir, device=device, index_device=index_device, transliterate=transliterate,
                                  encoder=encoder, **loading)
     results = searcher.search(texts, k, **options)
     if output is not None:
@@ -91,10 +92,10 @@ def search(
 
 def _query_encoder(index_dir: Path, model: str, device: str):
     """The ``--query-model`` encoder, with the index's preset (its preprocessing must match the documents')."""
-    from indexing.manifest import read_manifest
     from retriever.encoders.base import load_encoder
+    from retriever.scale.open import describe
 
-    recorded = read_manifest(index_dir).encoder
+    recorded = describe(index_dir).encoder
     return load_encoder(model, preset=recorded.get("preset"), device=device)
 
 
