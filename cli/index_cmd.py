@@ -15,6 +15,9 @@ app = typer.Typer(help="Build and update indexes.", no_args_is_help=True)
 
 WAIT_HELP = "Seconds to wait for another process writing this index (default: fail at once, naming it)."
 
+PRECISION_HELP = ("Document encoding precision: auto (bf16 on CPUs with native bf16, fp16 on CUDA, else fp32), fp32, "
+                  "bf16 or fp16 (CUDA only). Queries are always encoded in fp32. Recorded in the manifest.")
+
 CORPUS_HELP = ("Corpus files or folders: JSONL, TSV, CSV, Parquet (gzip ok), a BEIR folder, a folder of .txt/.md; "
                "with --encoder code, source trees (one document per function).")
 
@@ -40,6 +43,7 @@ def build(
     docs_per_shard: int = typer.Option(4096, "--shard-docs", help="Documents per resumable shard."),
     nprobe: int = typer.Option(16, "--nprobe", help="Default IVF lists visited per query."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index or unfinished build."),
     id_field: Optional[str] = typer.Option(None, "--id-field"),
@@ -72,7 +76,7 @@ def build(
             progress=progress, index=index, metric=metric, chunk_tokens=chunk_tokens, chunk_overlap=chunk_overlap,
             batch_size=batch_size, docs_per_shard=docs_per_shard, nprobe=nprobe, engine=engine,
             ray_address=ray_address, ray_workers=ray_workers, num_shards=num_shards, shard_id=shard_id,
-            index_shards=index_shards, on_disk=on_disk,
+            index_shards=index_shards, on_disk=on_disk, precision=precision,
             announce=None if as_json else lambda note: console.print(note, highlight=False, markup=False, soft_wrap=True),
         )
     manifest = built.info()
@@ -213,6 +217,7 @@ def add(
     upsert: bool = typer.Option(False, "--upsert", help="Replace documents whose id exists (when changed)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     device: str = typer.Option("auto", "--device"),
+    precision: Optional[str] = typer.Option(None, "--precision", help="fp32, bf16 or fp16 (CUDA): what the new documents are encoded in (default: the index's recorded precision)."),
     id_field: Optional[str] = typer.Option(None, "--id-field"),
     title_field: Optional[str] = typer.Option(None, "--title-field"),
     text_field: Optional[str] = typer.Option(None, "--text-field"),
@@ -223,7 +228,7 @@ def add(
     from retriever.index import Index
 
     report = Index.open(index_dir).add(corpus, upsert=upsert, fields=_fields(id_field, title_field, text_field),
-                                       batch_size=batch_size, device=device, wait=wait)
+                                       batch_size=batch_size, device=device, precision=precision, wait=wait)
     _report(report, as_json, f"added {report.added:,}, replaced {report.replaced:,}, unchanged {report.unchanged:,}")
 
 

@@ -38,11 +38,11 @@ class ShardWorker:
     def __init__(self, encoder: dict[str, Any], work: str, batch_size: int, device: str, threads: int):
         import torch
 
-        from retriever.encoders.base import encoder_from_manifest
+        from retriever.encoders.base import encoder_from_manifest, recorded_precision
 
         if device == "cpu":
             torch.set_num_threads(max(1, threads))
-        self.encoder = encoder_from_manifest(encoder, device=device)
+        self.encoder = encoder_from_manifest(encoder, device=device, precision=recorded_precision(encoder))
         self.work = Path(work)
         self.batch_size = batch_size
 

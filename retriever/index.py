@@ -31,6 +31,7 @@ from indexing.manifest import Manifest, read_manifest
 from indexing.readers import FieldNames
 from indexing.updates import UpdateReport
 from retriever.corpus import CorpusInput, corpus_label, corpus_reader
+from retriever.devices import Precision
 from retriever.hits import Hit
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,8 @@ class BuildOptions:
         num_shards, shard_id: index only this slice of the corpus (merge slices with ``indexing.merge``).
         index_shards: split the FAISS index into this many shards searched in parallel.
         on_disk: IVF only, keep the inverted lists in a memory-mapped file.
+        precision: documents' precision, ``auto`` (bf16 on a CPU with native bf16, fp16 on CUDA, else fp32), ``fp32``,
+            ``bf16`` or ``fp16`` (CUDA); queries are always fp32. Recorded in the manifest, reused by :meth:`Index.add`.
     """
 
     index: str = "auto"
@@ -68,6 +71,7 @@ class BuildOptions:
     shard_id: int = 0
     index_shards: int = 1
     on_disk: bool = False
+    precision: Precision = "auto"
 
 
 class Index:
@@ -140,7 +144,8 @@ class Index:
         # the lock is taken before the model loads, so a second writer hears at once who holds the index
         with writer_lock(out, "index build" + (" --bm25" if bm25 else ""), wait=wait, create=True):
             # with Ray the workers encode; this process only chunks, so its copy of the model stays on the CPU
-            encoder = load_encoder(model, preset=preset, device="cpu" if opts.engine == "ray" else device)
+            encoder = load_encoder(model, preset=preset, device="cpu" if opts.engine == "ray" else device,
+                                   precision=opts.precision)
             if transliterate:
                 from retriever.encoders.crosslingual.transliterate import with_transliteration
 
@@ -154,6 +159,8 @@ class Index:
                 build_bm25(out, command="index build --bm25")
             if query_encoder:
                 _export_query_encoder(out, encoder, announce)
+        if announce is not None:  # at the end: an error stays the only line a failed build prints
+            announce(f"encoded in {encoder.precision} ({encoder.precision_note})")
         return cls(out)
 
     @classmethod
@@ -175,25 +182,29 @@ class Index:
         fields: FieldNames = FieldNames(),
         batch_size: int = 64,
         device: str = "auto",
+        precision: Precision | None = None,
         wait: float = 0.0,
     ) -> UpdateReport:
         """Encode and add documents (paths or records). With ``upsert``, documents whose id exists are replaced
         when changed and skipped when identical; without it an existing id is an error (nothing is added).
-        A BM25 index beside the vectors is rebuilt in the same commit.
+        A BM25 index beside the vectors is rebuilt in the same commit. ``precision``: what the new documents are
+        encoded in (default: the index's recorded precision, see :class:`BuildOptions`).
 
         Raises:
             CorpusError: bad input or a duplicate id. IndexLockedError: another writer holds the index.
+            DeviceError: fp16 (asked for, or recorded by a GPU build) on the CPU.
         """
         from indexing.lock import writer_lock
         from indexing.updates import add_documents
-        from retriever.encoders.base import encoder_from_manifest
+        from retriever.encoders.base import encoder_from_manifest, precision_for_update
         from retriever.search.bm25_index import bm25_for_update
 
         manifest = self.info()
         documents = corpus_reader(corpus, preset=manifest.encoder.get("preset") or "text", fields=fields)()
         # the lock is taken before the model loads, so a second writer hears at once who holds the index
         with writer_lock(self.path, "index add" + (" --upsert" if upsert else ""), wait=wait):
-            encoder = encoder_from_manifest(manifest.encoder, device=device)
+            encoder = encoder_from_manifest(manifest.encoder, device=device,
+                                            precision=precision_for_update(manifest.encoder, precision, device, self.path))
             report = add_documents(self.path, documents, encoder, upsert=upsert, batch_size=batch_size,
                                    before_commit=bm25_for_update(self.path))
         self._searchers.clear()
@@ -366,6 +377,10 @@ def chunk_defaults(max_seq_length: int, preset: str, chunk_tokens: int | None, c
 
 
 def _check_build_options(opts: BuildOptions) -> None:
+    from retriever.devices import PRECISIONS
+
+    if opts.precision not in PRECISIONS:
+        raise RetrieverError(f"--precision {opts.precision!r}: use one of {', '.join(PRECISIONS)}")
     if opts.metric not in ("ip", "l2"):
         raise RetrieverError(f"--metric {opts.metric!r}: use ip or l2")
     if opts.engine not in ("local", "ray"):

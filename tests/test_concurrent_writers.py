@@ -33,7 +33,7 @@ def base_index(tmp_path_factory, tiny_model) -> Path:
 
     folder = tmp_path_factory.mktemp("writers")
     corpus = write_jsonl(folder / "base.jsonl", corpus_records("d", 40))
-    encoder = load_encoder(str(tiny_model), device="cpu")
+    encoder = load_encoder(str(tiny_model), device="cpu", precision="fp32")  # exact replay: fp32 on both sides
     build_index(folder / "base", lambda: read_corpus([corpus]), encoder,
                 BuildConfig(corpus=(str(corpus),), factory="HNSW32", chunk_tokens=0))
     return folder / "base"

@@ -50,12 +50,12 @@ def test_saved_dataset_builds_the_index_of_its_jsonl_export(tmp_path, tiny_model
     folder, export, dataset = saved
     assert len(list(folder.glob("*.arrow"))) > 1
     assert _docs(folder) == _docs(export) == _docs(dataset) == _docs(dataset.to_iterable_dataset(num_shards=1))
-    common = ["--model", tiny_model, "--index", "Flat"]
+    common = ["--model", tiny_model, "--index", "Flat", "--precision", "fp32"]
     runs = run_cli_many([["index", "build", export, "--out", tmp_path / "cli-jsonl", *common],
                          ["index", "build", folder, "--out", tmp_path / "cli-saved", *common]])
     assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs]
-    Index.build(dataset, tmp_path / "py-object", model=str(tiny_model), index="Flat")
-    Index.build(str(folder), tmp_path / "py-folder", model=str(tiny_model), index="Flat")
+    Index.build(dataset, tmp_path / "py-object", model=str(tiny_model), index="Flat", precision="fp32")
+    Index.build(str(folder), tmp_path / "py-folder", model=str(tiny_model), index="Flat", precision="fp32")
     reference = _contents(tmp_path / "cli-jsonl")
     assert reference[0]["d3"][2] == {"rank": 3, "tags": ["d", "0"], "note": None}
     for name in ("cli-saved", "py-object", "py-folder"):

@@ -34,13 +34,13 @@ def test_cli_and_python_build_add_delete_give_identical_indexes(tmp_path, tiny_m
     extra = write_jsonl(tmp_path / "extra.jsonl", corpus_records("e", 5))
     cli_dir, py_dir = tmp_path / "cli", tmp_path / "py"
     for args in (
-        ["index", "build", corpus, "--out", cli_dir, "--model", tiny_model, "--index", "Flat"],
+        ["index", "build", corpus, "--out", cli_dir, "--model", tiny_model, "--index", "Flat", "--precision", "fp32"],
         ["index", "add", cli_dir, extra],
         ["index", "delete", cli_dir, "--ids", "d3,e1"],
     ):
         done = run_cli(*args)
         assert done.returncode == 0, done.stderr
-    idx = Index.build(corpus, py_dir, model=str(tiny_model), index="Flat")
+    idx = Index.build(corpus, py_dir, model=str(tiny_model), index="Flat", precision="fp32")
     idx.add(extra)
     idx.delete(["d3", "e1"])
     cli_docs, cli_vectors, cli_manifest = _contents(cli_dir)

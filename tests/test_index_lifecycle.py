@@ -21,7 +21,7 @@ from retriever.search.searcher import Searcher
 
 @pytest.fixture(scope="module")
 def encoder(tiny_model):
-    return load_encoder(str(tiny_model), device="cpu")
+    return load_encoder(str(tiny_model), device="cpu", precision="fp32")  # compared with exact numpy search
 
 
 def _build(out: Path, corpus: Path, encoder, **config) -> None:

@@ -39,7 +39,7 @@ def setting(tmp_path_factory, tiny_model) -> dict:
     folder = tmp_path_factory.mktemp("kills")
     corpus = write_jsonl(folder / "base.jsonl", corpus_records("d", 30))
     base = folder / "base"
-    build_index(base, lambda: read_corpus([corpus]), load_encoder(str(tiny_model), device="cpu"),
+    build_index(base, lambda: read_corpus([corpus]), load_encoder(str(tiny_model), device="cpu", precision="fp32"),
                 BuildConfig(corpus=(str(corpus),), factory="HNSW32", chunk_tokens=0))
     delete_documents(base, ["d0", "d1", "d2"])
     extra = write_jsonl(folder / "extra.jsonl", corpus_records("n", 6) + corpus_records("d", 2, start=10, variant="new "))

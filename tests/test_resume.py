@@ -26,7 +26,7 @@ SEED = int(os.environ.get("RETRIEVER_TEST_SEED", "20240611"))
 def _build_cmd(corpus: Path, out: Path, model: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "cli", "index", "build", str(corpus), "--out", str(out), "--model", str(model),
-        "--index", "Flat", "--chunk-tokens", "12", "--chunk-overlap", "3", "--shard-docs", "2", "--device", "cpu", *extra,
+        "--index", "Flat", "--chunk-tokens", "12", "--chunk-overlap", "3", "--shard-docs", "2", "--device", "cpu", "--precision", "fp32", *extra,
     ]
 
 

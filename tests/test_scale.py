@@ -37,7 +37,7 @@ def run(*args):
 def encoder(tiny_model):
     from retriever.encoders.base import load_encoder
 
-    return load_encoder(str(tiny_model), device="cpu")
+    return load_encoder(str(tiny_model), device="cpu", precision="fp32")  # indexes compared for equality
 
 
 def config(encoder, **changes) -> BuildConfig:

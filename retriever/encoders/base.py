@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from indexing.errors import ModelError
+from retriever.devices import Precision
 from retriever.models.resolve import ModelSpec, resolve_model
 
 log = logging.getLogger(__name__)
@@ -36,29 +37,31 @@ class SentenceTransformerEncoder:
         spec: the resolved model (see :func:`retriever.models.resolve.resolve_model`).
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (resolve ``auto`` with :func:`retriever.devices.resolve_device`).
         normalize: L2-normalize every vector (inner product is then cosine).
-        precision: ``"fp32"``, or ``"fp16"``/``"bf16"`` to run the model in half precision (GPU only).
+        precision: what documents are encoded in (see :func:`retriever.devices.resolve_precision`): ``fp32``,
+            ``bf16`` (CPU or CUDA), ``fp16`` (CUDA) or ``auto``. Half precision is autocast around the
+            Transformer modules (:mod:`retriever.encoders.autocast`): weights, pooling and normalization stay fp32,
+            and queries are always encoded in fp32. ``self.precision`` holds the resolved choice,
+            ``self.precision_note`` why.
 
     Raises:
-        ModelError: the model cannot be loaded.
+        ModelError: the model cannot be loaded. DeviceError: fp16 on the CPU, or an unknown precision.
     """
 
-    def __init__(self, spec: ModelSpec, *, device: str = "cpu", normalize: bool = True, precision: str = "fp32"):
+    def __init__(self, spec: ModelSpec, *, device: str = "cpu", normalize: bool = True, precision: Precision = "fp32"):
         from sentence_transformers import SentenceTransformer
 
+        from retriever.devices import resolve_precision
+        from retriever.encoders.autocast import DocumentAutocast
+
+        self.precision, self.precision_note = resolve_precision(precision, device)
         try:
             self.model = SentenceTransformer(spec.path, device=device, trust_remote_code=spec.trust_remote_code)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load model {spec.name!r} from {spec.path}: {str(exc).splitlines()[0]}") from None
-        if precision != "fp32":
-            import torch
-
-            if not device.startswith("cuda"):
-                raise ModelError(f"precision {precision} needs a CUDA device (got {device})")
-            self.model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+        self._autocast = DocumentAutocast(self.model, device, self.precision)
         self.spec = spec
         self.name = spec.name
         self.device = device
-        self.precision = precision
         self.normalized = normalize
         dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else None
         self.dim = int(dim or self.model.get_sentence_embedding_dimension())
@@ -100,8 +103,10 @@ class SentenceTransformerEncoder:
         return self._encode(self.prepare(texts, queries=True), batch_size, task="query")
 
     def encode_documents(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
-        """Encode documents/passages (preprocessed, with the document prefix) into ``(n, dim)`` float32."""
-        return self._encode(self.prepare(texts, queries=False), batch_size, task="document")
+        """Encode documents/passages (preprocessed, with the document prefix) into ``(n, dim)`` float32, with the
+        Transformer in ``self.precision`` (pooling and normalization in fp32)."""
+        with self._autocast.documents():
+            return self._encode(self.prepare(texts, queries=False), batch_size, task="document")
 
     def describe(self) -> dict[str, Any]:
         """What the index manifest records about this encoder."""
@@ -116,6 +121,7 @@ class SentenceTransformerEncoder:
             "document_prefix": self.spec.document_prefix,
             "preprocessor": self.preprocessor,
             "max_seq_length": self.max_seq_length,
+            "precision": self.precision,
         }
 
 
@@ -141,26 +147,33 @@ def load_encoder(
     *,
     preset: str | None = None,
     device: str = "auto",
-    precision: str = "auto",
+    precision: Precision = "auto",
     trust_remote_code: bool = False,
 ) -> SentenceTransformerEncoder:
     """Resolve ``model``/``preset`` (see :func:`resolve_model`) and load it on ``device``.
 
-    ``precision="auto"`` is fp16 on CUDA and fp32 on the CPU.
+    ``precision`` is the documents' (queries are always fp32): ``auto`` is bf16 on a CPU with native bf16,
+    fp16 on CUDA, fp32 elsewhere (see :func:`retriever.devices.resolve_precision`).
+
+    Raises:
+        ModelError: the model cannot be resolved or loaded. DeviceError: a missing GPU, or fp16 on the CPU.
     """
     from retriever.devices import resolve_device
 
     spec = resolve_model(model, preset=preset, trust_remote_code=trust_remote_code)
     torch_device = resolve_device(device)
-    if precision == "auto":
-        precision = "fp16" if torch_device.startswith("cuda") else "fp32"
     return SentenceTransformerEncoder(spec, device=torch_device, precision=precision)
 
 
-def encoder_from_manifest(encoder: dict[str, Any], *, device: str = "auto") -> Encoder:
+def encoder_from_manifest(encoder: dict[str, Any], *, device: str = "auto", precision: Precision = "fp32") -> Encoder:
     """Load the encoder an index was built with, from the manifest's ``encoder`` record, with the same
-    transliteration step when the record has one (see :mod:`retriever.encoders.crosslingual.transliterate`)."""
-    loaded = load_encoder(encoder.get("path") or encoder["model"], preset=encoder.get("preset"), device=device)
+    transliteration step when the record has one (see :mod:`retriever.encoders.crosslingual.transliterate`).
+
+    ``precision`` is for documents encoded with it: fp32 by default (what queries need; queries are fp32
+    whatever it is); writers that add documents pass the record's ``precision`` (see :func:`recorded_precision`).
+    """
+    loaded = load_encoder(encoder.get("path") or encoder["model"], preset=encoder.get("preset"), device=device,
+                          precision=precision)
     if loaded.dim != encoder["dim"]:
         raise ModelError(f"model {loaded.name!r} gives {loaded.dim}-d vectors, the index holds {encoder['dim']}-d")
     recorded = encoder.get("preprocessor")
@@ -172,3 +185,30 @@ def encoder_from_manifest(encoder: dict[str, Any], *, device: str = "auto") -> E
 
         return with_transliteration(loaded, **transliteration_of(encoder))
     return loaded
+
+
+def recorded_precision(encoder: dict[str, Any]) -> Precision:
+    """The precision an index's documents were encoded in, from its manifest ``encoder`` record (``fp32`` for
+    indexes built before it was recorded)."""
+    value = encoder.get("precision") or "fp32"
+    return value if value in ("fp32", "bf16", "fp16") else "fp32"
+
+
+def precision_for_update(encoder: dict[str, Any], precision: Precision | None, device: str, where: Any) -> Precision:
+    """What documents added to an index are encoded in: ``precision``, else the index's recorded one
+    (``encoder`` is its manifest record; ``where`` names the index in the error).
+
+    Raises:
+        DeviceError: the index was encoded in fp16 (on a GPU), no precision was asked for, and ``device`` is
+            not a CUDA device.
+    """
+    from indexing.errors import DeviceError
+    from retriever.devices import resolve_device
+
+    if precision is not None:
+        return precision
+    recorded = recorded_precision(encoder)
+    if recorded == "fp16" and not resolve_device(device).startswith("cuda"):
+        raise DeviceError(f"{where} was encoded in fp16 on a GPU: add documents with --device cuda, "
+                          f"or choose --precision bf16 or fp32")
+    return recorded
