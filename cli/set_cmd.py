@@ -184,3 +184,53 @@ def _report(report, as_json: bool, message: str) -> None:
         print_json(asdict(report))
     else:
         console.print(f"{message} (set version {report.version})", highlight=False)
+
+
+@app.command("serve")
+@user_errors
+def serve_set(
+    set_dir: Path = typer.Argument(..., help="Set folder (the same path on every Ray node: a shared filesystem)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster (default: RAY_ADDRESS, else a local one)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address Ray Serve's HTTP proxy binds."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    shard_replicas: int = typer.Option(1, "--shard-replicas", help="Replicas of each shard deployment."),
+    shard_cpus: float = typer.Option(1.0, "--shard-cpus", help="CPUs per shard replica."),
+    shard_gpus: float = typer.Option(0.0, "--shard-gpus", help="GPUs per shard replica (FAISS on the GPU: with --index-device cuda)."),
+    shard_resources: Optional[str] = typer.Option(None, "--shard-resources", help='Extra Ray resources per shard replica as JSON, e.g. \'{"shard-{number}": 0.01}\' pins shard N to nodes declaring shard-N.'),
+    ingress_replicas: int = typer.Option(1, "--ingress-replicas", help="Replicas of the ingress (each holds the query encoder)."),
+    ingress_gpus: float = typer.Option(0.0, "--ingress-gpus", help="GPUs per ingress replica (query encoding)."),
+    shard_timeout: float = typer.Option(5.0, "--shard-timeout", help="Seconds a request waits for a missing shard before a 503 (or a partial answer when the request sets allow_partial)."),
+    device: str = typer.Option("cpu", "--device", help="Query encoder device in the ingress."),
+    index_device: Optional[str] = typer.Option(None, "--index-device", help="FAISS device in shard replicas (cpu or cuda)."),
+    query_backend: str = typer.Option("auto", "--query-backend", help="auto, onnx or torch."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="RETRIEVER_API_KEY", show_envvar=True, help="Require this key on /search and /info."),
+    max_k: int = typer.Option(1000, "--max-k"),
+    max_queries: int = typer.Option(128, "--max-queries"),
+    max_query_chars: int = typer.Option(2048, "--max-query-chars"),
+    max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes"),
+) -> None:
+    """Serve a set on a Ray cluster: one Ray Serve deployment per shard and an ingress that merges exactly
+    (same HTTP API as `retriever serve`; a missing shard is a 503 with Retry-After)."""
+    from retriever.apps.service.distributed import ServeOptions, deploy_set
+
+    if not 0 < port < 65536:
+        raise RetrieverError(f"--port must be in 1..65535 (got {port})")
+    try:
+        resources = json.loads(shard_resources) if shard_resources else {}
+    except ValueError as exc:
+        raise RetrieverError(f"--shard-resources is not JSON: {exc}") from None
+    if not isinstance(resources, dict) or not all(isinstance(v, (int, float)) for v in resources.values()):
+        raise RetrieverError('--shard-resources must be a JSON object of numbers, e.g. {"shard-{number}": 0.01}')
+    limits = {"max_k": max_k, "max_queries": max_queries, "max_query_chars": max_query_chars, "max_body_bytes": max_body_bytes}
+    from retriever.apps.service.schemas import Limits
+
+    try:
+        Limits(**limits)  # checked here: the ingress builds them on a Ray worker
+    except ValueError as exc:
+        raise RetrieverError(f"--{str(exc).replace('_', '-')}") from None
+    options = ServeOptions(address=ray_address, host=host, port=port, shard_replicas=shard_replicas, shard_cpus=shard_cpus,
+                           shard_gpus=shard_gpus, shard_resources=resources, ingress_replicas=ingress_replicas,
+                           ingress_gpus=ingress_gpus, shard_timeout=shard_timeout, device=device, index_device=index_device,
+                           query_backend=query_backend, limits=limits, api_key=api_key)
+    console.print(f"serving set {set_dir} on Ray at http://{host}:{port} (Ctrl-C stops)", highlight=False)
+    deploy_set(set_dir, options, blocking=True)
