@@ -1,9 +1,12 @@
-"""Issue 2, acceptance 6: cold start of ``retriever search`` (process start to printed results).
+"""Cold start of ``retriever search``: the index's ONNX query encoder against the torch backend, side by side.
 
-Builds (once) the SciFact index with the default model, then times fresh processes, median of N:
-``retriever search INDEX "query"`` and, for contrast, ``retriever index info`` (which must not import torch).
+On the SciFact index (built once with the default model, whole documents), each repeat times two fresh
+processes, interleaved, from process start to the printed table: ``retriever search INDEX "query"`` (the
+default ``--query-backend auto``: the index's ONNX graph, no torch) and the same with ``--query-backend torch``.
+Then, in-process, SciFact's 300 test queries are searched with both backends: the share of queries whose top-10
+ids are identical, and nDCG@10 of each.
 
-    python -m benchmarks.cold_start [--repeats 5]
+    python -m benchmarks.cold_start [--repeats 5] [--quick]
 """
 
 from __future__ import annotations
@@ -18,46 +21,81 @@ from pathlib import Path
 from benchmarks.common import CACHE, require_data, write_results
 
 CLI = [sys.executable, "-m", "cli"]
+QUERY = "Vitamin D deficiency is associated with an increased risk of multiple sclerosis."
 
 
-def timed(cmd: list[str], repeats: int) -> tuple[float, list[float]]:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), times
+def timed(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - start
+
+
+def scifact_index(data: Path) -> Path:
+    """The cached SciFact index (whole documents, default model), with its ONNX query encoder."""
+    index = CACHE / "scifact-minilm"
+    if not (index / "manifest.json").is_file():
+        subprocess.run(CLI + ["index", "build", str(data), "--out", str(index), "--chunk-tokens", "0", "--overwrite"], check=True)
+    from indexing.manifest import read_manifest
+
+    if "query_encoder" not in read_manifest(index).files:
+        subprocess.run(CLI + ["index", "query-encoder", str(index)], check=True)
+    return index
+
+
+def backend_agreement(index: Path, data: Path, limit: int | None) -> dict:
+    """Top-10 identity and nDCG@10 of the two backends on the test queries (in-process, warm)."""
+    from retriever.evaluation.metrics import evaluate
+    from retriever.evaluation.runner import load_split
+    from retriever.search.searcher import Searcher
+
+    split = load_split(data, "test")
+    ids = sorted(split.queries)[:limit]
+    texts = [split.queries[q] for q in ids]
+    runs, ndcg = {}, {}
+    for backend in ("onnx", "torch"):
+        searcher = Searcher.load(index, device="cpu", query_backend=backend)
+        hits = searcher.retrieve(texts, 10)
+        searcher.close()
+        runs[backend] = dict(zip(ids, hits))
+        ndcg[backend] = evaluate(runs[backend], {q: split.qrels[q] for q in ids}, ["nDCG@10"]).aggregate["nDCG@10"]
+    same = sum(runs["onnx"][q].ids == runs["torch"][q].ids for q in ids)
+    return {"queries": len(ids), "top10_identical": same, "top10_identical_share": round(same / len(ids), 4),
+            "ndcg10_onnx": round(ndcg["onnx"], 4), "ndcg10_torch": round(ndcg["torch"], 4),
+            "ndcg10_difference": round(abs(ndcg["onnx"] - ndcg["torch"]), 4)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="2 repeats, 30 queries (smoke test)")
     args = parser.parse_args()
-    index = CACHE / "quality" / "scifact-minilm-chunk0"  # made by benchmarks.quality
-    if not (index / "manifest.json").is_file():
-        index = CACHE / "scifact-minilm"
-        if not (index / "manifest.json").is_file():
-            subprocess.run(CLI + ["index", "build", str(require_data("scifact")), "--out", str(index), "--chunk-tokens", "0"], check=True)
-    query = "Vitamin D deficiency is associated with an increased risk of multiple sclerosis."
-    search_median, search_all = timed(CLI + ["search", str(index), query, "-k", "10"], args.repeats)
-    info_median, info_all = timed(CLI + ["index", "info", str(index)], args.repeats)
-    probe = subprocess.run(
-        [sys.executable, "-c", "import sys, cli.main; from cli import index_cmd, search_cmd; print('torch' in sys.modules)"],
-        capture_output=True, text=True, check=True,
-    )
+    repeats, limit = (2, 30) if args.quick else (args.repeats, None)
+    data = require_data("scifact")
+    index = scifact_index(data)
+    fast, slow = [], []
+    for _ in range(repeats):  # interleaved, so both see the same machine load
+        fast.append(timed(CLI + ["search", str(index), QUERY, "-k", "10"]))
+        slow.append(timed(CLI + ["search", str(index), QUERY, "-k", "10", "--query-backend", "torch"]))
+    probe = subprocess.run(CLI[:1] + ["-c", "import sys, cli.main; print('torch' in sys.modules)"],
+                           capture_output=True, text=True, check=True)
+    agreement = backend_agreement(index, data, limit)
     results = {
-        "search_median_s": round(search_median, 2), "search_runs_s": [round(t, 2) for t in search_all],
-        "info_median_s": round(info_median, 2), "info_runs_s": [round(t, 2) for t in info_all],
-        "cli_startup_imports_torch": probe.stdout.strip() == "True",
+        "repeats": repeats, "onnx_median_s": round(statistics.median(fast), 3), "onnx_runs_s": [round(t, 3) for t in fast],
+        "torch_median_s": round(statistics.median(slow), 3), "torch_runs_s": [round(t, 3) for t in slow],
+        "speedup": round(statistics.median(slow) / statistics.median(fast), 2),
+        "cli_startup_imports_torch": probe.stdout.strip() == "True", **agreement,
     }
     lines = [
-        f"# Cold start (fresh process each time, median of {args.repeats})",
+        f"# Cold start of `retriever search` (fresh process to printed table, median of {repeats}, interleaved)",
         "",
-        "| command | median | runs |",
+        "| query backend | median | runs |",
         "|---|---|---|",
-        f"| `retriever search scifact-index \"...\"` (5,183 docs; loads torch + model, encodes, searches, prints a table) | {search_median:.2f} s | {', '.join(f'{t:.2f}' for t in search_all)} |",
-        f"| `retriever index info scifact-index` (no torch) | {info_median:.2f} s | {', '.join(f'{t:.2f}' for t in info_all)} |",
+        f"| auto: the index's ONNX query encoder (no torch) | {results['onnx_median_s']:.2f} s | {', '.join(f'{t:.2f}' for t in fast)} |",
+        f"| torch (`--query-backend torch`) | {results['torch_median_s']:.2f} s | {', '.join(f'{t:.2f}' for t in slow)} |",
         "",
+        f"ONNX is **{results['speedup']:.1f}x** faster to the first answer. On {agreement['queries']} SciFact test queries, "
+        f"top-10 identical for {agreement['top10_identical']} ({agreement['top10_identical_share']:.1%}); nDCG@10 "
+        f"{agreement['ndcg10_onnx']:.4f} (ONNX) vs {agreement['ndcg10_torch']:.4f} (torch). "
         f"Importing the CLI imports torch: {results['cli_startup_imports_torch']}.",
     ]
     write_results("cold_start", results, "\n".join(lines))
