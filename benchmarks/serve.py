@@ -1,18 +1,22 @@
-"""Issue 9, acceptance 4: load test of ``retriever serve`` on loopback.
+"""Throughput of ``retriever serve`` against its two ceilings, measured side by side in one run (loopback).
 
-Starts ``retriever serve INDEX`` as a subprocess on a free loopback port, then an asyncio load generator
-(httpx, one connection per client) sends single-query ``POST /search`` requests (dense, k=10, the
-collection's queries in turn) at 1, 8 and 32 concurrent clients, each level bounded in requests and
-time, and reports throughput, p50/p99 latency and errors. The same 32-client level against a server
-started with ``--max-batch 1`` is the baseline for micro-batching. Then 32 clients for 60 s (the
-acceptance run: zero errors, p99 reported), and the bad requests of the acceptance (malformed JSON,
-k=0, k=10^6, a 1 MB query, an unknown mode) with their status codes and messages, followed by a health
-check (the server must still be up).
+On the SciFact index (default model, whole documents, with its ONNX query encoder: ``benchmarks.cold_start``'s
+cached index), with SciFact's queries in turn, single-query ``POST /search`` requests (dense, k=10):
 
-Index: ``--index`` or the SciFact index of benchmarks.quality (built here with the default model and
-``--chunk-tokens 0`` when missing); without ../shared/data/scifact, the xquad-en demo data in data/.
+- ceiling (a), the model: the in-process searcher, opened as the service opens it (same index and query
+  backend), encoding and searching the same queries in batches of 32, back to back;
+- ceiling (b), the HTTP stack: ``POST /noop`` of the same server (``--noop-endpoint``), which reads and validates
+  the same bodies and answers without searching, under the same load generator and clients;
+- the service: ``--clients`` connections for ``--duration`` seconds (the acceptance run: throughput at least
+  0.85x the lower ceiling, zero errors, p50/p99 reported).
 
-    python -m benchmarks.serve [--index DIR] [--requests 600] [--level-seconds 30] [--soak-seconds 60]
+Each ceiling is measured before and after the service run (the mean is used), since the machine's load drifts.
+Then ``--breakdown`` seconds of the same load with the Python generator asking every answer for its
+``Server-Timing`` spans (where a request's time goes), and the bad requests of the acceptance with their status
+codes and messages, followed by a health check. Load generator: ``wrk`` when installed (``apt-get install wrk``),
+else Python asyncio streams (see :mod:`benchmarks.serve_load`).
+
+    python -m benchmarks.serve [--duration 60] [--clients 32] [--quick] [--load-generator auto|wrk|python]
 """
 
 from __future__ import annotations
@@ -21,151 +25,68 @@ import argparse
 import asyncio
 import json
 import os
-import socket
-import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import CACHE, DATA, REPO, write_results
+from benchmarks.cold_start import scifact_index
+from benchmarks.common import require_data, write_results
+from benchmarks.serve_load import Server, generator, run_load
 
-CLI = [sys.executable, "-m", "cli"]
-
-
-def pick_data() -> tuple[str, Path]:
-    """The collection to serve: SciFact from the shared data when present, else the bundled demo data."""
-    if (DATA / "scifact" / "corpus.jsonl").is_file():
-        return "scifact", DATA / "scifact"
-    return "xquad-en", REPO / "data" / "xquad-en"
-
-
-def ensure_index(name: str, data: Path, given: Path | None) -> Path:
-    if given is not None:
-        return given
-    for candidate in (CACHE / "quality" / f"{name}-minilm-chunk0", CACHE / "serve" / f"{name}-minilm-chunk0"):
-        if (candidate / "manifest.json").is_file():
-            return candidate
-    out = CACHE / "serve" / f"{name}-minilm-chunk0"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run(CLI + ["index", "build", str(data), "--out", str(out), "--chunk-tokens", "0", "--overwrite"], check=True)
-    return out
+BATCH = 32
+TARGET = 0.85
 
 
 def read_queries(data: Path) -> list[str]:
-    from indexing.formats.queries import read_queries
+    """The collection's query texts, in file order."""
+    from indexing.formats.queries import read_queries as read
 
-    return list(read_queries(data / "queries.jsonl").values())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return list(read(data / "queries.jsonl").values())
 
 
-class Server:
-    """``retriever serve`` in a subprocess, up once ``/health`` answers."""
+def in_process(index: Path, queries: list[str], seconds: float, k: int) -> dict[str, Any]:
+    """Ceiling (a): the service's searcher alone (an :class:`IndexState`, opened as ``retriever serve`` opens it),
+    ``BATCH`` queries per search call (dense, ``k``), back to back for ``seconds``."""
+    from retriever.apps.service.state import IndexState
 
-    def __init__(self, index: Path, *extra: str):
-        import httpx
-
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(CACHE / f"serve-{self.port}.log", "w+")
-        cmd = CLI + ["serve", str(index), "--port", str(self.port), "--no-access-log", *extra]
-        self.process = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
-        deadline = time.monotonic() + 300
-        while True:
-            if self.process.poll() is not None:
-                self.log.seek(0)
-                raise SystemExit(f"retriever serve exited: {self.log.read()[-2000:]}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("retriever serve did not come up in 300 s")
-            time.sleep(0.25)
-
-    def info(self) -> dict[str, Any]:
-        import httpx
-
-        return httpx.get(f"{self.url}/info", timeout=30).json()
-
-    def alive(self) -> bool:
-        import httpx
-
-        try:
-            return self.process.poll() is None and httpx.get(f"{self.url}/health", timeout=10).status_code == 200
-        except httpx.TransportError:
-            return False
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
-
-
-async def load(url: str, queries: list[str], clients: int, max_requests: int, max_seconds: float, k: int) -> dict[str, Any]:
-    """``clients`` concurrent loops of single-query requests until ``max_requests`` are sent or time is up."""
-    import httpx
-
-    latencies: list[float] = []
-    errors: dict[str, int] = {}
-    sent = 0
-    stop_at = time.perf_counter() + max_seconds
-
-    async def client(session: httpx.AsyncClient) -> None:
-        nonlocal sent
-        while sent < max_requests and time.perf_counter() < stop_at:
-            query = queries[sent % len(queries)]
-            sent += 1
-            start = time.perf_counter()
-            try:
-                response = await session.post("/search", json={"query": query, "k": k})
-                ok = response.status_code == 200 and len(response.json()["hits"]) == k
-                why = "" if ok else f"HTTP {response.status_code}"
-            except (httpx.HTTPError, ValueError, KeyError) as exc:
-                ok, why = False, type(exc).__name__
-            if ok:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors[why] = errors.get(why, 0) + 1
-
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=60) as session:
+    state = IndexState(index, device="cpu")
+    try:
+        searcher = state.searcher
+        searcher.search(queries[:BATCH], k, mode="dense")  # warm-up: first run, allocator
+        done, at = 0, 0
         began = time.perf_counter()
-        await asyncio.gather(*(client(session) for _ in range(clients)))
+        while time.perf_counter() - began < seconds:
+            batch = [queries[(at + i) % len(queries)] for i in range(BATCH)]
+            at += BATCH
+            assert all(len(hits) == k for hits in searcher.search(batch, k, mode="dense"))
+            done += BATCH
         elapsed = time.perf_counter() - began
-    done = len(latencies)
-    cuts = statistics.quantiles(latencies, n=100, method="inclusive") if done >= 2 else None
-    return {
-        "clients": clients,
-        "requests": done + sum(errors.values()),
-        "errors": sum(errors.values()),
-        "error_kinds": errors,
-        "seconds": round(elapsed, 2),
-        "throughput_rps": round(done / elapsed, 1),
-        "p50_ms": round(cuts[49] * 1000, 1) if cuts else None,
-        "p99_ms": round(cuts[98] * 1000, 1) if cuts else None,
-        "mean_ms": round(statistics.fmean(latencies) * 1000, 1) if latencies else None,
-    }
+    finally:
+        state.close()
+    result = {"queries": done, "seconds": round(elapsed, 2), "throughput_qps": round(done / elapsed, 1),
+              "ms_per_batch": round(elapsed / (done / BATCH) * 1e3, 1)}
+    print(json.dumps({"ceiling_a": result}), flush=True)
+    return result
 
 
-def measured(server: Server, queries: list[str], clients: int, requests: int, seconds: float, k: int) -> dict[str, Any]:
-    """One load level, with the server's mean batch size over it (from ``/info`` stats)."""
+def loaded(server: Server, kind: str, path: str, bodies: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
+    """One load run against ``server``, with the mean batch size over it for ``/search`` (``/info`` stats)."""
     before = server.info()["stats"]
-    result = asyncio.run(load(server.url, queries, clients, requests, seconds, k))
+    result = run_load(kind, server.port, path, bodies, clients, seconds)
     after = server.info()["stats"]
     batches = after["batches"] - before["batches"]
     result["mean_batch"] = round((after["queries"] - before["queries"]) / batches, 2) if batches else None
-    print(json.dumps(result), flush=True)
+    print(json.dumps({path: result}), flush=True)
+    return result
+
+
+def breakdown(port: int, bodies: list[bytes], clients: int, seconds: float) -> dict[str, Any]:
+    """Mean ``Server-Timing`` spans (ms) of ``/search`` answers under ``clients`` Python connections, and the
+    client-side latency they leave unexplained (uvicorn, event-loop queueing, socket and the client itself)."""
+    from benchmarks.serve_load import timed_load
+
+    result = asyncio.run(timed_load(port, "/search", bodies, clients, seconds))
+    print(json.dumps({"breakdown": result}), flush=True)
     return result
 
 
@@ -190,91 +111,112 @@ def bad_requests(url: str) -> list[dict[str, Any]]:
         except ValueError:
             message = None
         out.append({"request": name, "status": response.status_code, "error": message})
-        print(json.dumps(out[-1]), flush=True)
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--index", type=Path, default=None, help="Index to serve (default: SciFact, built when missing).")
-    parser.add_argument("--clients", default="1,8,32", help="Concurrency levels.")
-    parser.add_argument("--requests", type=int, default=600, help="Requests per level, at most.")
-    parser.add_argument("--level-seconds", type=float, default=30, help="Seconds per level, at most.")
-    parser.add_argument("--soak-seconds", type=float, default=60, help="The long run's duration.")
-    parser.add_argument("--soak-clients", type=int, default=32, help="The long run's concurrency.")
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--no-baseline", action="store_true", help="Skip the --max-batch 1 baseline.")
-    args = parser.parse_args()
-    name, data = pick_data()
-    index = ensure_index(name, data, args.index)
-    queries = read_queries(data)
-    levels = [int(c) for c in args.clients.split(",")]
-    CACHE.mkdir(parents=True, exist_ok=True)
-
-    server = Server(index)
+def measure(args: argparse.Namespace, index: Path, queries: list[str], kind: str) -> dict[str, Any]:
+    """Ceilings before, the service, ceilings after (reversed), the breakdown, the bad requests."""
+    bodies = [json.dumps({"query": q, "k": args.k}).encode() for q in queries]
+    a_before = in_process(index, queries, args.ceiling_seconds, args.k)
+    server = Server(index, "--noop-endpoint")
     try:
         info = server.info()
-        asyncio.run(load(server.url, queries, 4, 40, 60, args.k))  # warm-up (first batches, allocator)
-        batched = [measured(server, queries, c, args.requests, args.level_seconds, args.k) for c in levels]
-        soak = measured(server, queries, args.soak_clients, 10**9, args.soak_seconds, args.k)
+        run_load(kind, server.port, "/search", bodies, args.clients, 3)  # warm-up (first batches, allocator)
+        b_before = loaded(server, kind, "/noop", bodies, args.clients, args.ceiling_seconds)
+        service = loaded(server, kind, "/search", bodies, args.clients, args.duration)
+        b_after = loaded(server, kind, "/noop", bodies, args.clients, args.ceiling_seconds)
+        split = breakdown(server.port, bodies, args.clients, args.breakdown) if args.breakdown else None
         bad = bad_requests(server.url)
         alive = server.alive()
-        soak_after = server.info()["stats"]
     finally:
         server.stop()
-    baseline = None
-    if not args.no_baseline:
-        server = Server(index, "--max-batch", "1")
-        try:
-            asyncio.run(load(server.url, queries, 4, 40, 60, args.k))
-            baseline = measured(server, queries, max(levels), args.requests, args.level_seconds, args.k)
-        finally:
-            server.stop()
+    a_after = in_process(index, queries, args.ceiling_seconds, args.k)
+    return {"info": info, "a": [a_before, a_after], "b": [b_before, b_after], "service": service,
+            "breakdown": split, "bad_requests": bad, "alive_after_bad_requests": alive}
 
-    results = {
-        "index": str(index), "collection": name, "documents": info["documents"], "factory": info["factory"],
-        "model": info["model"], "k": args.k, "queries": len(queries),
-        "levels": batched, "baseline_unbatched": baseline, "soak": soak,
-        "bad_requests": bad, "alive_after_bad_requests": alive, "server_stats": soak_after,
-        "acceptance": {
-            "soak_zero_errors": soak["errors"] == 0,
-            "bad_requests_all_4xx_with_message": all(400 <= b["status"] < 500 and b["error"] for b in bad),
-            "alive_after_bad_requests": alive,
-        },
-        "note": "client and server share the machine's CPUs (the load generator takes part of them)",
-    }
+
+def main() -> None:
+    """Parse the options, measure, write ``results/serve.json`` and ``.md``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=60, help="Seconds of the service run.")
+    parser.add_argument("--clients", type=int, default=32, help="Concurrent connections.")
+    parser.add_argument("--ceiling-seconds", type=float, default=20, help="Seconds of each ceiling measurement.")
+    parser.add_argument("--breakdown", type=float, default=15, help="Seconds of the Server-Timing run (0: none).")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--load-generator", choices=["auto", "wrk", "python"], default="auto")
+    parser.add_argument("--quick", action="store_true", help="10 s service run, 5 s ceilings and breakdown (smoke test).")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.ceiling_seconds, args.breakdown = 10, 5, min(args.breakdown, 5)
+    kind = generator(args.load_generator)
+    data = require_data("scifact")
+    index = scifact_index(data)
+    queries = read_queries(data)
+    load_before = os.getloadavg()
+    m = measure(args, index, queries, kind)
+    results = summarize(args, kind, m, load_before, os.getloadavg())
     write_results("serve", results, markdown(results))
+    print(markdown(results))
+
+
+def summarize(args: argparse.Namespace, kind: str, m: dict[str, Any], load_before: tuple, load_after: tuple) -> dict[str, Any]:
+    """The result record: ceilings (mean of before and after), the service, its ratio to the lower ceiling."""
+    a = sum(r["throughput_qps"] for r in m["a"]) / 2
+    b = sum(r["throughput_rps"] for r in m["b"]) / 2
+    service = m["service"]
+    ratio = service["throughput_rps"] / min(a, b)
+    info = m["info"]
+    return {
+        "index": info["path"], "collection": "scifact", "documents": info["documents"], "factory": info["factory"],
+        "model": info["model"], "k": args.k, "clients": args.clients, "duration_s": args.duration,
+        "load_generator": kind, "batch": BATCH,
+        "ceiling_a_in_process": {"runs": m["a"], "throughput_qps": round(a, 1)},
+        "ceiling_b_noop": {"runs": m["b"], "throughput_rps": round(b, 1)},
+        "service": service, "ratio_to_lower_ceiling": round(ratio, 3), "breakdown": m["breakdown"],
+        "bad_requests": m["bad_requests"], "alive_after_bad_requests": m["alive_after_bad_requests"],
+        "load_average": {"before": [round(x, 2) for x in load_before], "after": [round(x, 2) for x in load_after]},
+        "acceptance": {
+            f"throughput_at_least_{TARGET}x_lower_ceiling": ratio >= TARGET,
+            "zero_errors": service["errors"] == 0,
+            "bad_requests_all_4xx_with_message": all(400 <= x["status"] < 500 and x["error"] for x in m["bad_requests"]),
+            "alive_after_bad_requests": m["alive_after_bad_requests"],
+        },
+    }
 
 
 def markdown(r: dict[str, Any]) -> str:
-    machine = f"{os.cpu_count()} CPUs"
+    """``results/serve.md``: the three throughputs, the ratio, the breakdown, the bad requests."""
+    s, a, b = r["service"], r["ceiling_a_in_process"], r["ceiling_b_noop"]
+    runs = lambda c, key: " / ".join(f"{x[key]:.1f}" for x in c["runs"])  # noqa: E731
     lines = [
         "# Query service under load (`retriever serve`, loopback)",
         "",
-        f"{r['collection']} index ({r['documents']:,} documents, {r['factory']}, {r['model']}), single-query "
-        f"`POST /search` requests (dense, k={r['k']}), {machine}; the load generator (Python, httpx) runs on the "
-        "same machine as the server and takes part of its CPU. Each level is bounded in requests and time.",
+        f"{r['collection']} index ({r['documents']:,} documents, {r['factory']}, {r['model']}, ONNX query encoder), "
+        f"{r['clients']} clients sending single-query `POST /search` requests (dense, k={r['k']}) for "
+        f"{r['duration_s']:.0f} s, load generator `{r['load_generator']}` on the same "
+        f"{os.cpu_count()} CPUs. Load average {r['load_average']['before'][0]:.1f} before, "
+        f"{r['load_average']['after'][0]:.1f} after (other jobs shared the machine).",
         "",
-        "| clients | server | requests | errors | throughput | p50 | p99 | mean batch |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| what | throughput | p50 | p99 | errors | mean batch |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| (a) in-process searcher, batches of {r['batch']} (before / after) | {a['throughput_qps']:.1f} queries/s "
+        f"({runs(a, 'throughput_qps')}) | | | | {r['batch']} |",
+        f"| (b) `POST /noop`, same server and load (before / after) | {b['throughput_rps']:.1f} req/s "
+        f"({runs(b, 'throughput_rps')}) | {_ms(b['runs'][0]['p50_ms'])} | {_ms(b['runs'][0]['p99_ms'])} | "
+        f"{sum(x['errors'] for x in b['runs'])} | |",
+        f"| **service**, `POST /search` | **{s['throughput_rps']:.1f} req/s** | {_ms(s['p50_ms'])} | {_ms(s['p99_ms'])} | "
+        f"{s['errors']} | {s['mean_batch']} |",
+        "",
+        f"Service / lower ceiling: **{r['ratio_to_lower_ceiling']:.2f}x** (target {TARGET}x).",
     ]
-    rows = [(lvl, "batched (default)") for lvl in r["levels"]]
-    if r["baseline_unbatched"]:
-        rows.append((r["baseline_unbatched"], "`--max-batch 1`"))
-    rows.append((r["soak"], f"batched, {r['soak']['seconds']:.0f} s run (acceptance)"))
-    for lvl, kind in rows:
-        lines.append(
-            f"| {lvl['clients']} | {kind} | {lvl['requests']:,} | {lvl['errors']} | {lvl['throughput_rps']:.1f} req/s "
-            f"| {_ms(lvl['p50_ms'])} | {_ms(lvl['p99_ms'])} | {lvl['mean_batch']} |"
-        )
-    if r["baseline_unbatched"]:
-        top = next(lvl for lvl in r["levels"] if lvl["clients"] == r["baseline_unbatched"]["clients"])
-        ratio = top["throughput_rps"] / r["baseline_unbatched"]["throughput_rps"]
-        lines += ["", f"Micro-batching at {top['clients']} clients: {ratio:.2f}x the throughput of `--max-batch 1`."]
-    lines += ["", "Bad requests (the server stayed up: "
-              f"{'yes' if r['alive_after_bad_requests'] else 'NO'}):", "", "| request | status | error |", "|---|---:|---|"]
-    for b in r["bad_requests"]:
-        lines.append(f"| {b['request']} | {b['status']} | {b['error']} |")
+    if r["breakdown"]:
+        spans = r["breakdown"]["spans_ms"]
+        lines += ["", f"Where a request's time went ({r['breakdown']['requests']} requests with `X-Server-Timing: 1`, "
+                  "Python load generator, mean ms per request; batch spans are the whole batch's):", "",
+                  "| " + " | ".join(spans) + " |", "|" + "---:|" * len(spans), "| " + " | ".join(f"{v:.2f}" for v in spans.values()) + " |"]
+    lines += ["", "Bad requests (the server stayed up: " f"{'yes' if r['alive_after_bad_requests'] else 'NO'}):", "",
+              "| request | status | error |", "|---|---:|---|"]
+    lines += [f"| {x['request']} | {x['status']} | {x['error']} |" for x in r["bad_requests"]]
     return "\n".join(lines)
 
 
