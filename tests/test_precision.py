@@ -195,3 +195,50 @@ def test_fp16_build_on_cpu_is_a_one_line_error(tmp_path, tiny_model):
     done = run_cli("index", "build", corpus, "--out", tmp_path / "x", "--model", tiny_model, "--device", "cpu",
                    "--precision", "fp16")
     assert_one_line_error(done, "--precision fp16 needs a CUDA device")
+
+
+# --- training --------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_training_auto_precision_on_the_cpu(monkeypatch, native, expected):
+    from training.run import resolve_precision as training_precision
+
+    monkeypatch.setattr("retriever.devices.native_bf16_cpu", lambda: native)
+    assert training_precision("auto", "cpu") == expected
+    assert training_precision("fp32", "cpu") == "fp32"
+    with pytest.raises(DeviceError, match="fp16 needs a CUDA device"):
+        training_precision("fp16", "cpu")
+
+
+@needs_bf16
+def test_bf16_training_on_the_cpu_autocasts_and_the_card_records_it(tmp_path, small_corpus, tiny_model):
+    import math
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from training.config import TrainConfig
+    from training.run import run_training
+    from training.trainer import Trainer
+
+    config = TrainConfig(objective="contriever", data=(str(small_corpus),), base=str(tiny_model), steps=2, batch_size=4,
+                         warmup=0, lr=1e-3, queue_size=0, max_tokens=32, precision="bf16").validate()
+    seen: list[tuple] = []
+    original = Trainer._autocast
+
+    def autocast(self):
+        context = original(self)
+        seen.append((getattr(context, "device", None), getattr(context, "fast_dtype", None)))
+        return context
+
+    Trainer._autocast = autocast
+    try:
+        result = run_training(config, tmp_path / "bf16", device="cpu")
+    finally:
+        Trainer._autocast = original
+    assert result.finished and math.isfinite(result.last_loss)
+    assert seen and set(seen) == {("cpu", torch.bfloat16)}
+    card = json.loads((tmp_path / "bf16" / "retriever.json").read_text())
+    assert card["training"] == {"precision": "bf16"}
+    model = SentenceTransformer(str(tmp_path / "bf16"), device="cpu")
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # master weights: the saved model is fp32

@@ -37,4 +37,6 @@ def test_auto_precision_on_gpu():
     import torch
 
     assert resolve_precision("auto", "cuda") == ("bf16" if torch.cuda.is_bf16_supported() else "fp16")
-    assert resolve_precision("auto", "cpu") == "fp32"
+    from retriever.devices import native_bf16_cpu
+
+    assert resolve_precision("auto", "cpu") == ("bf16" if native_bf16_cpu() else "fp32")

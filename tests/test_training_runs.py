@@ -210,7 +210,8 @@ def test_query_only_reads_base_document_embeddings_from_the_index(tmp_path, smal
     beir = write_beir(tmp_path / "beir", small_corpus)
     for name, chunk in (("idx", "0"), ("chunked", "8")):
         built = CliRunner().invoke(app, ["index", "build", str(beir), "--out", str(tmp_path / name), "--model",
-                                         str(tiny_model_no_dropout), "--index", "Flat", "--chunk-tokens", chunk, "--device", "cpu"])
+                                         str(tiny_model_no_dropout), "--index", "Flat", "--chunk-tokens", chunk, "--device", "cpu",
+                                         "--precision", "fp32"])  # compared with the trainer's fp32 keys
         assert built.exit_code == 0, built.output
     tokens = int(read_manifest(tmp_path / "idx").encoder["max_seq_length"])
     base = resolve_base(str(tiny_model_no_dropout))

@@ -12,6 +12,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from indexing.errors import ModelError
 
@@ -90,9 +91,11 @@ def asymmetric_model(query_encoder, document_encoder):
     return SentenceTransformer(modules=[router], device=str(next(query_encoder.parameters()).device))
 
 
-def save_model_folder(model, folder: Path, *, base: BaseModel, extra_files: dict[str, str] | None = None) -> Path:
+def save_model_folder(model, folder: Path, *, base: BaseModel, extra_files: dict[str, str] | None = None,
+                      training: dict[str, Any] | None = None) -> Path:
     """Write ``model`` as a sentence-transformers folder with ``retriever.json`` (the base's preset, the base and
-    its prefixes), atomically: written beside ``folder`` and renamed into place (an old folder is replaced).
+    its prefixes, and ``training``: how it was trained, e.g. ``{"precision": "bf16"}``), atomically: written beside
+    ``folder`` and renamed into place (an old folder is replaced).
     """
     from retriever.models.resolve import write_model_card
 
@@ -101,7 +104,8 @@ def save_model_folder(model, folder: Path, *, base: BaseModel, extra_files: dict
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     model.save(str(tmp), create_model_card=False)
-    write_model_card(tmp, preset=base.preset, base=base.name, query_prefix=base.query_prefix, document_prefix=base.document_prefix)
+    write_model_card(tmp, preset=base.preset, base=base.name, query_prefix=base.query_prefix, document_prefix=base.document_prefix,
+                     training=training)
     for name, text in (extra_files or {}).items():
         (tmp / name).write_text(text, encoding="utf-8")
     old = folder.with_name(f".old-{folder.name}")

@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from indexing.documents import Document
-from indexing.errors import DeviceError, RetrieverError
+from indexing.errors import RetrieverError
 from training.config import SCRATCH, TrainConfig
 from training.distributed import DistInfo
 from training.export import BaseModel
@@ -31,16 +31,22 @@ MINED_FILE = "mined_negatives.jsonl"
 
 
 def resolve_precision(precision: str, device: str) -> str:
-    """``auto`` -> bf16 on GPUs that support it, else fp16; fp32 on CPU. Half precision on CPU is an error."""
-    import torch
+    """The precision the forward passes autocast to on ``device`` (a resolved torch device string).
 
-    if precision == "auto":
-        if not device.startswith("cuda"):
-            return "fp32"
+    ``auto``: on CUDA, bf16 where the GPU has it, else fp16 (with a GradScaler); on the CPU, bf16 where it is
+    native (:func:`retriever.devices.native_bf16_cpu`), else fp32. bf16 asked for on a CPU without native bf16
+    runs (emulated, logged as slow).
+
+    Raises:
+        DeviceError: fp16 on the CPU, or an unknown precision.
+    """
+    from retriever.devices import resolve_precision as resolve_encoding_precision
+
+    if device.startswith("cuda") and precision == "auto":
+        import torch
+
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision in ("bf16", "fp16") and not device.startswith("cuda"):
-        raise DeviceError(f"--precision {precision} needs a CUDA device (got {device})")
-    return precision
+    return resolve_encoding_precision(precision, device)[0]
 
 
 def check_inputs(config: TrainConfig) -> None:

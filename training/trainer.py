@@ -349,8 +349,9 @@ class Trainer:
         return model
 
     def _autocast(self):
-        if self.precision in ("bf16", "fp16"):
-            return torch.autocast(device_type="cuda", dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
+        if self.precision in ("bf16", "fp16"):  # fp16 only on CUDA (see training.run.resolve_precision)
+            device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+            return torch.autocast(device_type=device_type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16)
         return contextlib.nullcontext()
 
     def _to_device(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -370,7 +371,8 @@ class Trainer:
             improved = self.best is None or value > self.best[0]
             if improved:
                 self.best = (value, self.step)
-                save_model_folder(self.output_model(), self.root / "best", base=self.base, extra_files=self.extra_files)
+                save_model_folder(self.output_model(), self.root / "best", base=self.base, extra_files=self.extra_files,
+                                  training={"precision": self.precision})
             self.history.append({"step": self.step, "metrics": metrics, "seconds": round(time.perf_counter() - started, 1)})
             log.info("step %d: %s on %s = %.4f%s", self.step, self.devset.measure, self.devset.name, value, " (best)" if improved else "")
             emit(TrainEvent("eval", self.step, self.config.steps, metrics=metrics, improved=improved))
@@ -380,7 +382,8 @@ class Trainer:
         """Publish the output model into ``out``: the best evaluated step, else the final weights (rank 0)."""
         if self.dist.is_main:
             source = self.root / "best" if self.best is not None else save_model_folder(
-                self.output_model(), self.root / "final", base=self.base, extra_files=self.extra_files)
+                self.output_model(), self.root / "final", base=self.base, extra_files=self.extra_files,
+                training={"precision": self.precision})
             publish(source, self.out)
             summary = {"steps": self.step, "best": {"step": self.best[1], "value": self.best[0]} if self.best else None,
                        "metric": self.devset.measure if self.devset else None, "history": self.history}

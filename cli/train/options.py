@@ -25,7 +25,7 @@ class RunOptions(OptionGroup):
 
     out: Annotated[Path, typer.Option("--out", "-o", help="Output model folder (sentence-transformers; checkpoints in OUT/checkpoints).")]
     seed: Annotated[int, typer.Option("--seed", help="Seeds data order, crops, negatives and initialization.")] = 0
-    precision: Annotated[str, typer.Option("--precision", help="auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16 or fp16 (GPU only).")] = "auto"
+    precision: Annotated[str, typer.Option("--precision", help="auto (GPU: bf16 where supported, else fp16; CPU: bf16 where native (AMX/AVX512-BF16), else fp32), fp32, bf16 or fp16 (GPU only).")] = "auto"
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda[:N] (a GPU asked for and missing is an error).")] = "auto"
     save_every: Annotated[int, typer.Option("--save-every", help="Checkpoint every N steps (0 = only at the end / on Ctrl-C).")] = 0
     keep_checkpoints: Annotated[int, typer.Option("--keep-checkpoints", help="Checkpoints kept on disk.")] = 1

@@ -80,9 +80,13 @@ def read_model_card(folder: Path) -> dict:
         raise ModelError(f"{card}: unreadable model card ({exc})") from None
 
 
-def write_model_card(folder: Path, *, preset: str, base: str, query_prefix: str = "", document_prefix: str = "") -> None:
-    """Record a trained model's preset, base and prefixes in ``folder/retriever.json``."""
-    card = {"preset": preset, "base": base, "query_prefix": query_prefix, "document_prefix": document_prefix}
+def write_model_card(folder: Path, *, preset: str, base: str, query_prefix: str = "", document_prefix: str = "",
+                     training: dict | None = None) -> None:
+    """Record a trained model's preset, base and prefixes, and how it was trained (``training``, e.g.
+    ``{"precision": "bf16"}``; omitted when None), in ``folder/retriever.json``."""
+    card: dict = {"preset": preset, "base": base, "query_prefix": query_prefix, "document_prefix": document_prefix}
+    if training is not None:
+        card["training"] = training
     (folder / MODEL_CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
 
 

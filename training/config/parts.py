@@ -203,7 +203,8 @@ class RuntimeSettings:
 
     Attributes:
         seed: seeds data order, crops, negatives sampling and torch.
-        precision: ``auto`` (bf16 on GPUs that have it, else fp16; fp32 on CPU), ``fp32``, ``bf16``, ``fp16``.
+        precision: ``auto`` (bf16 on GPUs that have it, else fp16; on the CPU bf16 where native, else fp32),
+            ``fp32``, ``bf16``, ``fp16`` (GPU only); see :func:`training.run.resolve_precision`.
         save_every: checkpoint every this many steps (0 = only at the end and on interruption).
         keep_checkpoints: how many recent checkpoints stay on disk.
         eval: periodic evaluation on a BEIR folder; the best step becomes the output model.
