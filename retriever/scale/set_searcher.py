@@ -123,11 +123,8 @@ class SetSearcher:
 
     @property
     def encoder(self) -> Any:
-        """The query encoder (loaded on first use, shared by every shard)."""
-        encoder = self.shards[0].encoder
-        for shard in self.shards[1:]:
-            shard._encoder = encoder  # one copy of the model
-        return encoder
+        """The query encoder, loaded on first use from shard 0 (shards are searched by vector only: one model)."""
+        return self.shards[0].encoder
 
     def close(self) -> None:
         self.opened_set.close()
