@@ -58,7 +58,8 @@ class IndexSet:
         preset_name = resolve_model(model, preset=preset).preset
         read = corpus_reader(corpus, preset=preset_name, fields=fields)
         hook = _bm25_build_hook() if bm25 else None
-        encoder = load_encoder(model, preset=preset, device="cpu" if opts.engine == "ray" else device)
+        encoder = load_encoder(model, preset=preset, device="cpu" if opts.engine == "ray" else device,
+                               precision=opts.precision)
         if transliterate:
             from retriever.encoders.crosslingual.transliterate import with_transliteration
 
@@ -83,12 +84,13 @@ class IndexSet:
         Raises:
             CorpusError: bad input or a duplicate id (nothing committed). IndexLockedError: another writer.
         """
-        from retriever.encoders.base import encoder_from_manifest
+        from retriever.encoders.base import encoder_from_manifest, precision_for_update
         from retriever.search.bm25_index import bm25_for_update
 
         manifest = self.info()
         read = corpus_reader(corpus, preset=manifest.encoder.get("preset") or "text", fields=fields)
-        encoder = encoder_from_manifest(manifest.encoder, device=device)
+        precision = precision_for_update(manifest.encoder, None, device, self.path)  # the set's, as Index.add does
+        encoder = encoder_from_manifest(manifest.encoder, device=device, precision=precision)
         report = add_to_set(self.path, read, encoder, upsert=upsert, batch_size=batch_size, wait=wait, hook=bm25_for_update)
         self.close()
         return report
