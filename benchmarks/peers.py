@@ -216,6 +216,27 @@ class Worker:
         self.err.close()
 
 
+class BuildLog:
+    """Finished builds (figures and outputs) in ``WORK/builds.json``; with ``--resume`` a recorded build whose
+    output is still there is not redone (a full run takes hours on a busy 2-core machine)."""
+
+    def __init__(self, work: Path, resume: bool) -> None:
+        self.path = work / "builds.json"
+        self.resume = resume
+        self.records: dict[str, dict] = json.loads(self.path.read_text()) if self.path.is_file() else {}
+
+    def get(self, key: str, out: Path) -> dict | None:
+        record = self.records.get(key)
+        return record if self.resume and record is not None and out.exists() else None
+
+    def put(self, key: str, record: dict) -> dict:
+        self.records[key] = record
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.records, indent=1))
+        os.replace(tmp, self.path)
+        return record
+
+
 def rotated(items: list, r: int) -> list:
     """``items`` starting at position ``r``: each repeat starts with a different system."""
     r %= len(items)
@@ -290,9 +311,15 @@ def bench_scifact(env: Env, work: Path, args: argparse.Namespace) -> dict:
     corpus = data / "corpus.jsonl"
     indexes = {s: work / "scifact" / s for s in TEXT_SYSTEMS}
     builds: dict[str, list[dict]] = {s: [] for s in TEXT_SYSTEMS}
+    done_log = BuildLog(work, args.resume)
     for r in range(args.build_repeats):
         for system in rotated(TEXT_SYSTEMS, r):
             out = indexes[system]
+            key = f"scifact/{data.name}/{system}/{r}"
+            if (record := done_log.get(key, out)) is not None:
+                builds[system].append(record)
+                log(f"scifact build {system} #{r}: recorded earlier ({record['seconds']:.1f} s), kept")
+                continue
             shutil.rmtree(out, ignore_errors=True)
             out.parent.mkdir(parents=True, exist_ok=True)
             if system == "engine":
@@ -300,7 +327,7 @@ def bench_scifact(env: Env, work: Path, args: argparse.Namespace) -> dict:
             else:
                 cmd = env.command(system, "build", {"kind": "text", "system": system, "corpus": str(corpus), "out": str(out)})
             done = env.measured(cmd, f"scifact-build-{system}-{r}")
-            builds[system].append({"seconds": done["seconds"], "peak_rss_mib": done["peak_rss_mib"]})
+            builds[system].append(done_log.put(key, {"seconds": done["seconds"], "peak_rss_mib": done["peak_rss_mib"]}))
             log(f"scifact build {system} #{r}: {done['seconds']:.1f} s, {done['peak_rss_mib']:.0f} MiB")
     results: dict[str, dict[str, Any]] = {s: {
         "build_seconds": med([b["seconds"] for b in builds[s]]), "build_peak_rss_mib": med([b["peak_rss_mib"] for b in builds[s]]),
@@ -438,16 +465,22 @@ def bench_vectors(env: Env, work: Path, args: argparse.Namespace) -> dict:
     wanted = [f for f in FIGURES if f in args.figures]
     builds: dict[str, dict] = {}
     paths: dict[tuple[str, str], Path] = {}
+    done_log = BuildLog(work, args.resume)
+    prefix = f"vectors/{data['source']}/{data['n']}"
     for variant in ("flat", "ivf", "hnsw"):  # engine indexes: one per factory, built by the CLI
         if not any(variant == v for f in wanted for _, v in FIGURES[f][2]):
             continue
         out = work / "vectors" / f"engine-{variant}"
+        for system in ("engine", "engine-inmem", "faiss-raw"):
+            paths[(system, variant)] = out
+        if (record := done_log.get(f"{prefix}/engine/{variant}", out)) is not None:
+            builds[f"engine/{variant}"] = record
+            continue
         shutil.rmtree(out, ignore_errors=True)
         cmd = env.cli() + ["index", "from-vectors", str(data["base"]), "--ids", str(data["ids"]), "--out", str(out), "--index", factories[variant]]
         done = env.measured(cmd, f"vectors-build-engine-{variant}")
-        builds[f"engine/{variant}"] = {"seconds": done["seconds"], "peak_rss_mib": done["peak_rss_mib"], "config": {"factory": factories[variant]}}
-        for system in ("engine", "engine-inmem", "faiss-raw"):
-            paths[(system, variant)] = out
+        builds[f"engine/{variant}"] = done_log.put(f"{prefix}/engine/{variant}", {
+            "seconds": done["seconds"], "peak_rss_mib": done["peak_rss_mib"], "config": {"factory": factories[variant]}})
         log(f"vectors build engine {factories[variant]}: {done['seconds']:.1f} s")
     for figure in wanted:
         for system, variant in FIGURES[figure][2]:
@@ -455,13 +488,17 @@ def bench_vectors(env: Env, work: Path, args: argparse.Namespace) -> dict:
                 continue
             built = "hnsw" if system == "usearch" else variant  # usearch's exact search runs over its HNSW index's vectors
             out = work / "vectors" / f"{system}-{built}"
+            if (system, built) not in paths and (record := done_log.get(f"{prefix}/{system}/{built}", out)) is not None:
+                builds[f"{system}/{built}"] = record
+                paths[(system, built)] = out
             if (system, built) not in paths:
                 shutil.rmtree(out, ignore_errors=True)
                 spec = {"kind": "vectors", "system": system, "variant": built, "vectors": str(data["base"]), "ids": str(data["ids"]),
                         "out": str(out), "nlist": nlist}
                 done = env.measured(env.command(system, "build", spec), f"vectors-build-{system}-{built}")
                 facts = json.loads(done["stdout"].strip().splitlines()[-1])
-                builds[f"{system}/{built}"] = {"seconds": done["seconds"], "peak_rss_mib": done["peak_rss_mib"], **facts}
+                builds[f"{system}/{built}"] = done_log.put(f"{prefix}/{system}/{built}", {
+                    "seconds": done["seconds"], "peak_rss_mib": done["peak_rss_mib"], **facts})
                 paths[(system, built)] = out
                 log(f"vectors build {system} {built}: {done['seconds']:.1f} s")
             paths[(system, variant)] = out
@@ -604,6 +641,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--vector-source", choices=["auto", "real", "scifact"], default="auto",
                         help="real: CACHE/real-120000.npy (benchmarks.speed); scifact: SciFact embeddings + perturbed copies; auto: real if cached.")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resume", action="store_true", help="Keep builds recorded in WORK/builds.json whose output is still there.")
     parser.add_argument("--work", type=Path, default=None, help="Folder for indexes and logs (default: CACHE/peers-work[-quick]).")
     parser.add_argument("--name", default=None, help="Results name (default peers; --quick peers-quick).")
     parser.add_argument("--output", type=Path, default=None, help="Write NAME.json/.md here instead of benchmarks/results.")
