@@ -18,7 +18,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-PLAIN_NAME = r"^(?!\.)[^/\\\x00-\x1f\x7f]+$"
+PLAIN_NAME = r"^(?!\.)[^/\\\x00-\x1f\x7f]+(?!\n)$"  # (?!\n): Python's $ also matches before a final newline
 """A file or folder name directly inside the index folder: no ``/`` or ``\\``, no control character,
 not ``.``/``..``, no leading dot."""
 
