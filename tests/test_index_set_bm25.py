@@ -59,3 +59,22 @@ def test_bm25_and_hybrid_on_a_set_kept_current_by_set_updates(tmp_path, tiny_mod
     built.delete(["d1"])
     assert "d1" not in {h.id for h in built.search("volcano lava magma", k=5, mode="bm25", device="cpu")}
     built.close()
+
+
+def test_the_distributed_service_answers_bm25_and_hybrid_as_the_set_does(tmp_path, tiny_model):
+    """The ingress's fan-out (in-process handles standing in for Ray Serve's) ranks bm25 and hybrid as IndexSet."""
+    pytest.importorskip("fastapi")
+    from retriever.apps.service.fanout import FanoutState
+    from retriever.apps.service.shard_server import ShardServer
+    from retriever.index_set import IndexSet
+    from tests.test_distributed_fanout import FakeHandle
+
+    built = IndexSet.build(DOCS, tmp_path / "set", shards=2, model=str(tiny_model), device="cpu", index="Flat",
+                           chunk_tokens=0, bm25=True)
+    state = FanoutState(tmp_path / "set", [FakeHandle(ShardServer(str(tmp_path / "set"), n)) for n in range(2)], device="cpu")
+    queries = ["volcano lava magma", "honey bees flowers"]
+    for mode in ("bm25", "hybrid"):
+        expected = built.search(queries, k=4, mode=mode, device="cpu")
+        got = state.search(queries, 4, mode=mode).hits
+        assert [[h.id for h in row] for row in got] == [[h.id for h in row] for row in expected]
+    built.close()

@@ -1,0 +1,133 @@
+"""Index sets: search throughput of one shard, and the latency a Ray Serve fan-out adds (docs/scaling.md#index-sets).
+
+    python -m benchmarks.set_scaling [--vectors 100000] [--dims 384,768] [--docs 2000] [--threads 1]
+
+qps     QPS of one shard (one process, --threads FAISS threads, default 1) for Flat, IVF-Flat and IVF-PQ over ``--vectors`` random unit
+        vectors per dimension (k=10, nprobe 16, batches of 64 queries; median of 3 runs).
+fanout  a 2-shard set of ``--docs`` SciFact documents (MiniLM, Flat) served by ``retriever set serve`` on a local
+        Ray cluster: HTTP latency of one query (p50/p90 of 60 sequential requests) against the same query
+        searched in-process by SetSearcher (encode + both shards + merge); the difference is what the HTTP proxy,
+        the ingress and the shard RPCs add. Torch and FAISS use one thread on both sides (Ray's default for workers).
+
+Writes benchmarks/results/set_scaling.json. This machine has 2 CPU cores shared with other jobs: figures are
+what was measured here, not what a dedicated node gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FACTORIES = {384: ["Flat", "IVF1024,Flat", "IVF1024,PQ48"], 768: ["Flat", "IVF1024,Flat", "IVF1024,PQ96"]}
+
+
+def shard_qps(vectors: int, dim: int, factory: str, queries: int = 256) -> dict:
+    """Build one FAISS index of ``vectors`` random unit vectors and time batched top-10 searches."""
+    from indexing.faiss_index import Metric, VectorIndex
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(vectors, dim)).astype(np.float32)
+    data /= np.linalg.norm(data, axis=1, keepdims=True)
+    index = VectorIndex.create(dim, factory, Metric.IP)
+    if not index.is_trained:  # search speed, not recall, is measured: PQ codebooks train on a small sample
+        index.train(data[: 4096 if "PQ" in factory else min(vectors, 40_000)])
+    index.set_nprobe(16)
+    index.add(np.arange(vectors, dtype=np.int64), data)
+    asked = data[rng.integers(0, vectors, queries)] + 0.01 * rng.normal(size=(queries, dim)).astype(np.float32)
+    runs = []
+    for _ in range(3):
+        started = time.perf_counter()
+        for at in range(0, queries, 64):
+            index.search(asked[at: at + 64], 10)
+        runs.append(queries / (time.perf_counter() - started))
+    return {"dim": dim, "factory": factory, "vectors": vectors, "qps": round(statistics.median(runs), 1)}
+
+
+def fanout(docs: int) -> dict:
+    """p50/p90 latency of one query: in-process SetSearcher vs HTTP through Ray Serve (2 shards, one node)."""
+    import ray
+
+    from retriever.apps.service.distributed import ServeOptions, deploy_set
+    from retriever.index_set import IndexSet
+    from retriever.scale.set_searcher import SetSearcher
+
+    corpus = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
+    records = [json.loads(line) for _, line in zip(range(docs), corpus.open(encoding="utf-8"))]
+    query = "vitamin D deficiency increases the risk of fractures"
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "set"
+        IndexSet.build(records, root, shards=2, model="minilm", device="cpu", index="Flat", chunk_tokens=0)
+        import torch
+
+        torch.set_num_threads(1)  # as in Ray workers (OMP_NUM_THREADS=1): the same encoder cost on both sides
+        local = SetSearcher.load(root, device="cpu")
+        local.search([query], 10)
+        in_process = _timed(lambda: local.search([query], 10))
+        local.close()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        try:
+            url = deploy_set(root, ServeOptions(port=8765, shard_cpus=0.5, proxy_location="HeadOnly"))
+            body = json.dumps({"query": query, "k": 10}).encode()
+
+            def post() -> None:
+                request = urllib.request.Request(f"{url}/search", data=body, headers={"Content-Type": "application/json"})
+                urllib.request.urlopen(request, timeout=60).read()
+
+            post()
+            served = _timed(post)
+        finally:
+            ray.shutdown()
+    return {"docs": docs, "shards": 2, "in_process_ms": in_process, "ray_http_ms": served,
+            "added_p50_ms": round(served["p50"] - in_process["p50"], 1)}
+
+
+def _timed(run, repeats: int = 60) -> dict:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return {"p50": round(times[len(times) // 2], 1), "p90": round(times[int(len(times) * 0.9)], 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--vectors", type=int, default=100_000)
+    parser.add_argument("--dims", default="384,768")
+    parser.add_argument("--docs", type=int, default=2000)
+    parser.add_argument("--sections", default="qps,fanout")
+    parser.add_argument("--threads", type=int, default=1, help="FAISS threads for the QPS section (1: per core)")
+    args = parser.parse_args()
+    sections = args.sections.split(",")
+    import faiss
+
+    faiss.omp_set_num_threads(args.threads)
+    out = RESULTS / "set_scaling.json"  # sections run separately update one file
+    results: dict = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    results.update({"faiss_threads": args.threads, "cpu_cores": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 1)})
+    if "qps" in sections:
+        measured = {(r["dim"], r["factory"]): r for r in results.get("qps", [])}
+        for dim in (int(d) for d in args.dims.split(",")):
+            for factory in FACTORIES[dim]:
+                measured[dim, factory] = shard_qps(args.vectors, dim, factory)
+                print(json.dumps(measured[dim, factory]), flush=True)
+                results["qps"] = list(measured.values())
+                out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    if "fanout" in sections:
+        results["fanout"] = fanout(args.docs)
+        print(json.dumps(results["fanout"]), flush=True)
+    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
