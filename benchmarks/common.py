@@ -14,7 +14,8 @@ import numpy as np
 from indexing.formats.jsonl import load_jsonl
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results"
+RESULTS = Path(os.environ.get("RETRIEVER_BENCH_RESULTS", REPO / "benchmarks" / "results"))
+"""Where write_results puts its files; RETRIEVER_BENCH_RESULTS redirects them (the smoke tests write to a temp folder)."""
 CACHE = Path(os.environ.get("RETRIEVER_BENCH_CACHE", REPO / "benchmarks" / "cache"))
 DATA = Path(os.environ.get("RETRIEVER_DATA", REPO.parent / "shared" / "data"))
 
@@ -131,7 +132,7 @@ def real_embeddings(model: str = "minilm", *, batch_size: int = 128, count: int 
     texts = distinct_texts()[:count]
     encoder = load_encoder(model, device="auto")
     encoder.model.max_seq_length = EMBED_MAX_TOKENS
-    parts_dir = CACHE / f"embeddings-{model}.parts"
+    parts_dir = CACHE / (f"embeddings-{model}.parts" if count == EMBED_TEXTS else f"embeddings-{model}-{count}.parts")
     parts_dir.mkdir(exist_ok=True)
     step = 8192
     for number, start in enumerate(range(0, len(texts), step)):

@@ -58,6 +58,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="scifact")
     parser.add_argument("--work", type=Path, default=None, help="Folder for the indexes (default: a temp folder).")
+    parser.add_argument("--nlist", type=int, default=64, help="Inverted lists of the IVF indexes (the engine trains "
+                        "them on >= 39 vectors per list: a small collection needs fewer).")
+    parser.add_argument("--pq", default="PQ48", help="The product quantizer of the IVF-PQ index (a FAISS factory part).")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     data = require_data(args.dataset)
@@ -92,7 +95,8 @@ def main() -> None:
     vectors = searcher.opened.vectors.reconstruct(pids)
     doc_ids = searcher.opened.docstore.doc_ids(pids)
     approx = {}
-    for factory, options in (("auto", {}), ("IVF64,Flat", {"nprobe": 8}), ("HNSW32", {"ef_search": 64}), ("IVF64,PQ48", {"nprobe": 8})):
+    for factory, options in (("auto", {}), (f"IVF{args.nlist},Flat", {"nprobe": 8}), ("HNSW32", {"ef_search": 64}),
+                             (f"IVF{args.nlist},{args.pq}", {"nprobe": 8})):
         out = work / f"approx-{factory.replace(',', '_')}"
         manifest = build_from_vectors(out, vectors, doc_ids, BuildConfig(corpus=("vectors",), factory=factory), encoder_record=encoder.describe(), overwrite=True)
         run = engine_run(out, queries, **options)

@@ -23,7 +23,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from benchmarks.common import RESULTS, distinct_texts, real_embeddings, require_data, write_results
+from benchmarks.common import EMBED_TEXTS, RESULTS, distinct_texts, real_embeddings, require_data, write_results
 from indexing.builder import BuildConfig, build_index
 from indexing.from_vectors import build_from_vectors
 from indexing.documents import Document
@@ -42,14 +42,15 @@ def alternate(*functions, repeats: int) -> tuple[float, ...]:
     return tuple(statistics.median(bucket) for bucket in times)
 
 
-def search_overhead(work: Path, n: int, queries: int, repeats: int, flat_queries: int) -> dict:
-    vectors = np.asarray(real_embeddings()[: n + queries], dtype=np.float32)
+def search_overhead(work: Path, n: int, queries: int, repeats: int, flat_queries: int, *, nlist: int = 1024,
+                    embed_texts: int = EMBED_TEXTS) -> dict:
+    vectors = np.asarray(real_embeddings(count=embed_texts)[: n + queries], dtype=np.float32)
     texts = distinct_texts()[:n]
     base, query_vectors = vectors[:n], vectors[n : n + queries]
     ids = [f"t{i}" for i in range(n)]
     lookup = {f"t{i}": i for i in range(n)}
     results = {}
-    for factory, nprobe in (("Flat", None), ("IVF1024,Flat", 16), ("IVF1024,Flat", 64)):
+    for factory, nprobe in (("Flat", None), (f"IVF{nlist},Flat", 16), (f"IVF{nlist},Flat", 64)):
         out = work / factory.replace(",", "_")
         if not (out / "manifest.json").is_file():
             build_from_vectors(
@@ -125,10 +126,19 @@ def main() -> None:
     parser.add_argument("--encode-repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--skip-encoding", action="store_true")
+    parser.add_argument("--nlist", type=int, default=1024, help="Inverted lists of the IVF index.")
+    parser.add_argument("--embed-texts", type=int, default=EMBED_TEXTS,
+                        help="Texts in the embedding cache to draw from (>= --vectors + --queries; another count is another cache file).")
+    parser.add_argument("--quick", action="store_true", help="Tiny sizes, 1 repeat (a smoke test); explicit flags still win.")
     args = parser.parse_args()
+    if args.quick:
+        parser.set_defaults(vectors=700, queries=50, flat_queries=50, repeats=1, encode_docs=16, encode_repeats=1,
+                            batch_size=16, nlist=16, embed_texts=750)
+        args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     work = Path(tempfile.mkdtemp(prefix="overhead-"))
-    results = {"search": search_overhead(work, args.vectors, args.queries, args.repeats, min(args.flat_queries, args.queries))}
+    results = {"search": search_overhead(work, args.vectors, args.queries, args.repeats, min(args.flat_queries, args.queries),
+                                         nlist=args.nlist, embed_texts=args.embed_texts)}
     if not args.skip_encoding:
         results["encoding"] = encoding_overhead(work, args.encode_docs, args.encode_repeats, args.batch_size)
     else:  # keep the last measured encoding figures (say when they were measured)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import CACHE, REPO, distinct_texts, write_results
+from benchmarks.common import CACHE, REPO, RESULTS, distinct_texts, write_results
 
 SYNTHETIC = CACHE / "synthetic-2000000x384.npy"
 REAL = CACHE / "real-120000.npy"
@@ -85,18 +85,18 @@ def bench_encode(texts: int, repeats: int, work: Path) -> dict:
 
 
 # --- sharded ------------------------------------------------------------------------------------------
-def bench_sharded(work: Path, shards: int, repeats: int) -> dict:
+def bench_sharded(work: Path, shards: int, repeats: int, source: Path = REAL) -> dict:
     from indexing.builder import BuildConfig
     from indexing.from_vectors import build_from_vectors
     from retriever.search.searcher import Searcher
 
-    vectors = np.load(REAL, mmap_mode="r")
+    vectors = np.load(source, mmap_mode="r")
     rng = np.random.default_rng(0)
     pick = rng.choice(len(vectors), 1000, replace=False)
     queries = np.asarray(vectors[pick], dtype=np.float32) + 0.05 * rng.normal(size=(1000, vectors.shape[1])).astype(np.float32)
     ids = [f"r{i}" for i in range(len(vectors))]
     for name, count in (("single", 1), ("sharded", shards)):
-        config = BuildConfig(corpus=(str(REAL),), factory="Flat", docs_per_shard=8192, index_shards=count)
+        config = BuildConfig(corpus=(str(source),), factory="Flat", docs_per_shard=8192, index_shards=count)
         build_from_vectors(work / name, vectors, iter(ids), config, overwrite=True)
     searchers = {name: Searcher.load(work / name, device="cpu") for name in ("single", "sharded")}
     results = {name: s.retrieve_vectors(queries, 10) for name, s in searchers.items()}
@@ -324,6 +324,7 @@ def main() -> None:
     parser.add_argument("--texts", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shards", type=int, default=4)
+    parser.add_argument("--sharded-vectors", type=Path, default=REAL, help="the sharded section's vectors (>= 1,000 rows)")
     parser.add_argument("--ooc-vectors", type=Path, default=SYNTHETIC)
     parser.add_argument("--ooc-factory", default="IVF1024,Flat")
     parser.add_argument("--ooc-nprobe", type=int, default=16)
@@ -333,7 +334,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temp dir)")
     args = parser.parse_args()
     sections = args.sections.split(",")
-    previous = REPO / "benchmarks" / "results" / "scale.json"
+    previous = RESULTS / "scale.json"
 
     def save(name: str, section: dict) -> dict:
         """Merge one section into the results file as it is now (sections may be run separately)."""
@@ -353,7 +354,7 @@ def main() -> None:
             if name == "encode":
                 data = save(name, bench_encode(args.texts, args.repeats, work / name))
             elif name == "sharded":
-                data = save(name, bench_sharded(work / name, args.shards, max(5, args.repeats)))
+                data = save(name, bench_sharded(work / name, args.shards, max(5, args.repeats), args.sharded_vectors))
             elif name == "ooc":
                 data = save(name, bench_ooc(args.ooc_vectors, work / name, args.ooc_factory, args.ooc_nprobe, args.ooc_ratio,
                                             args.ooc_rows, args.ooc_queries))

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import CACHE, RESULTS, PeakRss, real_embeddings, write_results
+from benchmarks.common import CACHE, EMBED_TEXTS, RESULTS, PeakRss, real_embeddings, write_results
 from benchmarks.memory import LazyIds
 
 BASE = 120_000
@@ -133,15 +133,27 @@ def main() -> None:
     parser.add_argument("--large", type=int, default=1_000_000)
     parser.add_argument("--skip-encoding", action="store_true")
     parser.add_argument("--build-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--base", type=int, default=BASE, help="Real base vectors.")
+    parser.add_argument("--queries", type=int, default=QUERIES, help="Held-out real query vectors.")
+    parser.add_argument("--embed-texts", type=int, default=EMBED_TEXTS,
+                        help="Texts in the embedding cache to draw from (>= --base + --queries; another count is another cache file).")
+    parser.add_argument("--nlist", type=int, default=512, help="IVF lists of the indexes over the real base vectors.")
+    parser.add_argument("--large-nlist", type=int, default=1024, help="IVF lists of the indexes over --large vectors.")
+    parser.add_argument("--pq", default="PQ48", help="The product quantizer of the IVF-PQ indexes (a FAISS factory part; "
+                        "PQ48's polysemous training alone takes minutes on 2 cores, whatever the vector count).")
+    parser.add_argument("--quick", action="store_true", help="Tiny sizes, 1 repeat, a short encoding run (a smoke test).")
     args = parser.parse_args()
+    if args.quick:  # the engine trains IVF on >= 39 vectors per list
+        parser.set_defaults(base=700, queries=50, large=3000, repeats=1, embed_texts=750, nlist=16, large_nlist=64, pq="PQ8np")
+        args = parser.parse_args()
     if args.build_child:
         build_child(Path(args.build_child[0]), args.build_child[1], Path(args.build_child[2]))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     started = time.perf_counter()
-    real = np.asarray(real_embeddings(), dtype=np.float32)
-    base, queries = real[:BASE], real[BASE : BASE + QUERIES]
-    small = CACHE / f"real-{BASE}.npy"
+    real = np.asarray(real_embeddings(count=args.embed_texts), dtype=np.float32)
+    base, queries = real[: args.base], real[args.base : args.base + args.queries]
+    small = CACHE / f"real-{args.base}.npy"
     if not small.is_file():
         np.save(small, base, allow_pickle=False)
     large = CACHE / f"perturbed-{args.large}.npy"
@@ -161,11 +173,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="speed-"))
     plans = [
         ("Flat", small, "Flat", None, [None], truth_small),
-        ("IVF-Flat 120k", small, "IVF512,Flat", "nprobe", [1, 2, 4, 8, 16, 32, 64], truth_small),
+        ("IVF-Flat 120k", small, f"IVF{args.nlist},Flat", "nprobe", [1, 2, 4, 8, 16, 32, 64], truth_small),
         ("HNSW 120k", small, "HNSW32", "ef_search", [16, 32, 64, 128, 256], truth_small),
-        ("IVF-PQ 120k", small, "IVF512,PQ48", "nprobe", [1, 4, 16, 64], truth_small),
-        ("IVF-Flat 1M", large, "IVF1024,Flat", "nprobe", [1, 4, 16, 64], truth_large),
-        ("IVF-PQ 1M", large, "IVF1024,PQ48", "nprobe", [1, 4, 16, 64], truth_large),
+        ("IVF-PQ 120k", small, f"IVF{args.nlist},{args.pq}", "nprobe", [1, 4, 16, 64], truth_small),
+        ("IVF-Flat 1M", large, f"IVF{args.large_nlist},Flat", "nprobe", [1, 4, 16, 64], truth_large),
+        ("IVF-PQ 1M", large, f"IVF{args.large_nlist},{args.pq}", "nprobe", [1, 4, 16, 64], truth_large),
     ]
     builds, curves = {}, {}
     for name, vectors, factory, knob, values, truth in plans:
@@ -174,18 +186,18 @@ def main() -> None:
         builds[name] = json.loads(done.stdout.strip().splitlines()[-1])
         logging.info("built %s: %s", name, builds[name])
         curves[name] = measure(out, queries, truth, knob, values, args.repeats)
-    results = {"base_vectors": BASE, "large_vectors": args.large, "queries": QUERIES, "builds": builds, "curves": curves}
+    results = {"base_vectors": args.base, "large_vectors": args.large, "queries": args.queries, "builds": builds, "curves": curves}
     if not args.skip_encoding:
         from benchmarks.overhead import encoding_overhead
 
-        results["encoding"] = encoding_overhead(work, 300, 3, 64)
+        results["encoding"] = encoding_overhead(work, *((16, 1, 16) if args.quick else (300, 3, 64)))
     results["total_seconds"] = round(time.perf_counter() - started, 1)
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(curves, RESULTS / "speed.png")
     lines = [
-        f"# Speed: retriever vs raw FAISS ({BASE:,} real minilm embeddings; 1M = real + perturbed copies)",
+        f"# Speed: retriever vs raw FAISS ({args.base:,} real minilm embeddings; 1M = real + perturbed copies)",
         "",
-        f"{QUERIES} held-out real queries in batches of 100, k=10, medians of {args.repeats}; ours = `Searcher.search_vectors` (ids, text, metadata).",
+        f"{args.queries} held-out real queries in batches of 100, k=10, medians of {args.repeats}; ours = `Searcher.search_vectors` (ids, text, metadata).",
         "",
         "| index | build | build s | peak RSS | index size |",
         "|---|---|---|---|---|",

@@ -156,11 +156,12 @@ def main() -> None:
     parser.add_argument("--merge-weights", type=float, nargs="*", default=[],
                         help="also score each trained encoder merged with its base minilm at these weights of the trained one")
     parser.add_argument("--demos", nargs="+", default=["all", "helped"], choices=("all", "helped"))
+    parser.add_argument("--steps", type=int, default=60, help="Training steps of each trained encoder.")
     parser.add_argument("--name", default="sql-design")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = run(args.pool, anchors=args.anchors, dev_folds=args.dev_folds, ks=args.ks, held_out_folds=args.held_out_folds,
-               merge_weights=args.merge_weights, demo_sources=args.demos)
+               merge_weights=args.merge_weights, demo_sources=args.demos, steps=args.steps)
     text = markdown(data)
     path = write_results(args.name, data, text)
     print(text)
