@@ -284,9 +284,14 @@ def _report(report, as_json: bool, message: str) -> None:
 @app.command()
 @user_errors
 def info(index_dir: Path = typer.Argument(..., help="Index directory."), as_json: bool = typer.Option(False, "--json")) -> None:
-    """Show what an index holds (reads the manifest only)."""
+    """Show what an index (or an index set) holds (reads the manifest only)."""
     from indexing.manifest import read_manifest
+    from indexing.set_manifest import is_index_set
 
+    if is_index_set(index_dir):
+        from cli.set_cmd import info as set_info
+
+        return set_info(index_dir, as_json)
     manifest = read_manifest(index_dir)
     if as_json:
         print_json(json.loads(manifest.to_json()))
@@ -324,9 +329,14 @@ def _layout(manifest) -> str:
 @app.command()
 @user_errors
 def verify(index_dir: Path = typer.Argument(..., help="Index directory.")) -> None:
-    """Check every file of an index against the manifest's checksums."""
+    """Check every file of an index (or of every shard of an index set) against the manifest's checksums."""
     from indexing.manifest import read_manifest, verify_files
+    from indexing.set_manifest import is_index_set
 
+    if is_index_set(index_dir):
+        from cli.set_cmd import verify as set_verify
+
+        return set_verify(index_dir)
     manifest = read_manifest(index_dir)
     verify_files(index_dir, manifest, checksums=True)
     console.print(f"{index_dir}: {len(manifest.checksums)} files match their checksums", highlight=False)

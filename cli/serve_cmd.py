@@ -32,6 +32,8 @@ def serve(
     max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="How long a query may wait for others to batch with while the searcher is free (0: a batch starts the moment the searcher is free, with every query queued by then)."),
     bm25: bool = typer.Option(False, "--bm25", help="This service answers bm25/hybrid: check at start-up that the index has a current BM25 index (`retriever index bm25 INDEX` builds it; needs Java), open it now and keep it open across reloads."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request (uvicorn's access log)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An index set (retriever set build) is served on this Ray cluster with Ray Serve (default: RAY_ADDRESS, else a local one); see `retriever set serve` for its other options."),
+    shard_timeout: float = typer.Option(5.0, "--shard-timeout", help="An index set: seconds a request waits for a missing shard before a 503."),
     noop_endpoint: bool = typer.Option(False, "--noop-endpoint", help="Also serve POST /noop (not in the schema): validates a /search body and answers {\"ok\": true} without searching (load tests' ceiling)."),
 ) -> None:
     """Serve an index over HTTP: POST /search, GET /health, GET /info (reloads after index add/delete)."""
@@ -56,6 +58,19 @@ def serve(
     if not _loopback(host) and not api_key:
         console.print(f"[yellow]warning:[/] serving on {host} without an API key: anyone who can reach it can query it",
                       highlight=False)
+    from indexing.set_manifest import is_index_set
+
+    if is_index_set(index_dir):  # a set: one Ray Serve deployment per shard (retriever.apps.service.distributed)
+        from retriever.apps.service.distributed import ServeOptions, deploy_set
+
+        options = ServeOptions(address=ray_address, host=host, port=port, shard_timeout=shard_timeout, device=device,
+                               index_device=index_device, query_backend=query_backend, limits=limits.as_dict(),
+                               api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        console.print(f"serving set {index_dir} on Ray at http://{host}:{port} (Ctrl-C stops)", highlight=False)
+        deploy_set(index_dir, options, blocking=True)
+        return
+    if ray_address is not None:
+        raise RetrieverError("--ray-address serves an index set (retriever set build); this is one index folder")
     if bm25:  # checked before the model loads: a missing or stale BM25 index is one line and exit 2
         from indexing.manifest import read_manifest
         from retriever.search.bm25_index import check_bm25

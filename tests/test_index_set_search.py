@@ -207,3 +207,12 @@ def test_sigkill_during_a_set_update_leaves_the_old_or_the_new_set_version(pair,
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=60)
         assert _state(root) in (before, after), f"killed after {delay:.2f}s (seed={seed}): neither version whole"
+
+
+def test_index_info_verify_and_serve_take_a_set(pair):
+    info, verify, serve = run_cli_many([["index", "info", pair["folder"] / "set", "--json"],
+                                        ["index", "verify", pair["folder"] / "set"],
+                                        ["serve", pair["folder"] / "one", "--ray-address", "127.0.0.1:1"]])
+    assert info.returncode == 0 and json.loads(info.stdout)["routing"] == "blake2b-8-mod-n"
+    assert verify.returncode == 0 and "all shards match" in " ".join(verify.stdout.split() + verify.stderr.split())
+    assert_one_line_error(serve, "--ray-address serves an index set")
