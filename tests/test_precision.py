@@ -153,6 +153,21 @@ def test_queries_in_another_thread_stay_fp32_while_documents_autocast(tiny_model
     np.testing.assert_array_equal(got[0], want)
 
 
+@needs_bf16
+def test_autocast_is_left_when_the_model_raises(tiny_model):
+    import torch
+
+    _, bf16 = _fp32_and_bf16(str(tiny_model))
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    bf16.model[0].auto_model.forward = boom
+    with pytest.raises(RuntimeError, match="boom"):
+        bf16.encode_documents(TEXTS[:1])
+    assert not torch.is_autocast_enabled("cpu") and bf16._autocast._stack() == []
+
+
 # --- building and adding ---------------------------------------------------------------------------------------
 
 def test_manifest_records_precision_and_add_reuses_it(tmp_path, tiny_model, monkeypatch):
