@@ -18,11 +18,19 @@ class CorpusError(RetrieverError):
 
     def __init__(self, path: Path | str, message: str, *, line: int | None = None, field: str | None = None):
         self.path = str(path)
+        self.message = message
         self.line = line
         self.field = field
         where = self.path if line is None else f"{self.path}:{line}"
         what = message if field is None else f"field '{field}': {message}"
         super().__init__(f"{where}: {what}")
+
+    def __reduce__(self) -> tuple:  # picklable across processes (Ray workers), line and field included
+        return _corpus_error, (self.path, self.message, self.line, self.field)
+
+
+def _corpus_error(path: str, message: str, line: int | None, field: str | None) -> CorpusError:
+    return CorpusError(path, message, line=line, field=field)
 
 
 class IndexDirError(RetrieverError):

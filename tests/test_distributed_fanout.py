@@ -17,11 +17,21 @@ QUERIES = ["dense retrieval of passages", "vector index search", "token window e
 
 
 class _Call:
-    def __init__(self, run):
-        self.run = run
+    def __init__(self, run, remote_errors=False):
+        self.run, self.remote_errors = run, remote_errors
 
     def result(self, timeout_s=None):
-        return self.run()
+        if not self.remote_errors:
+            return self.run()
+        try:
+            return self.run()
+        except Exception as exc:  # as Ray delivers a replica's exception: pickled, wrapped in a RayTaskError
+            import pickle
+
+            from ray.exceptions import RayTaskError
+
+            cause = pickle.loads(pickle.dumps(exc))
+            raise RayTaskError("search", "Traceback (most recent call last):\n  ...remote lines...", cause).as_instanceof_cause()
 
 
 class _Method:
@@ -33,7 +43,7 @@ class _Method:
             def fail():
                 raise TimeoutError("no replica")
             return _Call(fail)
-        return _Call(lambda: getattr(self.handle.server, self.name)(*args, **kwargs))
+        return _Call(lambda: getattr(self.handle.server, self.name)(*args, **kwargs), self.handle.remote_errors)
 
 
 class FakeHandle:
@@ -42,6 +52,7 @@ class FakeHandle:
     def __init__(self, server):
         self.server = server
         self.down = False
+        self.remote_errors = False
         self.search = _Method(self, "search")
         self.prepare = _Method(self, "prepare")
 
@@ -136,6 +147,42 @@ def test_http_api_503_retry_after_partial_and_auth(served):
         info = client.get("/info", headers=auth).json()
         assert info["shards"] == 2 and info["documents"] == 40 and info["version"] == 1
         assert client.get("/health").json()["version"] == 1
+
+
+def test_errors_a_shard_raises_survive_pickling():
+    """Ray pickles a replica's exception to the caller: an error class that cannot be rebuilt from its pickle arrived
+    as an unpickling failure, which the ingress took for an outage (bm25 without BM25: a 503 after the shard timeout)."""
+    import pickle
+
+    from indexing.errors import CorpusError
+    from retriever.search.bm25_index import Bm25NotReadyError
+
+    bm25 = pickle.loads(pickle.dumps(Bm25NotReadyError("no BM25 index", "stale")))
+    assert type(bm25) is Bm25NotReadyError and str(bm25) == "no BM25 index" and bm25.state == "stale"
+    corpus = pickle.loads(pickle.dumps(CorpusError("c.jsonl", "missing", line=3, field="text")))
+    assert str(corpus) == "c.jsonl:3: field 'text': missing" and (corpus.path, corpus.line, corpus.field) == ("c.jsonl", 3, "text")
+
+
+def test_a_shard_refusal_through_ray_is_a_one_line_409_naming_the_set_command(served):
+    pytest.importorskip("ray.exceptions")
+    from fastapi.testclient import TestClient
+
+    from retriever.apps.service.set_app import create_set_app
+
+    root = served["folder"] / "set"
+    state, handles = _state(root, shard_timeout=3)
+    for handle in handles:
+        handle.remote_errors = True
+    with TestClient(create_set_app(state)) as client:
+        for mode in ("bm25", "hybrid"):
+            started = time.monotonic()
+            response = client.post("/search", json={"query": "vector", "k": 3, "mode": mode})
+            assert response.status_code == 409, response.text
+            assert time.monotonic() - started < 2  # a refusal, not retried as a missing shard
+            error = response.json()["error"]
+            assert f"build it with `retriever set bm25 {root}`" in error and "\n" not in error
+            assert "retriever index bm25" not in error  # a shard refuses direct writes
+        assert client.post("/search", json={"query": "vector", "k": 3}).status_code == 200
 
 
 def test_set_serve_refuses_bad_options_in_one_line(served):

@@ -118,15 +118,23 @@ def check_set_bm25(root: Path) -> None:
     """Raise Bm25NotReadyError (naming ``retriever set bm25 SET``) when a shard of the committed set version has
     no current BM25 index; no JVM starts."""
     from indexing.set_manifest import read_set_manifest
-    from retriever.search.bm25_index import Bm25NotReadyError, bm25_state
+    from retriever.search.bm25_index import bm25_state
 
     manifest = read_set_manifest(root)
     for number in range(manifest.num_shards):
         state = bm25_state(manifest.shard_path(root, number), manifest.shard_manifest(number))
         if state != "current":
-            what = "has no BM25 index" if state == "missing" else "has an out-of-date BM25 index"
-            raise Bm25NotReadyError(f"shard {number} of the set {root} {what} (needed for bm25 and hybrid search); "
-                                    f"build it with `retriever set bm25 {root}`", state)
+            raise shard_bm25_error(root, number, state)
+
+
+def shard_bm25_error(root: Path, number: int, state: str) -> Exception:
+    """The Bm25NotReadyError of shard ``number`` of the set at ``root``: it names ``retriever set bm25 SET`` (a
+    shard's own ``retriever index bm25`` refuses to write a shard)."""
+    from retriever.search.bm25_index import Bm25NotReadyError
+
+    what = "has no BM25 index" if state == "missing" else "has an out-of-date BM25 index"
+    return Bm25NotReadyError(f"shard {number} of the set {root} {what} (needed for bm25 and hybrid search); "
+                             f"build it with `retriever set bm25 {root}`", state)  # type: ignore[arg-type]
 
 
 def fuse_hits(dense: Sequence[Sequence[Hit]], sparse: Sequence[Sequence[Hit]], k: int, *, fusion: str = DEFAULT_FUSION,

@@ -54,6 +54,9 @@ class Bm25NotReadyError(RetrieverError):
         super().__init__(message)
         self.state = state
 
+    def __reduce__(self) -> tuple:  # picklable (a set's shard raises it in a Ray worker), state included
+        return type(self), (str(self), self.state)
+
 
 def command_for(index_path: Path) -> str:
     """The command that (re)builds the BM25 index of ``index_path``, as the user would type it."""

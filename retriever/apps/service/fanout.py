@@ -61,6 +61,14 @@ class Answer:
     missing: list[int]
 
 
+def _cause(exc: BaseException) -> BaseException:
+    """The exception a shard raised, without Ray's wrapper: a remote error arrives as a RayTaskError that is also
+    an instance of its cause's class (so ``except RetrieverError`` catches it) but whose text is the remote
+    traceback; the cause keeps the one-line message of the service's error bodies."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, RetrieverError) else exc
+
+
 def signature(root: Path) -> Optional[tuple[int, int, int]]:
     """``(inode, mtime_ns, size)`` of ``set.json`` (None when unreadable): cheap change detection."""
     try:
@@ -168,8 +176,8 @@ class FanoutState:
             for n, call in calls.items():
                 try:
                     answers[n] = call.result(timeout_s=max(0.01, deadline - time.monotonic()))
-                except RetrieverError:
-                    raise  # a refusal (or ShardVersionGone), not an outage
+                except RetrieverError as exc:  # a refusal (or ShardVersionGone), not an outage
+                    raise _cause(exc) from None
                 except Exception as exc:  # noqa: BLE001 - a dead, restarting or slow shard
                     log.info("shard %d did not answer (%s: %s)", n, type(exc).__name__, str(exc)[:200])
                     failed.append(n)

@@ -57,18 +57,26 @@ class ShardServer:
 
         Raises:
             ShardVersionGone: the version's files are gone (a newer set version replaced it).
-            RetrieverError: a refusal (bm25 without a BM25 index or Java, bad vectors).
+            Bm25NotReadyError: bm25/hybrid and the shard has no current BM25 index (naming ``retriever set bm25``).
+            RetrieverError: another refusal (bm25 without Java, bad vectors).
         """
+        from retriever.search.bm25_index import Bm25NotReadyError
+
         searcher = self._searcher(manifest)
         if mode == "dense":
             return searcher.searcher.search_vectors(vectors, k, filters=filters)
-        if mode == "bm25":
-            return searcher.search(texts, k, mode="bm25", filters=filters)
-        from retriever.search.hybrid import DEFAULT_DEPTH
+        try:
+            if mode == "bm25":
+                return searcher.search(texts, k, mode="bm25", filters=filters)
+            from retriever.search.hybrid import DEFAULT_DEPTH
 
-        depth = max(k, DEFAULT_DEPTH)
-        dense: list[list[Hit]] = searcher.searcher.search_vectors(vectors, depth, filters=filters)
-        return dense, searcher.search(texts, depth, mode="bm25", filters=filters)
+            depth = max(k, DEFAULT_DEPTH)
+            dense: list[list[Hit]] = searcher.searcher.search_vectors(vectors, depth, filters=filters)
+            return dense, searcher.search(texts, depth, mode="bm25", filters=filters)
+        except Bm25NotReadyError as exc:  # the shard's message names `retriever index bm25 SHARD`, which shards refuse
+            from retriever.scale.set_hybrid import shard_bm25_error
+
+            raise shard_bm25_error(self.root, self.number, exc.state) from None
 
     def loaded_versions(self) -> list[int]:
         with self._lock:
