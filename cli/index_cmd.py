@@ -224,9 +224,16 @@ def add(
     as_json: bool = typer.Option(False, "--json"),
     wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
-    """Add documents to an index (a failed add leaves the index as it was)."""
+    """Add documents to an index, or to an index set (as `retriever set add`; a failed add leaves it as it was)."""
+    from indexing.set_manifest import is_index_set
     from retriever.index import Index
 
+    if is_index_set(index_dir):
+        from cli.set_cmd import add as set_add
+
+        if precision is not None:
+            raise RetrieverError("--precision: an index set encodes new documents in its recorded precision (retriever set add)")
+        return set_add(index_dir, corpus, upsert, batch_size, device, id_field, title_field, text_field, as_json, wait)
     report = Index.open(index_dir).add(corpus, upsert=upsert, fields=_fields(id_field, title_field, text_field),
                                        batch_size=batch_size, device=device, precision=precision, wait=wait)
     _report(report, as_json, f"added {report.added:,}, replaced {report.replaced:,}, unchanged {report.unchanged:,}")
@@ -241,9 +248,14 @@ def delete(
     as_json: bool = typer.Option(False, "--json"),
     wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
-    """Delete documents by id."""
+    """Delete documents by id (from an index, or from an index set as `retriever set delete`)."""
+    from indexing.set_manifest import is_index_set
     from retriever.index import Index
 
+    if is_index_set(index_dir):
+        from cli.set_cmd import delete as set_delete
+
+        return set_delete(index_dir, ids, ids_file, as_json, wait)
     wanted: list[str] = [i for i in (ids or "").split(",") if i]
     if ids_file is not None:
         if not ids_file.is_file():
@@ -265,9 +277,14 @@ def compact(
     as_json: bool = typer.Option(False, "--json"),
     wait: float = typer.Option(0.0, "--wait", help=WAIT_HELP),
 ) -> None:
-    """Drop deleted vectors that an index type (HNSW) keeps until compaction."""
+    """Drop deleted vectors that an index type (HNSW) keeps until compaction (every shard of an index set)."""
+    from indexing.set_manifest import is_index_set
     from retriever.index import Index
 
+    if is_index_set(index_dir):
+        from cli.set_cmd import compact as set_compact
+
+        return set_compact(index_dir, as_json, wait)
     report = Index.open(index_dir).compact(wait=wait)
     _report(report, as_json, f"compacted: {report.deleted:,} deleted vectors dropped")
 

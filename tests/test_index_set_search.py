@@ -216,3 +216,26 @@ def test_index_info_verify_and_serve_take_a_set(pair):
     assert info.returncode == 0 and json.loads(info.stdout)["routing"] == "blake2b-8-mod-n"
     assert verify.returncode == 0 and "all shards match" in " ".join(verify.stdout.split() + verify.stderr.split())
     assert_one_line_error(serve, "--ray-address serves an index set")
+
+
+def test_index_add_delete_and_compact_take_a_set(pair, tmp_path):
+    """`retriever index add|delete|compact SET` update the set as `retriever set ...` does (was: 'not an index,
+    manifest.json is missing'); --precision, which a set's update does not take, is a one-line error."""
+    from indexing.set_open import open_set
+
+    root = tmp_path / "set"
+    shutil.copytree(pair["folder"] / "set", root)
+    extra = write_jsonl(tmp_path / "extra.jsonl", corpus_records("n", 4))
+    assert_one_line_error(run_cli("index", "add", root, extra, "--precision", "fp32"), "--precision", "set add")
+    for command, version in ((["index", "add", root, extra, "--device", "cpu"], 2),
+                             (["index", "delete", root, "--ids", "n1,d3"], 3), (["index", "compact", root], None)):
+        proc = run_cli(*command)
+        assert proc.returncode == 0, proc.stderr
+        if version:
+            assert f"set version {version}" in " ".join(proc.stdout.split() + proc.stderr.split())
+    opened = open_set(root, verify=True)
+    try:
+        ids = {d.id for shard in opened.shards for d in shard.docstore.iter_documents()}
+    finally:
+        opened.close()
+    assert {"n0", "n2", "n3"} <= ids and not {"n1", "d3"} & ids and len(ids) == 62
