@@ -9,10 +9,7 @@ answers from ``shard-000``, naming the missing one). Longer tests are marked slo
 from __future__ import annotations
 
 import json
-import socket
-import sys
 import time
-import urllib.error
 import urllib.request
 
 import numpy as np
@@ -20,53 +17,19 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="the dist extra with ray[serve] is not installed")
 
+from tests.distributed_helpers import free_port as _free_port  # noqa: E402
+from tests.distributed_helpers import local_cluster  # noqa: E402
+from tests.distributed_helpers import post as _post  # noqa: E402
+from tests.distributed_helpers import random_corpus as _corpus  # noqa: E402
+from tests.distributed_helpers import shard_docs as _shard_docs  # noqa: E402
+
 QUERIES = ["dense retrieval of passages", "vector index search", "token window encoder"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _post(url: str, body: dict, timeout: float = 60) -> tuple[int, dict, dict]:
-    request = urllib.request.Request(f"{url}/search", data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, {k.lower(): v for k, v in response.headers.items()}, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, {k.lower(): v for k, v in exc.headers.items()}, json.loads(exc.read())
-
-
-def _corpus(folder, count=40):
-    import random
-
-    words = "dense retrieval vector index query passage document search encoder model token window".split()
-    path = folder / "corpus.jsonl"
-    with open(path, "w", encoding="utf-8") as fh:
-        for i in range(count):
-            rng = random.Random(i)
-            text = " ".join(rng.choice(words) for _ in range(8 + i % 9))
-            fh.write(json.dumps({"_id": f"d{i}", "title": f"doc {i}", "text": text, "lang": "en" if i % 3 else "fr"}) + "\n")
-    return path
 
 
 @pytest.fixture()
 def two_node_cluster():
-    import ray
-    import ray.cloudpickle
-    from ray.cluster_utils import Cluster
-
-    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"shard-000": 1}})
-    second = cluster.add_node(num_cpus=2, resources={"shard-001": 1})
-    ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield cluster, second
-    finally:  # the cluster's shutdown ends Serve's actors with it (serve.shutdown() alone takes ~20 s)
-        ray.shutdown()
-        cluster.shutdown()
+    with local_cluster([{"shard-000": 1}, {"shard-001": 1}], modules=(__name__,)) as (cluster, nodes):
+        yield cluster, nodes[1]
 
 
 def test_two_node_smoke_exact_merge_and_503_for_a_missing_shard(two_node_cluster, tmp_path, tiny_model):
@@ -104,16 +67,6 @@ def test_two_node_smoke_exact_merge_and_503_for_a_missing_shard(two_node_cluster
     assert all(h["id"] in {d.id for d in _shard_docs(tmp_path / "set", 0)} for h in answer["hits"])
     one.close()
     print(f"distributed smoke test: {time.perf_counter() - started:.1f}s")
-
-
-def _shard_docs(root, number):
-    from indexing.set_open import open_set
-
-    opened = open_set(root)
-    try:
-        return list(opened.shards[number].docstore.iter_documents())
-    finally:
-        opened.close()
 
 
 @pytest.mark.slow

@@ -432,19 +432,25 @@ def test_an_unchanged_manifest_is_not_reloaded(state):
 # --- API key ----------------------------------------------------------------------------------------
 def test_api_key(state):
     with TestClient(create_app(state, api_key="s3cret")) as c:
-        body = {"query": "lava", "k": 1}
-        missing = c.post("/search", json=body)
-        assert missing.status_code == 401 and "API key is required" in missing.json()["error"]
-        assert missing.headers["www-authenticate"] == "Bearer"
-        assert c.post("/search", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
-        assert c.post("/search", json=body, headers={"X-API-Key": "nope"}).status_code == 401
-        assert c.get("/info").status_code == 401
-        assert c.post("/search", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert c.post("/search", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
-        assert c.get("/info", headers={"X-API-Key": "s3cret"}).json()["api_key_required"] is True
-        assert c.get("/health").status_code == 200  # liveness stays open
-        schema = c.get("/openapi.json").json()
-        assert {"HTTPBearer", "APIKeyHeader"} <= set(schema["components"]["securitySchemes"])
+        check_api_key(c)
+
+
+def check_api_key(c) -> None:
+    """The API-key contract, asked of a client of a service started with ``api_key="s3cret"`` (also run against
+    the distributed set service by tests/test_distributed_acceptance.py)."""
+    body = {"query": "lava", "k": 1}
+    missing = c.post("/search", json=body)
+    assert missing.status_code == 401 and "API key is required" in missing.json()["error"]
+    assert missing.headers["www-authenticate"] == "Bearer"
+    assert c.post("/search", json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert c.post("/search", json=body, headers={"X-API-Key": "nope"}).status_code == 401
+    assert c.get("/info").status_code == 401
+    assert c.post("/search", json=body, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    assert c.post("/search", json=body, headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert c.get("/info", headers={"X-API-Key": "s3cret"}).json()["api_key_required"] is True
+    assert c.get("/health").status_code == 200  # liveness stays open
+    schema = c.get("/openapi.json").json()
+    assert {"HTTPBearer", "APIKeyHeader"} <= set(schema["components"]["securitySchemes"])
 
 
 # --- OpenAPI ----------------------------------------------------------------------------------------
