@@ -115,6 +115,8 @@ def read_manifest(directory: Path) -> Manifest:
         raise IndexDirError(f"{directory}: no such index directory")
     if not path.is_file():
         hint = " (an unfinished build is there; rerun the build with --resume)" if (directory / ".build").exists() else ""
+        if (directory / "set.json").is_file():
+            hint = " (an index set: `retriever set ...`, or retriever.IndexSet.open in Python)"
         raise IndexDirError(f"{directory}: not an index, {MANIFEST} is missing{hint}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))

@@ -158,3 +158,13 @@ def test_invalid_set_json_is_one_line(tmp_path, encoder):
     (root / "set.json").write_text(json.dumps(data))
     with pytest.raises(IndexDirError, match="field 'routing'"):
         read_set_manifest(root)
+
+
+def test_opening_a_set_as_one_index_names_the_set_api(tmp_path, encoder):
+    from retriever import Index
+
+    root = tmp_path / "set"
+    _build(root, encoder, corpus_records("d", 9), shards=2)
+    with pytest.raises(IndexDirError, match=r"an index set: `retriever set \.\.\.`, or retriever.IndexSet.open") as caught:
+        Index.open(root)
+    assert "\n" not in str(caught.value)
