@@ -12,7 +12,10 @@ groups of :data:`indexing.builder.CHUNK_GROUP` and :func:`indexing.builder.retur
 measured on the same machine in one run, interleaved; the two indexes are compared (FAISS file bytes, every
 document and passage of the doc store) and must be identical.
 
-    python -m benchmarks.build_memory [--chunking 0,default] [--precision fp32] [--repeats 1] [--limit N]
+    python -m benchmarks.build_memory [--chunking 0,default] [--precision fp32] [--repeats 1] [--limit N] [--model M]
+
+``--model``: another encoder (alias or folder) for both the builds (``--model`` of the CLI) and the floor; by
+default the text preset's model, which the builds pick themselves.
 """
 
 from __future__ import annotations
@@ -114,6 +117,8 @@ def child_build(args: argparse.Namespace) -> dict[str, Any]:
         argv += ["--chunk-tokens", args.chunk]
     if args.precision and args.cli_precision:
         argv += ["--precision", args.precision]
+    if args.model:
+        argv += ["--model", args.model]
     sys.argv = argv
     from cli.main import run
 
@@ -217,7 +222,7 @@ def main() -> None:
     parser.add_argument("--chunk", default="0", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--texts", help=argparse.SUPPRESS)
-    parser.add_argument("--model", help=argparse.SUPPRESS)
+    parser.add_argument("--model", help="encoder alias or folder (default: the text preset's, minilm)")
     parser.add_argument("--cli-precision", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -227,7 +232,7 @@ def main() -> None:
 
     from retriever.models.resolve import resolve_model
 
-    model = resolve_model(None, preset="text")
+    model = resolve_model(args.model, preset="text")
     corpus = Path(args.corpus) if args.corpus else require_data("scifact") / "corpus.jsonl"
     cli_precision = bool(args.precision) and _cli_has_precision()
     common = ["--batch-size", str(args.batch_size), "--precision", args.precision] + (["--cli-precision"] if cli_precision else [])
@@ -245,7 +250,8 @@ def main() -> None:
             for repeat in range(args.repeats):
                 for variant in args.variants.split(","):
                     out = work / f"{variant}-{chunk}"
-                    result = spawn(["--child", "build", "--variant", variant, "--chunk", chunk, "--corpus", str(corpus), "--out", str(out), *common])
+                    result = spawn(["--child", "build", "--variant", variant, "--chunk", chunk, "--corpus", str(corpus), "--out", str(out),
+                                    *common, *(["--model", args.model] if args.model else [])])
                     digests[variant] = digest(out)
                     if texts is None:
                         texts = work / f"texts-{chunk}.json"
@@ -270,7 +276,7 @@ def main() -> None:
             if len(set(digests.values())) > 1:
                 raise SystemExit(f"chunking {chunk}: the variants built different indexes: {digests}")
     markdown = report(rows, args, corpus)
-    write_results(args.name, {"corpus": str(corpus), "limit": args.limit, "precision": args.precision or "auto",
+    write_results(args.name, {"corpus": str(corpus), "model": model.name, "limit": args.limit, "precision": args.precision or "auto",
                               "batch_size": args.batch_size, "repeats": args.repeats, "runs": rows}, markdown)
     print(markdown)
 

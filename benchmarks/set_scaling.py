@@ -1,16 +1,18 @@
 """Index sets: search throughput of one shard, and the latency a Ray Serve fan-out adds (docs/scaling.md#index-sets).
 
-    python -m benchmarks.set_scaling [--vectors 100000] [--dims 384,768] [--docs 2000] [--threads 1]
+    python -m benchmarks.set_scaling [--vectors 100000] [--dims 384,768] [--docs 2000] [--threads 1] [--port 8765] [--quick]
 
 qps     QPS of one shard (one process, --threads FAISS threads, default 1) for Flat, IVF-Flat and IVF-PQ over ``--vectors`` random unit
-        vectors per dimension (k=10, nprobe 16, batches of 64 queries; median of 3 runs).
+        vectors per dimension (k=10, nprobe 16, batches of 64 queries; median of 3 runs). ``--quick`` (a smoke test):
+        3,000 vectors, IVF64, PQ without polysemous training (whose cost is minutes per PQ whatever the count), 40 docs.
 fanout  a 2-shard set of ``--docs`` SciFact documents (MiniLM, Flat) served by ``retriever set serve`` on a local
         Ray cluster: HTTP latency of one query (p50/p90 of 60 sequential requests) against the same query
         searched in-process by SetSearcher (encode + both shards + merge); the difference is what the HTTP proxy,
         the ingress and the shard RPCs add. Torch and FAISS use one thread on both sides (Ray's default for workers).
 
-Writes benchmarks/results/set_scaling.json. This machine has 2 CPU cores shared with other jobs: figures are
-what was measured here, not what a dedicated node gives.
+Writes benchmarks/results/set_scaling.json (``RETRIEVER_BENCH_RESULTS`` redirects it, as for every script; a run of
+one section keeps the other's figures from the file there; SciFact is read from ``RETRIEVER_DATA``). This machine has
+2 CPU cores shared with other jobs: figures are what was measured here, not what a dedicated node gives.
 """
 
 from __future__ import annotations
@@ -26,8 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
-RESULTS = Path(__file__).resolve().parent / "results"
+from benchmarks.common import RESULTS, require_data, write_results
+
 FACTORIES = {384: ["Flat", "IVF1024,Flat", "IVF1024,PQ48"], 768: ["Flat", "IVF1024,Flat", "IVF1024,PQ96"]}
+
+
+def factories(dim: int, nlist: int = 1024, polysemous: bool = True) -> list[str]:
+    """``FACTORIES[dim]`` with ``nlist`` inverted lists, and PQ without polysemous training (``np``) unless asked."""
+    return [f.replace("IVF1024", f"IVF{nlist}") + ("np" if "PQ" in f and not polysemous else "") for f in FACTORIES[dim]]
 
 
 def shard_qps(vectors: int, dim: int, factory: str, queries: int = 256) -> dict:
@@ -52,7 +60,7 @@ def shard_qps(vectors: int, dim: int, factory: str, queries: int = 256) -> dict:
     return {"dim": dim, "factory": factory, "vectors": vectors, "qps": round(statistics.median(runs), 1)}
 
 
-def fanout(docs: int) -> dict:
+def fanout(docs: int, port: int = 8765) -> dict:
     """p50/p90 latency of one query: in-process SetSearcher vs HTTP through Ray Serve (2 shards, one node)."""
     import ray
 
@@ -60,7 +68,7 @@ def fanout(docs: int) -> dict:
     from retriever.index_set import IndexSet
     from retriever.scale.set_searcher import SetSearcher
 
-    corpus = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact" / "corpus.jsonl"
+    corpus = require_data("scifact") / "corpus.jsonl"
     records = [json.loads(line) for _, line in zip(range(docs), corpus.open(encoding="utf-8"))]
     query = "vitamin D deficiency increases the risk of fractures"
     with tempfile.TemporaryDirectory() as tmp:
@@ -73,9 +81,10 @@ def fanout(docs: int) -> dict:
         local.search([query], 10)
         in_process = _timed(lambda: local.search([query], 10))
         local.close()
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # a cluster of its own: without address="local", ray.init joins one that another process started here
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
-            url = deploy_set(root, ServeOptions(port=8765, shard_cpus=0.5, proxy_location="HeadOnly"))
+            url = deploy_set(root, ServeOptions(port=port, shard_cpus=0.5, proxy_location="HeadOnly"))
             body = json.dumps({"query": query, "k": 10}).encode()
 
             def post() -> None:
@@ -107,26 +116,35 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=2000)
     parser.add_argument("--sections", default="qps,fanout")
     parser.add_argument("--threads", type=int, default=1, help="FAISS threads for the QPS section (1: per core)")
+    parser.add_argument("--port", type=int, default=8765, help="Port of Ray Serve's HTTP proxy in the fanout section")
+    parser.add_argument("--nlist", type=int, default=1024, help="Inverted lists of the IVF indexes in the QPS section")
+    parser.add_argument("--quick", action="store_true", help="3,000 vectors, IVF64, PQ without polysemous training, "
+                        "40 documents (a smoke test; figures mean nothing)")
     args = parser.parse_args()
+    if args.quick:  # IVF trains on >= 39 vectors per list
+        parser.set_defaults(vectors=3000, nlist=64, docs=40)
+        args = parser.parse_args()
     sections = args.sections.split(",")
     import faiss
 
     faiss.omp_set_num_threads(args.threads)
     out = RESULTS / "set_scaling.json"  # sections run separately update one file
     results: dict = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
+    for key in ("machine", "written"):  # write_results stamps them anew
+        results.pop(key, None)
     results.update({"faiss_threads": args.threads, "cpu_cores": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 1)})
     if "qps" in sections:
         measured = {(r["dim"], r["factory"]): r for r in results.get("qps", [])}
         for dim in (int(d) for d in args.dims.split(",")):
-            for factory in FACTORIES[dim]:
+            for factory in factories(dim, args.nlist, polysemous=not args.quick):
                 measured[dim, factory] = shard_qps(args.vectors, dim, factory)
                 print(json.dumps(measured[dim, factory]), flush=True)
                 results["qps"] = list(measured.values())
-                out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+                write_results("set_scaling", results)
     if "fanout" in sections:
-        results["fanout"] = fanout(args.docs)
+        results["fanout"] = fanout(args.docs, args.port)
         print(json.dumps(results["fanout"]), flush=True)
-    out.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+    write_results("set_scaling", results)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@ over as ``RETRIEVER_DATA``. Results go to a temp folder (``RETRIEVER_BENCH_RESUL
 (``RETRIEVER_BENCH_CACHE``): the committed ``benchmarks/results`` files are never touched. The numbers mean nothing;
 each test checks that the script finishes and that its JSON has the keys the results pages read.
 
-Not here: peers, precision, serve, memory and cold_start, whose smoke tests live in their own files
-(tests/test_bench_peers.py, tests/test_bench_precision.py, ...); report.py is tested by tests/test_report.py.
+Not here: peers and precision, whose smoke tests live in their own files (tests/test_bench_peers.py,
+tests/test_bench_precision.py); build_memory, memory, cold_start, serve and set_scaling, in
+tests/test_bench_smoke_more.py (with this file's helpers); report.py is tested by tests/test_report.py.
 Helpers (common, train_common, peers_engine, peers_runner, precision_parts, serve_load) run inside the scripts.
 """
 
