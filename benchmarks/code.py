@@ -1,4 +1,4 @@
-"""Issue 6 code-search benchmark: CoSQA test MRR@10 / nDCG@10, and robustness to renamed variables.
+"""Code-search benchmark: CoSQA test MRR@10 / nDCG@10, and robustness to renamed variables.
 
 Systems: BM25 (Pyserini, raw code), the base model (minilm) with the ``code`` preset (identifier splitting,
 applied alike to queries and code), with ``--text-base`` minilm on raw text too, and the trained model with the

@@ -229,7 +229,7 @@ def markdown(base_name: str, trained_name: str | None, base: dict, trained: dict
             f"Base `{base_name}` vs `{trained_name}` trained with the transliteration contrast. "
             f"Romanized-query accuracy@1 (roman->native, mean over {acc['romanized_languages']} non-Latin XQuAD + Tatoeba "
             f"languages): **{acc['romanized_to_native_acc1_gain_points']:+.1f} points**; native XQuAD xx->en nDCG@10: "
-            f"**{acc['xquad_xx_en_ndcg10_change_points']:+.1f} points** (acceptance: >= +10 and >= -1: "
+            f"**{acc['xquad_xx_en_ndcg10_change_points']:+.1f} points** (target: >= +10 and >= -1: "
             f"{'passed' if acc['passed'] else 'NOT passed'}).", ""]
     header = "| direction (mean over languages) | languages | " + " | ".join(
         f"{w} {m}" for m in ("acc@1", "nDCG@10") for w in (("base", "trained", "delta") if both else ("base",))) + " |"

@@ -1,4 +1,4 @@
-"""Issue 2, acceptance 2: the engine loses nothing against exact search done directly with sentence-transformers.
+"""Quality: the engine loses nothing against exact search done directly with sentence-transformers.
 
 SciFact test (300 queries), default model (minilm):
   * our Flat index with --chunk-tokens 0 vs SentenceTransformer.encode + numpy exact search (nDCG@10, R@100);

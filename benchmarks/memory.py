@@ -1,4 +1,4 @@
-"""Issue 2, acceptance 4: memory stays flat in corpus size.
+"""Memory stays flat in corpus size.
 
 An IVF-PQ index is built from N synthetic 384-d vectors (a clustered Gaussian mixture, unit length)
 through the same streaming path as every build (vector shards -> train on a sample -> add shard by

@@ -1,4 +1,4 @@
-"""Issue 2, acceptance 3: what the engine costs on top of raw FAISS and raw sentence-transformers.
+"""Overhead: what the engine costs on top of raw FAISS and raw sentence-transformers.
 
 Side by side in one process, alternating, medians of 5 runs:
   * search QPS of ``Searcher.search_vectors`` (id mapping + doc-store lookup included, full hits with text)

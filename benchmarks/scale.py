@@ -1,4 +1,4 @@
-"""Issue 9, scale-out: Ray encoding throughput, sharded vs single-index search, an index larger than its memory.
+"""Scale-out: Ray encoding throughput, sharded vs single-index search, an index larger than its memory.
 
     python -m benchmarks.scale [--sections encode,sharded,ooc] [--texts 512] [--ooc-vectors PATH]
 
@@ -270,7 +270,7 @@ def bench_ooc(vectors_path: Path, work: Path, factory: str, nprobe: int, ratio: 
 
 # --- report -------------------------------------------------------------------------------------------
 def markdown(data: dict) -> str:
-    lines = ["# Scale-out (issue 9)", "",
+    lines = ["# Scale-out", "",
              f"Machine: {data['machine'].get('cpus')} CPU cores **shared with other jobs** (load varies), "
              f"{data['machine'].get('memory_gb')} GB RAM, no GPU. Timings are medians, variants interleaved.", ""]
     if "encode" in data:

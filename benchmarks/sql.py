@@ -1,4 +1,4 @@
-"""Issue 8 SQL rewrite benchmark: rules chosen via retrieved demonstrations, on held-out templates.
+"""SQL rewrite benchmark: rules chosen via retrieved demonstrations, on held-out templates.
 
 The pool's templates are split per workload (a seeded 30% held out, decided before anything is measured), by template
 group: a TPC-H query is held out with its TPC-Havoc variants (:func:`retriever.apps.sql.workloads.template_group`); the
@@ -64,6 +64,18 @@ def demos_note(data: Mapping[str, Any]) -> str:
     """Which training queries could be demonstrations (runs before ``demos_from`` existed used all of them)."""
     return ("helped training queries only" if data.get("demos_from", "all") == "helped"
             else "any training query, helped or not")
+
+
+def heading(run_name: str | None, parts: Sequence[str]) -> str:
+    """A results file's title: the run's name (unique among the results files) and what it measured."""
+    run = f", run `{run_name}`" if run_name else ""
+    return f"# SQL rewrite demonstrations{run}: " + ", ".join(parts)
+
+
+def setting(data: Mapping[str, Any]) -> list[str]:
+    """``k``, where the demonstrations came from and how the votes were checked, for a title."""
+    return [f"k = {data['k']}", *(["helped demonstrations"] if data.get("demos_from") == "helped" else []),
+            *(["planner check"] if data.get("planner") else ["timed check"] if data.get("timed") else [])]
 
 
 def check_note(data: Mapping[str, Any]) -> str:
@@ -474,8 +486,10 @@ def merged_model(model: Path, weight: float) -> Path:
     return out
 
 
-def markdown(data: Mapping[str, Any]) -> str:
-    lines = ["# SQL rewrite demonstrations (issue 8)" + (": development split (inside the training templates)" if data.get("dev") else ""), "",
+def markdown(data: Mapping[str, Any], run_name: str | None = None) -> str:
+    split = ("a development split (inside the training templates)" if data.get("dev")
+             else "one held-out split of the templates")
+    lines = [heading(run_name, [split, *setting(data)]), "",
              f"Pool `{data['pool']}`: {data['train_queries']} training queries, {data['test_queries']} held-out queries from "
              f"{len(data['held_out_templates'])} held-out templates ({', '.join(data['held_out_templates'])}); k = {data['k']} "
              f"demonstrations ({demos_note(data)}) vote for one rule set per query{check_note(data)}. **Re-timed**: every chosen rewrite measured again against its "
@@ -517,11 +531,12 @@ def pooled(runs: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def folds_markdown(runs: Sequence[Mapping[str, Any]], title: str) -> str:
+def folds_markdown(runs: Sequence[Mapping[str, Any]], title: str, run_name: str | None = None) -> str:
     """The pooled table of several runs (folds), with each fold's held-out templates and labels."""
     rows = pooled(runs)
     first = runs[0]
-    lines = ["# SQL rewrite demonstrations (issue 8)" + (": development folds (inside the training templates)" if first.get("dev") else ""), "",
+    folds = f"{len(runs)} {title}" + (" (inside the training templates)" if first.get("dev") else "")
+    lines = [heading(run_name, [folds, *setting(first)]), "",
              f"Pool `{first['pool']}`, {len(runs)} {title}: each fold's encoder is trained on the other templates' queries, "
              f"k = {first['k']} demonstrations (one per template, {demos_note(first)}) vote for one rule set per query{check_note(first)}, and every chosen rewrite "
              f"(the oracle's included) is re-timed against its original on the pool's PostgreSQL (interleaved, median of "
@@ -585,9 +600,11 @@ def main() -> None:
         runs = [run(args.pool, held_out=fold, **common) for fold in template_folds(records, args.folds, seed=args.seed)]
     else:
         runs = [run(args.pool, dev=args.dev, dev_fold=fold, **common) for fold in range(args.dev_folds if args.dev else 1)]
-    text = markdown(runs[0]) if len(runs) == 1 else folds_markdown(runs, "cross-validation folds by template" if args.folds > 1 else "dev folds")
+    name = args.name + ("-dev" if args.dev else "")
+    text = (markdown(runs[0], name) if len(runs) == 1 else
+            folds_markdown(runs, "cross-validation folds by template" if args.folds > 1 else "dev folds", name))
     data = runs[0] if len(runs) == 1 else {"folds": runs, "pooled": pooled(runs)}
-    path = write_results(args.name + ("-dev" if args.dev else ""), data, text)
+    path = write_results(name, data, text)
     print(text)
     print(f"wrote {path}")
 

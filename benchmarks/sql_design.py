@@ -1,11 +1,11 @@
-"""Issue 8 design probe: which demonstrations and which training recipe, decided on dev splits only.
+"""SQL demonstrations design probe: which demonstrations and which training recipe, decided on dev splits only.
 
 Fast and offline (no database): the held-out templates of the seeded split are set aside, the training templates
 are split again ``--dev-folds`` times (as ``benchmarks.sql --dev``), and each dev split's held-out queries are scored
 with the effects **measured when the pool was built**. The timed trial is simulated by that measurement: every rule
 set with a positive vote is "tried", and the best is applied when its pool effect is at least 2x. This is optimistic
 (the pool's measurement is the one the oracle was picked on) and is only for choosing between designs; the
-acceptance figures come from ``benchmarks.sql`` with a real trial and a separate re-timing.
+reported figures come from ``benchmarks.sql`` with a real trial and a separate re-timing.
 
 For each system (the trained sql encoder per ``--anchors`` recipe, the untrained sql preset, text similarity,
 random demonstrations), demonstrations from ``all`` or ``helped`` training queries, and k in ``--ks``: the share of
@@ -64,7 +64,7 @@ def ceiling_trial(record: Mapping[str, Any], keys: set[str]) -> tuple[float, int
 def run(pool: Path, *, anchors: Sequence[str], dev_folds: int, ks: Sequence[int], steps: int = 60, seed: int = 0,
         held_out_folds: int = 0, merge_weights: Sequence[float] = (), demo_sources: Sequence[str] = ("all", "helped")) -> dict[str, Any]:
     """Shares of the oracle per ``(system, demonstrations, k)`` over the dev splits (see the module docstring), or,
-    with ``held_out_folds``, over the benchmark's cross-validation folds by template (a diagnostic of the acceptance
+    with ``held_out_folds``, over the benchmark's cross-validation folds by template (a diagnostic of the benchmark's
     folds with the simulated trial, not a place to choose designs). Each weight w of ``merge_weights`` adds, per
     anchors recipe, the trained encoder merged with its base (``w * trained + (1 - w) * minilm``); ``demo_sources``
     lists which training queries may be demonstrations."""
@@ -129,11 +129,14 @@ def run(pool: Path, *, anchors: Sequence[str], dev_folds: int, ks: Sequence[int]
             "merge_weights": list(merge_weights), "rows": rows}
 
 
-def markdown(data: Mapping[str, Any]) -> str:
+def markdown(data: Mapping[str, Any], run_name: str | None = None) -> str:
     where = (f"the benchmark's {data['held_out_folds']} cross-validation folds by template (a diagnostic of the "
-             "acceptance folds, not a design choice)" if data.get("held_out_folds") else
+             "folds the benchmark scores on, not a design choice)" if data.get("held_out_folds") else
              f"{data['dev_folds']} dev splits inside the training templates (held-out templates unread)")
-    lines = ["# SQL demonstrations: design probe (issue 8)", "",
+    splits = (f"{data['held_out_folds']} cross-validation folds by template" if data.get("held_out_folds") else
+              f"{data['dev_folds']} dev splits")
+    run = f", run `{run_name}`" if run_name else ""
+    lines = [f"# SQL demonstrations design probe{run}: {splits}, k = {', '.join(map(str, data['ks']))}", "",
              f"Pool `{data['pool']}`, {where}. Share of the oracle's **pool-measured** score, the trial simulated by the pool's measurement "
              "(optimistic; for design choices only).", "",
              "| system | demonstrations | k | mean share | per split | rule sets tried per query |", "|---|---|---|---|---|---|"]
@@ -162,7 +165,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     data = run(args.pool, anchors=args.anchors, dev_folds=args.dev_folds, ks=args.ks, held_out_folds=args.held_out_folds,
                merge_weights=args.merge_weights, demo_sources=args.demos, steps=args.steps)
-    text = markdown(data)
+    text = markdown(data, args.name)
     path = write_results(args.name, data, text)
     print(text)
     print(f"wrote {path}")

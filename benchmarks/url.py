@@ -397,7 +397,7 @@ def markdown(data: dict[str, Any]) -> str:
     for name, r in data["results"].items():
         if r.get("carried_over"):
             lines += ["", f"The {name} row is carried over: {r['carried_over']}."]
-    lines += ["", "Acceptance: " + (", ".join(f"{k} = {v}" for k, v in data["acceptance"].items()) or "not evaluated")]
+    lines += ["", "URL model's F1 at least each baseline's: " + (", ".join(f"{k} = {v}" for k, v in data["acceptance"].items()) or "not evaluated")]
     return "\n".join(lines) + "\n"
 
 
