@@ -30,7 +30,7 @@ def serve(
     max_body_bytes: int = typer.Option(1 << 20, "--max-body-bytes", help="Largest request body, in bytes."),
     max_batch: int = typer.Option(64, "--max-batch", help="Queries of concurrent requests searched together, at most."),
     max_wait_ms: float = typer.Option(0.0, "--max-wait-ms", help="How long a query may wait for others to batch with while the searcher is free (0: a batch starts the moment the searcher is free, with every query queued by then)."),
-    bm25: bool = typer.Option(False, "--bm25", help="This service answers bm25/hybrid: check at start-up that the index has a current BM25 index (`retriever index bm25 INDEX` builds it; needs Java), open it now and keep it open across reloads."),
+    bm25: bool = typer.Option(False, "--bm25", help="This service answers bm25/hybrid: check at start-up that the index has a current BM25 index (`retriever index bm25 INDEX` builds it; needs Java), open it now and keep it open across reloads (an index set: check every shard's, built by `retriever set bm25 SET`)."),
     access_log: bool = typer.Option(True, "--access-log/--no-access-log", help="Log every request (uvicorn's access log)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="An index set (retriever set build) is served on this Ray cluster with Ray Serve (default: RAY_ADDRESS, else a local one); see `retriever set serve` for its other options."),
     shard_timeout: float = typer.Option(5.0, "--shard-timeout", help="An index set: seconds a request waits for a missing shard before a 503."),
@@ -63,6 +63,10 @@ def serve(
     if is_index_set(index_dir):  # a set: one Ray Serve deployment per shard (retriever.apps.service.distributed)
         from retriever.apps.service.distributed import ServeOptions, deploy_set
 
+        if bm25:  # as for one index: a missing or stale BM25 index is one line, before Ray starts
+            from retriever.scale.set_hybrid import check_set_bm25
+
+            check_set_bm25(index_dir)
         options = ServeOptions(address=ray_address, host=host, port=port, shard_timeout=shard_timeout, device=device,
                                index_device=index_device, query_backend=query_backend, limits=limits.as_dict(),
                                api_key=api_key, max_batch=max_batch, max_wait_ms=max_wait_ms)

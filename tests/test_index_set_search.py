@@ -210,12 +210,14 @@ def test_sigkill_during_a_set_update_leaves_the_old_or_the_new_set_version(pair,
 
 
 def test_index_info_verify_and_serve_take_a_set(pair):
-    info, verify, serve = run_cli_many([["index", "info", pair["folder"] / "set", "--json"],
-                                        ["index", "verify", pair["folder"] / "set"],
-                                        ["serve", pair["folder"] / "one", "--ray-address", "127.0.0.1:1"]])
+    info, verify, serve, bm25 = run_cli_many([["index", "info", pair["folder"] / "set", "--json"],
+                                              ["index", "verify", pair["folder"] / "set"],
+                                              ["serve", pair["folder"] / "one", "--ray-address", "127.0.0.1:1"],
+                                              ["serve", pair["folder"] / "set", "--bm25"]])
     assert info.returncode == 0 and json.loads(info.stdout)["routing"] == "blake2b-8-mod-n"
     assert verify.returncode == 0 and "all shards match" in " ".join(verify.stdout.split() + verify.stderr.split())
     assert_one_line_error(serve, "--ray-address serves an index set")
+    assert_one_line_error(bm25, "has no BM25 index", f"retriever set bm25 {pair['folder'] / 'set'}")  # was ignored
 
 
 def test_index_add_delete_and_compact_take_a_set(pair, tmp_path):
