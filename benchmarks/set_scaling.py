@@ -114,7 +114,7 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=100_000)
     parser.add_argument("--dims", default="384,768")
     parser.add_argument("--docs", type=int, default=2000)
-    parser.add_argument("--sections", default="qps,fanout")
+    parser.add_argument("--sections", default="qps,fanout", help="qps, fanout, or report (rewrite the page from the recorded figures)")
     parser.add_argument("--threads", type=int, default=1, help="FAISS threads for the QPS section (1: per core)")
     parser.add_argument("--port", type=int, default=8765, help="Port of Ray Serve's HTTP proxy in the fanout section")
     parser.add_argument("--nlist", type=int, default=1024, help="Inverted lists of the IVF indexes in the QPS section")
@@ -132,7 +132,8 @@ def main() -> None:
     results: dict = json.loads(out.read_text(encoding="utf-8")) if out.is_file() else {}
     for key in ("machine", "written"):  # write_results stamps them anew
         results.pop(key, None)
-    results.update({"faiss_threads": args.threads, "cpu_cores": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 1)})
+    if sections != ["report"]:  # ``--sections report`` rewrites the page from the recorded figures only
+        results.update({"faiss_threads": args.threads, "cpu_cores": os.cpu_count(), "load_avg": round(os.getloadavg()[0], 1)})
     if "qps" in sections:
         measured = {(r["dim"], r["factory"]): r for r in results.get("qps", [])}
         for dim in (int(d) for d in args.dims.split(",")):
@@ -140,11 +141,31 @@ def main() -> None:
                 measured[dim, factory] = shard_qps(args.vectors, dim, factory)
                 print(json.dumps(measured[dim, factory]), flush=True)
                 results["qps"] = list(measured.values())
-                write_results("set_scaling", results)
+                write_results("set_scaling", results, report(results))
     if "fanout" in sections:
         results["fanout"] = fanout(args.docs, args.port)
         print(json.dumps(results["fanout"]), flush=True)
-    write_results("set_scaling", results)
+    write_results("set_scaling", results, report(results))
+
+
+def report(results: dict) -> str:
+    """The markdown page of the recorded figures (either section may be missing)."""
+    lines = ["# Index sets: one shard's QPS and the fan-out's added latency", "",
+             f"{results.get('cpu_cores')} CPU cores, FAISS threads {results.get('faiss_threads')}, load average "
+             f"{results.get('load_avg')} when measured (a shared machine: context, not a promise).", ""]
+    if results.get("qps"):
+        lines += ["One shard: queries/s of `index.search` on 256 queries (k=10), by factory and dimension.", "",
+                  "| dim | factory | vectors | QPS |", "|---|---|---|---|"]
+        lines += [f"| {r['dim']} | {r['factory']} | {r['vectors']:,} | {r['qps']:,.1f} |" for r in results["qps"]]
+        lines.append("")
+    fan = results.get("fanout")
+    if fan:
+        lines += [f"Fan-out: {fan['docs']:,} documents in {fan['shards']} shards, one query at a time; latency in ms.", "",
+                  "| path | p50 | p90 |", "|---|---|---|",
+                  f"| in process (SetSearcher) | {fan['in_process_ms']['p50']} | {fan['in_process_ms']['p90']} |",
+                  f"| Ray Serve over HTTP | {fan['ray_http_ms']['p50']} | {fan['ray_http_ms']['p90']} |", "",
+                  f"Added by the fan-out (p50): {fan['added_p50_ms']} ms."]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
