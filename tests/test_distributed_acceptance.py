@@ -23,8 +23,9 @@ between runs. Queries: the first 1,000 SciFact query texts with test or train ju
    answer. SIGKILL at 3 named and 5 seeded random points of a set update (``set add --upsert`` in a subprocess:
    the old or the new version, verified, documents and search results compared) is tests/test_index_set_search.py::
    test_sigkill_during_a_set_update_leaves_the_old_or_the_new_set_version, not duplicated here.
-3. test_killing_a_shard_replica_under_load: SIGKILL of shard-001's replica process (pid from the GCS actor table)
-   5 s into 30 s of 16 client threads (every 4th request with ``allow_partial``).
+3. test_killing_a_shard_replica_under_load[5.0|1.0]: SIGKILL of shard-001's replica process (pid from the GCS actor
+   table) 5 s into 30 s of 16 client threads (every 4th request with ``allow_partial``), with the default shard
+   timeout of 5 s (which the replica's restart here fits in: few or no 503s) and with 1 s (503s expected).
 4. test_single_index_service_contract[...]: tests/test_service.py's HTTP tests against the served set (answers
    equal to one index's, filters, health/info, the 24 bad requests, unbounded bodies, 404/405, OpenAPI limits,
    schemathesis fuzzing, API key, ``retriever serve SET --ray-address`` as a subprocess), plus bm25 without BM25.
@@ -331,8 +332,10 @@ def _verdict(status, answer: dict, retry, partial: bool, expected: list[str]) ->
     return "other"
 
 
-def test_killing_a_shard_replica_under_load(cluster, scifact):
-    url = _deploy(cluster, scifact["set"])
+@pytest.mark.parametrize("shard_timeout", [5.0, 1.0])
+def test_killing_a_shard_replica_under_load(cluster, scifact, shard_timeout):
+    """The default --shard-timeout (5 s) and 1 s, shorter than a replica's restart here, so that requests meet it."""
+    url = _deploy(cluster, scifact["set"], **({} if shard_timeout == 5.0 else {"shard_timeout": shard_timeout}))
     pool = scifact["queries"][:64]
     expected = [[h.id for h in hits] for hits in scifact["dense"][:64]]
     victim = replicas("shard-001")
@@ -361,7 +364,7 @@ def test_killing_a_shard_replica_under_load(cluster, scifact):
     failed = [done for _, done, verdict in log if verdict != "whole" and done >= killed]
     recovery = (max(failed) - killed) if failed else 0.0
     after = replicas("shard-001")
-    print(f"shard-001 replica (pid {victim[0]['pid']}) SIGKILLed {killed - began:.1f}s into the load, "
+    print(f"--shard-timeout {shard_timeout:g}: shard-001 replica (pid {victim[0]['pid']}) SIGKILLed {killed - began:.1f}s into the load, "
           f"{time.monotonic() - began:.0f}s of 16 clients: {len(log)} requests; 200: {counts['whole'] + counts['partial']} "
           f"({counts['whole']} whole, {counts['partial']} partial as asked by allow_partial); 503: "
           f"{counts['503'] + counts['503-no-retry']} ({counts['503-no-retry']} without Retry-After); partial without "
