@@ -94,7 +94,10 @@ class DocStore:
             if not path.is_file():
                 raise IndexDirError(f"{path}: doc store is missing")
             uri = f"file:{quote(str(path))}?mode=ro&immutable=1"
-            self.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            try:  # a commit may remove the file since the check: "unable to open database file", retried by readers
+                self.conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            except sqlite3.OperationalError as exc:
+                raise IndexDirError(f"{path}: cannot open doc store ({exc})") from None
             try:
                 self.conn.execute("PRAGMA cache_size=-65536")  # 64 MiB of pages for repeated hit lookups
                 tables = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

@@ -174,5 +174,9 @@ def verify_files(directory: Path, manifest: Manifest, *, checksums: bool) -> Non
             raise IndexDirError(f"{path}: not a regular file")
         if info.st_size != manifest.sizes[name]:
             raise IndexDirError(f"{path}: size {info.st_size} differs from the manifest's {manifest.sizes[name]} (corrupted)")
-        if checksums and sha256_file(path) != manifest.checksums[name]:
+        try:
+            digest = sha256_file(path) if checksums else None
+        except FileNotFoundError:  # removed by a commit since the lstat: the caller retries with the new version
+            raise IndexDirError(f"{path}: file listed in the manifest is missing") from None
+        if checksums and digest != manifest.checksums[name]:
             raise IndexDirError(f"{path}: checksum mismatch (corrupted); rebuild the index or restore the file")

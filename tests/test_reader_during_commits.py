@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 from indexing.builder import BuildConfig
 from indexing.from_vectors import build_from_vectors
@@ -54,3 +55,21 @@ def test_reader_loop_sees_no_error_during_fifty_back_to_back_commits(tmp_path):
     assert not errors, f"{len(errors)} of {loads + len(errors)} loads failed: {errors[:3]}"
     assert open_index(index).manifest.version == COMMITS + 1
     assert len(versions) > 1, "the reader never overlapped the writer"
+
+
+def test_a_file_removed_between_its_stat_and_its_checksum_is_reported_missing(tmp_path, monkeypatch):
+    """The race seen once in 148 loads above: a commit unlinked a file after verify_files' lstat, before its checksum
+    read; that must be the IndexDirError open_index retries on, not a bare FileNotFoundError."""
+    import indexing.manifest as manifest_module
+    from indexing.errors import IndexDirError
+    from indexing.manifest import read_manifest, verify_files
+
+    index = tmp_path / "idx"
+    build_from_vectors(index, np.eye(4, 8, dtype=np.float32), [f"v{i}" for i in range(4)], BuildConfig(corpus=("v",), factory="Flat"))
+
+    def vanished(path):
+        raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(manifest_module, "sha256_file", vanished)
+    with pytest.raises(IndexDirError, match="file listed in the manifest is missing"):
+        verify_files(index, read_manifest(index), checksums=True)
