@@ -35,6 +35,10 @@ def _wants_id_map(index: faiss.Index) -> bool:
     return faiss.try_extract_index_ivf(index) is None
 
 
+HNSW_EF_CONSTRUCTION = 200
+"""Beam width while building HNSW graphs (hnswlib's default; FAISS's own is 40)."""
+
+
 def _is_hnsw(index: faiss.Index) -> bool:
     inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap) else index
     return isinstance(inner, (faiss.IndexHNSW,)) or "HNSW" in type(inner).__name__
@@ -72,6 +76,8 @@ class VectorIndex:
         except RuntimeError as exc:
             first = str(exc).strip().splitlines()[-1] if str(exc).strip() else str(exc)
             raise RetrieverError(f"invalid FAISS factory string {factory!r}: {first}") from None
+        if isinstance(inner, faiss.IndexHNSW):  # FAISS's default (40) builds a graph that needs a ~4x wider search
+            inner.hnsw.efConstruction = HNSW_EF_CONSTRUCTION  # beam for the recall hnswlib's graphs reach
         index = faiss.IndexIDMap2(inner) if _wants_id_map(inner) else inner
         return cls(index, factory, metric)
 
