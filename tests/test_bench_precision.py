@@ -40,3 +40,10 @@ def test_precision_quick(tmp_path):
         assert training[precision]["steps"] == 3 and training[precision]["card_training"] == {"precision": precision}
         assert 0 < training[precision]["ndcg@10"] <= 1
     assert training["ratio_steps_per_s"] > 0
+    ceiling = subprocess.run([sys.executable, "-m", "benchmarks.precision_ceiling", str(tmp_path / "work" / "idx" / "text-auto"),
+                              "--rounds", "1"], cwd=REPO, env={**env, "RETRIEVER_BENCH_RESULTS": str(tmp_path)},
+                             capture_output=True, text=True, timeout=1800)
+    assert ceiling.returncode == 0, ceiling.stderr[-4000:]
+    ways = json.loads((tmp_path / "precision_ceiling.json").read_text())["ways"]
+    assert set(ways) == {"raw_fp32", "autocast_whole_model", "bf16_weights", "engine_auto"}
+    assert ways["raw_fp32"]["ratio_vs_raw_fp32"] == 1.0 and all(row["min_cosine_vs_fp32"] > 0.99 for row in ways.values())
