@@ -8,7 +8,8 @@ the ONNX query-encoder export). Builds run through the CLI's own entry point, as
     retriever index build SCIFACT --out X --device cpu --chunk-tokens 0|default [--batch-size 64]
 
 ``--variants before,after``: ``before`` turns this build's memory fixes off inside the child (the chunking
-groups of :data:`indexing.builder.CHUNK_GROUP` and :func:`indexing.builder.return_freed_memory`), so both are
+groups of :data:`indexing.builder.CHUNK_GROUP` and the native heap trimmed after each batch,
+:mod:`indexing.native_memory`), so both are
 measured on the same machine in one run, interleaved; the two indexes are compared (FAISS file bytes, every
 document and passage of the doc store) and must be identical.
 
@@ -21,6 +22,7 @@ default the text preset's model, which the builds pick themselves.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import hashlib
 import json
@@ -32,6 +34,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -102,7 +105,7 @@ def child_build(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.variant == "before":  # the build as it was: one tokenizer call per shard, glibc's dynamic threshold
         builder.CHUNK_GROUP = 1 << 30
-        builder.return_freed_memory = lambda: False
+        builder.trimmed_between_batches = lambda encoder: contextlib.nullcontext(False)
     if args.precision and not args.cli_precision:  # the CLI has no --precision yet: set it where the encoder loads
         load = encoders.load_encoder
         encoders.load_encoder = lambda *a, **k: load(*a, **{**k, "precision": args.precision})
@@ -139,20 +142,20 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    if args.variant == "fixed":  # the same allocator setting as the build's
-        from indexing.builder import return_freed_memory
+    from indexing.native_memory import trimmed_between_batches
+    from retriever.devices import resolve_precision
 
-        return_freed_memory()
     rss.phase = "model load"
     model = SentenceTransformer(args.model, device="cpu")
     rss.phase = "read"
     texts = json.loads(Path(args.texts).read_text(encoding="utf-8"))
     rss.phase = "encode"
+    precision, _ = resolve_precision(args.precision or "auto", "cpu")  # what the build resolves it to
+    # "trimmed": the build's allocator step (the native heap trimmed after every batch)
+    trimming = trimmed_between_batches(types.SimpleNamespace(model=model)) if args.variant == "trimmed" else contextlib.nullcontext()
+    half = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     start = time.perf_counter()
-    if args.precision == "bf16":
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False)
-    else:
+    with trimming, half:
         vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False)
     seconds = time.perf_counter() - start
     phases = rss.stop()
@@ -259,8 +262,8 @@ def main() -> None:
                     runs.setdefault(variant, []).append(result)
                     print(f"chunking {chunk} {variant} #{repeat}: {result}", flush=True)
                     subprocess.run(["rm", "-rf", str(out)], check=True)
-                for floor in ("floor", "floor, fixed"):
-                    variant = "fixed" if floor != "floor" else "plain"
+                for floor in ("floor", "floor, trimmed"):
+                    variant = "trimmed" if floor != "floor" else "plain"
                     result = spawn(["--child", "floor", "--variant", variant, "--texts", str(texts), "--model", model.path, *common])
                     runs.setdefault(floor, []).append(result)
                     print(f"chunking {chunk} {floor} #{repeat}: {result}", flush=True)
@@ -289,9 +292,9 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, corpus: Path) -
         "",
         f"Encoder precision {args.precision or 'auto'}, batch size {args.batch_size}, CPU; each run a fresh process "
         f"(median of {args.repeats}). *floor*: a process that only loads the model and encodes the same passages with "
-        "`SentenceTransformer.encode` (same batch size); *floor, fixed*: the same with the build's allocator setting "
-        "(`indexing.builder.return_freed_memory`). *before*: the build without its memory fixes (one tokenizer call "
-        "per 4,096-document shard; glibc's dynamic mmap threshold); *after*: as shipped. The indexes built before and "
+        "`SentenceTransformer.encode` (same batch size and precision); *floor, trimmed*: the same with the build's "
+        "allocator step (the native heap trimmed after every batch, `indexing.native_memory`). *before*: the build "
+        "without its memory fixes (one tokenizer call per 4,096-document shard; no trimming); *after*: as shipped. The indexes built before and "
         "after are identical (FAISS bytes and every doc-store row).",
         "",
         "| chunking | run | passages | peak RSS | vs floor | " + " | ".join(f"peak in {p}" for p in phases) + " | seconds |",

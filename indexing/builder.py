@@ -30,6 +30,7 @@ from indexing.documents import Document, Passage
 from indexing.errors import CorpusError, IndexDirError, RetrieverError
 from indexing.lock import writer_lock
 from indexing.manifest import Manifest
+from indexing.native_memory import trimmed_between_batches
 from indexing.shards import read_shard, write_shard
 from indexing.workspace import finalize, open_workspace
 
@@ -40,31 +41,6 @@ CHUNK_GROUP = 256
 document, built by its worker threads) costs ~80 MiB of native memory per 1,000 SciFact abstracts, and is
 retained by the C allocator afterwards; tokenizing a shard's 4,096 documents in one call added ~360 MiB to a
 build's peak. Each document is tokenized alone (no padding or truncation), so the windows are the same."""
-
-MMAP_THRESHOLD = 1 << 20
-"""Allocations above this size are served by ``mmap`` during builds (see :func:`return_freed_memory`)."""
-
-
-def return_freed_memory() -> bool:
-    """Have glibc give large freed blocks back to the system at once; returns whether it could be set.
-
-    glibc raises its mmap threshold each time a mapped block is freed (up to 32 MiB), so after the first batch
-    the encoder's activations (tens of MiB per tensor, from several threads) come from heap arenas that keep
-    the memory once freed and fragment: a MiniLM batch of 64 x 256 tokens peaked ~250 MiB higher than the
-    activations need. A fixed threshold (``mallopt(M_MMAP_THRESHOLD)``, which also stops the raising) maps
-    every block over :data:`MMAP_THRESHOLD` and unmaps it when freed. The vectors are unchanged; it costs
-    page faults (about 5-10% more CPU while encoding). The setting lasts for the process (no-op off glibc).
-    """
-    import ctypes
-    import platform
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(-3, MMAP_THRESHOLD))  # M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        return False
 
 
 class DocumentEncoder(Protocol):
@@ -222,11 +198,11 @@ def _build_locked(
 ) -> Manifest:
     work, previous = open_workspace(out, config, resume=resume, overwrite=overwrite)
 
-    return_freed_memory()
     store = DocStore(work / "docstore.sqlite", readonly=False)
     try:
         if pool is None:
-            shards, docs_done = _encode_phase(work, store, documents, encoder, config, progress)
+            with trimmed_between_batches(encoder):
+                shards, docs_done = _encode_phase(work, store, documents, encoder, config, progress)
         else:
             shards, docs_done = _plan_phase(work, store, documents, encoder, config)
             _pool_phase(work, store, shards, pool, progress)

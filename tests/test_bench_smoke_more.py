@@ -53,7 +53,7 @@ def test_build_memory(out, tiny_model):
     result = results_of(out, "build_memory-smoke")
     assert result["limit"] == 30 and result["precision"] == "fp32" and result["repeats"] == 1
     rows = {(r["chunking"], r["run"]): r for r in result["runs"]}
-    assert set(rows) == {(c, run) for c in ("0", "default") for run in ("before", "after", "floor", "floor, fixed")}
+    assert set(rows) == {(c, run) for c in ("0", "default") for run in ("before", "after", "floor", "floor, trimmed")}
     assert {r["passages"] for (c, _), r in rows.items() if c == "0"} == {30}
     assert len({r["passages"] for (c, _), r in rows.items() if c == "default"}) == 1
     assert rows["default", "after"]["passages"] > 30  # the tiny model's 64-token windows split abstracts

@@ -1,4 +1,4 @@
-"""The build's memory fixes change nothing in what it builds: chunking in groups, glibc's fixed mmap threshold."""
+"""The build's memory fixes: chunking in groups changes no window; the native heap is trimmed after every batch."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import platform
 import types
 
 import pytest
+import torch
 
 import indexing.builder as builder
+import indexing.native_memory as native_memory
 from indexing.builder import BuildConfig
 from indexing.chunking import chunk_documents
 from indexing.documents import Document
@@ -29,25 +31,52 @@ def test_chunking_in_groups_gives_the_windows_of_one_call(tiny_tokenizer, monkey
     assert builder._chunk([], encoder, config) == []
 
 
-class _Mallinfo2(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_size_t) for name in
-                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
-def test_return_freed_memory_maps_blocks_above_the_threshold():
+def test_trim_native_heap_returns_freed_heap_pages():
+    """Blocks freed in the middle of the heap (the top pinned) stay resident until malloc_trim hands them back."""
     libc = ctypes.CDLL(None)
-    if not hasattr(libc, "mallinfo2"):
-        pytest.skip("glibc without mallinfo2")
-    libc.mallinfo2.restype = _Mallinfo2
     libc.malloc.restype = ctypes.c_void_p
     libc.malloc.argtypes = [ctypes.c_size_t]
     libc.free.argtypes = [ctypes.c_void_p]
-    assert builder.return_freed_memory() is True
-    before = libc.mallinfo2().hblks
-    block = libc.malloc(4 * builder.MMAP_THRESHOLD)  # under glibc's dynamic ceiling (32 MiB), above ours
+    block, count = 64 * 1024, 2048  # 128 MiB in blocks under glibc's mmap threshold: served from the heap
+    blocks = [libc.malloc(block) for _ in range(count)]
+    for address in blocks:
+        ctypes.memset(address, 1, block)  # touch every page
+    pin = libc.malloc(block)
     try:
-        assert libc.mallinfo2().hblks == before + 1  # served by mmap, so free() returns it to the system
+        for address in blocks:
+            libc.free(address)
+        resident = _rss()
+        assert native_memory.trim_native_heap() is True
+        returned = resident - _rss()
+        assert returned > 100 * 2**20, f"malloc_trim returned only {returned / 2**20:.0f} MiB"
     finally:
-        libc.free(block)
-    assert libc.mallinfo2().hblks == before
+        libc.free(pin)
+
+
+class _Model(torch.nn.Module):
+    def forward(self, x):
+        return x * 2
+
+
+def test_trim_runs_after_every_forward_pass_only_while_active(monkeypatch):
+    calls = []
+    monkeypatch.setattr(native_memory, "trim_native_heap", lambda: calls.append(1) or True)
+    monkeypatch.setattr(native_memory, "_glibc", lambda: object())
+    encoder = types.SimpleNamespace(model=_Model())
+    x = torch.ones(2)
+    with native_memory.trimmed_between_batches(encoder) as installed:
+        assert installed
+        outputs = [encoder.model(x) for _ in range(3)]
+    assert len(calls) == 4  # one per forward pass, one on leaving
+    assert all(torch.equal(out, 2 * x) for out in outputs)  # the hook leaves the output alone
+    encoder.model(x)
+    assert len(calls) == 4  # removed on exit
+    with native_memory.trimmed_between_batches(types.SimpleNamespace()) as installed:
+        assert not installed  # no torch model: nothing to hook
