@@ -105,7 +105,7 @@ def child_build(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.variant == "before":  # the build as it was: one tokenizer call per shard, glibc's dynamic threshold
         builder.CHUNK_GROUP = 1 << 30
-        builder.trimmed_between_batches = lambda encoder: contextlib.nullcontext(False)
+        encoders.trimmed_between_batches = lambda encoder: contextlib.nullcontext(False)
     if args.precision and not args.cli_precision:  # the CLI has no --precision yet: set it where the encoder loads
         load = encoders.load_encoder
         encoders.load_encoder = lambda *a, **k: load(*a, **{**k, "precision": args.precision})

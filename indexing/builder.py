@@ -30,7 +30,6 @@ from indexing.documents import Document, Passage
 from indexing.errors import CorpusError, IndexDirError, RetrieverError
 from indexing.lock import writer_lock
 from indexing.manifest import Manifest
-from indexing.native_memory import trimmed_between_batches
 from indexing.shards import read_shard, write_shard
 from indexing.workspace import finalize, open_workspace
 
@@ -201,8 +200,7 @@ def _build_locked(
     store = DocStore(work / "docstore.sqlite", readonly=False)
     try:
         if pool is None:
-            with trimmed_between_batches(encoder):
-                shards, docs_done = _encode_phase(work, store, documents, encoder, config, progress)
+            shards, docs_done = _encode_phase(work, store, documents, encoder, config, progress)
         else:
             shards, docs_done = _plan_phase(work, store, documents, encoder, config)
             _pool_phase(work, store, shards, pool, progress)

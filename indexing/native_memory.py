@@ -10,21 +10,21 @@ batch hands the free pages of every arena back (``madvise``), so the next batch 
 
 The earlier fix, a fixed 1 MiB ``M_MMAP_THRESHOLD`` for the whole process, kept the peak ~150 MiB lower but
 mapped and unmapped every activation tensor inside each batch: bf16 encoding ran 25-30% slower from the page
-faults, fp32 ~17%. One trim per batch costs a few percent at most (measured by ``benchmarks.build_memory`` and
-``benchmarks.precision``).
+faults, fp32 ~17%. One trim per batch costs a few percent at most (2,392 SciFact passages, bf16: 55.8 passages/s
+trimmed, 58.1 untrimmed, 42.8 with the fixed threshold; peaks 947 / 1,166 / 799 MiB).
+
+Used by :meth:`retriever.encoders.base.SentenceTransformerEncoder.encode_documents`, so builds, ``index add`` and
+Ray shard workers all trim; query encoding is untouched.
 """
 
 from __future__ import annotations
 
 import ctypes
-import logging
 import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
-
-log = logging.getLogger(__name__)
 
 
 @lru_cache(maxsize=1)

@@ -30,7 +30,6 @@ from indexing.index_dir import commit, copy_docstore, docstore_file, file_facts,
 from indexing.faults import fault_point
 from indexing.lock import writer_lock
 from indexing.manifest import Manifest, read_manifest, verify_files
-from indexing.native_memory import trimmed_between_batches
 
 log = logging.getLogger(__name__)
 
@@ -207,8 +206,7 @@ def add_documents(
                 continue
             windows = chunk_documents(fresh, encoder.tokenizer, chunk_tokens=chunking["chunk_tokens"], overlap=chunking["overlap"])
             texts = [t for doc, ps in zip(fresh, windows) for t in passage_inputs(doc, ps)]
-            with trimmed_between_batches(encoder):
-                vectors = encoder.encode_documents(texts, batch_size=batch_size)
+            vectors = encoder.encode_documents(texts, batch_size=batch_size)
             pids = txn.store.add(fresh, windows)
             txn.vectors.add(pids, vectors)
             added += len(fresh) - len(changed)

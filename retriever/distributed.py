@@ -48,14 +48,12 @@ class ShardWorker:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         from indexing.builder import shard_inputs
-        from indexing.native_memory import trimmed_between_batches
         from indexing.shards import write_shard
 
         done = []
         for number in batch["shard"].tolist():
             pids, texts = shard_inputs(self.work / "docstore.sqlite", int(number))
-            with trimmed_between_batches(self.encoder):
-                vectors = self.encoder.encode_documents(texts, batch_size=self.batch_size)
+            vectors = self.encoder.encode_documents(texts, batch_size=self.batch_size)
             write_shard(self.work / "shards", int(number), pids, vectors)
             done.append(len(pids))
         return {"shard": np.asarray(batch["shard"], dtype=np.int64), "passages": np.asarray(done, dtype=np.int64)}

@@ -9,6 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from indexing.errors import ModelError
+from indexing.native_memory import trimmed_between_batches
 from retriever.devices import Precision
 from retriever.models.resolve import ModelSpec, resolve_model
 
@@ -104,8 +105,9 @@ class SentenceTransformerEncoder:
 
     def encode_documents(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Encode documents/passages (preprocessed, with the document prefix) into ``(n, dim)`` float32, with the
-        Transformer in ``self.precision`` (pooling and normalization in fp32)."""
-        with self._autocast.documents():
+        Transformer in ``self.precision`` (pooling and normalization in fp32); the native heap is trimmed after
+        each batch (:mod:`indexing.native_memory`), so a build's peak stays near what one batch needs."""
+        with self._autocast.documents(), trimmed_between_batches(self):
             return self._encode(self.prepare(texts, queries=False), batch_size, task="document")
 
     def describe(self) -> dict[str, Any]:
