@@ -34,7 +34,6 @@ import sys
 import tempfile
 import threading
 import time
-import types
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +104,7 @@ def child_build(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.variant == "before":  # the build as it was: one tokenizer call per shard, glibc's dynamic threshold
         builder.CHUNK_GROUP = 1 << 30
-        encoders.trimmed_between_batches = lambda encoder: contextlib.nullcontext(False)
+        encoders.trimmed_between_batches = lambda model: contextlib.nullcontext(False)
     if args.precision and not args.cli_precision:  # the CLI has no --precision yet: set it where the encoder loads
         load = encoders.load_encoder
         encoders.load_encoder = lambda *a, **k: load(*a, **{**k, "precision": args.precision})
@@ -139,11 +138,11 @@ def child_build(args: argparse.Namespace) -> dict[str, Any]:
 def child_floor(args: argparse.Namespace) -> dict[str, Any]:
     """The floor: load the model, read the passages, ``SentenceTransformer.encode`` them; nothing else."""
     rss = PhaseRss()
-    import torch
     from sentence_transformers import SentenceTransformer
 
     from indexing.native_memory import trimmed_between_batches
     from retriever.devices import resolve_precision
+    from retriever.encoders.half_documents import half_copy
 
     rss.phase = "model load"
     model = SentenceTransformer(args.model, device="cpu")
@@ -152,10 +151,11 @@ def child_floor(args: argparse.Namespace) -> dict[str, Any]:
     rss.phase = "encode"
     precision, _ = resolve_precision(args.precision or "auto", "cpu")  # what the build resolves it to
     # "trimmed": the build's allocator step (the native heap trimmed after every batch)
-    trimming = trimmed_between_batches(types.SimpleNamespace(model=model)) if args.variant == "trimmed" else contextlib.nullcontext()
-    half = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+    if precision == "bf16":  # the build's document model: the Transformer's weights in bf16
+        model = half_copy(model, precision)
+    trimming = trimmed_between_batches(model) if args.variant == "trimmed" else contextlib.nullcontext()
     start = time.perf_counter()
-    with trimming, half:
+    with trimming:
         vectors = model.encode(texts, batch_size=args.batch_size, normalize_embeddings=True, show_progress_bar=False)
     seconds = time.perf_counter() - start
     phases = rss.stop()

@@ -50,13 +50,12 @@ def trim_native_heap() -> bool:
 
 
 @contextmanager
-def trimmed_between_batches(encoder: Any) -> Iterator[bool]:
-    """While active, trim the native heap after every forward pass of ``encoder.model`` (a torch module).
+def trimmed_between_batches(model: Any) -> Iterator[bool]:
+    """While active, trim the native heap after every forward pass of ``model`` (a torch module).
 
-    Yields whether the hook is installed: ``False`` off glibc or for an encoder without a torch ``model`` (then
+    Yields whether the hook is installed: ``False`` off glibc or for an object that is not a torch module (then
     nothing changes). The hook is removed on exit, so the model encodes queries later as before.
     """
-    model = getattr(encoder, "model", None)
     if _glibc() is None or not hasattr(model, "register_forward_hook"):
         yield False
         return

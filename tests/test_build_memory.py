@@ -69,14 +69,14 @@ def test_trim_runs_after_every_forward_pass_only_while_active(monkeypatch):
     calls = []
     monkeypatch.setattr(native_memory, "trim_native_heap", lambda: calls.append(1) or True)
     monkeypatch.setattr(native_memory, "_glibc", lambda: object())
-    encoder = types.SimpleNamespace(model=_Model())
+    model = _Model()
     x = torch.ones(2)
-    with native_memory.trimmed_between_batches(encoder) as installed:
+    with native_memory.trimmed_between_batches(model) as installed:
         assert installed
-        outputs = [encoder.model(x) for _ in range(3)]
+        outputs = [model(x) for _ in range(3)]
     assert len(calls) == 4  # one per forward pass, one on leaving
     assert all(torch.equal(out, 2 * x) for out in outputs)  # the hook leaves the output alone
-    encoder.model(x)
+    model(x)
     assert len(calls) == 4  # removed on exit
     with native_memory.trimmed_between_batches(types.SimpleNamespace()) as installed:
-        assert not installed  # no torch model: nothing to hook
+        assert not installed  # not a torch module: nothing to hook

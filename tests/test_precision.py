@@ -1,4 +1,4 @@
-"""Document encoding precision: detection of native bf16, ``auto``, bf16 autocast close to fp32, queries always
+"""Document encoding precision: detection of native bf16, ``auto``, bf16 documents close to fp32, queries always
 fp32, the precision recorded in the manifest and reused by ``index add``, fp16 on the CPU an error."""
 
 from __future__ import annotations
@@ -122,15 +122,20 @@ def test_bf16_documents_are_close_to_fp32_and_queries_identical(which, tiny_mode
 
 
 @needs_bf16
-def test_only_the_transformer_autocasts_and_only_for_documents(tiny_model):
+def test_documents_go_through_a_bf16_transformer_and_queries_through_the_fp32_model(tiny_model):
     import torch
 
     _, bf16 = _fp32_and_bf16(str(tiny_model))
-    linear = next(m for m in bf16.model[0].modules() if isinstance(m, torch.nn.Linear))
+    weights = {name: p.detach().clone() for name, p in bf16.model.named_parameters()}
+    bf16.encode_documents(TEXTS[:2])
+    half = bf16._documents.get()
+    assert half is not bf16.model and bf16._documents.get() is half  # one copy, made once
+    linear = next(m for m in half[0].modules() if isinstance(m, torch.nn.Linear))
+    assert linear.weight.dtype == torch.bfloat16
     inner: list[torch.dtype] = []
     linear.register_forward_hook(lambda m, args, out: inner.append(out.dtype) and None)
     after: list[tuple] = []
-    for module in list(bf16.model)[1:]:  # Pooling, Normalize
+    for module in list(half)[1:]:  # Pooling, Normalize
         module.register_forward_hook(lambda m, args, out: after.append((args[0]["token_embeddings"].dtype,
                                                                         out["sentence_embedding"].dtype)) and None)
     bf16.encode_documents(TEXTS[:2])
@@ -138,34 +143,46 @@ def test_only_the_transformer_autocasts_and_only_for_documents(tiny_model):
     assert after and set(after) == {(torch.float32, torch.float32)}  # pooling and normalization in fp32
     inner.clear()
     bf16.encode_queries(TEXTS[:2])
-    assert set(inner) == {torch.float32}
+    assert inner == []  # queries never touch the copy
+    for name, p in bf16.model.named_parameters():  # the query model is untouched
+        assert p.dtype == torch.float32 and torch.equal(p, weights[name]), name
 
 
 @needs_bf16
-def test_queries_in_another_thread_stay_fp32_while_documents_autocast(tiny_model):
+def test_the_document_copy_follows_the_models_max_seq_length(tiny_model):
     fp32, bf16 = _fp32_and_bf16(str(tiny_model))
-    want = fp32.encode_queries(TEXTS)
-    got: list[np.ndarray] = []
-    with bf16._autocast.documents():  # this thread autocasts; the other one must not
-        worker = threading.Thread(target=lambda: got.append(bf16.encode_queries(TEXTS)))
-        worker.start()
-        worker.join()
-    np.testing.assert_array_equal(got[0], want)
+    bf16.encode_documents(TEXTS[:1])
+    for encoder in (fp32, bf16):
+        encoder.model.max_seq_length = 8
+    assert bf16._documents.get().max_seq_length == 8
+    long = [TEXTS[2], TEXTS[2] + " and then a different ending that the first 8 tokens never reach"]
+    vectors = bf16.encode_documents(long)
+    np.testing.assert_allclose(vectors[0], vectors[1])  # both truncated to the same 8 tokens
+    assert _cosines(vectors, fp32.encode_documents(long)).min() >= 0.999
 
 
 @needs_bf16
-def test_autocast_is_left_when_the_model_raises(tiny_model):
-    import torch
+def test_queries_in_another_thread_stay_fp32_while_documents_encode(tiny_model):
+    fp32, bf16 = _fp32_and_bf16(str(tiny_model))
+    want_queries, want_documents = fp32.encode_queries(TEXTS), bf16.encode_documents(TEXTS)
+    errors: list[BaseException] = []
+    got: list[tuple[np.ndarray, np.ndarray]] = []
 
-    _, bf16 = _fp32_and_bf16(str(tiny_model))
+    def encode(queries: bool) -> None:
+        try:
+            for _ in range(5):
+                got.append((queries, bf16.encode_queries(TEXTS) if queries else bf16.encode_documents(TEXTS)))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
 
-    def boom(*args, **kwargs):
-        raise RuntimeError("boom")
-
-    bf16.model[0].auto_model.forward = boom
-    with pytest.raises(RuntimeError, match="boom"):
-        bf16.encode_documents(TEXTS[:1])
-    assert not torch.is_autocast_enabled("cpu") and bf16._autocast._stack() == []
+    workers = [threading.Thread(target=encode, args=(side,)) for side in (True, False)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert not errors and len(got) == 10
+    for queries, vectors in got:
+        np.testing.assert_allclose(vectors, want_queries if queries else want_documents, atol=1e-6)
 
 
 # --- building and adding ---------------------------------------------------------------------------------------

@@ -39,9 +39,9 @@ class SentenceTransformerEncoder:
         device: ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (resolve ``auto`` with :func:`retriever.devices.resolve_device`).
         normalize: L2-normalize every vector (inner product is then cosine).
         precision: what documents are encoded in (see :func:`retriever.devices.resolve_precision`): ``fp32``,
-            ``bf16`` (CPU or CUDA), ``fp16`` (CUDA) or ``auto``. Half precision is autocast around the
-            Transformer modules (:mod:`retriever.encoders.autocast`): weights, pooling and normalization stay fp32,
-            and queries are always encoded in fp32. ``self.precision`` holds the resolved choice,
+            ``bf16`` (CPU or CUDA), ``fp16`` (CUDA) or ``auto``. Half precision encodes documents with a copy of
+            the model whose Transformer modules hold half weights (:mod:`retriever.encoders.half_documents`);
+            pooling and normalization stay fp32, and queries are always encoded by the fp32 model. ``self.precision`` holds the resolved choice,
             ``self.precision_note`` why.
 
     Raises:
@@ -52,14 +52,14 @@ class SentenceTransformerEncoder:
         from sentence_transformers import SentenceTransformer
 
         from retriever.devices import resolve_precision
-        from retriever.encoders.autocast import DocumentAutocast
+        from retriever.encoders.half_documents import DocumentModel
 
         self.precision, self.precision_note = resolve_precision(precision, device)
         try:
             self.model = SentenceTransformer(spec.path, device=device, trust_remote_code=spec.trust_remote_code)
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load model {spec.name!r} from {spec.path}: {str(exc).splitlines()[0]}") from None
-        self._autocast = DocumentAutocast(self.model, device, self.precision)
+        self._documents = DocumentModel(self.model, self.precision)
         self.spec = spec
         self.name = spec.name
         self.device = device
@@ -81,10 +81,10 @@ class SentenceTransformerEncoder:
     def max_seq_length(self) -> int:
         return int(self.model.max_seq_length)
 
-    def _encode(self, texts: Sequence[str], batch_size: int, *, task: str) -> np.ndarray:
+    def _encode(self, model: Any, texts: Sequence[str], batch_size: int, *, task: str) -> np.ndarray:
         """``task`` is ``query`` or ``document``: an asymmetric model (a sentence-transformers ``Router``, e.g. from
         ``retriever train ... --query-only``) routes each side through its own modules; others ignore it."""
-        vectors = self.model.encode(
+        vectors = model.encode(
             list(texts),
             task=task,
             batch_size=batch_size,
@@ -101,14 +101,15 @@ class SentenceTransformerEncoder:
 
     def encode_queries(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Encode queries (preprocessed, with the query prefix) into ``(n, dim)`` float32."""
-        return self._encode(self.prepare(texts, queries=True), batch_size, task="query")
+        return self._encode(self.model, self.prepare(texts, queries=True), batch_size, task="query")
 
     def encode_documents(self, texts: Sequence[str], *, batch_size: int = 64) -> np.ndarray:
         """Encode documents/passages (preprocessed, with the document prefix) into ``(n, dim)`` float32, with the
         Transformer in ``self.precision`` (pooling and normalization in fp32); the native heap is trimmed after
         each batch (:mod:`indexing.native_memory`), so a build's peak stays near what one batch needs."""
-        with self._autocast.documents(), trimmed_between_batches(self):
-            return self._encode(self.prepare(texts, queries=False), batch_size, task="document")
+        model = self._documents.get()
+        with trimmed_between_batches(model):
+            return self._encode(model, self.prepare(texts, queries=False), batch_size, task="document")
 
     def describe(self) -> dict[str, Any]:
         """What the index manifest records about this encoder."""
