@@ -1,5 +1,5 @@
-"""Document encoding and training precision on the CPU: ``--precision auto`` (bf16 autocast on CPUs with native
-bf16) against fp32, on SciFact.
+"""Document encoding and training precision on the CPU: ``--precision auto`` (documents through bf16 weights on CPUs
+with native bf16) against fp32, on SciFact.
 
 Figures:
 

@@ -5,7 +5,7 @@ passage texts of an index that ``benchmarks.precision`` built (the build's own t
 
 Ways, each against raw ``SentenceTransformer.encode`` in fp32, interleaved rounds, medians: ``torch.autocast`` around
 the whole model, the model's weights cast to bf16 (``model.to(torch.bfloat16)``), and the engine's encoder as a build
-loads it (``precision="auto"``: autocast around the transformer layers only). Writes
+loads it (``precision="auto"``: a copy of the model with bf16 transformer weights). Writes
 ``results/precision_ceiling.{json,md}``.
 """
 

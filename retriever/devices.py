@@ -42,7 +42,7 @@ BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 
 
 def native_bf16_cpu(cpuinfo: Path = CPUINFO) -> bool:
-    """Whether this CPU computes in bf16 natively (so bf16 autocast is faster than fp32, not emulated).
+    """Whether this CPU computes in bf16 natively (so bf16 matmuls are faster than fp32, not emulated).
 
     Reads the ``flags`` lines of ``cpuinfo`` (Linux) for ``amx_bf16`` or ``avx512_bf16``; where that file cannot
     be read, trusts ``torch.backends.cpu.get_cpu_capability()`` only when it names AMX or BF16; else False.

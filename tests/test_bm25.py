@@ -94,6 +94,45 @@ def test_load_missing_or_incomplete(tmp_path: Path) -> None:
         LuceneBM25.load(tmp_path / "half")
 
 
+@pytest.mark.parametrize("limit, option", [
+    (8 << 20, "-Xss8192k"), (-1, "-Xss8192k"), (64 << 20, "-Xss65536k"), (256 << 10, "-Xss1024k"), (4 << 30, "-Xss1048576k"),
+])
+def test_the_jvm_is_given_the_stack_limit_as_its_thread_stack(limit, option) -> None:
+    import resource
+
+    from retriever.search.java import thread_stack_option
+
+    assert thread_stack_option(resource.RLIM_INFINITY if limit == -1 else limit) == option
+
+
+def test_the_main_thread_keeps_its_stack_after_the_jvm_starts(tmp_path: Path) -> None:
+    """HotSpot puts guard pages at -Xss depth on the thread that starts it (Python's main thread): with its 1 MiB
+    default, a nesting the main thread handled before the JVM started killed the process with a bare SIGSEGV."""
+    import resource
+    import subprocess
+    import sys
+
+    _java_or_skip()
+    soft = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    if soft != resource.RLIM_INFINITY and soft < 8 << 20:
+        pytest.skip(f"the stack limit here is {soft >> 10} KiB (the check needs 8 MiB)")
+    script = (
+        "import json, sys\n"
+        "from retriever.search.java import import_searcher\n"
+        "import_searcher()\n"
+        "sys.setrecursionlimit(10**6)\n"
+        "nested = []\n"
+        "for _ in range(30000):\n"
+        "    nested = [nested]\n"
+        "print(len(json.dumps(nested)))\n"  # C recursion ~3 MiB deep: past 1 MiB, within 8 MiB
+    )
+    env = {**os.environ, "OPENAI_API_KEY": os.environ.get("OPENAI_API_KEY", "unused")}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1], check=False)
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.strip() == "60002"  # 30,001 "[" and "]"
+
+
 def test_build_and_search(tiny_index) -> None:
     assert tiny_index.num_documents == 10
     manifest = json.loads((tiny_index.directory / "bm25.json").read_text(encoding="utf-8"))

@@ -122,7 +122,7 @@ def _cpu_fp32(encoder: Any):
     encoder = getattr(encoder, "inner", encoder)  # TransliteratingEncoder: romanizing is the runtime's job
     if not isinstance(encoder, SentenceTransformerEncoder):
         raise ModelError(f"cannot export a {type(encoder).__name__} to ONNX (a sentence-transformers encoder is needed)")
-    if encoder.device != "cpu":  # half precision is autocast over fp32 weights: a CPU model is fp32 already
+    if encoder.device != "cpu":  # documents use a half copy; the model itself (queries) is fp32 already
         encoder = SentenceTransformerEncoder(encoder.spec, device="cpu", normalize=encoder.normalized)
     return encoder
 

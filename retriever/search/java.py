@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -115,14 +116,34 @@ def _has_vector_module(home: Path) -> bool:
 
 
 def java_options(home: Path) -> list[str]:
-    """JVM options for BM25 with the Java at ``home``: quiet logging, and the vector module when it has one."""
-    options = [f"-Djava.util.logging.config.file={os.devnull}", "-Dslf4j.internal.verbosity=ERROR"]
+    """JVM options for BM25 with the Java at ``home``: quiet logging, the main thread's whole stack (see
+    :func:`thread_stack_option`), and the vector module when it has one."""
+    options = [f"-Djava.util.logging.config.file={os.devnull}", "-Dslf4j.internal.verbosity=ERROR",
+               thread_stack_option()]
     major = _java_major(home)
     if major is not None and major >= 23:  # JEP 471/498 warnings on Lucene's memory-mapping (Java 24+)
         options.append("--sun-misc-unsafe-memory-access=allow")
     if _has_vector_module(home):
         options.append(f"--add-modules={_VECTOR_MODULE}")
     return options
+
+
+def thread_stack_option(stack_limit: int | None = None) -> str:
+    """``-Xss`` as large as the process's stack limit (``RLIMIT_STACK``, or ``stack_limit`` bytes), 8 MiB where it
+    is unlimited, clamped to 1 MiB .. 1 GiB.
+
+    Why: the JVM starts on the thread that imports jnius, the process's main thread, and HotSpot takes the main
+    thread's stack to be ``min(stack limit, -Xss)`` deep and puts its guard pages there; with the default -Xss
+    (1 MiB) the main thread's 8 MiB stack shrank to 1 MiB for the rest of the process, and anything that went
+    deeper later (torch, a deep JSON document) died of a SIGSEGV that no handler could report (the JVM's handler
+    has no alternate stack). Java threads get the same size, reserved, not committed.
+    """
+    if stack_limit is None:
+        stack_limit = resource.getrlimit(resource.RLIMIT_STACK)[0]
+    if stack_limit is None or stack_limit < 0 or stack_limit == resource.RLIM_INFINITY:
+        stack_limit = 8 << 20
+    kib = min(max(stack_limit, 1 << 20), 1 << 30) >> 10
+    return f"-Xss{kib}k"
 
 
 def _boot_jvm(home: Path) -> None:
