@@ -95,7 +95,7 @@ def test_load_missing_or_incomplete(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("limit, option", [
-    (8 << 20, "-Xss8192k"), (-1, "-Xss8192k"), (64 << 20, "-Xss65536k"), (256 << 10, "-Xss1024k"), (4 << 30, "-Xss1048576k"),
+    (8 << 20, "-Xss8192k"), (-1, "-Xss8192k"), (64 << 20, "-Xss65536k"), (256 << 10, "-Xss1024k"), (4 << 30, "-Xss65536k"),
 ])
 def test_the_jvm_is_given_the_stack_limit_as_its_thread_stack(limit, option) -> None:
     import resource

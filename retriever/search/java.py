@@ -130,7 +130,8 @@ def java_options(home: Path) -> list[str]:
 
 def thread_stack_option(stack_limit: int | None = None) -> str:
     """``-Xss`` as large as the process's stack limit (``RLIMIT_STACK``, or ``stack_limit`` bytes), 8 MiB where it
-    is unlimited, clamped to 1 MiB .. 1 GiB.
+    is unlimited, clamped to 1 MiB .. 64 MiB (every Java thread reserves that much address space: Lucene's search
+    threads are up to 16).
 
     Why: the JVM starts on the thread that imports jnius, the process's main thread, and HotSpot takes the main
     thread's stack to be ``min(stack limit, -Xss)`` deep and puts its guard pages there; with the default -Xss
@@ -142,7 +143,7 @@ def thread_stack_option(stack_limit: int | None = None) -> str:
         stack_limit = resource.getrlimit(resource.RLIMIT_STACK)[0]
     if stack_limit is None or stack_limit < 0 or stack_limit == resource.RLIM_INFINITY:
         stack_limit = 8 << 20
-    kib = min(max(stack_limit, 1 << 20), 1 << 30) >> 10
+    kib = min(max(stack_limit, 1 << 20), 64 << 20) >> 10
     return f"-Xss{kib}k"
 
 
