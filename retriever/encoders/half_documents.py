@@ -8,8 +8,8 @@ module, hook or tokenizer with a thread encoding documents.
 
 Why half weights and not ``torch.autocast`` around fp32 weights: autocast casts every weight again in every
 forward and keeps the casts' outputs alive; on the build's own passages (``benchmarks/precision_ceiling.py``,
-MiniLM-L6, 2-core Xeon with AMX) bf16 weights encoded 1.87x as fast as fp32 and autocast 1.75x, with the same
-nDCG@10 on SciFact. The copy costs the Transformer's weights once more in half precision (about 45 MB for
+MiniLM-L6, 2-core Xeon with AMX) bf16 weights were never slower: 1.87x fp32 against autocast's 1.75x in one run,
+1.70x against 1.68x in another, with the same nDCG@10 on SciFact. The copy costs the Transformer's weights once more in half precision (about 45 MB for
 MiniLM-L6, 235 MB for multilingual-e5-small) and is made on the first document batch, so an encoder that only
 encodes queries never makes it.
 """
