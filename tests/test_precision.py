@@ -102,9 +102,12 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _fp32_and_bf16(model: str):
+    """fp32 and bf16 encoders; the bf16 one keeps documents in torch (OpenVINO's path: test_openvino_documents)."""
     from retriever.encoders.base import load_encoder
 
-    return load_encoder(model, device="cpu", precision="fp32"), load_encoder(model, device="cpu", precision="bf16")
+    bf16 = load_encoder(model, device="cpu", precision="bf16")
+    bf16.document_backend = "torch"
+    return load_encoder(model, device="cpu", precision="fp32"), bf16
 
 
 @needs_bf16

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,6 +61,9 @@ class SentenceTransformerEncoder:
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load model {spec.name!r} from {spec.path}: {str(exc).splitlines()[0]}") from None
         self._documents = DocumentModel(self.model, self.precision)
+        self.document_backend = "auto"  # "torch" keeps bf16 documents in torch; "openvino" makes its failure an error
+        self._openvino: Any = None
+        self._openvino_lock = threading.Lock()
         self.spec = spec
         self.name = spec.name
         self.device = device
@@ -107,9 +111,34 @@ class SentenceTransformerEncoder:
         """Encode documents/passages (preprocessed, with the document prefix) into ``(n, dim)`` float32, with the
         Transformer in ``self.precision`` (pooling and normalization in fp32); the native heap is trimmed after
         each batch (:mod:`indexing.native_memory`), so a build's peak stays near what one batch needs."""
+        openvino = self._openvino_documents()
+        if openvino is not None:
+            return openvino.encode(self.prepare(texts, queries=False), batch_size=batch_size)
         model = self._documents.get()
         with trimmed_between_batches(model):
             return self._encode(model, self.prepare(texts, queries=False), batch_size, task="document")
+
+    def _openvino_documents(self) -> Any | None:
+        """OpenVINO's bf16 document encoder where it applies (bf16 on the CPU, openvino installed, a symmetric model
+        that exports), made on the first call; None (and one log line saying why, once) elsewhere."""
+        if self.precision != "bf16" or self.device != "cpu" or self.document_backend == "torch":
+            return None
+        with self._openvino_lock:
+            if self._openvino is None:
+                from retriever.encoders.openvino_documents import OpenVINODocuments, openvino_available
+
+                if not openvino_available():
+                    self._openvino = False
+                    log.info("openvino is not installed: documents are encoded by torch in bf16")
+                else:
+                    try:
+                        self._openvino = OpenVINODocuments(self)
+                    except ModelError as exc:
+                        if self.document_backend == "openvino":
+                            raise
+                        self._openvino = False
+                        log.warning("%s; documents are encoded by torch in bf16", exc)
+            return self._openvino or None
 
     def describe(self) -> dict[str, Any]:
         """What the index manifest records about this encoder."""
