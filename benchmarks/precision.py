@@ -1,5 +1,5 @@
-"""Document encoding and training precision on the CPU: ``--precision auto`` (documents through bf16 weights on CPUs
-with native bf16) against fp32, on SciFact.
+"""Document encoding and training precision on the CPU: ``--precision auto`` (bf16 documents on CPUs with native
+bf16: compiled by OpenVINO where it is installed, else through a bf16-weights copy in torch) against fp32, on SciFact.
 
 Figures:
 
@@ -51,7 +51,7 @@ def timed_build(corpus: Path, out: Path, *, preset: str, precision: str, batch_s
         wall = time.perf_counter() - started
     passages = len(seen.texts)
     return {"wall_s": wall, "encode_s": seen.seconds, "passages": passages, "precision": seen.precision,
-            "texts": seen.texts, "vectors": np.vstack(seen.vectors), "model_path": seen.model_path}
+            "runtime": seen.runtime, "texts": seen.texts, "vectors": np.vstack(seen.vectors), "model_path": seen.model_path}
 
 
 def raw_fp32(model: Any, texts: list[str], batch_size: int) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def speed_rounds(corpus: Path, work: Path, *, preset: str, rounds: int, batch_si
     rate = lambda rows, key: statistics.median(passages / row[key] for row in rows)  # noqa: E731
     figures = {
         "preset": preset, "passages": passages, "batch_size": batch_size, "rounds": rounds,
-        "auto_precision": first["precision"],
+        "auto_precision": first["precision"], "auto_runtime": first["runtime"],
         "auto_build_passages_per_s": rate(runs["auto"], "wall_s"),
         "auto_encode_passages_per_s": rate(runs["auto"], "encode_s"),
         "raw_fp32_passages_per_s": rate(runs["raw_fp32"], "encode_s"),
@@ -144,7 +144,8 @@ def report(data: dict[str, Any]) -> str:
     text = data["text"]
     lines = [f"# Encoding and training precision on the CPU ({data['collection']}, {data['corpus_documents']} documents"
              f"{', quick' if data['quick'] else ''})", "",
-             f"auto = **{text['auto_precision']}** here. Passages/s are medians of {text['rounds']} interleaved rounds, "
+             f"auto = **{text['auto_precision']}** here, documents encoded by "
+             f"{'OpenVINO' if text.get('auto_runtime') == 'openvino' else 'torch'}. Passages/s are medians of {text['rounds']} interleaved rounds, "
              f"batch size {text['batch_size']}; load average before/after {data['load_average']['before'][0]}/"
              f"{data['load_average']['after'][0]} on {os.cpu_count()} CPUs (a shared machine: ratios, not absolutes).", "",
              "| preset | passages | auto build p/s | auto encoder p/s | raw ST fp32 p/s | fp32 build p/s | "

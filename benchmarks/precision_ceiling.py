@@ -4,10 +4,10 @@ passage texts of an index that ``benchmarks.precision`` built (the build's own t
     python -m benchmarks.precision_ceiling WORK/idx/text-auto      # an index built by benchmarks.precision
 
 Ways, each against raw ``SentenceTransformer.encode`` in fp32, interleaved rounds, medians: ``torch.autocast`` around
-the whole model, the model's weights cast to bf16 (``model.to(torch.bfloat16)``), the engine's encoder as a build
-loads it (``precision="auto"``: a copy of the model with bf16 transformer weights), and, where ``openvino`` is
-importable, the Transformer compiled by OpenVINO with bf16 inference precision. Writes
-``results/precision_ceiling.{json,md}``.
+the whole model, the model's weights cast to bf16 (``model.to(torch.bfloat16)``), the engine's torch backend (a copy
+of the model with bf16 Transformer weights, ``document_backend="torch"``) and, where ``openvino`` is importable, the
+engine's OpenVINO backend (the model's exported graph compiled with bf16 inference precision, what ``auto`` picks
+there; export and compilation outside the timing). Writes ``results/precision_ceiling.{json,md}``.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def ways(model_path: str, texts: list[str], batch_size: int) -> dict[str, Callab
 
     fp32 = SentenceTransformer(model_path, device="cpu")
     bf16 = SentenceTransformer(model_path, device="cpu").to(torch.bfloat16)
-    engine = load_encoder(model_path, device="cpu", precision="auto")
+    engine_torch = load_encoder(model_path, device="cpu", precision="bf16", document_backend="torch")
 
     def autocast_whole() -> np.ndarray:
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -59,54 +59,13 @@ def ways(model_path: str, texts: list[str], batch_size: int) -> dict[str, Callab
         "autocast_whole_model": autocast_whole,
         "bf16_weights": lambda: bf16.encode(texts, batch_size=batch_size, normalize_embeddings=True,
                                             convert_to_tensor=True).float().numpy(),
-        "engine_auto": lambda: engine.encode_documents(texts, batch_size=batch_size),
+        "engine_torch_bf16": lambda: engine_torch.encode_documents(texts, batch_size=batch_size),
     }
     if util.find_spec("openvino") is not None:
-        calls["openvino_bf16"] = openvino_way(fp32, texts, batch_size)
+        engine_openvino = load_encoder(model_path, device="cpu", precision="bf16", document_backend="openvino")
+        engine_openvino.encode_documents(texts[:2])  # export and compile outside the timing (2-3 s for MiniLM-L6)
+        calls["engine_openvino_bf16"] = lambda: engine_openvino.encode_documents(texts, batch_size=batch_size)
     return calls
-
-
-def openvino_way(model: Any, texts: list[str], batch_size: int) -> Callable[[], np.ndarray]:
-    """The model's Transformer converted to OpenVINO (``ov.convert_model`` of the torch module, dynamic batch and
-    length) and compiled for the CPU with bf16 inference precision; tokenizing, length-sorted batches, mean pooling
-    and normalization as sentence-transformers does them, in numpy fp32. Conversion and compilation happen here,
-    outside the timing (2-3 s for MiniLM-L6)."""
-    import openvino as ov
-    import torch
-
-    tokenizer, max_length = model.tokenizer, model.max_seq_length
-    transformer = model[0].auto_model.eval()
-
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = transformer
-
-        def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: ANN001
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
-
-    names = ("input_ids", "attention_mask", "token_type_ids")
-    example = tokenizer(["an example", "another example"], padding=True, return_tensors="pt")
-    converted = ov.convert_model(LastHiddenState(), example_input=tuple(example[n] for n in names),
-                                 input=[(n, [-1, -1], ov.Type.i64) for n in names])
-    compiled = ov.Core().compile_model(converted, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
-
-    def encode() -> np.ndarray:
-        order = np.argsort([-len(text) for text in texts], kind="stable")
-        out = np.zeros((len(texts), model.get_sentence_embedding_dimension()), dtype=np.float32)
-        request = compiled.create_infer_request()
-        for start in range(0, len(texts), batch_size):
-            rows = order[start:start + batch_size]
-            batch = tokenizer([texts[i] for i in rows], padding=True, truncation=True, max_length=max_length,
-                              return_tensors="np")
-            hidden = np.asarray(request.infer({n: batch[n] for n in names})[0], dtype=np.float32)
-            mask = batch["attention_mask"][..., None].astype(np.float32)
-            pooled = (hidden * mask).sum(axis=1) / mask.sum(axis=1)
-            out[rows] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
-        return out
-
-    return encode
 
 
 def main() -> None:

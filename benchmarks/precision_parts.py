@@ -18,7 +18,8 @@ class EncodeRecorder:
 
     Attributes:
         seconds: time inside ``encode_documents``; texts: the prepared passage texts, in order; vectors: the
-        ``(n_i, dim)`` float32 arrays returned; precision, model_path: of the last encoder seen.
+        ``(n_i, dim)`` float32 arrays returned; precision, model_path, runtime (``openvino`` or ``torch``): of the
+        last encoder seen.
     """
 
     def __enter__(self) -> "EncodeRecorder":
@@ -27,6 +28,7 @@ class EncodeRecorder:
         self.seconds, self.texts, self.vectors = 0.0, [], []
         self.precision: str | None = None
         self.model_path: str | None = None
+        self.runtime: str | None = None
         self._cls, self._original = SentenceTransformerEncoder, SentenceTransformerEncoder.encode_documents
         recorder = self
 
@@ -37,6 +39,7 @@ class EncodeRecorder:
             recorder.texts.extend(encoder.prepare(texts, queries=False))
             recorder.vectors.append(vectors)
             recorder.precision, recorder.model_path = encoder.precision, encoder.spec.path
+            recorder.runtime = encoder.document_runtime
             return vectors
 
         SentenceTransformerEncoder.encode_documents = encode_documents  # type: ignore[method-assign]

@@ -44,6 +44,7 @@ def build(
     nprobe: int = typer.Option(16, "--nprobe", help="Default IVF lists visited per query."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda[:N]."),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    document_backend: str = typer.Option("auto", "--document-backend", help="What encodes bf16 documents on the CPU: auto (OpenVINO where installed, else torch), torch or openvino. Recorded in the manifest."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted build."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing index or unfinished build."),
     id_field: Optional[str] = typer.Option(None, "--id-field"),
@@ -77,7 +78,7 @@ def build(
             batch_size=batch_size, docs_per_shard=docs_per_shard, nprobe=nprobe, engine=engine,
             ray_address=ray_address, ray_workers=ray_workers, num_shards=num_shards, shard_id=shard_id,
             index_shards=index_shards, on_disk=on_disk, precision=precision,
-            announce=None if as_json else lambda note: console.print(note, highlight=False, markup=False, soft_wrap=True),
+            document_backend=document_backend, announce=None if as_json else lambda note: console.print(note, highlight=False, markup=False, soft_wrap=True),
         )
     manifest = built.info()
     if as_json:

@@ -36,6 +36,9 @@ def resolve_device(device: str) -> str:
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 """What ``--precision`` accepts; every choice but ``auto`` is also a resolved precision."""
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
+# what encodes bf16 documents on the CPU (see retriever.encoders.base.SentenceTransformerEncoder)
+DocumentBackend = Literal["auto", "torch", "openvino"]
+DOCUMENT_BACKENDS: tuple[str, ...] = ("auto", "torch", "openvino")
 CPUINFO = Path("/proc/cpuinfo")
 BF16_CPU_FLAGS = frozenset({"amx_bf16", "avx512_bf16"})
 """CPU flags (Linux ``/proc/cpuinfo``) of bf16 arithmetic in hardware: AMX tiles, or AVX-512 BF16 dot products."""

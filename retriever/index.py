@@ -31,7 +31,7 @@ from indexing.manifest import Manifest, read_manifest
 from indexing.readers import FieldNames
 from indexing.updates import UpdateReport
 from retriever.corpus import CorpusInput, corpus_label, corpus_reader
-from retriever.devices import Precision
+from retriever.devices import DocumentBackend, Precision
 from retriever.hits import Hit
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,8 @@ class BuildOptions:
         on_disk: IVF only, keep the inverted lists in a memory-mapped file.
         precision: documents' precision, ``auto`` (bf16 on a CPU with native bf16, fp16 on CUDA, else fp32), ``fp32``,
             ``bf16`` or ``fp16`` (CUDA); queries are always fp32. Recorded in the manifest, reused by :meth:`Index.add`.
+        document_backend: what encodes bf16 documents on the CPU: ``auto`` (OpenVINO where installed, else torch),
+            ``torch`` or ``openvino``; the one that ran is recorded as the manifest's ``encoder.document_runtime``.
     """
 
     index: str = "auto"
@@ -72,6 +74,7 @@ class BuildOptions:
     index_shards: int = 1
     on_disk: bool = False
     precision: Precision = "auto"
+    document_backend: DocumentBackend = "auto"
 
 
 class Index:
@@ -145,7 +148,7 @@ class Index:
         with writer_lock(out, "index build" + (" --bm25" if bm25 else ""), wait=wait, create=True):
             # with Ray the workers encode; this process only chunks, so its copy of the model stays on the CPU
             encoder = load_encoder(model, preset=preset, device="cpu" if opts.engine == "ray" else device,
-                                   precision=opts.precision)
+                                   precision=opts.precision, document_backend=opts.document_backend)
             if transliterate:
                 from retriever.encoders.crosslingual.transliterate import with_transliteration
 
@@ -160,7 +163,8 @@ class Index:
             if query_encoder:
                 _export_query_encoder(out, encoder, announce)
         if announce is not None:  # at the end: an error stays the only line a failed build prints
-            announce(f"encoded in {encoder.precision} ({encoder.precision_note})")
+            runtime = " by OpenVINO" if encoder.document_runtime == "openvino" else ""
+            announce(f"encoded in {encoder.precision}{runtime} ({encoder.precision_note})")
         return cls(out)
 
     @classmethod
@@ -377,10 +381,12 @@ def chunk_defaults(max_seq_length: int, preset: str, chunk_tokens: int | None, c
 
 
 def _check_build_options(opts: BuildOptions) -> None:
-    from retriever.devices import PRECISIONS
+    from retriever.devices import DOCUMENT_BACKENDS, PRECISIONS
 
     if opts.precision not in PRECISIONS:
         raise RetrieverError(f"--precision {opts.precision!r}: use one of {', '.join(PRECISIONS)}")
+    if opts.document_backend not in DOCUMENT_BACKENDS:
+        raise RetrieverError(f"--document-backend {opts.document_backend!r}: use one of {', '.join(DOCUMENT_BACKENDS)}")
     if opts.metric not in ("ip", "l2"):
         raise RetrieverError(f"--metric {opts.metric!r}: use ip or l2")
     if opts.engine not in ("local", "ray"):

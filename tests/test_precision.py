@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from indexing.errors import DeviceError
 from retriever.devices import native_bf16_cpu, resolve_precision
+from retriever.encoders.openvino_documents import openvino_available
 from tests.cli_helpers import assert_one_line_error, run_cli
 from tests.index_snapshots import corpus_records, write_jsonl
 
@@ -102,9 +103,12 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _fp32_and_bf16(model: str):
+    """fp32 and bf16 encoders; the bf16 one keeps documents in torch (OpenVINO's path: test_openvino_documents)."""
     from retriever.encoders.base import load_encoder
 
-    return load_encoder(model, device="cpu", precision="fp32"), load_encoder(model, device="cpu", precision="bf16")
+    bf16 = load_encoder(model, device="cpu", precision="bf16")
+    bf16.document_backend = "torch"
+    return load_encoder(model, device="cpu", precision="fp32"), bf16
 
 
 @needs_bf16
@@ -215,11 +219,26 @@ def test_index_build_prints_and_records_its_precision(tmp_path, tiny_model):
     done = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a"), "--precision", "fp32"])
     assert done.exit_code == 0, done.output
     assert "encoded in fp32 (as asked)" in done.output
+    assert json.loads((tmp_path / "a" / "manifest.json").read_text())["encoder"]["document_runtime"] == "torch"
     done = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b")])
-    expected = "bf16 (auto: native on this CPU)" if NATIVE_BF16 else "fp32 (auto: this CPU has no native bf16)"
+    openvino = NATIVE_BF16 and openvino_available()
+    expected = ("bf16" + (" by OpenVINO" if openvino else "") + " (auto: native on this CPU)" if NATIVE_BF16
+                else "fp32 (auto: this CPU has no native bf16)")
     assert done.exit_code == 0 and f"encoded in {expected}" in done.output, done.output
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["encoder"]["precision"] == expected.split()[0]
+    encoder = json.loads((tmp_path / "b" / "manifest.json").read_text())["encoder"]
+    assert encoder["precision"] == expected.split()[0]
+    assert encoder["document_runtime"] == ("openvino" if openvino else "torch")
+    if NATIVE_BF16:  # torch asked for: the half-weights copy encodes, and the build says bf16 without OpenVINO
+        done = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "c"), "--document-backend", "torch"])
+        assert done.exit_code == 0 and "encoded in bf16 (auto: native on this CPU)" in done.output, done.output
+        assert json.loads((tmp_path / "c" / "manifest.json").read_text())["encoder"]["document_runtime"] == "torch"
+
+
+def test_an_unknown_document_backend_is_a_one_line_error(tmp_path, tiny_model):
+    corpus = write_jsonl(tmp_path / "c.jsonl", corpus_records("d", 3))
+    done = run_cli("index", "build", corpus, "--out", tmp_path / "x", "--model", tiny_model, "--device", "cpu",
+                   "--document-backend", "tensorrt")
+    assert_one_line_error(done, "--document-backend 'tensorrt': use one of auto, torch, openvino")
 
 
 def test_fp16_build_on_cpu_is_a_one_line_error(tmp_path, tiny_model):

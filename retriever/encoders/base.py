@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -10,7 +11,7 @@ import numpy as np
 
 from indexing.errors import ModelError
 from indexing.native_memory import trimmed_between_batches
-from retriever.devices import Precision
+from retriever.devices import DOCUMENT_BACKENDS, DocumentBackend, Precision
 from retriever.models.resolve import ModelSpec, resolve_model
 
 log = logging.getLogger(__name__)
@@ -43,12 +44,18 @@ class SentenceTransformerEncoder:
             the model whose Transformer modules hold half weights (:mod:`retriever.encoders.half_documents`);
             pooling and normalization stay fp32, and queries are always encoded by the fp32 model. ``self.precision`` holds the resolved choice,
             ``self.precision_note`` why.
+        document_backend: what encodes bf16 documents on the CPU: ``auto`` (OpenVINO where it is installed and the
+            model exports, see :mod:`retriever.encoders.openvino_documents`, else the half-weights copy), ``torch``
+            (always the copy) or ``openvino`` (its failure is an error). Other precisions and devices use torch.
+            ``self.document_runtime`` says which one ran.
 
     Raises:
-        ModelError: the model cannot be loaded. DeviceError: fp16 on the CPU, or an unknown precision.
+        ModelError: the model cannot be loaded; ``openvino`` asked for where it cannot run. DeviceError: fp16 on
+            the CPU, or an unknown precision.
     """
 
-    def __init__(self, spec: ModelSpec, *, device: str = "cpu", normalize: bool = True, precision: Precision = "fp32"):
+    def __init__(self, spec: ModelSpec, *, device: str = "cpu", normalize: bool = True, precision: Precision = "fp32",
+                 document_backend: DocumentBackend = "auto"):
         from sentence_transformers import SentenceTransformer
 
         from retriever.devices import resolve_precision
@@ -60,6 +67,9 @@ class SentenceTransformerEncoder:
         except (OSError, ValueError) as exc:
             raise ModelError(f"cannot load model {spec.name!r} from {spec.path}: {str(exc).splitlines()[0]}") from None
         self._documents = DocumentModel(self.model, self.precision)
+        self.document_backend = _checked_backend(document_backend, self.precision, device)
+        self._openvino: Any = None  # None: not tried yet; False: tried, torch encodes; else the OpenVINO encoder
+        self._openvino_lock = threading.Lock()
         self.spec = spec
         self.name = spec.name
         self.device = device
@@ -107,12 +117,50 @@ class SentenceTransformerEncoder:
         """Encode documents/passages (preprocessed, with the document prefix) into ``(n, dim)`` float32, with the
         Transformer in ``self.precision`` (pooling and normalization in fp32); the native heap is trimmed after
         each batch (:mod:`indexing.native_memory`), so a build's peak stays near what one batch needs."""
+        openvino = self._openvino_documents()
+        if openvino is not None:
+            return openvino.encode(self.prepare(texts, queries=False), batch_size=batch_size)
         model = self._documents.get()
         with trimmed_between_batches(model):
             return self._encode(model, self.prepare(texts, queries=False), batch_size, task="document")
 
+    def _openvino_documents(self) -> Any | None:
+        """OpenVINO's bf16 document encoder where it applies (bf16 on the CPU, openvino installed, a symmetric model
+        that exports), made on the first call; None (and one log line saying why, once) elsewhere."""
+        if self.precision != "bf16" or self.device != "cpu" or self.document_backend == "torch":
+            return None
+        with self._openvino_lock:
+            if self._openvino is None:
+                from retriever.encoders.openvino_documents import OpenVINODocuments, openvino_available
+
+                if not openvino_available():
+                    if self.document_backend == "openvino":
+                        raise ModelError("the openvino document backend needs openvino: pip install openvino")
+                    self._openvino = False
+                    log.info("openvino is not installed: documents are encoded by torch in bf16")
+                else:
+                    try:
+                        self._openvino = OpenVINODocuments(self)
+                    except ModelError as exc:
+                        if self.document_backend == "openvino":
+                            raise
+                        self._openvino = False
+                        log.warning("%s; documents are encoded by torch in bf16", exc)
+            return self._openvino or None
+
+    @property
+    def document_runtime(self) -> str | None:
+        """``openvino`` or ``torch``: what encodes documents; None while that is not decided yet (bf16 on the CPU
+        with the ``auto`` backend before the first document batch)."""
+        if self._openvino:
+            return "openvino"
+        if self._openvino is None and self.precision == "bf16" and self.device == "cpu" and self.document_backend != "torch":
+            return None
+        return "torch"
+
     def describe(self) -> dict[str, Any]:
-        """What the index manifest records about this encoder."""
+        """What the index manifest records about this encoder (``document_runtime`` once documents were encoded)."""
+        runtime = {"document_runtime": self.document_runtime} if self.document_runtime else {}
         return {
             "model": self.spec.name,
             "path": self.spec.recorded_path,
@@ -125,7 +173,21 @@ class SentenceTransformerEncoder:
             "preprocessor": self.preprocessor,
             "max_seq_length": self.max_seq_length,
             "precision": self.precision,
+            **runtime,
         }
+
+
+def _checked_backend(backend: str, precision: str, device: str) -> str:
+    """``backend`` when it can run documents in ``precision`` on ``device``.
+
+    Raises:
+        ModelError: an unknown backend, or ``openvino`` for anything but bf16 on the CPU.
+    """
+    if backend not in DOCUMENT_BACKENDS:
+        raise ModelError(f"document backend {backend!r}: use one of {', '.join(DOCUMENT_BACKENDS)}")
+    if backend == "openvino" and (precision != "bf16" or device != "cpu"):
+        raise ModelError(f"the openvino document backend encodes bf16 on the CPU, not {precision} on {device}")
+    return backend
 
 
 def _preprocessor(name: str | None):
@@ -152,20 +214,23 @@ def load_encoder(
     device: str = "auto",
     precision: Precision = "auto",
     trust_remote_code: bool = False,
+    document_backend: DocumentBackend = "auto",
 ) -> SentenceTransformerEncoder:
     """Resolve ``model``/``preset`` (see :func:`resolve_model`) and load it on ``device``.
 
     ``precision`` is the documents' (queries are always fp32): ``auto`` is bf16 on a CPU with native bf16,
-    fp16 on CUDA, fp32 elsewhere (see :func:`retriever.devices.resolve_precision`).
+    fp16 on CUDA, fp32 elsewhere (see :func:`retriever.devices.resolve_precision`). ``document_backend``: see
+    :class:`SentenceTransformerEncoder`.
 
     Raises:
-        ModelError: the model cannot be resolved or loaded. DeviceError: a missing GPU, or fp16 on the CPU.
+        ModelError: the model cannot be resolved or loaded, or the backend cannot run there. DeviceError: a
+            missing GPU, or fp16 on the CPU.
     """
     from retriever.devices import resolve_device
 
     spec = resolve_model(model, preset=preset, trust_remote_code=trust_remote_code)
     torch_device = resolve_device(device)
-    return SentenceTransformerEncoder(spec, device=torch_device, precision=precision)
+    return SentenceTransformerEncoder(spec, device=torch_device, precision=precision, document_backend=document_backend)
 
 
 def encoder_from_manifest(encoder: dict[str, Any], *, device: str = "auto", precision: Precision = "fp32") -> Encoder:
