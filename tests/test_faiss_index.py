@@ -48,6 +48,35 @@ def test_flat_is_exact_against_numpy():
     np.testing.assert_allclose(scores[:, 0], 1.0, atol=1e-5)
 
 
+@pytest.mark.parametrize("factory", ["Flat", "IVF32,Flat", "HNSW16"])
+def test_one_query_at_a_time_equals_the_batch_and_keeps_the_thread_setting(factory):
+    import threading
+
+    import faiss
+
+    x = _data(2000)
+    index = VectorIndex.create(x.shape[1], factory, Metric.IP)
+    index.train(x)
+    index.add(np.arange(len(x)), x)
+    queries = x[:20] + 0.05
+    batch = index.search(queries, 10, nprobe=8)
+    before = faiss.omp_get_max_threads()
+    seen: list[int] = []
+    original = index.index.search
+    index.index.search = lambda *a, **kw: (seen.append(faiss.omp_get_max_threads()), original(*a, **kw))[1]
+    one = [index.search(q[None], 10, nprobe=8) for q in queries]
+    np.testing.assert_array_equal(np.vstack([ids for _, ids in one]), batch[1])
+    np.testing.assert_allclose(np.vstack([s for s, _ in one]), batch[0], rtol=1e-5, atol=1e-6)
+    assert seen == [1] * len(queries) and faiss.omp_get_max_threads() == before
+    index.search(queries, 10, nprobe=8)
+    assert seen[-1] == before  # a batch keeps the caller's threads
+    other: list[int] = []  # the setting is per thread: another thread's searches keep theirs
+    worker = threading.Thread(target=lambda: other.append(faiss.omp_get_max_threads()))
+    worker.start()
+    worker.join()
+    assert other == [before]
+
+
 @pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW16"])
 def test_allow_filter_is_applied_before_top_k(factory):
     x = _data(2000)
