@@ -212,6 +212,28 @@ def test_export_is_byte_identical_across_runs(tmp_path, tiny_tokenizer):
     assert (tmp_path / "a" / GRAPH_FILE).read_bytes() == (tmp_path / "b" / GRAPH_FILE).read_bytes()
 
 
+def test_a_second_export_of_an_unchanged_model_is_a_copy_and_a_changed_one_is_exported_anew(tmp_path, tiny_tokenizer,
+                                                                                               monkeypatch):
+    import torch
+
+    encoder = _encoder(_tiny(tmp_path, tiny_tokenizer, "mean"), tmp_path, normalize=True)
+    traced: list[str] = []
+    original = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **kw: (traced.append(a[2]), original(*a, **kw))[1])
+    first = export_query_encoder(encoder, tmp_path / "a")
+    second = export_query_encoder(encoder, tmp_path / "b")
+    assert len(traced) == 1 and first == second
+    assert (tmp_path / "a" / GRAPH_FILE).read_bytes() == (tmp_path / "b" / GRAPH_FILE).read_bytes()
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted([GRAPH_FILE, TOKENIZER_FILE])
+    with torch.no_grad():  # as a training step would: the weights change in place
+        next(encoder.model.parameters()).add_(0.5)
+    third = export_query_encoder(encoder, tmp_path / "c")
+    assert len(traced) == 2 and third["sha256"][GRAPH_FILE] != first["sha256"][GRAPH_FILE]
+    encoder.model.max_seq_length = 7  # the tokenizer's truncation is part of the export too
+    export_query_encoder(encoder, tmp_path / "d")
+    assert len(traced) == 3
+
+
 # (d) the runtime's import path holds no torch, transformers or sentence-transformers
 
 @pytest.fixture(scope="module")

@@ -78,10 +78,16 @@ def test_an_impossible_backend_is_a_one_line_error(tiny_model):
 
 @needs_bf16
 @needs_openvino
-def test_the_build_records_and_prints_what_encoded_the_documents(tiny_model, tmp_path):
+def test_the_build_records_and_prints_what_encoded_the_documents(tiny_model, tmp_path, monkeypatch):
     import json
 
+    import torch
+
     from retriever.index import Index
+
+    exports: list[object] = []
+    original = torch.onnx.export
+    monkeypatch.setattr(torch.onnx, "export", lambda *a, **kw: (exports.append(a[2]), original(*a, **kw))[1])
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text("".join(json.dumps({"_id": str(i), "text": text}) + "\n" for i, text in enumerate(TEXTS)))
@@ -89,6 +95,8 @@ def test_the_build_records_and_prints_what_encoded_the_documents(tiny_model, tmp
     index = Index.build(corpus, tmp_path / "idx", model=str(tiny_model), precision="bf16", announce=said.append)
     assert index.info().encoder["document_runtime"] == "openvino"
     assert any("bf16 by OpenVINO" in line for line in said), said
+    assert len(exports) == 1  # OpenVINO's graph and the index's query encoder are one export
+    assert index.info().files.get("query_encoder")
 
 
 @needs_bf16

@@ -23,7 +23,9 @@ import logging
 import os
 import secrets
 import shutil
+import tempfile
 import warnings
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +76,12 @@ def export_query_encoder(encoder: Any, out: Path) -> dict[str, Any]:
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    fingerprint = _fingerprint(model, tokenizer, input_names, st_encoder)
+    done = _EXPORTED.get(model)
+    if done is not None and done[0] == fingerprint and all((done[1] / name).is_file() for name in (GRAPH_FILE, TOKENIZER_FILE)):
+        _place(done[1], out)  # this model, unchanged, was exported in this process already (a build's OpenVINO documents)
+        log.info("copied the query encoder of %s, exported earlier, to %s", st_encoder.name, out)
+        return dict(done[2])
     tmp = out / f".onnx-export-{os.getpid()}-{secrets.token_hex(4)}"
     tmp.mkdir()
     try:
@@ -99,7 +107,7 @@ def export_query_encoder(encoder: Any, out: Path) -> dict[str, Any]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     log.info("exported the query encoder of %s to %s", st_encoder.name, out)
-    return {
+    record = {
         "graph": GRAPH_FILE,
         "tokenizer": TOKENIZER_FILE,
         "sha256": {name: _sha256(out / name) for name in (GRAPH_FILE, TOKENIZER_FILE)},
@@ -111,6 +119,46 @@ def export_query_encoder(encoder: Any, out: Path) -> dict[str, Any]:
         "opset": OPSET,
         "torch": torch.__version__,
     }
+    _remember(model, fingerprint, out, record)
+    return dict(record)
+
+
+# A model's export, kept for the life of the model: a bf16 build exports the graph for OpenVINO's documents first and
+# writes the index's query encoder at the end; exporting twice cost a build ~200 MiB of peak memory and a few seconds.
+_EXPORTED: "weakref.WeakKeyDictionary[Any, tuple[tuple, Path, dict[str, Any]]]" = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(model: Any, tokenizer: Any, input_names: list[str], encoder: Any) -> tuple:
+    """What an export of ``model`` depends on: every parameter's storage and in-place version (training changes
+    them), the runtime tokenizer (truncation included), the inputs, normalization, ``truncate_dim`` and width."""
+    weights = tuple((p.data_ptr(), p._version) for p in model.parameters())  # noqa: SLF001 - torch's write counter
+    return (weights, hashlib.sha256(tokenizer.to_str().encode()).hexdigest(), tuple(input_names),
+            encoder.normalized, model.truncate_dim, encoder.dim)
+
+
+def _remember(model: Any, fingerprint: tuple, out: Path, record: dict[str, Any]) -> None:
+    """Keep a copy of the files just written to ``out`` in a temporary folder removed with ``model`` (or at exit)."""
+    earlier = _EXPORTED.get(model)
+    if earlier is not None:
+        shutil.rmtree(earlier[1], ignore_errors=True)
+    keep = Path(tempfile.mkdtemp(prefix="retriever-onnx-"))
+    for name in (GRAPH_FILE, TOKENIZER_FILE):
+        shutil.copyfile(out / name, keep / name)
+    _EXPORTED[model] = (fingerprint, keep, dict(record))
+    weakref.finalize(model, shutil.rmtree, str(keep), True)
+
+
+def _place(source: Path, out: Path) -> None:
+    """Copy the graph and tokenizer from ``source`` into ``out``, each renamed into place."""
+    tmp = out / f".onnx-copy-{os.getpid()}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        for name in (GRAPH_FILE, TOKENIZER_FILE):
+            shutil.copyfile(source / name, tmp / name)
+        for name in (GRAPH_FILE, TOKENIZER_FILE):
+            os.replace(tmp / name, out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _cpu_fp32(encoder: Any):
