@@ -6,9 +6,10 @@ document side too. OpenVINO reads it and compiles it for the CPU with ``INFERENC
 ``tokenizers`` tokenizer exported beside it tokenizes. Passages are sorted by length into batches, as
 sentence-transformers does, so a batch pads little.
 
-Why OpenVINO: on the build's own SciFact passages (``benchmarks/precision_ceiling.py``, MiniLM-L6, 2-core Xeon with
-AMX) it encoded 2.38x as fast as sentence-transformers in fp32, where every torch way (autocast, bf16 weights)
-reached 1.6-1.9x; min cosine to fp32 0.99997.
+Why OpenVINO: on the build's own SciFact passages (``benchmarks/precision_ceiling.py``, MiniLM-L6, a 2-core CPU
+with avx512_bf16) it encoded 2.46x as fast as sentence-transformers in fp32, where every torch way (autocast, bf16
+weights, the engine's half-weights copy) reached 1.8-1.9x; min cosine to fp32 0.99996. (On a 2-core Xeon with AMX:
+2.38x against 1.6-1.9x.)
 
 Written by hand: OpenVINO's own ``optimum-intel`` wraps the same two calls (convert, compile) behind a transformers
 model class that needs network access for its configs.
