@@ -55,8 +55,7 @@ class BuildOptions:
         on_disk: IVF only, keep the inverted lists in a memory-mapped file.
         precision: documents' precision, ``auto`` (bf16 on a CPU with native bf16, fp16 on CUDA, else fp32), ``fp32``,
             ``bf16`` or ``fp16`` (CUDA); queries are always fp32. Recorded in the manifest, reused by :meth:`Index.add`.
-        document_backend: what encodes bf16 documents on the CPU: ``auto`` (OpenVINO where installed, else torch),
-            ``torch`` or ``openvino``; the one that ran is recorded as the manifest's ``encoder.document_runtime``.
+        document_backend: bf16 documents on the CPU by ``auto`` (OpenVINO where installed), ``torch`` or ``openvino``.
     """
 
     index: str = "auto"
@@ -163,8 +162,8 @@ class Index:
             if query_encoder:
                 _export_query_encoder(out, encoder, announce)
         if announce is not None:  # at the end: an error stays the only line a failed build prints
-            runtime = " by OpenVINO" if encoder.document_runtime == "openvino" else ""
-            announce(f"encoded in {encoder.precision}{runtime} ({encoder.precision_note})")
+            announce(f"encoded in {encoder.precision}{' by OpenVINO' * (encoder.document_runtime == 'openvino')} "
+                     f"({encoder.precision_note})")
         return cls(out)
 
     @classmethod
@@ -349,11 +348,8 @@ def _export_query_encoder(out: Path, encoder: Any, announce: Callable[[str], Non
 
 
 def build_config(corpus: tuple[str, ...], encoder: Any, preset: str, opts: BuildOptions) -> BuildConfig:
-    """The :class:`BuildConfig` of a build: the chunking defaults for the model and preset applied.
-
-    Raises:
-        RetrieverError: an overlap that is negative or not smaller than the window.
-    """
+    """The :class:`BuildConfig` of a build, with the model's and preset's chunking defaults (RetrieverError: an
+    overlap that is negative or not smaller than the window)."""
     window, overlap = chunk_defaults(encoder.max_seq_length, preset, opts.chunk_tokens, opts.chunk_overlap)
     return BuildConfig(
         corpus=corpus, factory=opts.index, metric=opts.metric, chunk_tokens=window, chunk_overlap=overlap,
@@ -381,12 +377,10 @@ def chunk_defaults(max_seq_length: int, preset: str, chunk_tokens: int | None, c
 
 
 def _check_build_options(opts: BuildOptions) -> None:
-    from retriever.devices import DOCUMENT_BACKENDS, PRECISIONS
+    from retriever.devices import PRECISIONS
 
     if opts.precision not in PRECISIONS:
         raise RetrieverError(f"--precision {opts.precision!r}: use one of {', '.join(PRECISIONS)}")
-    if opts.document_backend not in DOCUMENT_BACKENDS:
-        raise RetrieverError(f"--document-backend {opts.document_backend!r}: use one of {', '.join(DOCUMENT_BACKENDS)}")
     if opts.metric not in ("ip", "l2"):
         raise RetrieverError(f"--metric {opts.metric!r}: use ip or l2")
     if opts.engine not in ("local", "ray"):

@@ -238,7 +238,7 @@ def test_an_unknown_document_backend_is_a_one_line_error(tmp_path, tiny_model):
     corpus = write_jsonl(tmp_path / "c.jsonl", corpus_records("d", 3))
     done = run_cli("index", "build", corpus, "--out", tmp_path / "x", "--model", tiny_model, "--device", "cpu",
                    "--document-backend", "tensorrt")
-    assert_one_line_error(done, "--document-backend 'tensorrt': use one of auto, torch, openvino")
+    assert_one_line_error(done, "document backend 'tensorrt': use one of auto, torch, openvino")
 
 
 def test_fp16_build_on_cpu_is_a_one_line_error(tmp_path, tiny_model):
