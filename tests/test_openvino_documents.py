@@ -108,6 +108,7 @@ def test_without_openvino_auto_falls_back_to_torch_and_openvino_is_an_error(tiny
         raise ModelError("OpenVINO cannot compile 'tiny': unsupported operation")
 
     monkeypatch.setattr(module, "OpenVINODocuments", refuse)
+    monkeypatch.setattr(module, "openvino_available", lambda: True)  # installed, but the compile fails
     _, bf16 = _encoders(tiny_model, document_backend=backend)
     if backend == "openvino":
         with pytest.raises(ModelError, match="OpenVINO cannot compile"):
