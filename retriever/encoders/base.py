@@ -127,7 +127,7 @@ class SentenceTransformerEncoder:
     def _openvino_documents(self) -> Any | None:
         """OpenVINO's bf16 document encoder where it applies (bf16 on the CPU, openvino installed, a symmetric model
         that exports), made on the first call; None (and one log line saying why, once) elsewhere."""
-        if self.precision != "bf16" or self.device != "cpu" or self.document_backend == "torch":
+        if not self._openvino_applies:
             return None
         with self._openvino_lock:
             if self._openvino is None:
@@ -149,14 +149,17 @@ class SentenceTransformerEncoder:
             return self._openvino or None
 
     @property
+    def _openvino_applies(self) -> bool:
+        """Whether OpenVINO may encode documents: bf16 on the CPU, and a backend other than ``torch``."""
+        return self.precision == "bf16" and self.device == "cpu" and self.document_backend != "torch"
+
+    @property
     def document_runtime(self) -> str | None:
         """``openvino`` or ``torch``: what encodes documents; None while that is not decided yet (bf16 on the CPU
         with the ``auto`` backend before the first document batch)."""
         if self._openvino:
             return "openvino"
-        if self._openvino is None and self.precision == "bf16" and self.device == "cpu" and self.document_backend != "torch":
-            return None
-        return "torch"
+        return None if self._openvino is None and self._openvino_applies else "torch"
 
     def describe(self) -> dict[str, Any]:
         """What the index manifest records about this encoder (``document_runtime`` once documents were encoded)."""

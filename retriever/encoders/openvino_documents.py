@@ -75,8 +75,9 @@ class OpenVINODocuments:
             record = export_query_encoder(encoder, folder)
             self.tokenizer = Tokenizer.from_file(str(folder / record["tokenizer"]))
             try:
-                model = ov.Core().read_model(str(folder / record["graph"]))
-                self.compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "bf16"})
+                core = ov.Core()
+                self.compiled = core.compile_model(core.read_model(str(folder / record["graph"])), "CPU",
+                                                   {"INFERENCE_PRECISION_HINT": "bf16"})
             except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own RuntimeError subclasses
                 raise ModelError(f"OpenVINO cannot compile {encoder.name!r}: {str(exc).splitlines()[0]}") from None
         finally:
