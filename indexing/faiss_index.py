@@ -17,6 +17,7 @@ import faiss
 import numpy as np
 
 from indexing.errors import IndexDirError, RetrieverError
+from indexing.split_scan import split_search, split_threads
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +170,8 @@ class VectorIndex:
             deny: ids never returned (deleted vectors of indexes that cannot remove).
 
         Returns:
-            ``(scores, ids)``, each ``(q, k)``; missing results have id -1.
+            ``(scores, ids)``, each ``(q, k)``; missing results have id -1. One query on a large Flat index with no
+            ``allow``/``deny`` is scanned by all the caller's OpenMP threads (:mod:`indexing.split_scan`).
         """
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         selector = None
@@ -179,6 +181,8 @@ class VectorIndex:
             not_denied = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.ascontiguousarray(deny, dtype=np.int64)))
             selector = not_denied if selector is None else faiss.IDSelectorAnd(selector, not_denied)
         params = self._search_params(selector, nprobe, ef_search, k)
+        if params is None and (slices := split_threads(self.index, len(queries), k)) > 1:
+            return split_search(self.index, queries, k, slices)
         with threads_for(len(queries)):
             if params is None:
                 return self.index.search(queries, k)

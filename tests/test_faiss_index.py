@@ -77,6 +77,58 @@ def test_one_query_at_a_time_equals_the_batch_and_keeps_the_thread_setting(facto
     assert other == [before]
 
 
+@pytest.mark.parametrize("metric", [Metric.IP, Metric.L2])
+@pytest.mark.parametrize("threads", [2, 3])
+def test_one_query_on_a_large_flat_index_is_split_across_threads_and_equals_faiss(metric, threads):
+    import faiss
+
+    from indexing.split_scan import SPLIT_MIN_VECTORS, split_threads
+
+    x = _data(SPLIT_MIN_VECTORS + 1001)
+    index = VectorIndex.create(x.shape[1], "Flat", metric)
+    index.add(np.arange(len(x), dtype=np.int64) * 5 + 3, x)  # ids are not positions: the IndexIDMap2 labels count
+    queries = x[::4001] + 0.01
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(threads)
+    try:
+        assert split_threads(index.index, 1, 10) == threads and split_threads(index.index, 2, 10) == 1
+        scanned = [index.search(q[None], 10) for q in queries]
+        assert faiss.omp_get_max_threads() == threads  # the caller's setting is left as it was
+        expected = index.index.search(queries, 10)  # FAISS's own search, unsplit
+        np.testing.assert_array_equal(np.vstack([ids for _, ids in scanned]), expected[1])
+        np.testing.assert_allclose(np.vstack([s for s, _ in scanned]), expected[0], rtol=1e-5, atol=1e-5)
+        # a deny list goes through FAISS's selector path, not the split scan, and still drops the denied id
+        best = expected[1][0, 0]
+        _, ids = index.search(queries[:1], 10, deny=np.array([best]))
+        assert best not in ids[0] and ids[0, 0] == expected[1][0, 1]
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def test_only_large_flat_indexes_with_one_query_are_split():
+    import faiss
+
+    from indexing.split_scan import SPLIT_MIN_VECTORS, split_threads
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(2)
+    try:
+        small = VectorIndex.create(32, "Flat", Metric.IP)
+        small.add(np.arange(100), _data(100))
+        assert split_threads(small.index, 1, 10) == 1
+        x = _data(SPLIT_MIN_VECTORS)
+        hnsw = VectorIndex.create(x.shape[1], "HNSW8", Metric.IP)
+        hnsw.add(np.arange(len(x)), x)
+        assert split_threads(hnsw.index, 1, 10) == 1
+        flat = VectorIndex.create(x.shape[1], "Flat", Metric.IP)
+        flat.add(np.arange(len(x)), x)
+        assert split_threads(flat.index, 1, SPLIT_MIN_VECTORS) == 1  # a slice would hold fewer than k
+        faiss.omp_set_num_threads(1)
+        assert split_threads(flat.index, 1, 10) == 1  # one thread allowed: nothing to split
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
 @pytest.mark.parametrize("factory", ["Flat", "IVF16,Flat", "HNSW16"])
 def test_allow_filter_is_applied_before_top_k(factory):
     x = _data(2000)
