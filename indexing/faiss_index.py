@@ -181,9 +181,10 @@ class VectorIndex:
             not_denied = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.ascontiguousarray(deny, dtype=np.int64)))
             selector = not_denied if selector is None else faiss.IDSelectorAnd(selector, not_denied)
         params = self._search_params(selector, nprobe, ef_search, k)
-        if params is None and (slices := split_threads(self.index, len(queries), k)) > 1:
-            return split_search(self.index, queries, k, slices)
+        slices = split_threads(self.index, len(queries), k) if params is None else 1  # before threads_for sets 1
         with threads_for(len(queries)):
+            if slices > 1:
+                return split_search(self.index, queries, k, slices)
             if params is None:
                 return self.index.search(queries, k)
             # keep the selector objects alive while FAISS uses them

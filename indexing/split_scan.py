@@ -57,7 +57,9 @@ def split_threads(index: faiss.Index, queries: int, k: int) -> int:
 
 
 def split_search(index: faiss.Index, query: np.ndarray, k: int, slices: int) -> tuple[np.ndarray, np.ndarray]:
-    """FAISS's ``index.search(query, k)`` for one query ``(1, d)`` float32, the scan cut into ``slices`` threads.
+    """FAISS's ``index.search(query, k)`` for one query ``(1, d)`` float32, the scan cut into ``slices`` threads:
+    the calling thread scans the first slice (on its own OpenMP setting, which
+    :func:`indexing.faiss_index.threads_for` holds at one for a single query), pooled threads the others.
 
     Returns:
         ``(scores, ids)``, each ``(1, k)``: inner products best first, or squared L2 distances nearest first; ids
@@ -81,12 +83,7 @@ def split_search(index: faiss.Index, query: np.ndarray, k: int, slices: int) -> 
         return scores, rows + bounds[part]
 
     later = [_pool(slices - 1).submit(scan, part) for part in range(1, slices)]
-    before = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(1)
-    try:
-        done = [scan(0)] + [future.result() for future in later]
-    finally:
-        faiss.omp_set_num_threads(before)
+    done = [scan(0)] + [future.result() for future in later]
     scores, rows = faiss.merge_knn_results(np.stack([s for s, _ in done]), np.stack([r for _, r in done]),
                                            keep_max=metric == faiss.METRIC_INNER_PRODUCT)
     if owner is None:
