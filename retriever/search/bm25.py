@@ -1,10 +1,8 @@
 """BM25 over a Lucene index built and searched with Pyserini (Anserini), BEIR "flat" setting.
 
-Java stays out of the dense path: pyserini (and with it pyjnius and the JVM) is imported only inside
-functions of this module, never when the module is imported. Right before that import, ``JAVA_HOME``
-(when missing or not a Java 21+ home) and ``OPENAI_API_KEY`` (pyserini builds an OpenAI client at import;
-any value works) are set. Indexing runs Anserini's ``IndexCollection`` in a subprocess with the same
-Java; searching uses ``LuceneSearcher`` in this process (pyjnius starts the JVM here).
+Java stays out of the engine's process. Indexing runs Anserini's ``IndexCollection`` in a Java subprocess;
+searching uses pyserini's ``LuceneSearcher`` in a Lucene child process shared by every index the process opens
+(:mod:`retriever.search.lucene_process`), so pyserini, pyjnius and the JVM are never imported here.
 
 Java is found and started by :mod:`retriever.search.java`.
 
@@ -23,12 +21,16 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from indexing.errors import IndexDirError, RetrieverError
 from retriever.hits import Hits
-from retriever.search.java import anserini_jar, find_java_home, import_searcher, java_options
+from retriever.search.java import anserini_jar, find_java_home, java_options
+
+if TYPE_CHECKING:
+    from retriever.search.lucene_process import RemoteSearcher
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +153,7 @@ def write_index(
 class LuceneBM25:
     """A BM25 (k1=0.9, b=0.4) Lucene index of ``(doc_id, title + " " + text)`` documents."""
 
-    def __init__(self, directory: Path, searcher: object, manifest: dict):
+    def __init__(self, directory: Path, searcher: "RemoteSearcher", manifest: dict):
         """Use :meth:`build` or :meth:`load`."""
         self.directory = Path(directory)
         self._searcher = searcher
@@ -213,13 +215,9 @@ class LuceneBM25:
         lucene = directory / _LUCENE
         if not lucene.is_dir() or not any(lucene.glob("segments_*")):
             raise IndexDirError(f"{directory}: the Lucene index ({_LUCENE}/) is missing or incomplete; rebuild it")
-        searcher_class = import_searcher()
-        try:
-            searcher = searcher_class(str(lucene))
-            searcher.set_bm25(float(manifest.get("k1", K1)), float(manifest.get("b", B)))
-        except Exception as exc:
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise IndexDirError(f"{lucene}: cannot open the Lucene index ({first})") from exc
+        from retriever.search.lucene_process import open_searcher
+
+        searcher = open_searcher(str(lucene), float(manifest.get("k1", K1)), float(manifest.get("b", B)))
         return cls(directory, searcher, manifest)
 
     @property
@@ -259,9 +257,8 @@ class LuceneBM25:
         while todo:
             raw = self._batch_search([queries[i] for i in todo], depth, threads)
             again: list[int] = []
-            for i, hits in zip(todo, raw):
-                ids = [doc.docid for doc in hits]
-                scores = [doc.score for doc in hits]
+            for i, (ids, found_scores) in zip(todo, raw):
+                scores = found_scores.tolist()
                 if exclude is not None:
                     kept = [(d, s) for d, s in zip(ids, scores) if not exclude(d)]
                     if len(kept) < k and len(ids) == depth and depth < self.num_documents:
@@ -273,19 +270,14 @@ class LuceneBM25:
             depth = min(depth * 4, self.num_documents)
         return results
 
-    def _batch_search(self, queries: Sequence[str], depth: int, threads: int) -> list[list]:
-        """Pyserini batch search, in chunks; returns each query's ScoredDoc list in order."""
-        out: list[list] = []
+    def _batch_search(self, queries: Sequence[str], depth: int, threads: int) -> list[tuple[list[str], np.ndarray]]:
+        """Pyserini batch search in the Lucene child, in chunks; each query's (doc ids, float32 scores) in order."""
+        out: list[tuple[list[str], np.ndarray]] = []
         for start in range(0, len(queries), _QUERY_BATCH):
-            chunk = list(queries[start:start + _QUERY_BATCH])
-            qids = [str(n) for n in range(len(chunk))]
-            found = self._searcher.batch_search(chunk, qids, k=depth, threads=threads)
-            out.extend(found.get(qid, []) for qid in qids)
+            out.extend(self._searcher.batch_search(list(queries[start:start + _QUERY_BATCH]), depth, threads))
         return out
 
     def close(self) -> None:
-        """Release the Lucene reader (the JVM stays up for the life of the process)."""
-        close = getattr(self._searcher, "close", None)
-        if close is not None:
-            close()
+        """Release the Lucene reader (the Lucene child, and its JVM, stay up for the life of the process)."""
+        self._searcher.close()
 

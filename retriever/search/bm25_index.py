@@ -121,7 +121,8 @@ def check_bm25(index_path: Path, manifest: Manifest) -> Path:
 
 
 def open_bm25(index_path: Path, manifest: Manifest) -> LuceneBM25:
-    """Open the BM25 index of ``manifest``'s version of the index at ``index_path``, read-only (starts the JVM).
+    """Open the BM25 index of ``manifest``'s version of the index at ``index_path``, read-only (starts the
+    Lucene child process, and its JVM, when this process has none).
 
     Raises:
         Bm25NotReadyError: missing or stale (see :func:`check_bm25`). IndexDirError: an incomplete or

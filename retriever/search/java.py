@@ -133,7 +133,7 @@ def thread_stack_option(stack_limit: int | None = None) -> str:
     is unlimited, clamped to 1 MiB .. 64 MiB (every Java thread reserves that much address space: Lucene's search
     threads are up to 16).
 
-    Why: the JVM starts on the thread that imports jnius, the process's main thread, and HotSpot takes the main
+    Why: the JVM starts on the thread that imports jnius, the Lucene child's main thread, and HotSpot takes the main
     thread's stack to be ``min(stack limit, -Xss)`` deep and puts its guard pages there; with the default -Xss
     (1 MiB) the main thread's 8 MiB stack shrank to 1 MiB for the rest of the process, and anything that went
     deeper later (torch, a deep JSON document) died of a SIGSEGV that no handler could report (the JVM's handler
