@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 # CPU torch first, so no dependency resolves to a multi-GB CUDA build; override for a GPU machine.
 TORCH_SPEC ?= torch==2.13.0
-EXTRAS ?= cpu,bm25,models,stats,bench,dev,url,crosslingual,code,serve,dist,sql,onnx,hf
+EXTRAS ?= cpu,bm25,models,stats,bench,dev,url,crosslingual,code,serve,dist,sql,onnx,hf,openvino
 
 export HF_HUB_OFFLINE ?= 1
 export HF_DATASETS_OFFLINE ?= 1
