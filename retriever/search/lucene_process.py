@@ -1,4 +1,4 @@
-"""Pyserini's ``LuceneSearcher`` in a child process: the JVM never shares a process with the engine.
+"""Anserini's Lucene searcher (pyserini's jar) in a child process: the JVM never shares a process with the engine.
 
 Why a child: HotSpot raises SIGSEGV on purpose (safepoint polls, implicit null checks) and relies on its own
 signal handlers staying installed for the life of the process. Libraries loaded beside it replace them:
@@ -41,15 +41,15 @@ _ROOT = Path(__file__).resolve().parents[2]
 _LOCK = threading.Lock()
 _child: "_Child | None" = None
 _CHILD_SEARCHERS: dict[int, Any] = {}
-"""In the child: open ``LuceneSearcher`` objects by handle."""
+"""In the child: open Anserini ``SimpleSearcher`` objects by handle."""
 
 
 # --- in the child ---------------------------------------------------------------------------------------
 def _child_open(handle: int, lucene: str, k1: float, b: float) -> None:
     """Start the JVM (first call) and open the Lucene index at ``lucene`` with BM25 (k1, b) as ``handle``."""
-    from retriever.search.java import import_searcher
+    from retriever.search.java import anserini_searcher
 
-    searcher_class = import_searcher()
+    searcher_class = anserini_searcher()
     try:
         searcher = searcher_class(lucene)
         searcher.set_bm25(k1, b)
@@ -60,15 +60,23 @@ def _child_open(handle: int, lucene: str, k1: float, b: float) -> None:
 
 
 def _child_search(handle: int, queries: list[str], depth: int, threads: int) -> list[tuple[list[str], np.ndarray]]:
-    """Pyserini batch search of ``queries`` at ``depth``: each query's (doc ids, float32 scores), in order."""
+    """Anserini's batch search of ``queries`` at ``depth`` (what pyserini's ``LuceneSearcher.batch_search`` calls):
+    each query's (doc ids, float32 scores), in order."""
+    from jnius import autoclass
+
     searcher = _CHILD_SEARCHERS.get(handle)
     if searcher is None:
         raise RetrieverError("this BM25 index was opened in a search process that stopped; open the index again")
-    qids = [str(n) for n in range(len(queries))]
-    found = searcher.batch_search(list(queries), qids, k=depth, threads=threads)
+    array_list = autoclass("java.util.ArrayList")
+    texts, qids = array_list(), array_list()
+    for n, query in enumerate(queries):
+        texts.add(query)
+        qids.add(str(n))
+    results = searcher.batch_search(texts, qids, depth, threads)  # java.util.Map<String, ScoredDoc[]>
+    found = {entry.getKey(): entry.getValue() for entry in results.entrySet().toArray()}
     out = []
-    for qid in qids:
-        hits = found.get(qid, [])
+    for n in range(len(queries)):
+        hits = found.get(str(n)) or []
         out.append(([doc.docid for doc in hits], np.asarray([doc.score for doc in hits], dtype=np.float32)))
     return out
 
