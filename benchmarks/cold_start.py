@@ -2,7 +2,9 @@
 
 On the SciFact index (built once with the default model, whole documents), each repeat times two fresh
 processes, interleaved, from process start to the printed table: ``retriever search INDEX "query"`` (the
-default ``--query-backend auto``: the index's ONNX graph, no torch) and the same with ``--query-backend torch``.
+default ``--query-backend auto``: the index's ONNX graph, no torch) and the same with ``--query-backend torch``;
+a third process runs ``--mode hybrid`` (the ONNX dense list fused with BM25, whose Lucene searcher runs in a child
+process: the JVM's start is part of its time).
 Then, in-process, SciFact's 300 test queries are searched with both backends: the share of queries whose top-10
 ids are identical, and nDCG@10 of each.
 
@@ -39,6 +41,10 @@ def scifact_index(data: Path) -> Path:
 
     if "query_encoder" not in read_manifest(index).files:
         subprocess.run(CLI + ["index", "query-encoder", str(index)], check=True)
+    from retriever.search.bm25_index import bm25_state
+
+    if bm25_state(index, read_manifest(index)) != "current":
+        subprocess.run(CLI + ["index", "bm25", str(index)], check=True)
     return index
 
 
@@ -72,10 +78,11 @@ def main() -> None:
     repeats, limit = (2, 30) if args.quick else (args.repeats, None)
     data = require_data("scifact")
     index = scifact_index(data)
-    fast, slow = [], []
-    for _ in range(repeats):  # interleaved, so both see the same machine load
+    fast, slow, hybrid = [], [], []
+    for _ in range(repeats):  # interleaved, so all see the same machine load
         fast.append(timed(CLI + ["search", str(index), QUERY, "-k", "10"]))
         slow.append(timed(CLI + ["search", str(index), QUERY, "-k", "10", "--query-backend", "torch"]))
+        hybrid.append(timed(CLI + ["search", str(index), QUERY, "-k", "10", "--mode", "hybrid"]))
     probe = subprocess.run(CLI[:1] + ["-c", "import sys, cli.main; print('torch' in sys.modules)"],
                            capture_output=True, text=True, check=True)
     agreement = backend_agreement(index, data, limit)
@@ -83,6 +90,7 @@ def main() -> None:
         "repeats": repeats, "onnx_median_s": round(statistics.median(fast), 3), "onnx_runs_s": [round(t, 3) for t in fast],
         "torch_median_s": round(statistics.median(slow), 3), "torch_runs_s": [round(t, 3) for t in slow],
         "speedup": round(statistics.median(slow) / statistics.median(fast), 2),
+        "hybrid_median_s": round(statistics.median(hybrid), 3), "hybrid_runs_s": [round(t, 3) for t in hybrid],
         "cli_startup_imports_torch": probe.stdout.strip() == "True", **agreement,
     }
     lines = [
@@ -92,6 +100,8 @@ def main() -> None:
         "|---|---|---|",
         f"| auto: the index's ONNX query encoder (no torch) | {results['onnx_median_s']:.2f} s | {', '.join(f'{t:.2f}' for t in fast)} |",
         f"| torch (`--query-backend torch`) | {results['torch_median_s']:.2f} s | {', '.join(f'{t:.2f}' for t in slow)} |",
+        f"| auto, `--mode hybrid` (dense + BM25, Java started) | {results['hybrid_median_s']:.2f} s | "
+        f"{', '.join(f'{t:.2f}' for t in hybrid)} |",
         "",
         f"ONNX is **{results['speedup']:.1f}x** faster to the first answer. On {agreement['queries']} SciFact test queries, "
         f"top-10 identical for {agreement['top10_identical']} ({agreement['top10_identical_share']:.1%}); nDCG@10 "
