@@ -96,3 +96,32 @@ def test_a_lucene_index_the_child_cannot_open_is_an_index_error(tmp_path: Path) 
         segments.write_bytes(b"not a segments file")
     with pytest.raises(IndexDirError, match=r"lucene: cannot open the Lucene index \("):
         LuceneBM25.load(folder)
+
+
+def test_a_forked_process_gets_its_own_child_and_leaves_the_parents_alone(tmp_path: Path) -> None:
+    _java_or_skip()
+    done = _run(
+        "import os\n"
+        "from indexing.errors import RetrieverError\n"
+        "index = LuceneBM25.build(TINY, INDEX, threads=1)\n"
+        "assert index.search(['volcano magma'], 1, threads=1)[0].ids == ['d1']\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    code = 3\n"
+        "    try:\n"
+        "        index.search(['volcano magma'], 1, threads=1)\n"
+        "    except RetrieverError as exc:\n"
+        "        code = 0 if 'open the index again' in str(exc) else 4\n"
+        "    mine = LuceneBM25.load(INDEX)\n"
+        "    code = code or (0 if mine.search(['jazz saxophone'], 1, threads=1)[0].ids == ['d8'] else 5)\n"
+        "    mine.close()\n"
+        "    from retriever.search.lucene_process import _stop_child\n"
+        "    _stop_child()\n"
+        "    os._exit(code)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print('forked', os.waitstatus_to_exitcode(status))\n"
+        "print('parent', index.search(['honey bees hive'], 1, threads=1)[0].ids)\n",
+        tmp_path,
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert done.stdout.split("\n")[:2] == ["forked 0", "parent ['d5']"]

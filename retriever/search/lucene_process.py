@@ -12,9 +12,10 @@ opens (one JVM start, as before): ``python -m retriever.search.lucene_process`` 
 of the caller's torch, FAISS or Ray state, and no re-import of the caller's ``__main__`` as multiprocessing's
 ``spawn`` would do), talking over a private socket pair with the standard library's
 ``multiprocessing.connection.Connection`` (framed, pickled messages; nothing is written to disk). Calls are
-serialized. Exceptions raised in the child (e.g. :class:`RetrieverError` for a missing Java) reach the caller
-as themselves; a child that dies is reported as a :class:`RetrieverError` and the next call starts a new one.
-The child exits when the caller closes the connection or dies (its end of the socket reads end-of-file).
+serialized. A :class:`RetrieverError` raised in the child (e.g. for a missing Java) reaches the caller as itself,
+any other exception as a one-line RetrieverError; a child that dies is reported as a RetrieverError and the next
+open starts a new one. The child exits when the caller closes the connection or dies (its end of the socket reads
+end-of-file). A process forked from the caller (e.g. a DataLoader worker) starts its own child.
 """
 
 from __future__ import annotations
@@ -131,6 +132,7 @@ class _Child:
         finally:
             theirs.close()
         self.connection = Connection(mine.detach())
+        self.owner = os.getpid()
         logger.debug("started the Lucene child process (pid %d)", self.process.pid)
 
     def call(self, call: str, *args: Any) -> Any:
@@ -161,6 +163,8 @@ def _call(call: str, *args: Any, start: bool = False) -> Any:
     """Run ``call`` in the process's Lucene child (started first when ``start`` and there is none)."""
     global _child
     with _LOCK:
+        if _child is not None and _child.owner != os.getpid():
+            _child = None  # inherited through fork: the connection is the parent's, not to be shared
         if _child is None:
             if not start:
                 raise RetrieverError("the BM25 search process stopped; open the index again")
@@ -177,9 +181,9 @@ def _call(call: str, *args: Any, start: bool = False) -> Any:
 def _stop_child() -> None:
     global _child
     with _LOCK:
-        if _child is not None:
+        if _child is not None and _child.owner == os.getpid():
             _child.stop()
-            _child = None
+        _child = None
 
 
 class RemoteSearcher:
