@@ -1,8 +1,9 @@
 """BM25 over a Lucene index built and searched with Pyserini (Anserini), BEIR "flat" setting.
 
 Java stays out of the engine's process. Indexing runs Anserini's ``IndexCollection`` in a Java subprocess;
-searching uses pyserini's ``LuceneSearcher`` in a Lucene child process shared by every index the process opens
-(:mod:`retriever.search.lucene_process`), so pyserini, pyjnius and the JVM are never imported here.
+searching uses Anserini's ``SimpleSearcher`` (what pyserini's ``LuceneSearcher`` wraps) in a Lucene child process
+shared by every index the process opens (:mod:`retriever.search.lucene_process`), so pyjnius and the JVM are never
+loaded here.
 
 Java is found and started by :mod:`retriever.search.java`.
 
@@ -271,7 +272,7 @@ class LuceneBM25:
         return results
 
     def _batch_search(self, queries: Sequence[str], depth: int, threads: int) -> list[tuple[list[str], np.ndarray]]:
-        """Pyserini batch search in the Lucene child, in chunks; each query's (doc ids, float32 scores) in order."""
+        """Anserini batch search in the Lucene child, in chunks; each query's (doc ids, float32 scores) in order."""
         out: list[tuple[list[str], np.ndarray]] = []
         for start in range(0, len(queries), _QUERY_BATCH):
             out.extend(self._searcher.batch_search(list(queries[start:start + _QUERY_BATCH]), depth, threads))
