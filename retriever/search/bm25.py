@@ -216,9 +216,9 @@ class LuceneBM25:
         lucene = directory / _LUCENE
         if not lucene.is_dir() or not any(lucene.glob("segments_*")):
             raise IndexDirError(f"{directory}: the Lucene index ({_LUCENE}/) is missing or incomplete; rebuild it")
-        from retriever.search.lucene_process import open_searcher
+        from retriever.search.lucene_process import RemoteSearcher
 
-        searcher = open_searcher(str(lucene), float(manifest.get("k1", K1)), float(manifest.get("b", B)))
+        searcher = RemoteSearcher(str(lucene), float(manifest.get("k1", K1)), float(manifest.get("b", B)))
         return cls(directory, searcher, manifest)
 
     @property
@@ -258,8 +258,7 @@ class LuceneBM25:
         while todo:
             raw = self._batch_search([queries[i] for i in todo], depth, threads)
             again: list[int] = []
-            for i, (ids, found_scores) in zip(todo, raw):
-                scores = found_scores.tolist()
+            for i, (ids, scores) in zip(todo, raw):
                 if exclude is not None:
                     kept = [(d, s) for d, s in zip(ids, scores) if not exclude(d)]
                     if len(kept) < k and len(ids) == depth and depth < self.num_documents:
@@ -271,9 +270,9 @@ class LuceneBM25:
             depth = min(depth * 4, self.num_documents)
         return results
 
-    def _batch_search(self, queries: Sequence[str], depth: int, threads: int) -> list[tuple[list[str], np.ndarray]]:
-        """Anserini batch search in the Lucene child, in chunks; each query's (doc ids, float32 scores) in order."""
-        out: list[tuple[list[str], np.ndarray]] = []
+    def _batch_search(self, queries: Sequence[str], depth: int, threads: int) -> list[tuple[list[str], list[float]]]:
+        """Anserini batch search in the Lucene child, in chunks; each query's (doc ids, scores) in order."""
+        out: list[tuple[list[str], list[float]]] = []
         for start in range(0, len(queries), _QUERY_BATCH):
             out.extend(self._searcher.batch_search(list(queries[start:start + _QUERY_BATCH]), depth, threads))
         return out

@@ -7,7 +7,7 @@ next safepoint poll kills the whole process with a bare SIGSEGV (no handler left
 takes over the stack of the thread that starts it (see :func:`retriever.search.java.thread_stack_option`). In a
 child that runs nothing but the JVM none of this can touch the engine, and the JVM's heap is not the engine's.
 
-One child per process, started on the first :func:`open_searcher` and shared by every BM25 index the process
+One child per process, started by the first :class:`RemoteSearcher` and shared by every BM25 index the process
 opens (one JVM start, as before): ``python -m retriever.search.lucene_process`` (a fresh interpreter: nothing
 of the caller's torch, FAISS or Ray state, and no re-import of the caller's ``__main__`` as multiprocessing's
 ``spawn`` would do), talking over a private socket pair with the standard library's
@@ -21,6 +21,7 @@ end-of-file). A process forked from the caller (e.g. a DataLoader worker) starts
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import os
 import socket
@@ -30,8 +31,6 @@ import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from indexing.errors import IndexDirError, RetrieverError
 
@@ -60,9 +59,9 @@ def _child_open(handle: int, lucene: str, k1: float, b: float) -> None:
     _CHILD_SEARCHERS[handle] = searcher
 
 
-def _child_search(handle: int, queries: list[str], depth: int, threads: int) -> list[tuple[list[str], np.ndarray]]:
+def _child_search(handle: int, queries: list[str], depth: int, threads: int) -> list[tuple[list[str], list[float]]]:
     """Anserini's batch search of ``queries`` at ``depth`` (what pyserini's ``LuceneSearcher.batch_search`` calls):
-    each query's (doc ids, float32 scores), in order."""
+    each query's (doc ids, scores), best first, in query order."""
     from jnius import autoclass
 
     searcher = _CHILD_SEARCHERS.get(handle)
@@ -78,7 +77,7 @@ def _child_search(handle: int, queries: list[str], depth: int, threads: int) -> 
     out = []
     for n in range(len(queries)):
         hits = found.get(str(n)) or []
-        out.append(([doc.docid for doc in hits], np.asarray([doc.score for doc in hits], dtype=np.float32)))
+        out.append(([doc.docid for doc in hits], [doc.score for doc in hits]))
     return out
 
 
@@ -171,10 +170,10 @@ def _call(call: str, *args: Any, start: bool = False) -> Any:
             _child = _Child()
         try:
             return _child.call(call, *args)
-        except RetrieverError as exc:
-            if _child is not None and _child.process.poll() is not None:
+        except RetrieverError:
+            if _child.process.poll() is not None:
                 _child = None  # it died: the next open starts a new one
-            raise exc from None
+            raise
 
 
 @atexit.register
@@ -187,22 +186,25 @@ def _stop_child() -> None:
 
 
 class RemoteSearcher:
-    """A Lucene index opened in the Lucene child; the caller's side of :func:`open_searcher`."""
+    """A Lucene index folder opened with BM25 (``k1``, ``b``) in the process's Lucene child (started when there is
+    none).
 
-    _next_handle = 0
+    Raises:
+        RetrieverError: no Java 21+ or pyserini (message from :mod:`retriever.search.java`), or the child died.
+        IndexDirError: Lucene cannot open the folder.
+    """
+
+    _handles = itertools.count(1)
 
     def __init__(self, lucene: str, k1: float, b: float):
-        """Open ``lucene`` in the child. Raises RetrieverError (no Java/pyserini) or IndexDirError (bad index)."""
-        with _LOCK:
-            RemoteSearcher._next_handle += 1
-            self._handle = RemoteSearcher._next_handle
+        self._handle = next(RemoteSearcher._handles)
         self._lucene = lucene
         self._open = False
         _call("open", self._handle, lucene, float(k1), float(b), start=True)
         self._open = True
 
-    def batch_search(self, queries: list[str], depth: int, threads: int) -> list[tuple[list[str], np.ndarray]]:
-        """Each query's top-``depth`` (doc ids, float32 scores), in query order; ``threads`` Java search threads."""
+    def batch_search(self, queries: list[str], depth: int, threads: int) -> list[tuple[list[str], list[float]]]:
+        """Each query's top-``depth`` (doc ids, scores), in query order; ``threads`` Java search threads."""
         if not self._open:
             raise RetrieverError(f"{self._lucene}: this BM25 index was closed")
         return _call("search", self._handle, list(queries), int(depth), int(threads))
@@ -216,16 +218,6 @@ class RemoteSearcher:
             _call("close", self._handle)
         except RetrieverError:
             pass
-
-
-def open_searcher(lucene: str, k1: float, b: float) -> RemoteSearcher:
-    """Open the Lucene index folder ``lucene`` with BM25 (``k1``, ``b``) in the process's Lucene child.
-
-    Raises:
-        RetrieverError: no Java 21+ or pyserini (message from :mod:`retriever.search.java`), or the child died.
-        IndexDirError: Lucene cannot open the folder.
-    """
-    return RemoteSearcher(lucene, k1, b)
 
 
 if __name__ == "__main__":
