@@ -73,7 +73,8 @@ def served(tmp_path_factory, tiny_model):
             rng = random.Random(i)
             fh.write(json.dumps({"_id": f"d{i}", "title": f"doc {i}", "text": " ".join(rng.choice(words) for _ in range(9 + i % 7)),
                                  "lang": "en" if i % 3 else "fr"}) + "\n")
-    options = {"model": str(tiny_model), "device": "cpu", "index": "Flat", "chunk_tokens": 0}
+    options = {"model": str(tiny_model), "device": "cpu", "index": "Flat", "chunk_tokens": 0,
+               "precision": "fp32"}  # the set and the single index are compared for equality
     one = Index.build(corpus, folder / "one", **options)
     IndexSet.build(corpus, folder / "set", shards=2, **options)
     yield {"folder": folder, "one": one, "tiny_model": tiny_model}

@@ -40,7 +40,8 @@ def test_two_node_smoke_exact_merge_and_503_for_a_missing_shard(two_node_cluster
     started = time.perf_counter()
     cluster, second = two_node_cluster
     corpus = _corpus(tmp_path)
-    options = {"model": str(tiny_model), "device": "cpu", "index": "Flat", "chunk_tokens": 0}
+    options = {"model": str(tiny_model), "device": "cpu", "index": "Flat", "chunk_tokens": 0,
+               "precision": "fp32"}  # the set and the single index are compared for equality
     one = Index.build(corpus, tmp_path / "one", **options)
     IndexSet.build(corpus, tmp_path / "set", shards=2, **options)
     serve_options = ServeOptions(port=_free_port(), shard_cpus=0.5, shard_resources={"shard-{number}": 0.01},

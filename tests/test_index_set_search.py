@@ -37,7 +37,8 @@ def pair(tmp_path_factory, tiny_model):
             rng = random.Random(i)
             body = " ".join(rng.choice(words) for _ in range(10 + (i % 5) * 40))
             fh.write(json.dumps({"_id": f"d{i}", "title": f"doc {i}", "text": body, "lang": "en" if i % 3 else "fr"}) + "\n")
-    options = {"model": str(tiny_model), "device": "cpu", "index": "Flat", "chunk_tokens": 24, "chunk_overlap": 4}
+    options = {"model": str(tiny_model), "device": "cpu", "index": "Flat", "chunk_tokens": 24, "chunk_overlap": 4,
+               "precision": "fp32"}  # the set and the single index are compared for equality
     single = Index.build(corpus, folder / "one", **options)
     sharded = IndexSet.build(corpus, folder / "set", shards=3, **options)
     yield {"folder": folder, "corpus": corpus, "one": single, "set": sharded}
